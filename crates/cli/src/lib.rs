@@ -1,0 +1,45 @@
+//! The `isola` command line. Each subcommand lives in its own module under
+//! [`commands`] with an `execute` function; this file only parses arguments,
+//! starts tokio, and turns errors into exit codes.
+//!
+//! The binary must call `isola_runtime_js::init_platform()` before [`run`],
+//! so that V8 is initialised before any thread exists.
+
+pub mod commands;
+mod exit;
+
+use clap::{Parser, Subcommand};
+pub use exit::ExitStatus;
+use std::process::ExitCode;
+
+/// isola: a self-hostable serverless platform running functions in V8 isolates.
+#[derive(Debug, Parser)]
+#[command(name = "isola", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a function module once, locally, and print its result.
+    Invoke(commands::invoke::InvokeArgs),
+}
+
+/// Parses the command line, runs the command, and returns the exit code.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return exit::report(anyhow::anyhow!("starting tokio: {error}")),
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Invoke(args) => commands::invoke::execute(args).await,
+        }
+    });
+    match result {
+        Ok(status) => status.into(),
+        Err(error) => exit::report(error),
+    }
+}

@@ -1,0 +1,211 @@
+//! What a caller sends to run a function, what it gets back, and the
+//! [`Invoker`] trait every execution backend implements.
+
+use crate::{FunctionError, Limits};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One file of a function's code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceFile {
+    /// Path inside the deployment, relative, with `/` separators (`main.js`, `lib/util.js`).
+    pub path: String,
+    /// The module's JavaScript source.
+    pub code: String,
+}
+
+/// Everything needed to run one version of a function.
+///
+/// `id` identifies this exact code and configuration (a deployment id or a
+/// content hash): warm isolates are pooled by it, so two sources with the
+/// same `id` must be identical.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionSource {
+    /// Identity of this version of the code: the warm-pool key.
+    pub id: String,
+    /// The function's name, shown in logs and stack traces.
+    pub name: String,
+    /// Path of the entry module among `files`.
+    pub entry: String,
+    /// The module files.
+    pub files: Vec<SourceFile>,
+    /// Limits for each invocation.
+    pub limits: Limits,
+    /// Environment variables and secrets, passed to the function as `env`.
+    pub env: BTreeMap<String, String>,
+}
+
+impl FunctionSource {
+    /// A function made of one module, identified by the hash the caller gives.
+    pub fn single_module(id: impl Into<String>, name: impl Into<String>, code: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            name: name.into(),
+            entry: "main.js".into(),
+            files: vec![SourceFile {
+                path: "main.js".into(),
+                code: code.into(),
+            }],
+            limits: Limits::default(),
+            env: BTreeMap::new(),
+        }
+    }
+
+    /// The source of the file at `path`, if the function has it.
+    pub fn file(&self, path: &str) -> Option<&str> {
+        self.files.iter().find(|f| f.path == path).map(|f| f.code.as_str())
+    }
+}
+
+/// An HTTP request handed to a Workers-style `fetch` handler.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpRequest {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// Absolute URL of the request.
+    pub url: String,
+    /// Header names and values, in order.
+    pub headers: Vec<(String, String)>,
+    /// The request body.
+    pub body: Vec<u8>,
+}
+
+/// The response a `fetch` handler returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpResponse {
+    /// HTTP status code.
+    pub status: u16,
+    /// Header names and values, in order.
+    pub headers: Vec<(String, String)>,
+    /// The response body.
+    pub body: Vec<u8>,
+}
+
+/// The input of an invocation: a JSON payload or an HTTP request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvocationInput {
+    /// A JSON payload for `export default async (payload, ctx) => value`;
+    /// a Workers-style function receives it as a `POST` with a JSON body.
+    Json(serde_json::Value),
+    /// An HTTP request for `export default { fetch(request, env, ctx) }`.
+    Http(HttpRequest),
+}
+
+/// The successful result of an invocation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvocationOutput {
+    /// The JSON value a JSON handler returned (`null` for `undefined`).
+    Json(serde_json::Value),
+    /// The response a `fetch` handler returned.
+    Http(HttpResponse),
+}
+
+/// A request to run a function once.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// Unique id of this invocation, for logs and records.
+    pub id: String,
+    /// The code to run.
+    pub function: Arc<FunctionSource>,
+    /// What to run it with.
+    pub input: InvocationInput,
+}
+
+/// Severity of a captured console line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    /// `console.debug`
+    Debug,
+    /// `console.log`, `console.info`
+    Info,
+    /// `console.warn`
+    Warn,
+    /// `console.error`, unhandled rejections
+    Error,
+}
+
+/// One line of a function's console output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Severity.
+    pub level: LogLevel,
+    /// The formatted message, without a trailing newline.
+    pub message: String,
+}
+
+/// What an invocation cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvocationMetrics {
+    /// Whether a new isolate had to be created for it.
+    pub cold_start: bool,
+    /// Wall-clock time from start to result, in microseconds.
+    pub duration_us: u64,
+    /// CPU time charged to the function, in microseconds.
+    pub cpu_us: u64,
+    /// Heap in use (V8 heap plus external memory) when it ended, in bytes.
+    pub peak_heap_bytes: u64,
+}
+
+impl InvocationMetrics {
+    /// The wall-clock duration.
+    pub fn duration(&self) -> Duration {
+        Duration::from_micros(self.duration_us)
+    }
+}
+
+/// How an invocation ended, with its logs and costs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The function's result or the error it ended with.
+    pub result: Result<InvocationOutput, FunctionError>,
+    /// Console output and reported problems, in order.
+    pub logs: Vec<LogEntry>,
+    /// Costs.
+    pub metrics: InvocationMetrics,
+}
+
+impl Outcome {
+    /// An outcome that never reached the function.
+    pub fn failed(error: FunctionError) -> Self {
+        Self {
+            result: Err(error),
+            logs: Vec::new(),
+            metrics: InvocationMetrics::default(),
+        }
+    }
+}
+
+/// A boxed future, as returned by [`Invoker::invoke`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Runs invocations. The local V8 executor implements it today; a Wasm
+/// runtime and a remote worker reached over a message bus implement the same
+/// trait, so callers never depend on where a function runs.
+pub trait Invoker: Send + Sync + 'static {
+    /// Runs one invocation to its end. Never panics on bad input: every
+    /// failure comes back as an [`Outcome`] with an error.
+    fn invoke(&self, invocation: Invocation) -> BoxFuture<'_, Outcome>;
+
+    /// Drops every warm instance of the given function version, so that its
+    /// next invocation starts cold. Used when a deployment is replaced.
+    fn evict(&self, function_id: &str);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_module_sources_find_their_entry() {
+        let source = FunctionSource::single_module("abc", "hello", "export default () => 1");
+        assert_eq!(source.file(&source.entry), Some("export default () => 1"));
+        assert_eq!(source.file("other.js"), None);
+    }
+}

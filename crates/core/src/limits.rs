@@ -1,0 +1,106 @@
+//! Per-invocation resource limits and their defaults.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Hard limits for one invocation of a function.
+///
+/// Every field has a sane default, so callers only set what they change:
+/// `Limits { cpu_ms: 10, ..Limits::default() }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// Maximum V8 heap plus ArrayBuffer memory, in MiB.
+    pub memory_mb: u32,
+    /// CPU time the function may spend running JavaScript, measured on the
+    /// executing thread's CPU clock, in milliseconds.
+    pub cpu_ms: u32,
+    /// Wall-clock time for the whole invocation, including awaited I/O and
+    /// timers, in milliseconds.
+    pub timeout_ms: u32,
+}
+
+impl Limits {
+    /// Smallest accepted memory limit in MiB: below this V8 cannot even boot.
+    pub const MIN_MEMORY_MB: u32 = 8;
+    /// Largest accepted memory limit in MiB.
+    pub const MAX_MEMORY_MB: u32 = 4096;
+
+    /// The memory limit in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_mb as usize * 1024 * 1024
+    }
+
+    /// The CPU limit as a [`Duration`].
+    pub fn cpu(&self) -> Duration {
+        Duration::from_millis(self.cpu_ms as u64)
+    }
+
+    /// The wall-clock limit as a [`Duration`].
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms as u64)
+    }
+
+    /// Checks that every limit is within the accepted range.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(Self::MIN_MEMORY_MB..=Self::MAX_MEMORY_MB).contains(&self.memory_mb) {
+            return Err(format!(
+                "memory_mb must be between {} and {}, got {}",
+                Self::MIN_MEMORY_MB,
+                Self::MAX_MEMORY_MB,
+                self.memory_mb
+            ));
+        }
+        if self.cpu_ms == 0 {
+            return Err("cpu_ms must be at least 1".into());
+        }
+        if self.timeout_ms == 0 {
+            return Err("timeout_ms must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_mb: 128,
+            cpu_ms: 50,
+            timeout_ms: 30_000,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let limits = Limits::default();
+        assert_eq!(limits.memory_bytes(), 128 << 20);
+        assert_eq!(limits.cpu(), Duration::from_millis(50));
+        assert!(limits.validate().is_ok());
+    }
+
+    #[test]
+    fn out_of_range_limits_are_refused() {
+        let tiny = Limits {
+            memory_mb: 1,
+            ..Limits::default()
+        };
+        assert!(tiny.validate().unwrap_err().contains("memory_mb"));
+        let no_cpu = Limits {
+            cpu_ms: 0,
+            ..Limits::default()
+        };
+        assert!(no_cpu.validate().unwrap_err().contains("cpu_ms"));
+    }
+
+    #[test]
+    fn partial_json_takes_defaults() {
+        let limits: Limits = serde_json::from_str(r#"{"cpu_ms": 5}"#).unwrap();
+        assert_eq!(limits.cpu_ms, 5);
+        assert_eq!(limits.memory_mb, 128);
+    }
+}

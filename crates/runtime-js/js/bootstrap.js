@@ -1,0 +1,273 @@
+// isola's bootstrap, evaluated once while the startup snapshot is made.
+//
+// Deno's extension crates define the web platform but install no globals:
+// this module loads their scripts, installs what a sandboxed function may
+// use, and prepares the host object through which the Rust side runs
+// invocations. Per-isolate work (anything touching cppgc objects, the time
+// origin, deleting `Deno`) happens in `host.init()`, called at runtime.
+
+import { core, internals, primordials } from "ext:core/mod.js";
+import { op_isola_log } from "ext:core/ops";
+
+const {
+  Error,
+  JSONParse,
+  JSONStringify,
+  ObjectDefineProperty,
+  ObjectFreeze,
+  ObjectPrototypeIsPrototypeOf,
+  Promise,
+  PromisePrototypeThen,
+  SafeArrayIterator,
+  SafePromiseAll,
+  String,
+  TypeError,
+  Uint8Array,
+} = primordials;
+
+// 1. Telemetry stubs: deno_fetch loads deno_telemetry unless these exist.
+const noop = () => {};
+internals.__telemetry = {
+  TRACING_ENABLED: false,
+  PROPAGATORS: [],
+  DID_NOT_ENTER: {},
+  builtinTracer: () => undefined,
+  ContextManager: { active: () => undefined },
+  enterSpan: () => undefined,
+  exitSpan: noop,
+};
+internals.__telemetryUtil = {
+  updateSpanFromRequest: noop,
+  updateSpanFromClientResponse: noop,
+  updateSpanFromError: noop,
+};
+
+// 2. Error classes raised by ops; an unregistered class reaches JS as `undefined`.
+const { DOMException } = core.loadExtScript("ext:deno_web/01_dom_exception.js");
+// Registers a builder unless deno_core or an extension already did.
+function registerBuilder(className, builder) {
+  try {
+    core.registerErrorBuilder(className, builder);
+  } catch {
+    // Already registered: keep the existing one.
+  }
+}
+for (const name of new SafeArrayIterator([
+  "Data", "IndexSize", "InvalidAccess", "InvalidCharacter", "InvalidState",
+  "NotSupported", "Operation", "QuotaExceeded", "Syntax", "TypeMismatch",
+])) {
+  registerBuilder(
+    `DOMException${name}Error`,
+    (message) => new DOMException(message, `${name}Error`),
+  );
+}
+function registerNamedError(className, Base) {
+  registerBuilder(className, (message) => {
+    const error = new Base(message);
+    ObjectDefineProperty(error, "name", { value: className, configurable: true, writable: true });
+    return error;
+  });
+}
+// A refused fetch is a TypeError, as the Fetch standard requires.
+registerNamedError("NotCapable", TypeError);
+for (const name of new SafeArrayIterator([
+  "AddrInUse", "AddrNotAvailable", "AlreadyExists", "BadResource", "BrokenPipe",
+  "Busy", "ConnectionAborted", "ConnectionRefused", "ConnectionReset", "Http",
+  "Interrupted", "InvalidData", "NotConnected", "NotFound", "PermissionDenied",
+  "TimedOut", "UnexpectedEof", "WouldBlock", "WriteZero",
+])) {
+  registerNamedError(name, Error);
+}
+
+// 3. The web platform.
+const load = (specifier) => core.loadExtScript(specifier);
+const url = load("ext:deno_web/00_url.js");
+const urlPattern = load("ext:deno_web/01_urlpattern.js");
+const consoleMod = load("ext:deno_web/01_console.js");
+const event = load("ext:deno_web/02_event.js");
+const structuredCloneMod = load("ext:deno_web/02_structured_clone.js");
+const timers = load("ext:deno_web/02_timers.js");
+const abortSignal = load("ext:deno_web/03_abort_signal.js");
+const base64 = load("ext:deno_web/05_base64.js");
+const streams = load("ext:deno_web/06_streams.js");
+const encoding = load("ext:deno_web/08_text_encoding.js");
+const file = load("ext:deno_web/09_file.js");
+const fileReader = load("ext:deno_web/10_filereader.js");
+const messagePort = load("ext:deno_web/13_message_port.js");
+const compression = load("ext:deno_web/14_compression.js");
+const performanceMod = load("ext:deno_web/15_performance.js");
+const cryptoMod = load("ext:deno_crypto/00_crypto.js");
+const headers = load("ext:deno_fetch/20_headers.js");
+const formData = load("ext:deno_fetch/21_formdata.js");
+const request = load("ext:deno_fetch/23_request.js");
+const response = load("ext:deno_fetch/23_response.js");
+const fetchMod = load("ext:deno_fetch/26_fetch.js");
+
+const { Request } = request;
+const { Response } = response;
+
+const cls = core.propNonEnumerable;
+const fn = core.propWritable;
+core.defineGlobalProperties(globalThis, {
+  AbortController: cls(abortSignal.AbortController),
+  AbortSignal: cls(abortSignal.AbortSignal),
+  Blob: cls(file.Blob),
+  ByteLengthQueuingStrategy: cls(streams.ByteLengthQueuingStrategy),
+  CompressionStream: cls(compression.CompressionStream),
+  CountQueuingStrategy: cls(streams.CountQueuingStrategy),
+  CustomEvent: cls(event.CustomEvent),
+  Crypto: cls(cryptoMod.Crypto),
+  CryptoKey: cls(cryptoMod.CryptoKey),
+  DecompressionStream: cls(compression.DecompressionStream),
+  DOMException: cls(DOMException),
+  ErrorEvent: cls(event.ErrorEvent),
+  Event: cls(event.Event),
+  EventTarget: cls(event.EventTarget),
+  File: cls(file.File),
+  FileReader: cls(fileReader.FileReader),
+  FormData: cls(formData.FormData),
+  Headers: cls(headers.Headers),
+  MessageChannel: cls(messagePort.MessageChannel),
+  MessageEvent: cls(event.MessageEvent),
+  MessagePort: cls(messagePort.MessagePort),
+  Performance: cls(performanceMod.Performance),
+  PerformanceEntry: cls(performanceMod.PerformanceEntry),
+  PerformanceMark: cls(performanceMod.PerformanceMark),
+  PerformanceMeasure: cls(performanceMod.PerformanceMeasure),
+  ProgressEvent: cls(event.ProgressEvent),
+  PromiseRejectionEvent: cls(event.PromiseRejectionEvent),
+  ReadableByteStreamController: cls(streams.ReadableByteStreamController),
+  ReadableStream: cls(streams.ReadableStream),
+  ReadableStreamBYOBReader: cls(streams.ReadableStreamBYOBReader),
+  ReadableStreamBYOBRequest: cls(streams.ReadableStreamBYOBRequest),
+  ReadableStreamDefaultController: cls(streams.ReadableStreamDefaultController),
+  ReadableStreamDefaultReader: cls(streams.ReadableStreamDefaultReader),
+  Request: cls(Request),
+  Response: cls(Response),
+  SubtleCrypto: cls(cryptoMod.SubtleCrypto),
+  TextDecoder: cls(encoding.TextDecoder),
+  TextDecoderStream: cls(encoding.TextDecoderStream),
+  TextEncoder: cls(encoding.TextEncoder),
+  TextEncoderStream: cls(encoding.TextEncoderStream),
+  TransformStream: cls(streams.TransformStream),
+  TransformStreamDefaultController: cls(streams.TransformStreamDefaultController),
+  URL: cls(url.URL),
+  URLPattern: cls(urlPattern.URLPattern),
+  URLSearchParams: cls(url.URLSearchParams),
+  WritableStream: cls(streams.WritableStream),
+  WritableStreamDefaultController: cls(streams.WritableStreamDefaultController),
+  WritableStreamDefaultWriter: cls(streams.WritableStreamDefaultWriter),
+  atob: fn(base64.atob),
+  btoa: fn(base64.btoa),
+  clearInterval: fn(timers.clearInterval),
+  clearTimeout: fn(timers.clearTimeout),
+  crypto: core.propGetterOnly(() => cryptoMod.crypto),
+  fetch: fn(fetchMod.fetch),
+  performance: fn(performanceMod.performance),
+  reportError: fn(event.reportError),
+  setInterval: fn(timers.setInterval),
+  setTimeout: fn(timers.setTimeout),
+  structuredClone: fn(messagePort.structuredClone ?? structuredCloneMod.structuredClone),
+});
+event.setEventTargetData(globalThis);
+event.saveGlobalThisReference(globalThis);
+core.setWasmStreamingCallback(fetchMod.handleWasmStreaming);
+
+// 4. The console, captured into the invocation's logs, without colours.
+consoleMod.setNoColorFns(() => true, () => true);
+const functionConsole = new consoleMod.Console((message, level) => op_isola_log(level, message));
+core.defineGlobalProperties(globalThis, { console: cls(functionConsole) });
+
+// 5. Unhandled rejections are logged, never fatal: a result already
+//    produced stands.
+core.setUnhandledPromiseRejectionHandler((_promise, reason) => {
+  let text;
+  try {
+    text = reason instanceof Error ? (reason.stack ?? String(reason)) : consoleMod.inspect(reason);
+  } catch {
+    text = "<unprintable value>";
+  }
+  op_isola_log(3, `Uncaught (in promise) ${text}`);
+  return true;
+});
+
+// 6. The host object: how Rust drives a function. Kept off `globalThis`
+//    once `init` has run.
+const KIND_INVALID = 0;
+const KIND_JSON = 1;
+const KIND_FETCH = 2;
+
+function makeContext(info, pending, env) {
+  return ObjectFreeze({
+    env,
+    invocationId: info.invocationId,
+    functionName: info.functionName,
+    waitUntil(promise) {
+      pending.push(PromisePrototypeThen(Promise.resolve(promise), noop, (e) => {
+        op_isola_log(3, `waitUntil promise rejected: ${e?.stack ?? String(e)}`);
+      }));
+    },
+    passThroughOnException: noop,
+  });
+}
+
+function settle(pending) {
+  return pending.length === 0 ? undefined : SafePromiseAll(pending);
+}
+
+const host = {
+  /** Called once per isolate, outside the snapshot. */
+  init() {
+    performanceMod.setTimeOrigin();
+    delete globalThis.Deno;
+    delete globalThis.__bootstrap;
+    delete globalThis.__isolaHost;
+  },
+
+  /** Which kind of function a module namespace holds. */
+  classify(namespace) {
+    const handler = namespace.default;
+    if (typeof handler === "function") return KIND_JSON;
+    if (handler !== null && typeof handler === "object" && typeof handler.fetch === "function") {
+      return KIND_FETCH;
+    }
+    return KIND_INVALID;
+  },
+
+  /** Runs a JSON handler: JSON text in, JSON text out. */
+  async invokeJson(handler, payloadText, info, env) {
+    const payload = payloadText === "" ? null : JSONParse(payloadText);
+    const pending = [];
+    const value = await handler(payload, makeContext(info, pending, env));
+    const text = value === undefined ? "null" : JSONStringify(value);
+    return [text ?? "null", settle(pending)];
+  },
+
+  /** Runs a Workers-style handler: a request in, [status, headers, body] out. */
+  async invokeFetch(handler, method, url, headerList, body, info, env) {
+    const init = { method, headers: headerList };
+    if (body !== null && method !== "GET" && method !== "HEAD") {
+      init.body = body;
+    }
+    const pending = [];
+    const res = await handler.fetch(new Request(url, init), env, makeContext(info, pending, undefined));
+    if (!ObjectPrototypeIsPrototypeOf(Response.prototype, res)) {
+      throw new TypeError("The fetch handler must return a Response, got " + consoleMod.inspect(res));
+    }
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    const outHeaders = [];
+    for (const pair of res.headers) outHeaders.push(pair);
+    return [res.status, outHeaders, bytes, settle(pending)];
+  },
+
+  KIND_INVALID,
+  KIND_JSON,
+  KIND_FETCH,
+};
+
+ObjectDefineProperty(globalThis, "__isolaHost", {
+  value: ObjectFreeze(host),
+  configurable: true,
+  enumerable: false,
+  writable: false,
+});

@@ -1,0 +1,223 @@
+//! CPU-time limits measured on the executing thread's own CPU clock.
+//!
+//! Every worker thread owns a [`CpuSlot`]. While an isolate runs on that
+//! thread, the slot is *armed* with the isolate's handle and a deadline on
+//! the thread's CPU clock; one [`CpuWatchdog`] thread for the whole process
+//! reads the armed threads' clocks (`pthread_getcpuclockid`) every
+//! millisecond and terminates an isolate whose deadline has passed. Time a
+//! thread spends waiting (timers, I/O, other invocations) is not on its CPU
+//! clock, so it is never charged. A [`CpuMeter`] adds up the slices of one
+//! invocation.
+
+use deno_core::v8;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// How often the watchdog looks at armed threads.
+const TICK: Duration = Duration::from_millis(1);
+
+/// CPU time consumed so far by the calling thread.
+pub fn thread_cpu_time() -> Duration {
+    clock_time(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+fn clock_time(clock: libc::clockid_t) -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer; an invalid clock leaves it zero.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+struct Armed {
+    deadline: Duration,
+    handle: v8::IsolateHandle,
+    fired: Arc<AtomicBool>,
+}
+
+/// A worker thread's place in the watchdog: its CPU clock and, while an
+/// isolate runs on it, what to terminate and when.
+pub struct CpuSlot {
+    clock: libc::clockid_t,
+    armed: Mutex<Option<Armed>>,
+    watchdog: Arc<Shared>,
+}
+
+impl CpuSlot {
+    /// Arms the slot: terminate `handle` once this thread's CPU clock passes
+    /// `deadline`, and set `fired`.
+    fn arm(&self, deadline: Duration, handle: v8::IsolateHandle, fired: Arc<AtomicBool>) {
+        *self.armed.lock().unwrap() = Some(Armed {
+            deadline,
+            handle,
+            fired,
+        });
+        self.watchdog.wake();
+    }
+
+    /// Disarms the slot. After it returns, the watchdog will not terminate
+    /// the isolate for this slice any more.
+    fn disarm(&self) {
+        self.armed.lock().unwrap().take();
+    }
+
+    fn check(&self) -> bool {
+        let mut armed = self.armed.lock().unwrap();
+        let Some(current) = armed.as_ref() else {
+            return false;
+        };
+        if clock_time(self.clock) >= current.deadline {
+            current.fired.store(true, Ordering::SeqCst);
+            current.handle.terminate_execution();
+            *armed = None;
+        }
+        true
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    slots: Mutex<Vec<Arc<CpuSlot>>>,
+    sleeping: Mutex<bool>,
+    wakeup: Condvar,
+}
+
+impl Shared {
+    fn wake(&self) {
+        let mut sleeping = self.sleeping.lock().unwrap();
+        if *sleeping {
+            *sleeping = false;
+            self.wakeup.notify_one();
+        }
+    }
+}
+
+/// The watchdog thread that enforces CPU limits on every worker thread.
+#[derive(Clone)]
+pub struct CpuWatchdog {
+    shared: Arc<Shared>,
+}
+
+impl CpuWatchdog {
+    /// Starts the watchdog thread.
+    pub fn start() -> Self {
+        let shared = Arc::new(Shared::default());
+        let thread_shared = shared.clone();
+        std::thread::Builder::new()
+            .name("isola-cpu-watchdog".into())
+            .spawn(move || watch(thread_shared))
+            .expect("spawning the CPU watchdog thread");
+        Self { shared }
+    }
+
+    /// Registers the calling thread and returns its slot.
+    pub fn register_current_thread(&self) -> Arc<CpuSlot> {
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: pthread_self is always valid; `clock` is a valid out-pointer.
+        let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
+        assert_eq!(rc, 0, "pthread_getcpuclockid failed");
+        let slot = Arc::new(CpuSlot {
+            clock,
+            armed: Mutex::new(None),
+            watchdog: self.shared.clone(),
+        });
+        self.shared.slots.lock().unwrap().push(slot.clone());
+        slot
+    }
+}
+
+fn watch(shared: Arc<Shared>) {
+    let mut idle_ticks = 0u32;
+    loop {
+        let slots = shared.slots.lock().unwrap().clone();
+        let any_armed = slots.iter().fold(false, |any, slot| slot.check() | any);
+        idle_ticks = if any_armed { 0 } else { idle_ticks + 1 };
+        if idle_ticks > 100 {
+            // Nothing has run for a while: sleep until a slot is armed.
+            let mut sleeping = shared.sleeping.lock().unwrap();
+            *sleeping = true;
+            while *sleeping {
+                sleeping = shared.wakeup.wait(sleeping).unwrap();
+            }
+            idle_ticks = 0;
+        } else {
+            std::thread::sleep(TICK);
+        }
+    }
+}
+
+/// Adds up the CPU time of one invocation across the slices in which its
+/// isolate runs, and arms the thread's slot for each slice.
+pub struct CpuMeter {
+    slot: Arc<CpuSlot>,
+    handle: v8::IsolateHandle,
+    limit: Duration,
+    used: Duration,
+    fired: Arc<AtomicBool>,
+}
+
+impl CpuMeter {
+    /// A meter allowing `limit` of CPU time to the isolate behind `handle`.
+    pub fn new(slot: Arc<CpuSlot>, handle: v8::IsolateHandle, limit: Duration) -> Self {
+        Self {
+            slot,
+            handle,
+            limit,
+            used: Duration::ZERO,
+            fired: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Runs `f` as one slice: armed, timed, and charged to this meter.
+    pub fn slice<T>(&mut self, f: impl FnOnce() -> T) -> T {
+        let start = thread_cpu_time();
+        let remaining = self.limit.saturating_sub(self.used);
+        self.slot
+            .arm(start + remaining, self.handle.clone(), self.fired.clone());
+        let out = f();
+        self.slot.disarm();
+        self.used += thread_cpu_time().saturating_sub(start);
+        if self.used > self.limit {
+            // Past the limit between two watchdog ticks: treat it as fired.
+            self.fired.store(true, Ordering::SeqCst);
+        }
+        out
+    }
+
+    /// CPU time charged so far.
+    pub fn used(&self) -> Duration {
+        self.used
+    }
+
+    /// Whether the limit was exceeded.
+    pub fn exceeded(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+
+    /// Starts a new budget, e.g. for the next invocation on the same isolate.
+    pub fn reset(&mut self, limit: Duration) {
+        self.limit = limit;
+        self.used = Duration::ZERO;
+        self.fired = Arc::new(AtomicBool::new(false));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_cpu_time_advances_with_work_not_with_sleep() {
+        let start = thread_cpu_time();
+        std::thread::sleep(Duration::from_millis(30));
+        let slept = thread_cpu_time() - start;
+        assert!(slept < Duration::from_millis(15), "sleep was charged: {slept:?}");
+        let start = thread_cpu_time();
+        let mut x = 0u64;
+        while thread_cpu_time() - start < Duration::from_millis(20) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        assert!(x > 0);
+        assert!(thread_cpu_time() - start >= Duration::from_millis(20));
+    }
+}

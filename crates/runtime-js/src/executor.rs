@@ -1,0 +1,317 @@
+//! The executor: a fixed set of worker threads running invocations in
+//! isolates, fed by one queue.
+//!
+//! Each worker thread has a current-thread tokio runtime with a `LocalSet`
+//! (isolates are `!Send` and never leave their thread), its own warm pool,
+//! and its slot in the CPU watchdog. A worker takes a new job whenever it is
+//! not busy running JavaScript and has fewer than `max_in_flight_per_worker`
+//! invocations under way, so invocations awaiting timers or I/O do not hold
+//! a thread, and a thread busy with CPU work leaves new jobs to the others.
+
+use crate::cpu::CpuWatchdog;
+use crate::isolate::{FunctionIsolate, ThreadContext};
+use crate::loader::CodeCache;
+use crate::platform::init_platform;
+use crate::pool::{PoolLimits, Pooled, WarmPool};
+use isola_core::{
+    BoxFuture, ErrorCode, FunctionError, Invocation, InvocationMetrics, Invoker, Outcome,
+};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// How the executor is sized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutorConfig {
+    /// Worker threads; default: one per core.
+    pub workers: usize,
+    /// Most warm (idle) isolates kept across all workers.
+    pub max_warm_isolates: usize,
+    /// Most memory held by warm isolates across all workers, in MiB.
+    pub max_warm_memory_mb: usize,
+    /// Most invocations one worker runs at once (the rest wait in the queue).
+    pub max_in_flight_per_worker: usize,
+    /// Most invocations waiting in the queue before new ones are refused.
+    pub queue_capacity: usize,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        Self {
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_warm_isolates: 2000,
+            max_warm_memory_mb: 4096,
+            max_in_flight_per_worker: 256,
+            queue_capacity: 10_000,
+        }
+    }
+}
+
+/// Counters shared by the workers.
+#[derive(Debug, Default)]
+pub struct ExecutorStats {
+    /// Warm isolates held now.
+    pub warm_isolates: AtomicUsize,
+    /// Memory held by warm isolates now, in bytes.
+    pub warm_memory: AtomicUsize,
+    /// Isolates created so far.
+    pub cold_starts: AtomicU64,
+    /// Invocations finished so far.
+    pub invocations: AtomicU64,
+}
+
+struct Job {
+    invocation: Invocation,
+    reply: oneshot::Sender<Outcome>,
+}
+
+enum Control {
+    Evict(String),
+}
+
+/// Runs invocations on worker threads; see the module docs.
+pub struct Executor {
+    jobs: async_channel::Sender<Job>,
+    controls: Vec<mpsc::UnboundedSender<Control>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    stats: Arc<ExecutorStats>,
+}
+
+impl Executor {
+    /// Starts the worker threads. Initialises V8 if [`init_platform`] was not
+    /// called yet, but that should happen first thing in `main`.
+    pub fn new(config: ExecutorConfig) -> Self {
+        init_platform();
+        let workers = config.workers.max(1);
+        let watchdog = CpuWatchdog::start();
+        let code_cache = Arc::new(CodeCache::default());
+        let stats = Arc::new(ExecutorStats::default());
+        let (jobs, queue) = async_channel::bounded(config.queue_capacity.max(1));
+        let pool_limits = PoolLimits {
+            max_instances: config.max_warm_isolates.div_ceil(workers),
+            max_memory: (config.max_warm_memory_mb << 20) / workers,
+        };
+        let mut controls = Vec::new();
+        let mut threads = Vec::new();
+        for index in 0..workers {
+            let (control, control_rx) = mpsc::unbounded_channel();
+            controls.push(control);
+            let worker = WorkerSetup {
+                queue: queue.clone(),
+                control: control_rx,
+                watchdog: watchdog.clone(),
+                code_cache: code_cache.clone(),
+                pool_limits,
+                max_in_flight: config.max_in_flight_per_worker.max(1),
+                stats: stats.clone(),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("isola-worker-{index}"))
+                .stack_size(8 << 20)
+                .spawn(move || worker.run())
+                .expect("spawning a worker thread");
+            threads.push(thread);
+        }
+        Self {
+            jobs,
+            controls,
+            threads,
+            stats,
+        }
+    }
+
+    /// Runs one invocation to its end.
+    pub async fn run(&self, invocation: Invocation) -> Outcome {
+        let (reply, outcome) = oneshot::channel();
+        let job = Job { invocation, reply };
+        if let Err(error) = self.jobs.try_send(job) {
+            let message = match error {
+                async_channel::TrySendError::Full(_) => "the node is overloaded: its invocation queue is full",
+                async_channel::TrySendError::Closed(_) => "the executor is shutting down",
+            };
+            return Outcome::failed(FunctionError::new(ErrorCode::Unavailable, message));
+        }
+        outcome.await.unwrap_or_else(|_| {
+            Outcome::failed(FunctionError::new(ErrorCode::Internal, "the worker running the invocation stopped"))
+        })
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> &ExecutorStats {
+        &self.stats
+    }
+
+    /// Stops taking invocations, lets those under way finish, and waits for
+    /// the worker threads to end.
+    pub fn shutdown(mut self) {
+        self.jobs.close();
+        for thread in std::mem::take(&mut self.threads) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        self.jobs.close();
+    }
+}
+
+impl Invoker for Executor {
+    fn invoke(&self, invocation: Invocation) -> BoxFuture<'_, Outcome> {
+        Box::pin(self.run(invocation))
+    }
+
+    fn evict(&self, function_id: &str) {
+        for control in &self.controls {
+            let _ = control.send(Control::Evict(function_id.to_string()));
+        }
+    }
+}
+
+impl Pooled for FunctionIsolate {
+    fn key(&self) -> &str {
+        &self.source().id
+    }
+
+    fn memory(&self) -> usize {
+        self.memory_in_use()
+    }
+}
+
+/// What a worker thread starts with.
+struct WorkerSetup {
+    queue: async_channel::Receiver<Job>,
+    control: mpsc::UnboundedReceiver<Control>,
+    watchdog: CpuWatchdog,
+    code_cache: Arc<CodeCache>,
+    pool_limits: PoolLimits,
+    max_in_flight: usize,
+    stats: Arc<ExecutorStats>,
+}
+
+/// A worker thread's state, shared by its in-flight invocations.
+struct Worker {
+    thread: ThreadContext,
+    pool: RefCell<WarmPool<FunctionIsolate>>,
+    stats: Arc<ExecutorStats>,
+}
+
+impl WorkerSetup {
+    fn run(self) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("building a worker's tokio runtime");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&runtime, self.serve());
+    }
+
+    async fn serve(mut self) {
+        let worker = Rc::new(Worker {
+            thread: ThreadContext {
+                cpu_slot: self.watchdog.register_current_thread(),
+                code_cache: self.code_cache.clone(),
+            },
+            pool: RefCell::new(WarmPool::new(self.pool_limits)),
+            stats: self.stats.clone(),
+        });
+        let slots = Arc::new(Semaphore::new(self.max_in_flight));
+        loop {
+            let permit = slots.clone().acquire_owned().await.expect("never closed");
+            tokio::select! {
+                job = self.queue.recv() => match job {
+                    Ok(job) => {
+                        tokio::task::spawn_local(worker.clone().run_job(job, permit));
+                    }
+                    Err(_) => break,
+                },
+                Some(control) = self.control.recv() => match control {
+                    Control::Evict(id) => worker.evict(&id),
+                },
+            }
+        }
+        // Let the invocations under way finish, then drop the warm isolates.
+        let _all = slots.acquire_many(self.max_in_flight as u32).await;
+        let idle = worker.pool.borrow_mut().clear();
+        drop(idle);
+    }
+}
+
+impl Worker {
+    async fn run_job(self: Rc<Self>, job: Job, _permit: OwnedSemaphorePermit) {
+        let started = Instant::now();
+        let invocation = &job.invocation;
+        let source = invocation.function.clone();
+        if let Err(message) = source.limits.validate() {
+            let _ = job
+                .reply
+                .send(Outcome::failed(FunctionError::new(ErrorCode::InvalidInput, message)));
+            return;
+        }
+        let deadline = started + source.limits.timeout();
+        let warm = self.checkout(&source.id);
+        let cold_start = warm.is_none();
+        let mut isolate = match warm {
+            Some(isolate) => isolate,
+            None => {
+                self.stats.cold_starts.fetch_add(1, Ordering::Relaxed);
+                match FunctionIsolate::create(source.clone(), &self.thread, deadline).await {
+                    Ok(isolate) => isolate,
+                    Err(error) => {
+                        let mut outcome = Outcome::failed(error);
+                        outcome.metrics.cold_start = true;
+                        outcome.metrics.duration_us = started.elapsed().as_micros() as u64;
+                        let _ = job.reply.send(outcome);
+                        return;
+                    }
+                }
+            }
+        };
+        let result = isolate.invoke(invocation, deadline).await;
+        let metrics = InvocationMetrics {
+            cold_start,
+            duration_us: started.elapsed().as_micros() as u64,
+            cpu_us: isolate.cpu_used().as_micros() as u64,
+            peak_heap_bytes: isolate.memory_in_use() as u64,
+        };
+        let logs = isolate.take_logs();
+        self.stats.invocations.fetch_add(1, Ordering::Relaxed);
+        let _ = job.reply.send(Outcome { result, logs, metrics });
+
+        isolate.drain(deadline).await;
+        isolate.take_logs();
+        if isolate.is_reusable() {
+            self.checkin(isolate);
+        }
+    }
+
+    fn checkout(&self, key: &str) -> Option<FunctionIsolate> {
+        let isolate = self.pool.borrow_mut().checkout(key)?;
+        self.stats.warm_isolates.fetch_sub(1, Ordering::Relaxed);
+        self.stats.warm_memory.fetch_sub(isolate.memory(), Ordering::Relaxed);
+        Some(isolate)
+    }
+
+    fn checkin(&self, isolate: FunctionIsolate) {
+        self.stats.warm_isolates.fetch_add(1, Ordering::Relaxed);
+        self.stats.warm_memory.fetch_add(isolate.memory(), Ordering::Relaxed);
+        let evicted = self.pool.borrow_mut().checkin(isolate);
+        self.forget(evicted);
+    }
+
+    fn evict(&self, key: &str) {
+        let evicted = self.pool.borrow_mut().evict(key);
+        self.forget(evicted);
+    }
+
+    fn forget(&self, evicted: Vec<FunctionIsolate>) {
+        for isolate in evicted {
+            self.stats.warm_isolates.fetch_sub(1, Ordering::Relaxed);
+            self.stats.warm_memory.fetch_sub(isolate.memory(), Ordering::Relaxed);
+        }
+    }
+}

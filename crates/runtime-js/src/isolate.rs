@@ -1,0 +1,552 @@
+//! One function's isolate: created from the snapshot with the function's
+//! module loaded, then reused for invocations under the function's limits.
+//!
+//! Several isolates share each worker thread, and rusty_v8 enters an isolate
+//! when it is created and expects it to be the current one when dropped. So
+//! an isolate is exited right after creation and entered around every use
+//! (each poll of its event loop, each synchronous call into it) and before
+//! its drop; uses never nest. Every use is also one CPU slice of the current
+//! invocation's [`CpuMeter`].
+
+use crate::cpu::{CpuMeter, CpuSlot};
+use crate::errors::{self, Phase};
+use crate::extension::{self, ConsoleBuffer};
+use crate::loader::{self, CodeCache, FunctionLoader};
+use crate::memory::{self, ArrayBufferBudget};
+use crate::{permissions, RESIDUAL_LAZY_JS, SNAPSHOT};
+use deno_core::v8::{self, UnsafeRawIsolatePtr};
+use deno_core::{JsRuntime, PollEventLoopOptions, RuntimeOptions};
+use isola_core::{
+    ErrorCode, FunctionError, FunctionSource, HttpRequest, HttpResponse, Invocation,
+    InvocationInput, InvocationOutput, LogEntry, LogLevel,
+};
+use std::future::Future;
+use std::mem::ManuallyDrop;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What every isolate of a worker thread shares.
+pub struct ThreadContext {
+    /// The thread's place in the CPU watchdog.
+    pub cpu_slot: Arc<CpuSlot>,
+    /// Compiled code of every module loaded so far, process-wide.
+    pub code_cache: Arc<CodeCache>,
+}
+
+/// CPU time a module may spend evaluating its top level.
+const STARTUP_CPU: Duration = Duration::from_millis(1000);
+
+/// The shape of a function's default export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandlerKind {
+    /// `export default async (payload, ctx) => value`
+    Json,
+    /// `export default { fetch(request, env, ctx) }`
+    Fetch,
+}
+
+/// The bootstrap's entry points for running handlers.
+struct Host {
+    invoke_json: v8::Global<v8::Function>,
+    invoke_fetch: v8::Global<v8::Function>,
+}
+
+/// A live isolate holding one function, ready to be invoked.
+pub struct FunctionIsolate {
+    runtime: ManuallyDrop<JsRuntime>,
+    raw: UnsafeRawIsolatePtr,
+    host: Host,
+    handler: Option<v8::Global<v8::Value>>,
+    kind: HandlerKind,
+    env: v8::Global<v8::Value>,
+    console: ConsoleBuffer,
+    budget: Arc<ArrayBufferBudget>,
+    heap_exceeded: Arc<AtomicBool>,
+    meter: CpuMeter,
+    source: Arc<FunctionSource>,
+    broken: bool,
+    memory_in_use: usize,
+}
+
+/// Runs `f` with the isolate behind `raw` entered, as one CPU slice.
+fn entered<T>(raw: UnsafeRawIsolatePtr, meter: &mut CpuMeter, f: impl FnOnce() -> T) -> T {
+    meter.slice(|| {
+        // SAFETY: `raw` points to a live isolate owned by the caller's runtime.
+        let isolate = unsafe { v8::Isolate::from_raw_isolate_ptr(raw) };
+        unsafe { isolate.enter() };
+        let out = f();
+        unsafe { isolate.exit() };
+        out
+    })
+}
+
+/// A future polled with its isolate entered, each poll one CPU slice.
+struct Metered<'a, T> {
+    raw: UnsafeRawIsolatePtr,
+    meter: &'a mut CpuMeter,
+    inner: Pin<Box<dyn Future<Output = T> + 'a>>,
+}
+
+impl<T> Future for Metered<'_, T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let this = self.get_mut();
+        let inner = &mut this.inner;
+        entered(this.raw, this.meter, || inner.as_mut().poll(cx))
+    }
+}
+
+fn internal(context: &str, error: impl std::fmt::Display) -> FunctionError {
+    FunctionError::new(ErrorCode::Internal, format!("{context}: {error}"))
+}
+
+impl FunctionIsolate {
+    /// Creates an isolate for `source` and evaluates its entry module.
+    pub async fn create(source: Arc<FunctionSource>, thread: &ThreadContext, deadline: Instant) -> Result<Self, FunctionError> {
+        let mut isolate = Self::boot(source.clone(), thread)?;
+        match tokio::time::timeout_at(deadline, isolate.load_module()).await {
+            Ok(Ok(())) => Ok(isolate),
+            Ok(Err(error)) => Err(isolate.classify(error)),
+            Err(_) => Err(FunctionError::new(
+                ErrorCode::WallTimeout,
+                format!("module evaluation did not finish within {} ms", source.limits.timeout_ms),
+            )),
+        }
+    }
+
+    /// Makes the runtime from the snapshot and prepares the host object.
+    fn boot(source: Arc<FunctionSource>, thread: &ThreadContext) -> Result<Self, FunctionError> {
+        let limit = source.limits.memory_bytes();
+        let budget = ArrayBufferBudget::new(limit);
+        let params = v8::CreateParams::default()
+            .heap_limits(0, limit)
+            .array_buffer_allocator(memory::allocator(&budget));
+        let loader = FunctionLoader::new(source.clone(), thread.code_cache.clone());
+        let mut runtime = JsRuntime::try_new(RuntimeOptions {
+            extensions: extension::extensions(permissions::sandbox()),
+            startup_snapshot: Some(SNAPSHOT),
+            residual_lazy_js_sources: RESIDUAL_LAZY_JS,
+            module_loader: Some(Rc::new(loader)),
+            create_params: Some(params),
+            ..Default::default()
+        })
+        .map_err(|e| internal("creating an isolate", e))?;
+
+        let handle = runtime.v8_isolate().thread_safe_handle();
+        let heap_exceeded = Arc::new(AtomicBool::new(false));
+        let flag = heap_exceeded.clone();
+        let terminate = handle.clone();
+        runtime.add_near_heap_limit_callback(move |current, _initial| {
+            flag.store(true, Ordering::SeqCst);
+            terminate.terminate_execution();
+            memory::heap_headroom(current)
+        });
+        let console = runtime.op_state().borrow().borrow::<ConsoleBuffer>().clone();
+        // SAFETY: the runtime owns a live isolate; it was entered on creation.
+        let raw = unsafe { runtime.v8_isolate().as_raw_isolate_ptr() };
+        unsafe { runtime.v8_isolate().exit() };
+
+        let mut meter = CpuMeter::new(thread.cpu_slot.clone(), handle, STARTUP_CPU.max(source.limits.cpu()));
+        let booted = entered(raw, &mut meter, || init_host(&mut runtime, &source));
+        let (host, env) = match booted {
+            Ok(booted) => booted,
+            Err(error) => {
+                // SAFETY: as in `Drop`: enter before the runtime is dropped.
+                unsafe { v8::Isolate::from_raw_isolate_ptr(raw).enter() };
+                return Err(error);
+            }
+        };
+        Ok(Self {
+            runtime: ManuallyDrop::new(runtime),
+            raw,
+            host,
+            handler: None,
+            kind: HandlerKind::Json,
+            env,
+            console,
+            budget,
+            heap_exceeded,
+            meter,
+            source,
+            broken: false,
+            memory_in_use: 0,
+        })
+    }
+
+    /// Loads and evaluates the entry module and finds its handler.
+    async fn load_module(&mut self) -> Result<(), FunctionError> {
+        let url = loader::module_url(&self.source.entry);
+        let Self { runtime, raw, meter, .. } = self;
+        let module_id = Metered {
+            raw: *raw,
+            meter,
+            inner: Box::pin(runtime.load_main_es_module(&url)),
+        }
+        .await
+        .map_err(|e| errors::from_core_error(e, Phase::Load))?;
+        let evaluation = entered(*raw, meter, || runtime.mod_evaluate(module_id));
+        Metered {
+            raw: *raw,
+            meter,
+            inner: Box::pin(runtime.with_event_loop_promise(Box::pin(evaluation), PollEventLoopOptions::default())),
+        }
+        .await
+        .map_err(|e| errors::from_core_error(e, Phase::Load))?;
+        let (handler, kind) = entered(*raw, meter, || {
+            let namespace = runtime
+                .get_module_namespace(module_id)
+                .map_err(|e| errors::from_core_error(e, Phase::Load))?;
+            find_handler(runtime, &namespace)
+        })?;
+        self.handler = Some(handler);
+        self.kind = kind;
+        Ok(())
+    }
+
+    /// The function this isolate runs.
+    pub fn source(&self) -> &Arc<FunctionSource> {
+        &self.source
+    }
+
+    /// Memory the isolate held after its last invocation, in bytes.
+    pub fn memory_in_use(&self) -> usize {
+        self.memory_in_use
+    }
+
+    /// Whether the isolate may serve another invocation.
+    pub fn is_reusable(&self) -> bool {
+        !self.broken && !self.heap_exceeded.load(Ordering::SeqCst) && !self.meter.exceeded()
+    }
+
+    /// CPU time charged to the current invocation so far.
+    pub fn cpu_used(&self) -> Duration {
+        self.meter.used()
+    }
+
+    /// Runs one invocation. On any failure the isolate is marked broken and
+    /// must be dropped.
+    pub async fn invoke(&mut self, invocation: &Invocation, deadline: Instant) -> Result<InvocationOutput, FunctionError> {
+        self.meter.reset(self.source.limits.cpu());
+        self.budget.clear_refused();
+        let result = match tokio::time::timeout_at(deadline, self.run_handler(invocation)).await {
+            Ok(result) => result.map_err(|e| self.classify(e)),
+            Err(_) => Err(FunctionError::new(
+                ErrorCode::WallTimeout,
+                format!("the function did not finish within its {} ms wall-clock limit", self.source.limits.timeout_ms),
+            )),
+        };
+        if result.is_err() {
+            self.broken = true;
+        } else {
+            self.flush_rejections();
+        }
+        self.measure_memory();
+        result
+    }
+
+    async fn run_handler(&mut self, invocation: &Invocation) -> Result<InvocationOutput, FunctionError> {
+        let info = serde_json::json!({
+            "invocationId": invocation.id,
+            "functionName": self.source.name,
+        });
+        let Self { runtime, raw, meter, host, handler, env, kind, .. } = self;
+        let handler = handler.as_ref().expect("a created isolate has a handler");
+        let call = entered(*raw, meter, || {
+            let (function, args) = {
+                deno_core::scope!(scope, runtime);
+                let args = match (*kind, &invocation.input) {
+                    (HandlerKind::Json, InvocationInput::Json(payload)) => json_args(scope, handler, payload, &info, env),
+                    (HandlerKind::Fetch, InvocationInput::Http(request)) => fetch_args(scope, handler, request, &info, env),
+                    (HandlerKind::Fetch, InvocationInput::Json(payload)) => {
+                        fetch_args(scope, handler, &json_as_request(payload), &info, env)
+                    }
+                    (HandlerKind::Json, InvocationInput::Http(_)) => {
+                        return Err(FunctionError::new(
+                            ErrorCode::InvalidInput,
+                            "this function is a JSON handler (export default async (payload, ctx) => value): invoke it with a JSON payload",
+                        ));
+                    }
+                }?;
+                let function = match kind {
+                    HandlerKind::Json => &host.invoke_json,
+                    HandlerKind::Fetch => &host.invoke_fetch,
+                };
+                (function.clone(), args)
+            };
+            Ok(runtime.call_with_args(&function, &args))
+        })?;
+        let value = Metered {
+            raw: *raw,
+            meter,
+            inner: Box::pin(runtime.with_event_loop_promise(call, PollEventLoopOptions::default())),
+        }
+        .await
+        .map_err(|e| errors::from_core_error(e, Phase::Invoke))?;
+        let kind = *kind;
+        entered(*raw, meter, || {
+            deno_core::scope!(scope, runtime);
+            let value = v8::Local::new(scope, value);
+            match kind {
+                HandlerKind::Json => decode_json(scope, value),
+                HandlerKind::Fetch => decode_response(scope, value),
+            }
+        })
+    }
+
+    /// Runs one more event-loop tick so that rejections left unhandled by a
+    /// successful invocation reach its log.
+    fn flush_rejections(&mut self) {
+        let Self { runtime, raw, meter, .. } = self;
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let polled = entered(*raw, meter, || runtime.poll_event_loop(&mut cx, PollEventLoopOptions::default()));
+        if let Poll::Ready(Err(_)) = polled {
+            self.broken = true;
+        }
+    }
+
+    /// Runs what the invocation left behind (`ctx.waitUntil` promises,
+    /// timers) until the event loop is idle or `deadline` passes.
+    pub async fn drain(&mut self, deadline: Instant) {
+        if !self.is_reusable() {
+            return;
+        }
+        let Self { runtime, raw, meter, .. } = self;
+        let drained = Metered {
+            raw: *raw,
+            meter,
+            inner: Box::pin(runtime.run_event_loop(PollEventLoopOptions::default())),
+        };
+        match tokio::time::timeout_at(deadline, drained).await {
+            Ok(Ok(())) => {}
+            _ => self.broken = true,
+        }
+        self.measure_memory();
+    }
+
+    /// Console output captured since the last call.
+    pub fn take_logs(&mut self) -> Vec<LogEntry> {
+        let mut buffer = self.console.0.borrow_mut();
+        let dropped = std::mem::take(&mut buffer.dropped);
+        buffer.bytes = 0;
+        let mut logs: Vec<LogEntry> = buffer
+            .lines
+            .drain(..)
+            .map(|(level, message)| LogEntry {
+                level: console_level(level),
+                message,
+            })
+            .collect();
+        if dropped > 0 {
+            logs.push(LogEntry {
+                level: LogLevel::Warn,
+                message: format!("{dropped} console lines dropped: output limit reached"),
+            });
+        }
+        logs
+    }
+
+    fn measure_memory(&mut self) {
+        let runtime = &mut self.runtime;
+        let stats = entered(self.raw, &mut self.meter, || runtime.v8_isolate().get_heap_statistics());
+        self.memory_in_use = stats.used_heap_size() + self.budget.used();
+    }
+
+    /// Maps a failure to the limit it broke, if any.
+    fn classify(&self, error: FunctionError) -> FunctionError {
+        let limits = &self.source.limits;
+        if self.heap_exceeded.load(Ordering::SeqCst) || self.budget.was_refused() {
+            FunctionError::new(
+                ErrorCode::MemoryLimit,
+                format!("the function exceeded its memory limit of {} MiB", limits.memory_mb),
+            )
+        } else if self.meter.exceeded() {
+            FunctionError::new(
+                ErrorCode::CpuLimit,
+                format!("the function exceeded its CPU time limit of {} ms", limits.cpu_ms),
+            )
+        } else {
+            error
+        }
+    }
+}
+
+impl Drop for FunctionIsolate {
+    fn drop(&mut self) {
+        // SAFETY: the isolate must be the current one when dropped.
+        unsafe { v8::Isolate::from_raw_isolate_ptr(self.raw).enter() };
+        // SAFETY: dropped exactly once, here.
+        unsafe { ManuallyDrop::drop(&mut self.runtime) };
+    }
+}
+
+
+/// Runs the bootstrap's per-isolate `init` and returns the host entry points
+/// and the function's frozen `env`.
+fn init_host(runtime: &mut JsRuntime, source: &FunctionSource) -> Result<(Host, v8::Global<v8::Value>), FunctionError> {
+    const INIT: &str = "(() => { const host = globalThis.__isolaHost; host.init(); return host; })()";
+    let host = runtime
+        .execute_script("ext:isola_runtime/init.js", INIT)
+        .map_err(|e| internal("initialising an isolate", e))?;
+    deno_core::scope!(scope, runtime);
+    let host = v8::Local::new(scope, host);
+    let host = v8::Local::<v8::Object>::try_from(host).map_err(|e| internal("reading the host object", e))?;
+    let function = |name: &str| -> Result<v8::Global<v8::Function>, FunctionError> {
+        let key = v8::String::new(scope, name).expect("short names fit in a V8 string");
+        let value = host.get(scope, key.into()).ok_or_else(|| internal("reading the host object", name))?;
+        let function = v8::Local::<v8::Function>::try_from(value).map_err(|e| internal("reading the host object", e))?;
+        Ok(v8::Global::new(scope, function))
+    };
+    let host = Host {
+        invoke_json: function("invokeJson")?,
+        invoke_fetch: function("invokeFetch")?,
+    };
+    let env = deno_core::serde_v8::to_v8(scope, &source.env).map_err(|e| internal("building env", e))?;
+    let object = v8::Local::<v8::Object>::try_from(env).map_err(|e| internal("building env", e))?;
+    object.set_integrity_level(scope, v8::IntegrityLevel::Frozen);
+    Ok((host, v8::Global::new(scope, env)))
+}
+
+/// Reads the module's default export and decides which kind of handler it is.
+fn find_handler(
+    runtime: &mut JsRuntime,
+    namespace: &v8::Global<v8::Object>,
+) -> Result<(v8::Global<v8::Value>, HandlerKind), FunctionError> {
+    deno_core::scope!(scope, runtime);
+    let namespace = v8::Local::new(scope, namespace);
+    let key = v8::String::new(scope, "default").expect("fits");
+    let handler = namespace.get(scope, key.into()).filter(|v| !v.is_undefined());
+    let Some(handler) = handler else {
+        return Err(FunctionError::new(
+            ErrorCode::InvalidFunction,
+            "the module has no default export: export a function (export default async (payload, ctx) => value) or an object with a fetch method (export default { fetch(request, env, ctx) { ... } })",
+        ));
+    };
+    if handler.is_function() {
+        return Ok((v8::Global::new(scope, handler), HandlerKind::Json));
+    }
+    if let Ok(object) = v8::Local::<v8::Object>::try_from(handler) {
+        let key = v8::String::new(scope, "fetch").expect("fits");
+        if object.get(scope, key.into()).is_some_and(|f| f.is_function()) {
+            return Ok((v8::Global::new(scope, handler), HandlerKind::Fetch));
+        }
+    }
+    Err(FunctionError::new(
+        ErrorCode::InvalidFunction,
+        "the default export is neither a function nor an object with a fetch method",
+    ))
+}
+
+type Args = Vec<v8::Global<v8::Value>>;
+
+fn global_of(scope: &mut v8::PinScope, value: v8::Local<v8::Value>) -> v8::Global<v8::Value> {
+    v8::Global::new(scope, value)
+}
+
+fn string_arg(scope: &mut v8::PinScope, text: &str) -> Result<v8::Global<v8::Value>, FunctionError> {
+    let string = v8::String::new(scope, text)
+        .ok_or_else(|| FunctionError::new(ErrorCode::InvalidInput, "input too large for a JavaScript string"))?;
+    Ok(global_of(scope, string.into()))
+}
+
+fn serde_arg(scope: &mut v8::PinScope, value: &impl serde::Serialize) -> Result<v8::Global<v8::Value>, FunctionError> {
+    let local = deno_core::serde_v8::to_v8(scope, value).map_err(|e| FunctionError::new(ErrorCode::InvalidInput, e.to_string()))?;
+    Ok(global_of(scope, local))
+}
+
+fn json_args(
+    scope: &mut v8::PinScope,
+    handler: &v8::Global<v8::Value>,
+    payload: &serde_json::Value,
+    info: &serde_json::Value,
+    env: &v8::Global<v8::Value>,
+) -> Result<Args, FunctionError> {
+    let text = serde_json::to_string(payload).map_err(|e| FunctionError::new(ErrorCode::InvalidInput, e.to_string()))?;
+    Ok(vec![handler.clone(), string_arg(scope, &text)?, serde_arg(scope, info)?, env.clone()])
+}
+
+fn fetch_args(
+    scope: &mut v8::PinScope,
+    handler: &v8::Global<v8::Value>,
+    request: &HttpRequest,
+    info: &serde_json::Value,
+    env: &v8::Global<v8::Value>,
+) -> Result<Args, FunctionError> {
+    let body: v8::Local<v8::Value> = if request.body.is_empty() {
+        v8::null(scope).into()
+    } else {
+        let store = v8::ArrayBuffer::new_backing_store_from_vec(request.body.clone()).make_shared();
+        let buffer = v8::ArrayBuffer::with_backing_store(scope, &store);
+        v8::Uint8Array::new(scope, buffer, 0, request.body.len())
+            .ok_or_else(|| FunctionError::new(ErrorCode::InvalidInput, "request body too large"))?
+            .into()
+    };
+    let body = global_of(scope, body);
+    Ok(vec![
+        handler.clone(),
+        string_arg(scope, &request.method)?,
+        string_arg(scope, &request.url)?,
+        serde_arg(scope, &request.headers)?,
+        body,
+        serde_arg(scope, info)?,
+        env.clone(),
+    ])
+}
+
+/// A JSON payload given to a Workers-style function: a POST with a JSON body.
+fn json_as_request(payload: &serde_json::Value) -> HttpRequest {
+    HttpRequest {
+        method: "POST".into(),
+        url: "http://localhost/".into(),
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: serde_json::to_vec(payload).unwrap_or_default(),
+    }
+}
+
+fn array_item<'s>(
+    scope: &mut v8::PinScope<'s, '_>,
+    array: v8::Local<'s, v8::Array>,
+    index: u32,
+) -> Result<v8::Local<'s, v8::Value>, FunctionError> {
+    array
+        .get_index(scope, index)
+        .ok_or_else(|| internal("reading a handler result", index))
+}
+
+fn decode_json<'s>(scope: &mut v8::PinScope<'s, '_>, value: v8::Local<'s, v8::Value>) -> Result<InvocationOutput, FunctionError> {
+    let array = v8::Local::<v8::Array>::try_from(value).map_err(|e| internal("reading a JSON result", e))?;
+    let text = array_item(scope, array, 0)?.to_rust_string_lossy(scope);
+    let json = serde_json::from_str(&text).map_err(|e| {
+        FunctionError::new(ErrorCode::InvalidOutput, format!("the function's result is not valid JSON: {e}"))
+    })?;
+    Ok(InvocationOutput::Json(json))
+}
+
+fn decode_response<'s>(scope: &mut v8::PinScope<'s, '_>, value: v8::Local<'s, v8::Value>) -> Result<InvocationOutput, FunctionError> {
+    let array = v8::Local::<v8::Array>::try_from(value).map_err(|e| internal("reading a response", e))?;
+    let status = array_item(scope, array, 0)?.uint32_value(scope).unwrap_or(500) as u16;
+    let headers = array_item(scope, array, 1)?;
+    let headers: Vec<(String, String)> =
+        deno_core::serde_v8::from_v8(scope, headers).map_err(|e| internal("reading response headers", e))?;
+    let body = array_item(scope, array, 2)?;
+    let body = v8::Local::<v8::Uint8Array>::try_from(body).map_err(|e| internal("reading a response body", e))?;
+    let mut bytes = vec![0; body.byte_length()];
+    body.copy_contents(&mut bytes);
+    Ok(InvocationOutput::Http(HttpResponse { status, headers, body: bytes }))
+}
+
+fn console_level(level: u8) -> LogLevel {
+    match level {
+        0 => LogLevel::Debug,
+        1 => LogLevel::Info,
+        2 => LogLevel::Warn,
+        3 => LogLevel::Error,
+        _ => LogLevel::Debug,
+    }
+}
