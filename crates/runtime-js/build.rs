@@ -35,10 +35,12 @@ fn main() {
         None,
     )
     .expect("creating the startup snapshot");
-    std::fs::write(out_dir.join("ISOLA_SNAPSHOT.bin"), &output.output).expect("writing the snapshot");
+    std::fs::write(out_dir.join("ISOLA_SNAPSHOT.bin"), &output.output)
+        .expect("writing the snapshot");
 
     // Lazy scripts the bootstrap did not evaluate: embed their sources.
-    let consumed: std::collections::HashSet<_> = output.consumed_lazy_specifiers.iter().cloned().collect();
+    let consumed: std::collections::HashSet<_> =
+        output.consumed_lazy_specifiers.iter().cloned().collect();
     let mut residual = Vec::new();
     for ext in extension::extensions(build_permissions()) {
         for file in ext.lazy_loaded_js_files.iter() {

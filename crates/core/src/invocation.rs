@@ -41,7 +41,11 @@ pub struct FunctionSource {
 
 impl FunctionSource {
     /// A function made of one module, identified by the hash the caller gives.
-    pub fn single_module(id: impl Into<String>, name: impl Into<String>, code: impl Into<String>) -> Self {
+    pub fn single_module(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        code: impl Into<String>,
+    ) -> Self {
         Self {
             id: id.into(),
             name: name.into(),
@@ -57,7 +61,10 @@ impl FunctionSource {
 
     /// The source of the file at `path`, if the function has it.
     pub fn file(&self, path: &str) -> Option<&str> {
-        self.files.iter().find(|f| f.path == path).map(|f| f.code.as_str())
+        self.files
+            .iter()
+            .find(|f| f.path == path)
+            .map(|f| f.code.as_str())
     }
 }
 

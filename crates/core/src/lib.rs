@@ -13,7 +13,7 @@ mod limits;
 
 pub use error::{ErrorCode, FunctionError};
 pub use invocation::{
-    BoxFuture, FunctionSource, HttpRequest, HttpResponse, Invocation, InvocationInput, InvocationMetrics,
-    InvocationOutput, Invoker, LogEntry, LogLevel, Outcome, SourceFile,
+    BoxFuture, FunctionSource, HttpRequest, HttpResponse, Invocation, InvocationInput,
+    InvocationMetrics, InvocationOutput, Invoker, LogEntry, LogLevel, Outcome, SourceFile,
 };
 pub use limits::Limits;

@@ -239,7 +239,13 @@ const host = {
     const payload = payloadText === "" ? null : JSONParse(payloadText);
     const pending = [];
     const value = await handler(payload, makeContext(info, pending, env));
-    const text = value === undefined ? "null" : JSONStringify(value);
+    let text;
+    try {
+      text = value === undefined ? "null" : JSONStringify(value);
+    } catch (error) {
+      // Not serialisable (a BigInt, a cycle): reported as invalid_output.
+      return [undefined, settle(pending), String(error?.message ?? error)];
+    }
     return [text ?? "null", settle(pending)];
   },
 

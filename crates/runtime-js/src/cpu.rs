@@ -23,7 +23,10 @@ pub fn thread_cpu_time() -> Duration {
 }
 
 fn clock_time(clock: libc::clockid_t) -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid out-pointer; an invalid clock leaves it zero.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
@@ -211,7 +214,10 @@ mod tests {
         let start = thread_cpu_time();
         std::thread::sleep(Duration::from_millis(30));
         let slept = thread_cpu_time() - start;
-        assert!(slept < Duration::from_millis(15), "sleep was charged: {slept:?}");
+        assert!(
+            slept < Duration::from_millis(15),
+            "sleep was charged: {slept:?}"
+        );
         let start = thread_cpu_time();
         let mut x = 0u64;
         while thread_cpu_time() - start < Duration::from_millis(20) {

@@ -22,8 +22,22 @@ pub fn from_js_error(error: &JsError, phase: Phase) -> FunctionError {
     };
     let message = error.exception_message.as_str();
     let message = message.strip_prefix("Uncaught ").unwrap_or(message);
-    let message = message.strip_prefix("(in promise) ").unwrap_or(message).to_string();
-    FunctionError::new(code, message).with_stack(error.stack.clone())
+    let message = message
+        .strip_prefix("(in promise) ")
+        .unwrap_or(message)
+        .to_string();
+    let stack = error.stack.clone();
+    if code == ErrorCode::SyntaxError {
+        if let Some(location) = error.frames.first().and_then(|f| f.maybe_format_location()) {
+            let message = format!("{message} at {location}");
+            let stack = format!(
+                "{}\n    at {location}",
+                stack.as_deref().unwrap_or(&message)
+            );
+            return FunctionError::new(code, message).with_stack(Some(stack));
+        }
+    }
+    FunctionError::new(code, message).with_stack(stack)
 }
 
 fn is_parse_error(error: &JsError) -> bool {
@@ -36,7 +50,9 @@ pub fn from_core_error(error: CoreError, phase: Phase) -> FunctionError {
     match *error.0 {
         CoreErrorKind::Js(js) => from_js_error(&js, phase),
         CoreErrorKind::CouldNotExecute { error, .. } => from_core_error(CoreError(error), phase),
-        CoreErrorKind::Parse(parse) => FunctionError::new(ErrorCode::SyntaxError, parse.to_string()),
+        CoreErrorKind::Parse(parse) => {
+            FunctionError::new(ErrorCode::SyntaxError, parse.to_string())
+        }
         CoreErrorKind::JsBox(boxed) if phase == Phase::Load => {
             FunctionError::new(ErrorCode::LinkError, boxed.to_string())
         }
@@ -47,7 +63,9 @@ pub fn from_core_error(error: CoreError, phase: Phase) -> FunctionError {
             ErrorCode::UncaughtException,
             "the function's promise never settled: nothing is left that could settle it",
         ),
-        other if phase == Phase::Load => FunctionError::new(ErrorCode::LinkError, other.to_string()),
+        other if phase == Phase::Load => {
+            FunctionError::new(ErrorCode::LinkError, other.to_string())
+        }
         other => FunctionError::new(ErrorCode::UncaughtException, other.to_string()),
     }
 }

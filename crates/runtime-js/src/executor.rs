@@ -1,5 +1,5 @@
 //! The executor: a fixed set of worker threads running invocations in
-//! isolates, fed by one queue.
+//! isolates, fed by one shared queue and one queue per worker.
 //!
 //! Each worker thread has a current-thread tokio runtime with a `LocalSet`
 //! (isolates are `!Send` and never leave their thread), its own warm pool,
@@ -7,6 +7,11 @@
 //! not busy running JavaScript and has fewer than `max_in_flight_per_worker`
 //! invocations under way, so invocations awaiting timers or I/O do not hold
 //! a thread, and a thread busy with CPU work leaves new jobs to the others.
+//!
+//! Each function version has a home worker (by hash of its id): when that
+//! worker is idle, the job goes to its own queue, where its warm isolate
+//! most likely waits; otherwise to the shared queue, to whichever worker is
+//! free first.
 
 use crate::cpu::CpuWatchdog;
 use crate::isolate::{FunctionIsolate, ThreadContext};
@@ -72,12 +77,20 @@ enum Control {
     Evict(String),
 }
 
+/// The executor's side of a worker thread.
+struct WorkerHandle {
+    jobs: async_channel::Sender<Job>,
+    control: mpsc::UnboundedSender<Control>,
+    in_flight: Arc<AtomicUsize>,
+}
+
 /// Runs invocations on worker threads; see the module docs.
 pub struct Executor {
     jobs: async_channel::Sender<Job>,
-    controls: Vec<mpsc::UnboundedSender<Control>>,
+    workers: Vec<WorkerHandle>,
     threads: Vec<std::thread::JoinHandle<()>>,
     stats: Arc<ExecutorStats>,
+    code_cache: Arc<CodeCache>,
 }
 
 impl Executor {
@@ -94,13 +107,21 @@ impl Executor {
             max_instances: config.max_warm_isolates.div_ceil(workers),
             max_memory: (config.max_warm_memory_mb << 20) / workers,
         };
-        let mut controls = Vec::new();
+        let mut handles = Vec::new();
         let mut threads = Vec::new();
         for index in 0..workers {
             let (control, control_rx) = mpsc::unbounded_channel();
-            controls.push(control);
+            let (own_jobs, own_queue) = async_channel::bounded(config.queue_capacity.max(1));
+            let in_flight = Arc::new(AtomicUsize::new(0));
+            handles.push(WorkerHandle {
+                jobs: own_jobs,
+                control,
+                in_flight: in_flight.clone(),
+            });
             let worker = WorkerSetup {
                 queue: queue.clone(),
+                own_queue,
+                in_flight,
                 control: control_rx,
                 watchdog: watchdog.clone(),
                 code_cache: code_cache.clone(),
@@ -117,9 +138,10 @@ impl Executor {
         }
         Self {
             jobs,
-            controls,
+            workers: handles,
             threads,
             stats,
+            code_cache,
         }
     }
 
@@ -127,16 +149,32 @@ impl Executor {
     pub async fn run(&self, invocation: Invocation) -> Outcome {
         let (reply, outcome) = oneshot::channel();
         let job = Job { invocation, reply };
-        if let Err(error) = self.jobs.try_send(job) {
+        let home = &self.workers[home_worker(&job.invocation.function.id, self.workers.len())];
+        let queue = if home.in_flight.load(Ordering::Relaxed) == 0 {
+            &home.jobs
+        } else {
+            &self.jobs
+        };
+        if let Err(error) = queue.try_send(job) {
             let message = match error {
-                async_channel::TrySendError::Full(_) => "the node is overloaded: its invocation queue is full",
+                async_channel::TrySendError::Full(_) => {
+                    "the node is overloaded: its invocation queue is full"
+                }
                 async_channel::TrySendError::Closed(_) => "the executor is shutting down",
             };
             return Outcome::failed(FunctionError::new(ErrorCode::Unavailable, message));
         }
         outcome.await.unwrap_or_else(|_| {
-            Outcome::failed(FunctionError::new(ErrorCode::Internal, "the worker running the invocation stopped"))
+            Outcome::failed(FunctionError::new(
+                ErrorCode::Internal,
+                "the worker running the invocation stopped",
+            ))
         })
+    }
+
+    /// Modules whose compiled code is cached for the next cold start.
+    pub fn cached_modules(&self) -> usize {
+        self.code_cache.len()
     }
 
     /// Counters for metrics.
@@ -147,17 +185,34 @@ impl Executor {
     /// Stops taking invocations, lets those under way finish, and waits for
     /// the worker threads to end.
     pub fn shutdown(mut self) {
-        self.jobs.close();
+        self.close();
         for thread in std::mem::take(&mut self.threads) {
             let _ = thread.join();
         }
     }
 }
 
+impl Executor {
+    fn close(&self) {
+        self.jobs.close();
+        for worker in &self.workers {
+            worker.jobs.close();
+        }
+    }
+}
+
 impl Drop for Executor {
     fn drop(&mut self) {
-        self.jobs.close();
+        self.close();
     }
+}
+
+/// The worker a function version prefers, so that its warm isolates are found.
+fn home_worker(function_id: &str, workers: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    function_id.hash(&mut hasher);
+    (hasher.finish() % workers as u64) as usize
 }
 
 impl Invoker for Executor {
@@ -166,8 +221,8 @@ impl Invoker for Executor {
     }
 
     fn evict(&self, function_id: &str) {
-        for control in &self.controls {
-            let _ = control.send(Control::Evict(function_id.to_string()));
+        for worker in &self.workers {
+            let _ = worker.control.send(Control::Evict(function_id.to_string()));
         }
     }
 }
@@ -185,6 +240,8 @@ impl Pooled for FunctionIsolate {
 /// What a worker thread starts with.
 struct WorkerSetup {
     queue: async_channel::Receiver<Job>,
+    own_queue: async_channel::Receiver<Job>,
+    in_flight: Arc<AtomicUsize>,
     control: mpsc::UnboundedReceiver<Control>,
     watchdog: CpuWatchdog,
     code_cache: Arc<CodeCache>,
@@ -198,6 +255,7 @@ struct Worker {
     thread: ThreadContext,
     pool: RefCell<WarmPool<FunctionIsolate>>,
     stats: Arc<ExecutorStats>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl WorkerSetup {
@@ -218,19 +276,20 @@ impl WorkerSetup {
             },
             pool: RefCell::new(WarmPool::new(self.pool_limits)),
             stats: self.stats.clone(),
+            in_flight: self.in_flight.clone(),
         });
         let slots = Arc::new(Semaphore::new(self.max_in_flight));
         loop {
             let permit = slots.clone().acquire_owned().await.expect("never closed");
             tokio::select! {
-                job = self.queue.recv() => match job {
-                    Ok(job) => {
-                        tokio::task::spawn_local(worker.clone().run_job(job, permit));
-                    }
-                    Err(_) => break,
-                },
+                biased;
                 Some(control) = self.control.recv() => match control {
                     Control::Evict(id) => worker.evict(&id),
+                },
+                Ok(job) = self.own_queue.recv() => worker.start(job, permit),
+                job = self.queue.recv() => match job {
+                    Ok(job) => worker.start(job, permit),
+                    Err(_) => break,
                 },
             }
         }
@@ -242,31 +301,57 @@ impl WorkerSetup {
 }
 
 impl Worker {
+    fn start(self: &Rc<Self>, job: Job, permit: OwnedSemaphorePermit) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        tokio::task::spawn_local(self.clone().run_job(job, permit));
+    }
+
     async fn run_job(self: Rc<Self>, job: Job, _permit: OwnedSemaphorePermit) {
         let started = Instant::now();
-        let invocation = &job.invocation;
+        let deadline = started + job.invocation.function.limits.timeout();
+        let (outcome, isolate) = self.execute(&job.invocation, started, deadline).await;
+        // Answered: the dispatcher may send this function's next invocation here.
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.stats.invocations.fetch_add(1, Ordering::Relaxed);
+        let _ = job.reply.send(outcome);
+
+        if let Some(mut isolate) = isolate {
+            isolate.drain(deadline).await;
+            isolate.take_logs();
+            if isolate.is_reusable() {
+                self.checkin(isolate);
+            }
+        }
+    }
+
+    /// Runs an invocation in a warm or new isolate; returns the outcome and
+    /// the isolate, if there is one to keep.
+    async fn execute(
+        &self,
+        invocation: &Invocation,
+        started: Instant,
+        deadline: Instant,
+    ) -> (Outcome, Option<FunctionIsolate>) {
         let source = invocation.function.clone();
         if let Err(message) = source.limits.validate() {
-            let _ = job
-                .reply
-                .send(Outcome::failed(FunctionError::new(ErrorCode::InvalidInput, message)));
-            return;
+            return (
+                Outcome::failed(FunctionError::new(ErrorCode::InvalidInput, message)),
+                None,
+            );
         }
-        let deadline = started + source.limits.timeout();
         let warm = self.checkout(&source.id);
         let cold_start = warm.is_none();
         let mut isolate = match warm {
             Some(isolate) => isolate,
             None => {
                 self.stats.cold_starts.fetch_add(1, Ordering::Relaxed);
-                match FunctionIsolate::create(source.clone(), &self.thread, deadline).await {
+                match FunctionIsolate::create(source, &self.thread, deadline).await {
                     Ok(isolate) => isolate,
                     Err(error) => {
                         let mut outcome = Outcome::failed(error);
                         outcome.metrics.cold_start = true;
                         outcome.metrics.duration_us = started.elapsed().as_micros() as u64;
-                        let _ = job.reply.send(outcome);
-                        return;
+                        return (outcome, None);
                     }
                 }
             }
@@ -279,26 +364,30 @@ impl Worker {
             peak_heap_bytes: isolate.memory_in_use() as u64,
         };
         let logs = isolate.take_logs();
-        self.stats.invocations.fetch_add(1, Ordering::Relaxed);
-        let _ = job.reply.send(Outcome { result, logs, metrics });
-
-        isolate.drain(deadline).await;
-        isolate.take_logs();
-        if isolate.is_reusable() {
-            self.checkin(isolate);
-        }
+        (
+            Outcome {
+                result,
+                logs,
+                metrics,
+            },
+            Some(isolate),
+        )
     }
 
     fn checkout(&self, key: &str) -> Option<FunctionIsolate> {
         let isolate = self.pool.borrow_mut().checkout(key)?;
         self.stats.warm_isolates.fetch_sub(1, Ordering::Relaxed);
-        self.stats.warm_memory.fetch_sub(isolate.memory(), Ordering::Relaxed);
+        self.stats
+            .warm_memory
+            .fetch_sub(isolate.memory(), Ordering::Relaxed);
         Some(isolate)
     }
 
     fn checkin(&self, isolate: FunctionIsolate) {
         self.stats.warm_isolates.fetch_add(1, Ordering::Relaxed);
-        self.stats.warm_memory.fetch_add(isolate.memory(), Ordering::Relaxed);
+        self.stats
+            .warm_memory
+            .fetch_add(isolate.memory(), Ordering::Relaxed);
         let evicted = self.pool.borrow_mut().checkin(isolate);
         self.forget(evicted);
     }
@@ -311,7 +400,9 @@ impl Worker {
     fn forget(&self, evicted: Vec<FunctionIsolate>) {
         for isolate in evicted {
             self.stats.warm_isolates.fetch_sub(1, Ordering::Relaxed);
-            self.stats.warm_memory.fetch_sub(isolate.memory(), Ordering::Relaxed);
+            self.stats
+                .warm_memory
+                .fetch_sub(isolate.memory(), Ordering::Relaxed);
         }
     }
 }

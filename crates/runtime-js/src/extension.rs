@@ -77,7 +77,9 @@ extension!(
 
 /// The full, ordered list of extensions every isola isolate runs with. The
 /// snapshot is made from this list; runtimes are created with it again.
-pub fn extensions(permissions: deno_permissions::PermissionsContainer) -> Vec<deno_core::Extension> {
+pub fn extensions(
+    permissions: deno_permissions::PermissionsContainer,
+) -> Vec<deno_core::Extension> {
     vec![
         deno_webidl::deno_webidl::init(),
         deno_web::deno_web::init(

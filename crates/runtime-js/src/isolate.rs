@@ -108,14 +108,21 @@ fn internal(context: &str, error: impl std::fmt::Display) -> FunctionError {
 
 impl FunctionIsolate {
     /// Creates an isolate for `source` and evaluates its entry module.
-    pub async fn create(source: Arc<FunctionSource>, thread: &ThreadContext, deadline: Instant) -> Result<Self, FunctionError> {
+    pub async fn create(
+        source: Arc<FunctionSource>,
+        thread: &ThreadContext,
+        deadline: Instant,
+    ) -> Result<Self, FunctionError> {
         let mut isolate = Self::boot(source.clone(), thread)?;
         match tokio::time::timeout_at(deadline, isolate.load_module()).await {
             Ok(Ok(())) => Ok(isolate),
             Ok(Err(error)) => Err(isolate.classify(error)),
             Err(_) => Err(FunctionError::new(
                 ErrorCode::WallTimeout,
-                format!("module evaluation did not finish within {} ms", source.limits.timeout_ms),
+                format!(
+                    "module evaluation did not finish within {} ms",
+                    source.limits.timeout_ms
+                ),
             )),
         }
     }
@@ -147,12 +154,20 @@ impl FunctionIsolate {
             terminate.terminate_execution();
             memory::heap_headroom(current)
         });
-        let console = runtime.op_state().borrow().borrow::<ConsoleBuffer>().clone();
+        let console = runtime
+            .op_state()
+            .borrow()
+            .borrow::<ConsoleBuffer>()
+            .clone();
         // SAFETY: the runtime owns a live isolate; it was entered on creation.
         let raw = unsafe { runtime.v8_isolate().as_raw_isolate_ptr() };
         unsafe { runtime.v8_isolate().exit() };
 
-        let mut meter = CpuMeter::new(thread.cpu_slot.clone(), handle, STARTUP_CPU.max(source.limits.cpu()));
+        let mut meter = CpuMeter::new(
+            thread.cpu_slot.clone(),
+            handle,
+            STARTUP_CPU.max(source.limits.cpu()),
+        );
         let booted = entered(raw, &mut meter, || init_host(&mut runtime, &source));
         let (host, env) = match booted {
             Ok(booted) => booted,
@@ -182,7 +197,12 @@ impl FunctionIsolate {
     /// Loads and evaluates the entry module and finds its handler.
     async fn load_module(&mut self) -> Result<(), FunctionError> {
         let url = loader::module_url(&self.source.entry);
-        let Self { runtime, raw, meter, .. } = self;
+        let Self {
+            runtime,
+            raw,
+            meter,
+            ..
+        } = self;
         let module_id = Metered {
             raw: *raw,
             meter,
@@ -194,7 +214,10 @@ impl FunctionIsolate {
         Metered {
             raw: *raw,
             meter,
-            inner: Box::pin(runtime.with_event_loop_promise(Box::pin(evaluation), PollEventLoopOptions::default())),
+            inner: Box::pin(
+                runtime
+                    .with_event_loop_promise(Box::pin(evaluation), PollEventLoopOptions::default()),
+            ),
         }
         .await
         .map_err(|e| errors::from_core_error(e, Phase::Load))?;
@@ -231,14 +254,21 @@ impl FunctionIsolate {
 
     /// Runs one invocation. On any failure the isolate is marked broken and
     /// must be dropped.
-    pub async fn invoke(&mut self, invocation: &Invocation, deadline: Instant) -> Result<InvocationOutput, FunctionError> {
+    pub async fn invoke(
+        &mut self,
+        invocation: &Invocation,
+        deadline: Instant,
+    ) -> Result<InvocationOutput, FunctionError> {
         self.meter.reset(self.source.limits.cpu());
         self.budget.clear_refused();
         let result = match tokio::time::timeout_at(deadline, self.run_handler(invocation)).await {
             Ok(result) => result.map_err(|e| self.classify(e)),
             Err(_) => Err(FunctionError::new(
                 ErrorCode::WallTimeout,
-                format!("the function did not finish within its {} ms wall-clock limit", self.source.limits.timeout_ms),
+                format!(
+                    "the function did not finish within its {} ms wall-clock limit",
+                    self.source.limits.timeout_ms
+                ),
             )),
         };
         if result.is_err() {
@@ -250,19 +280,35 @@ impl FunctionIsolate {
         result
     }
 
-    async fn run_handler(&mut self, invocation: &Invocation) -> Result<InvocationOutput, FunctionError> {
+    async fn run_handler(
+        &mut self,
+        invocation: &Invocation,
+    ) -> Result<InvocationOutput, FunctionError> {
         let info = serde_json::json!({
             "invocationId": invocation.id,
             "functionName": self.source.name,
         });
-        let Self { runtime, raw, meter, host, handler, env, kind, .. } = self;
+        let Self {
+            runtime,
+            raw,
+            meter,
+            host,
+            handler,
+            env,
+            kind,
+            ..
+        } = self;
         let handler = handler.as_ref().expect("a created isolate has a handler");
         let call = entered(*raw, meter, || {
             let (function, args) = {
                 deno_core::scope!(scope, runtime);
                 let args = match (*kind, &invocation.input) {
-                    (HandlerKind::Json, InvocationInput::Json(payload)) => json_args(scope, handler, payload, &info, env),
-                    (HandlerKind::Fetch, InvocationInput::Http(request)) => fetch_args(scope, handler, request, &info, env),
+                    (HandlerKind::Json, InvocationInput::Json(payload)) => {
+                        json_args(scope, handler, payload, &info, env)
+                    }
+                    (HandlerKind::Fetch, InvocationInput::Http(request)) => {
+                        fetch_args(scope, handler, request, &info, env)
+                    }
                     (HandlerKind::Fetch, InvocationInput::Json(payload)) => {
                         fetch_args(scope, handler, &json_as_request(payload), &info, env)
                     }
@@ -302,10 +348,17 @@ impl FunctionIsolate {
     /// Runs one more event-loop tick so that rejections left unhandled by a
     /// successful invocation reach its log.
     fn flush_rejections(&mut self) {
-        let Self { runtime, raw, meter, .. } = self;
+        let Self {
+            runtime,
+            raw,
+            meter,
+            ..
+        } = self;
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
-        let polled = entered(*raw, meter, || runtime.poll_event_loop(&mut cx, PollEventLoopOptions::default()));
+        let polled = entered(*raw, meter, || {
+            runtime.poll_event_loop(&mut cx, PollEventLoopOptions::default())
+        });
         if let Poll::Ready(Err(_)) = polled {
             self.broken = true;
         }
@@ -317,7 +370,12 @@ impl FunctionIsolate {
         if !self.is_reusable() {
             return;
         }
-        let Self { runtime, raw, meter, .. } = self;
+        let Self {
+            runtime,
+            raw,
+            meter,
+            ..
+        } = self;
         let drained = Metered {
             raw: *raw,
             meter,
@@ -354,7 +412,9 @@ impl FunctionIsolate {
 
     fn measure_memory(&mut self) {
         let runtime = &mut self.runtime;
-        let stats = entered(self.raw, &mut self.meter, || runtime.v8_isolate().get_heap_statistics());
+        let stats = entered(self.raw, &mut self.meter, || {
+            runtime.v8_isolate().get_heap_statistics()
+        });
         self.memory_in_use = stats.used_heap_size() + self.budget.used();
     }
 
@@ -364,12 +424,18 @@ impl FunctionIsolate {
         if self.heap_exceeded.load(Ordering::SeqCst) || self.budget.was_refused() {
             FunctionError::new(
                 ErrorCode::MemoryLimit,
-                format!("the function exceeded its memory limit of {} MiB", limits.memory_mb),
+                format!(
+                    "the function exceeded its memory limit of {} MiB",
+                    limits.memory_mb
+                ),
             )
         } else if self.meter.exceeded() {
             FunctionError::new(
                 ErrorCode::CpuLimit,
-                format!("the function exceeded its CPU time limit of {} ms", limits.cpu_ms),
+                format!(
+                    "the function exceeded its CPU time limit of {} ms",
+                    limits.cpu_ms
+                ),
             )
         } else {
             error
@@ -386,28 +452,36 @@ impl Drop for FunctionIsolate {
     }
 }
 
-
 /// Runs the bootstrap's per-isolate `init` and returns the host entry points
 /// and the function's frozen `env`.
-fn init_host(runtime: &mut JsRuntime, source: &FunctionSource) -> Result<(Host, v8::Global<v8::Value>), FunctionError> {
-    const INIT: &str = "(() => { const host = globalThis.__isolaHost; host.init(); return host; })()";
+fn init_host(
+    runtime: &mut JsRuntime,
+    source: &FunctionSource,
+) -> Result<(Host, v8::Global<v8::Value>), FunctionError> {
+    const INIT: &str =
+        "(() => { const host = globalThis.__isolaHost; host.init(); return host; })()";
     let host = runtime
         .execute_script("ext:isola_runtime/init.js", INIT)
         .map_err(|e| internal("initialising an isolate", e))?;
     deno_core::scope!(scope, runtime);
     let host = v8::Local::new(scope, host);
-    let host = v8::Local::<v8::Object>::try_from(host).map_err(|e| internal("reading the host object", e))?;
+    let host = v8::Local::<v8::Object>::try_from(host)
+        .map_err(|e| internal("reading the host object", e))?;
     let function = |name: &str| -> Result<v8::Global<v8::Function>, FunctionError> {
         let key = v8::String::new(scope, name).expect("short names fit in a V8 string");
-        let value = host.get(scope, key.into()).ok_or_else(|| internal("reading the host object", name))?;
-        let function = v8::Local::<v8::Function>::try_from(value).map_err(|e| internal("reading the host object", e))?;
+        let value = host
+            .get(scope, key.into())
+            .ok_or_else(|| internal("reading the host object", name))?;
+        let function = v8::Local::<v8::Function>::try_from(value)
+            .map_err(|e| internal("reading the host object", e))?;
         Ok(v8::Global::new(scope, function))
     };
     let host = Host {
         invoke_json: function("invokeJson")?,
         invoke_fetch: function("invokeFetch")?,
     };
-    let env = deno_core::serde_v8::to_v8(scope, &source.env).map_err(|e| internal("building env", e))?;
+    let env =
+        deno_core::serde_v8::to_v8(scope, &source.env).map_err(|e| internal("building env", e))?;
     let object = v8::Local::<v8::Object>::try_from(env).map_err(|e| internal("building env", e))?;
     object.set_integrity_level(scope, v8::IntegrityLevel::Frozen);
     Ok((host, v8::Global::new(scope, env)))
@@ -421,7 +495,9 @@ fn find_handler(
     deno_core::scope!(scope, runtime);
     let namespace = v8::Local::new(scope, namespace);
     let key = v8::String::new(scope, "default").expect("fits");
-    let handler = namespace.get(scope, key.into()).filter(|v| !v.is_undefined());
+    let handler = namespace
+        .get(scope, key.into())
+        .filter(|v| !v.is_undefined());
     let Some(handler) = handler else {
         return Err(FunctionError::new(
             ErrorCode::InvalidFunction,
@@ -433,7 +509,10 @@ fn find_handler(
     }
     if let Ok(object) = v8::Local::<v8::Object>::try_from(handler) {
         let key = v8::String::new(scope, "fetch").expect("fits");
-        if object.get(scope, key.into()).is_some_and(|f| f.is_function()) {
+        if object
+            .get(scope, key.into())
+            .is_some_and(|f| f.is_function())
+        {
             return Ok((v8::Global::new(scope, handler), HandlerKind::Fetch));
         }
     }
@@ -449,14 +528,25 @@ fn global_of(scope: &mut v8::PinScope, value: v8::Local<v8::Value>) -> v8::Globa
     v8::Global::new(scope, value)
 }
 
-fn string_arg(scope: &mut v8::PinScope, text: &str) -> Result<v8::Global<v8::Value>, FunctionError> {
-    let string = v8::String::new(scope, text)
-        .ok_or_else(|| FunctionError::new(ErrorCode::InvalidInput, "input too large for a JavaScript string"))?;
+fn string_arg(
+    scope: &mut v8::PinScope,
+    text: &str,
+) -> Result<v8::Global<v8::Value>, FunctionError> {
+    let string = v8::String::new(scope, text).ok_or_else(|| {
+        FunctionError::new(
+            ErrorCode::InvalidInput,
+            "input too large for a JavaScript string",
+        )
+    })?;
     Ok(global_of(scope, string.into()))
 }
 
-fn serde_arg(scope: &mut v8::PinScope, value: &impl serde::Serialize) -> Result<v8::Global<v8::Value>, FunctionError> {
-    let local = deno_core::serde_v8::to_v8(scope, value).map_err(|e| FunctionError::new(ErrorCode::InvalidInput, e.to_string()))?;
+fn serde_arg(
+    scope: &mut v8::PinScope,
+    value: &impl serde::Serialize,
+) -> Result<v8::Global<v8::Value>, FunctionError> {
+    let local = deno_core::serde_v8::to_v8(scope, value)
+        .map_err(|e| FunctionError::new(ErrorCode::InvalidInput, e.to_string()))?;
     Ok(global_of(scope, local))
 }
 
@@ -467,8 +557,14 @@ fn json_args(
     info: &serde_json::Value,
     env: &v8::Global<v8::Value>,
 ) -> Result<Args, FunctionError> {
-    let text = serde_json::to_string(payload).map_err(|e| FunctionError::new(ErrorCode::InvalidInput, e.to_string()))?;
-    Ok(vec![handler.clone(), string_arg(scope, &text)?, serde_arg(scope, info)?, env.clone()])
+    let text = serde_json::to_string(payload)
+        .map_err(|e| FunctionError::new(ErrorCode::InvalidInput, e.to_string()))?;
+    Ok(vec![
+        handler.clone(),
+        string_arg(scope, &text)?,
+        serde_arg(scope, info)?,
+        env.clone(),
+    ])
 }
 
 fn fetch_args(
@@ -519,26 +615,52 @@ fn array_item<'s>(
         .ok_or_else(|| internal("reading a handler result", index))
 }
 
-fn decode_json<'s>(scope: &mut v8::PinScope<'s, '_>, value: v8::Local<'s, v8::Value>) -> Result<InvocationOutput, FunctionError> {
-    let array = v8::Local::<v8::Array>::try_from(value).map_err(|e| internal("reading a JSON result", e))?;
-    let text = array_item(scope, array, 0)?.to_rust_string_lossy(scope);
+fn decode_json<'s>(
+    scope: &mut v8::PinScope<'s, '_>,
+    value: v8::Local<'s, v8::Value>,
+) -> Result<InvocationOutput, FunctionError> {
+    let array = v8::Local::<v8::Array>::try_from(value)
+        .map_err(|e| internal("reading a JSON result", e))?;
+    let text = array_item(scope, array, 0)?;
+    if text.is_undefined() {
+        let reason = array_item(scope, array, 2)?.to_rust_string_lossy(scope);
+        return Err(FunctionError::new(
+            ErrorCode::InvalidOutput,
+            format!("the function's result cannot be serialised as JSON: {reason}"),
+        ));
+    }
+    let text = text.to_rust_string_lossy(scope);
     let json = serde_json::from_str(&text).map_err(|e| {
-        FunctionError::new(ErrorCode::InvalidOutput, format!("the function's result is not valid JSON: {e}"))
+        FunctionError::new(
+            ErrorCode::InvalidOutput,
+            format!("the function's result is not valid JSON: {e}"),
+        )
     })?;
     Ok(InvocationOutput::Json(json))
 }
 
-fn decode_response<'s>(scope: &mut v8::PinScope<'s, '_>, value: v8::Local<'s, v8::Value>) -> Result<InvocationOutput, FunctionError> {
-    let array = v8::Local::<v8::Array>::try_from(value).map_err(|e| internal("reading a response", e))?;
-    let status = array_item(scope, array, 0)?.uint32_value(scope).unwrap_or(500) as u16;
+fn decode_response<'s>(
+    scope: &mut v8::PinScope<'s, '_>,
+    value: v8::Local<'s, v8::Value>,
+) -> Result<InvocationOutput, FunctionError> {
+    let array =
+        v8::Local::<v8::Array>::try_from(value).map_err(|e| internal("reading a response", e))?;
+    let status = array_item(scope, array, 0)?
+        .uint32_value(scope)
+        .unwrap_or(500) as u16;
     let headers = array_item(scope, array, 1)?;
-    let headers: Vec<(String, String)> =
-        deno_core::serde_v8::from_v8(scope, headers).map_err(|e| internal("reading response headers", e))?;
+    let headers: Vec<(String, String)> = deno_core::serde_v8::from_v8(scope, headers)
+        .map_err(|e| internal("reading response headers", e))?;
     let body = array_item(scope, array, 2)?;
-    let body = v8::Local::<v8::Uint8Array>::try_from(body).map_err(|e| internal("reading a response body", e))?;
+    let body = v8::Local::<v8::Uint8Array>::try_from(body)
+        .map_err(|e| internal("reading a response body", e))?;
     let mut bytes = vec![0; body.byte_length()];
     body.copy_contents(&mut bytes);
-    Ok(InvocationOutput::Http(HttpResponse { status, headers, body: bytes }))
+    Ok(InvocationOutput::Http(HttpResponse {
+        status,
+        headers,
+        body: bytes,
+    }))
 }
 
 fn console_level(level: u8) -> LogLevel {

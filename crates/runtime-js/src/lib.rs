@@ -38,4 +38,5 @@ pub use platform::init_platform;
 static SNAPSHOT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ISOLA_SNAPSHOT.bin"));
 
 /// Sources of the lazily loaded extension scripts the snapshot left out.
-static RESIDUAL_LAZY_JS: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/residual_lazy_js.rs"));
+static RESIDUAL_LAZY_JS: &[(&str, &str)] =
+    include!(concat!(env!("OUT_DIR"), "/residual_lazy_js.rs"));

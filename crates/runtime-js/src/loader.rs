@@ -60,13 +60,9 @@ impl CodeCache {
     }
 
     /// Number of cached modules.
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
         self.entries.lock().unwrap().len()
-    }
-
-    /// Whether nothing is cached yet.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -90,7 +86,9 @@ impl FunctionLoader {
         }
         let path = specifier.path().trim_start_matches('/');
         let code = self.source.file(path).ok_or_else(|| {
-            JsErrorBox::type_error(format!("Module not found: \"{path}\" is not part of this function"))
+            JsErrorBox::type_error(format!(
+                "Module not found: \"{path}\" is not part of this function"
+            ))
         })?;
         let hash = source_hash(specifier.as_str(), code);
         let cached = self.cache.get(hash).map(|bytes| Cow::Owned(bytes.to_vec()));
@@ -118,7 +116,8 @@ impl ModuleLoader for FunctionLoader {
         referrer: &str,
         _kind: ResolutionKind,
     ) -> Result<ModuleSpecifier, ModuleLoaderError> {
-        let resolved = deno_core::resolve_import(specifier, referrer).map_err(JsErrorBox::from_err)?;
+        let resolved =
+            deno_core::resolve_import(specifier, referrer).map_err(JsErrorBox::from_err)?;
         if resolved.scheme() != SCHEME {
             return Err(JsErrorBox::type_error(format!(
                 "Importing \"{specifier}\" is not allowed: functions may only import their own files"

@@ -62,9 +62,19 @@ mod tests {
     #[test]
     fn private_and_loopback_addresses_are_denied() {
         let mut perms = sandbox();
-        for ip in ["127.0.0.1", "10.1.2.3", "169.254.169.254", "::1", "::ffff:127.0.0.1", "fd00::1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "169.254.169.254",
+            "::1",
+            "::ffff:127.0.0.1",
+            "fd00::1",
+        ] {
             let ip = ip.parse().unwrap();
-            assert!(perms.check_net_resolved(&ip, 80, "fetch()").is_err(), "{ip} allowed");
+            assert!(
+                perms.check_net_resolved(&ip, 80, "fetch()").is_err(),
+                "{ip} allowed"
+            );
         }
         let public = "93.184.216.34".parse().unwrap();
         assert!(perms.check_net_resolved(&public, 443, "fetch()").is_ok());

@@ -142,7 +142,10 @@ mod tests {
     }
 
     fn pool(max_instances: usize, max_memory: usize) -> WarmPool<Item> {
-        WarmPool::new(PoolLimits { max_instances, max_memory })
+        WarmPool::new(PoolLimits {
+            max_instances,
+            max_memory,
+        })
     }
 
     #[test]

@@ -45,13 +45,18 @@ pub struct InvokeArgs {
 fn read_module(file: Option<&PathBuf>) -> anyhow::Result<(String, String)> {
     let (name, bytes) = match file {
         Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            let name = path.file_stem().map_or("function".into(), |s| s.to_string_lossy().into_owned());
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let name = path
+                .file_stem()
+                .map_or("function".into(), |s| s.to_string_lossy().into_owned());
             (name, bytes)
         }
         None => {
             let mut bytes = Vec::new();
-            std::io::stdin().read_to_end(&mut bytes).context("reading the module from standard input")?;
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("reading the module from standard input")?;
             ("stdin".to_string(), bytes)
         }
     };

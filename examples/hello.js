@@ -1,0 +1,5 @@
+// A JSON handler: `isola invoke examples/hello.js --payload '{"name":"world"}'`
+export default async (payload, ctx) => {
+  console.log(`invocation ${ctx.invocationId}`);
+  return { message: `hello ${payload?.name ?? "stranger"}` };
+};
