@@ -197,11 +197,11 @@ const KIND_INVALID = 0;
 const KIND_JSON = 1;
 const KIND_FETCH = 2;
 
-function makeContext(info, pending, env) {
+function makeContext(invocationId, functionName, pending, env) {
   return ObjectFreeze({
     env,
-    invocationId: info.invocationId,
-    functionName: info.functionName,
+    invocationId,
+    functionName,
     waitUntil(promise) {
       pending.push(PromisePrototypeThen(Promise.resolve(promise), noop, (e) => {
         op_isola_log(3, `waitUntil promise rejected: ${e?.stack ?? String(e)}`);
@@ -235,10 +235,10 @@ const host = {
   },
 
   /** Runs a JSON handler: JSON text in, JSON text out. */
-  async invokeJson(handler, payloadText, info, env) {
+  async invokeJson(handler, payloadText, invocationId, functionName, env) {
     const payload = payloadText === "" ? null : JSONParse(payloadText);
     const pending = [];
-    const value = await handler(payload, makeContext(info, pending, env));
+    const value = await handler(payload, makeContext(invocationId, functionName, pending, env));
     let text;
     try {
       text = value === undefined ? "null" : JSONStringify(value);
@@ -250,13 +250,13 @@ const host = {
   },
 
   /** Runs a Workers-style handler: a request in, [status, headers, body] out. */
-  async invokeFetch(handler, method, url, headerList, body, info, env) {
+  async invokeFetch(handler, method, url, headerList, body, invocationId, functionName, env) {
     const init = { method, headers: headerList };
     if (body !== null && method !== "GET" && method !== "HEAD") {
       init.body = body;
     }
     const pending = [];
-    const res = await handler.fetch(new Request(url, init), env, makeContext(info, pending, undefined));
+    const res = await handler.fetch(new Request(url, init), env, makeContext(invocationId, functionName, pending, undefined));
     if (!ObjectPrototypeIsPrototypeOf(Response.prototype, res)) {
       throw new TypeError("The fetch handler must return a Response, got " + consoleMod.inspect(res));
     }

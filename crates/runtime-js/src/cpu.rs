@@ -11,6 +11,7 @@
 
 use deno_core::v8;
 use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -64,6 +65,10 @@ impl CpuSlot {
         self.armed.lock().unwrap().take();
     }
 
+    fn is_armed(&self) -> bool {
+        self.armed.lock().unwrap().is_some()
+    }
+
     fn check(&self) -> bool {
         let mut armed = self.armed.lock().unwrap();
         let Some(current) = armed.as_ref() else {
@@ -81,15 +86,22 @@ impl CpuSlot {
 #[derive(Default)]
 struct Shared {
     slots: Mutex<Vec<Arc<CpuSlot>>>,
+    /// Set while the watchdog waits on `wakeup`; read without the lock on
+    /// every arm, so that arming costs no lock while the watchdog ticks.
+    parked: AtomicBool,
     sleeping: Mutex<bool>,
     wakeup: Condvar,
 }
 
 impl Shared {
     fn wake(&self) {
+        if !self.parked.load(Ordering::SeqCst) {
+            return;
+        }
         let mut sleeping = self.sleeping.lock().unwrap();
         if *sleeping {
             *sleeping = false;
+            self.parked.store(false, Ordering::SeqCst);
             self.wakeup.notify_one();
         }
     }
@@ -139,6 +151,12 @@ fn watch(shared: Arc<Shared>) {
             // Nothing has run for a while: sleep until a slot is armed.
             let mut sleeping = shared.sleeping.lock().unwrap();
             *sleeping = true;
+            shared.parked.store(true, Ordering::SeqCst);
+            // A slot armed before `parked` was visible: look once more.
+            if shared.slots.lock().unwrap().iter().any(|slot| slot.is_armed()) {
+                *sleeping = false;
+                shared.parked.store(false, Ordering::SeqCst);
+            }
             while *sleeping {
                 sleeping = shared.wakeup.wait(sleeping).unwrap();
             }

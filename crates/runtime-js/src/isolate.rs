@@ -70,6 +70,8 @@ pub struct FunctionIsolate {
     meter: CpuMeter,
     source: Arc<FunctionSource>,
     broken: bool,
+    /// Whether the event loop had nothing left to do after the last invocation.
+    idle: bool,
     memory_in_use: usize,
 }
 
@@ -190,6 +192,7 @@ impl FunctionIsolate {
             meter,
             source,
             broken: false,
+            idle: true,
             memory_in_use: 0,
         })
     }
@@ -273,21 +276,20 @@ impl FunctionIsolate {
         };
         if result.is_err() {
             self.broken = true;
+            self.measure_memory();
         } else {
-            self.flush_rejections();
+            self.settle();
         }
-        self.measure_memory();
         result
     }
 
+    /// Calls the handler, drives the event loop until its result settles and
+    /// decodes it: all inside one metered future, so that a handler that
+    /// finishes without awaiting I/O costs a single CPU slice.
     async fn run_handler(
         &mut self,
         invocation: &Invocation,
     ) -> Result<InvocationOutput, FunctionError> {
-        let info = serde_json::json!({
-            "invocationId": invocation.id,
-            "functionName": self.source.name,
-        });
         let Self {
             runtime,
             raw,
@@ -296,78 +298,83 @@ impl FunctionIsolate {
             handler,
             env,
             kind,
+            source,
             ..
         } = self;
         let handler = handler.as_ref().expect("a created isolate has a handler");
-        let call = entered(*raw, meter, || {
-            let (function, args) = {
+        let kind = *kind;
+        let function = match kind {
+            HandlerKind::Json => host.invoke_json.clone(),
+            HandlerKind::Fetch => host.invoke_fetch.clone(),
+        };
+        let run = async move {
+            let args = {
                 deno_core::scope!(scope, runtime);
-                let args = match (*kind, &invocation.input) {
+                let info = [invocation.id.as_str(), source.name.as_str()];
+                match (kind, &invocation.input) {
                     (HandlerKind::Json, InvocationInput::Json(payload)) => {
-                        json_args(scope, handler, payload, &info, env)
+                        json_args(scope, handler, payload, info, env)
                     }
                     (HandlerKind::Fetch, InvocationInput::Http(request)) => {
-                        fetch_args(scope, handler, request, &info, env)
+                        fetch_args(scope, handler, request, info, env)
                     }
                     (HandlerKind::Fetch, InvocationInput::Json(payload)) => {
-                        fetch_args(scope, handler, &json_as_request(payload), &info, env)
+                        fetch_args(scope, handler, &json_as_request(payload), info, env)
                     }
-                    (HandlerKind::Json, InvocationInput::Http(_)) => {
-                        return Err(FunctionError::new(
-                            ErrorCode::InvalidInput,
-                            "this function is a JSON handler (export default async (payload, ctx) => value): invoke it with a JSON payload",
-                        ));
-                    }
-                }?;
-                let function = match kind {
-                    HandlerKind::Json => &host.invoke_json,
-                    HandlerKind::Fetch => &host.invoke_fetch,
-                };
-                (function.clone(), args)
+                    (HandlerKind::Json, InvocationInput::Http(_)) => Err(FunctionError::new(
+                        ErrorCode::InvalidInput,
+                        "this function is a JSON handler (export default async (payload, ctx) => value): invoke it with a JSON payload",
+                    )),
+                }?
             };
-            Ok(runtime.call_with_args(&function, &args))
-        })?;
-        let value = Metered {
-            raw: *raw,
-            meter,
-            inner: Box::pin(runtime.with_event_loop_promise(call, PollEventLoopOptions::default())),
-        }
-        .await
-        .map_err(|e| errors::from_core_error(e, Phase::Invoke))?;
-        let kind = *kind;
-        entered(*raw, meter, || {
+            let call = runtime.call_with_args(&function, &args);
+            let value = runtime
+                .with_event_loop_promise(call, PollEventLoopOptions::default())
+                .await
+                .map_err(|e| errors::from_core_error(e, Phase::Invoke))?;
             deno_core::scope!(scope, runtime);
             let value = v8::Local::new(scope, value);
             match kind {
                 HandlerKind::Json => decode_json(scope, value),
                 HandlerKind::Fetch => decode_response(scope, value),
             }
-        })
+        };
+        Metered {
+            raw: *raw,
+            meter,
+            inner: Box::pin(run),
+        }
+        .await
     }
 
-    /// Runs one more event-loop tick so that rejections left unhandled by a
-    /// successful invocation reach its log.
-    fn flush_rejections(&mut self) {
+    /// Runs one more event-loop tick, so that rejections left unhandled by a
+    /// successful invocation reach its log, and measures memory; all in one
+    /// slice. Records whether the event loop is idle afterwards.
+    fn settle(&mut self) {
         let Self {
             runtime,
             raw,
             meter,
+            budget,
             ..
         } = self;
-        let waker = std::task::Waker::noop();
-        let mut cx = Context::from_waker(waker);
-        let polled = entered(*raw, meter, || {
-            runtime.poll_event_loop(&mut cx, PollEventLoopOptions::default())
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let (polled, heap) = entered(*raw, meter, || {
+            let polled = runtime.poll_event_loop(&mut cx, PollEventLoopOptions::default());
+            (polled, runtime.v8_isolate().get_heap_statistics().used_heap_size())
         });
-        if let Poll::Ready(Err(_)) = polled {
-            self.broken = true;
+        self.memory_in_use = heap + budget.used();
+        match polled {
+            Poll::Ready(Ok(())) => self.idle = true,
+            Poll::Ready(Err(_)) => self.broken = true,
+            Poll::Pending => self.idle = false,
         }
     }
 
     /// Runs what the invocation left behind (`ctx.waitUntil` promises,
     /// timers) until the event loop is idle or `deadline` passes.
     pub async fn drain(&mut self, deadline: Instant) {
-        if !self.is_reusable() {
+        if self.idle || !self.is_reusable() {
             return;
         }
         let Self {
@@ -376,16 +383,24 @@ impl FunctionIsolate {
             meter,
             ..
         } = self;
+        let mut polls = 0u32;
         let drained = Metered {
             raw: *raw,
             meter,
-            inner: Box::pin(runtime.run_event_loop(PollEventLoopOptions::default())),
+            inner: Box::pin(std::future::poll_fn(|cx| {
+                polls += 1;
+                runtime.poll_event_loop(cx, PollEventLoopOptions::default())
+            })),
         };
         match tokio::time::timeout_at(deadline, drained).await {
             Ok(Ok(())) => {}
             _ => self.broken = true,
         }
-        self.measure_memory();
+        self.idle = true;
+        if polls > 1 {
+            // Work ran after the result: its memory counts for the pool.
+            self.measure_memory();
+        }
     }
 
     /// Console output captured since the last call.
@@ -554,7 +569,7 @@ fn json_args(
     scope: &mut v8::PinScope,
     handler: &v8::Global<v8::Value>,
     payload: &serde_json::Value,
-    info: &serde_json::Value,
+    [invocation_id, function_name]: [&str; 2],
     env: &v8::Global<v8::Value>,
 ) -> Result<Args, FunctionError> {
     let text = serde_json::to_string(payload)
@@ -562,7 +577,8 @@ fn json_args(
     Ok(vec![
         handler.clone(),
         string_arg(scope, &text)?,
-        serde_arg(scope, info)?,
+        string_arg(scope, invocation_id)?,
+        string_arg(scope, function_name)?,
         env.clone(),
     ])
 }
@@ -571,7 +587,7 @@ fn fetch_args(
     scope: &mut v8::PinScope,
     handler: &v8::Global<v8::Value>,
     request: &HttpRequest,
-    info: &serde_json::Value,
+    [invocation_id, function_name]: [&str; 2],
     env: &v8::Global<v8::Value>,
 ) -> Result<Args, FunctionError> {
     let body: v8::Local<v8::Value> = if request.body.is_empty() {
@@ -590,7 +606,8 @@ fn fetch_args(
         string_arg(scope, &request.url)?,
         serde_arg(scope, &request.headers)?,
         body,
-        serde_arg(scope, info)?,
+        string_arg(scope, invocation_id)?,
+        string_arg(scope, function_name)?,
         env.clone(),
     ])
 }

@@ -1,0 +1,2 @@
+import hello from "./hello.js";
+console.log(JSON.stringify(await hello({ name: "world" })));

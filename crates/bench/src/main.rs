@@ -1,0 +1,39 @@
+//! `isola-bench`: in-process benchmarks of the JavaScript runtime.
+//!
+//! Not timed tests: each command prints its figures (and JSON with `--json`)
+//! for `docs/benchmarks.md`. Every loop is bounded in count and time.
+
+mod runtime;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+/// Benchmarks of isola's runtime.
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Cold starts: new isolate from the snapshot + module evaluation + first invocation.
+    Cold(runtime::ColdArgs),
+    /// Warm invocations of a trivial JSON handler: latency on one worker, throughput on all.
+    Warm(runtime::WarmArgs),
+    /// Resident memory per warm idle isolate.
+    Memory(runtime::MemoryArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    isola_runtime_js::init_platform();
+    let cli = Cli::parse();
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    tokio.block_on(async move {
+        match cli.command {
+            Command::Cold(args) => runtime::cold(args).await,
+            Command::Warm(args) => runtime::warm(args).await,
+            Command::Memory(args) => runtime::memory(args).await,
+        }
+    })
+}
