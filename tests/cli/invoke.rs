@@ -50,11 +50,25 @@ fn invoke_reads_the_module_from_stdin() {
 #[test]
 fn invoke_runs_a_file_with_a_payload_and_env() {
     let module = write_module("export default async (p, ctx) => { console.log('greeting', p.name); return { message: `hello ${p.name}`, region: ctx.env.REGION } }");
-    let output = isola(&["invoke", &module.path, "--payload", r#"{"name":"world"}"#, "--env", "REGION=eu"], "");
+    let output = isola(
+        &[
+            "invoke",
+            &module.path,
+            "--payload",
+            r#"{"name":"world"}"#,
+            "--env",
+            "REGION=eu",
+        ],
+        "",
+    );
     assert!(output.status.success(), "{}", stderr(&output));
     let value: Value = serde_json::from_str(&stdout(&output)).unwrap();
     assert_eq!(value, json!({ "message": "hello world", "region": "eu" }));
-    assert!(stderr(&output).contains("greeting world"), "console output missing: {}", stderr(&output));
+    assert!(
+        stderr(&output).contains("greeting world"),
+        "console output missing: {}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -71,31 +85,50 @@ fn invoke_prints_a_workers_response() {
 fn error_of(output: &std::process::Output) -> Value {
     let text = stderr(output);
     let line = text.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("stderr is not a JSON error ({e}): {text}"))
+    serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("stderr is not a JSON error ({e}): {text}"))
 }
 
 #[test]
 fn function_errors_are_json_on_stderr_with_exit_code_1() {
-    let output = isola(&["invoke"], "export default () => { throw new TypeError('bad input') }");
+    let output = isola(
+        &["invoke"],
+        "export default () => { throw new TypeError('bad input') }",
+    );
     assert_eq!(output.status.code(), Some(1));
     assert!(stdout(&output).is_empty());
     let error = error_of(&output);
     assert_eq!(error["code"], "uncaught_exception");
-    assert!(error["message"].as_str().unwrap().contains("TypeError: bad input"));
-    assert!(error["stack"].as_str().unwrap().contains("isola:///main.js"));
+    assert!(error["message"]
+        .as_str()
+        .unwrap()
+        .contains("TypeError: bad input"));
+    assert!(error["stack"]
+        .as_str()
+        .unwrap()
+        .contains("isola:///main.js"));
 }
 
 #[test]
 fn limit_flags_are_enforced() {
-    let output = isola(&["invoke", "--cpu-ms", "20"], "export default () => { for (;;) {} }");
+    let output = isola(
+        &["invoke", "--cpu-ms", "20"],
+        "export default () => { for (;;) {} }",
+    );
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(error_of(&output)["code"], "cpu_limit");
 
-    let output = isola(&["invoke", "--memory-mb", "16", "--cpu-ms", "10000"], "export default () => { const a = []; for (;;) a.push(new Array(1e5).fill(0)) }");
+    let output = isola(
+        &["invoke", "--memory-mb", "16", "--cpu-ms", "10000"],
+        "export default () => { const a = []; for (;;) a.push(new Array(1e5).fill(0)) }",
+    );
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(error_of(&output)["code"], "memory_limit");
 
-    let output = isola(&["invoke", "--timeout-ms", "100"], "export default () => new Promise(r => setTimeout(r, 10000))");
+    let output = isola(
+        &["invoke", "--timeout-ms", "100"],
+        "export default () => new Promise(r => setTimeout(r, 10000))",
+    );
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(error_of(&output)["code"], "wall_timeout");
 }
@@ -106,12 +139,18 @@ fn syntax_errors_name_the_line() {
     assert_eq!(output.status.code(), Some(1));
     let error = error_of(&output);
     assert_eq!(error["code"], "syntax_error");
-    assert!(error["message"].as_str().unwrap().contains("main.js:2"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("main.js:2"),
+        "{error}"
+    );
 }
 
 #[test]
 fn usage_errors_exit_with_2() {
-    let output = isola(&["invoke", "--payload", "{not json"], "export default () => 1");
+    let output = isola(
+        &["invoke", "--payload", "{not json"],
+        "export default () => 1",
+    );
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("--payload is not valid JSON"));
 

@@ -28,7 +28,9 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     isola_runtime_js::init_platform();
     let cli = Cli::parse();
-    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     tokio.block_on(async move {
         match cli.command {
             Command::Cold(args) => runtime::cold(args).await,

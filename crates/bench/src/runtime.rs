@@ -41,7 +41,11 @@ pub struct ColdArgs {
 /// Cold starts, with the module's code cache warm (a deployment starting on
 /// a node that ran it before) and cold (code never seen).
 pub async fn cold(args: ColdArgs) -> anyhow::Result<()> {
-    let executor = Executor::new(ExecutorConfig { workers: 1, max_warm_isolates: 0, ..Default::default() });
+    let executor = Executor::new(ExecutorConfig {
+        workers: 1,
+        max_warm_isolates: 0,
+        ..Default::default()
+    });
     // Warm up V8 and the code cache for HELLO.
     call(&executor, &hello("warmup".into(), HELLO)).await;
     let mut cached = Samples::default();
@@ -54,7 +58,10 @@ pub async fn cold(args: ColdArgs) -> anyhow::Result<()> {
         let outcome = call(&executor, &hello(format!("unique-{i}"), &unique)).await;
         uncached.push(Duration::from_micros(outcome.metrics.duration_us));
     }
-    println!("{}", json!({ "bench": "cold_start", "code_cache_hit": cached.summary_us(), "code_cache_miss": uncached.summary_us() }));
+    println!(
+        "{}",
+        json!({ "bench": "cold_start", "code_cache_hit": cached.summary_us(), "code_cache_miss": uncached.summary_us() })
+    );
     Ok(())
 }
 
@@ -75,7 +82,10 @@ pub struct WarmArgs {
 /// Warm latency on one worker, then throughput on every core.
 pub async fn warm(args: WarmArgs) -> anyhow::Result<()> {
     let function = hello("warm".into(), HELLO);
-    let executor = Executor::new(ExecutorConfig { workers: 1, ..Default::default() });
+    let executor = Executor::new(ExecutorConfig {
+        workers: 1,
+        ..Default::default()
+    });
     call(&executor, &function).await;
     let mut latency = Samples::default();
     let mut inside = Samples::default();

@@ -153,7 +153,13 @@ fn watch(shared: Arc<Shared>) {
             *sleeping = true;
             shared.parked.store(true, Ordering::SeqCst);
             // A slot armed before `parked` was visible: look once more.
-            if shared.slots.lock().unwrap().iter().any(|slot| slot.is_armed()) {
+            if shared
+                .slots
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|slot| slot.is_armed())
+            {
                 *sleeping = false;
                 shared.parked.store(false, Ordering::SeqCst);
             }

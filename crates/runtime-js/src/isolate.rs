@@ -361,7 +361,10 @@ impl FunctionIsolate {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let (polled, heap) = entered(*raw, meter, || {
             let polled = runtime.poll_event_loop(&mut cx, PollEventLoopOptions::default());
-            (polled, runtime.v8_isolate().get_heap_statistics().used_heap_size())
+            (
+                polled,
+                runtime.v8_isolate().get_heap_statistics().used_heap_size(),
+            )
         });
         self.memory_in_use = heap + budget.used();
         match polled {

@@ -1,0 +1,60 @@
+//! isola's registry: functions, their immutable deployments, which one is
+//! active, invocation records and captured console output.
+//!
+//! [`Registry`] is the interface; [`SqliteRegistry`] is the embedded default
+//! (one SQLite file in WAL mode, every acknowledged write synced to disk). A
+//! multi-node backend on NATS JetStream KV will implement the same trait.
+
+mod error;
+mod model;
+mod schema;
+mod sqlite;
+
+pub use error::{Result, StoreError};
+pub use model::{
+    validate_function_name, DeploymentInfo, FunctionInfo, InvocationRecord, LogRecord,
+    NewDeployment,
+};
+pub use sqlite::SqliteRegistry;
+
+use async_trait::async_trait;
+use isola_core::FunctionSource;
+
+/// Where functions and deployments are kept.
+#[async_trait]
+pub trait Registry: Send + Sync + 'static {
+    /// Creates a function with no deployment yet.
+    async fn create_function(&self, name: &str) -> Result<FunctionInfo>;
+    /// One function.
+    async fn function(&self, name: &str) -> Result<FunctionInfo>;
+    /// Every function, by name.
+    async fn functions(&self) -> Result<Vec<FunctionInfo>>;
+    /// Deletes a function with its deployments, records and logs.
+    async fn delete_function(&self, name: &str) -> Result<()>;
+
+    /// Stores a new immutable deployment; activates it when `activate`.
+    async fn create_deployment(
+        &self,
+        name: &str,
+        deployment: NewDeployment,
+        activate: bool,
+    ) -> Result<DeploymentInfo>;
+    /// The function's deployments, newest first.
+    async fn deployments(&self, name: &str) -> Result<Vec<DeploymentInfo>>;
+    /// Makes `version` the active deployment (a rollback when it is older).
+    async fn activate(&self, name: &str, version: u32) -> Result<DeploymentInfo>;
+    /// What to run for the function's active deployment, if it has one.
+    async fn active_source(&self, name: &str) -> Result<Option<(DeploymentInfo, FunctionSource)>>;
+
+    /// Stores invocation records with their console output.
+    async fn record_invocations(&self, records: Vec<InvocationRecord>) -> Result<()>;
+    /// The function's latest invocation records, newest first.
+    async fn invocations(&self, name: &str, limit: u32) -> Result<Vec<InvocationRecord>>;
+    /// Console lines of the function after sequence number `after`, oldest first.
+    async fn logs(&self, name: &str, after: i64, limit: u32) -> Result<Vec<LogRecord>>;
+
+    /// A setting of the node (e.g. the admin token's hash).
+    async fn setting(&self, key: &str) -> Result<Option<String>>;
+    /// Sets a setting of the node.
+    async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+}

@@ -1,0 +1,254 @@
+//! The records the registry keeps.
+
+use crate::{Result, StoreError};
+use isola_core::{Limits, LogEntry, SourceFile};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A function: a name and, once deployed, an active deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionInfo {
+    /// Unique name, usable as a DNS label.
+    pub name: String,
+    /// Creation time, Unix milliseconds.
+    pub created_at: i64,
+    /// Version of the active deployment.
+    pub active_version: Option<u32>,
+}
+
+/// What a new deployment holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewDeployment {
+    /// Module files.
+    pub files: Vec<SourceFile>,
+    /// Path of the entry module among the files.
+    pub entry: String,
+    /// Limits for each invocation.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Environment variables (readable back).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Secrets (write-only: never returned).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl NewDeployment {
+    /// Checks what can be checked without running the code.
+    pub fn validate(&self) -> Result<()> {
+        if self.files.is_empty() {
+            return Err(StoreError::Invalid(
+                "a deployment needs at least one file".into(),
+            ));
+        }
+        if !self.files.iter().any(|f| f.path == self.entry) {
+            return Err(StoreError::Invalid(format!(
+                "the entry module {:?} is not among the files",
+                self.entry
+            )));
+        }
+        for file in &self.files {
+            let bad = file.path.is_empty()
+                || file.path.starts_with('/')
+                || file
+                    .path
+                    .split('/')
+                    .any(|part| part.is_empty() || part == "." || part == "..");
+            if bad {
+                return Err(StoreError::Invalid(format!(
+                    "invalid file path {:?}",
+                    file.path
+                )));
+            }
+        }
+        if self.files.iter().all(|f| f.code.trim().is_empty()) {
+            return Err(StoreError::Invalid("the deployment's code is empty".into()));
+        }
+        for key in self.env.keys().chain(self.secrets.keys()) {
+            let valid =
+                !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(StoreError::Invalid(format!(
+                    "invalid variable name {key:?}"
+                )));
+            }
+        }
+        self.limits.validate().map_err(StoreError::Invalid)
+    }
+
+    /// SHA-256 over the files, entry, limits and variables.
+    pub fn content_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        let canonical = serde_json::to_vec(self).expect("deployments serialise");
+        hasher.update(&canonical);
+        hex::encode(hasher.finalize())
+    }
+}
+
+/// A stored deployment, as the API shows it (secret values left out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentInfo {
+    /// The function it belongs to.
+    pub function: String,
+    /// Version number, from 1, per function.
+    pub version: u32,
+    /// Content hash (SHA-256, hex).
+    pub hash: String,
+    /// Entry module.
+    pub entry: String,
+    /// Paths of its files.
+    pub files: Vec<String>,
+    /// Limits.
+    pub limits: Limits,
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Names of its secrets.
+    pub secret_names: Vec<String>,
+    /// Creation time, Unix milliseconds.
+    pub created_at: i64,
+    /// Whether it is the function's active deployment.
+    pub active: bool,
+}
+
+impl DeploymentInfo {
+    /// The executor's key for this deployment's isolates.
+    pub fn instance_key(&self) -> String {
+        format!(
+            "{}@{}:{}",
+            self.function,
+            self.version,
+            &self.hash[..12.min(self.hash.len())]
+        )
+    }
+}
+
+/// One invocation, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvocationRecord {
+    /// Invocation id.
+    pub id: String,
+    /// Function name.
+    pub function: String,
+    /// Deployment version it ran on.
+    pub version: u32,
+    /// `ok` or `error`.
+    pub status: String,
+    /// The error code, when it failed.
+    pub error_code: Option<String>,
+    /// Wall time, microseconds.
+    pub duration_us: u64,
+    /// CPU time, microseconds.
+    pub cpu_us: u64,
+    /// Heap in use at the end, bytes.
+    pub peak_heap_bytes: u64,
+    /// Whether it started a new isolate.
+    pub cold_start: bool,
+    /// Start time, Unix milliseconds.
+    pub created_at: i64,
+    /// Console output (stored in the logs, not returned with the record).
+    #[serde(skip)]
+    pub logs: Vec<LogEntry>,
+}
+
+/// One console line, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// Sequence number, increasing.
+    pub seq: i64,
+    /// Function name.
+    pub function: String,
+    /// Invocation that printed it.
+    pub invocation_id: String,
+    /// `debug`, `info`, `warn` or `error`.
+    pub level: String,
+    /// The line.
+    pub message: String,
+    /// Time, Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// Checks a function name: 1–63 characters of `a-z`, `0-9` and `-`,
+/// starting with a letter or digit (a DNS label).
+pub fn validate_function_name(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "invalid function name {name:?}: use 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(files: &[(&str, &str)], entry: &str) -> NewDeployment {
+        NewDeployment {
+            files: files
+                .iter()
+                .map(|(p, c)| SourceFile {
+                    path: p.to_string(),
+                    code: c.to_string(),
+                })
+                .collect(),
+            entry: entry.into(),
+            limits: Limits::default(),
+            env: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn names_must_be_dns_labels() {
+        for good in ["hello", "hello-world", "a1", "9lives"] {
+            assert!(validate_function_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Hello", "-x", "x-", "a_b", "a.b", &"x".repeat(64)] {
+            assert!(validate_function_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn deployments_are_checked_before_storing() {
+        assert!(
+            deployment(&[("main.js", "export default () => 1")], "main.js")
+                .validate()
+                .is_ok()
+        );
+        assert!(deployment(&[], "main.js").validate().is_err());
+        assert!(deployment(&[("main.js", "x")], "other.js")
+            .validate()
+            .is_err());
+        assert!(deployment(&[("main.js", "   ")], "main.js")
+            .validate()
+            .is_err());
+        assert!(deployment(&[("../main.js", "x")], "../main.js")
+            .validate()
+            .is_err());
+        assert!(deployment(&[("/abs.js", "x")], "/abs.js")
+            .validate()
+            .is_err());
+        let mut bad_env = deployment(&[("main.js", "x")], "main.js");
+        bad_env.env.insert("NO SPACES".into(), "v".into());
+        assert!(bad_env.validate().is_err());
+    }
+
+    #[test]
+    fn content_hash_covers_code_and_config() {
+        let a = deployment(&[("main.js", "export default () => 1")], "main.js");
+        let mut b = a.clone();
+        assert_eq!(a.content_hash(), b.content_hash());
+        b.limits.cpu_ms = 7;
+        assert_ne!(a.content_hash(), b.content_hash());
+    }
+}

@@ -1,0 +1,442 @@
+//! The embedded registry: one SQLite database file.
+
+use crate::model::{
+    validate_function_name, DeploymentInfo, FunctionInfo, InvocationRecord, LogRecord,
+    NewDeployment,
+};
+use crate::{schema, Registry, Result, StoreError};
+use async_trait::async_trait;
+use isola_core::{FunctionSource, LogLevel, SourceFile};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// The registry in a SQLite file, WAL mode, fully synced.
+#[derive(Clone)]
+pub struct SqliteRegistry {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn level_name(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Debug => "debug",
+        LogLevel::Info => "info",
+        LogLevel::Warn => "warn",
+        LogLevel::Error => "error",
+    }
+}
+
+impl SqliteRegistry {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        schema::configure(&conn)?;
+        schema::migrate(&conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// An in-memory database, for tests.
+    pub fn in_memory() -> Result<Self> {
+        let conn = Connection::open_in_memory()?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        schema::migrate(&conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+fn function_id(conn: &Connection, name: &str) -> Result<i64> {
+    conn.query_row("SELECT id FROM functions WHERE name = ?1", [name], |row| {
+        row.get(0)
+    })
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound(format!("function {name:?}")))
+}
+
+fn read_function(conn: &Connection, name: &str) -> Result<FunctionInfo> {
+    conn.query_row(
+        "SELECT name, created_at, active_version FROM functions WHERE name = ?1",
+        [name],
+        |row| {
+            Ok(FunctionInfo {
+                name: row.get(0)?,
+                created_at: row.get(1)?,
+                active_version: row.get(2)?,
+            })
+        },
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound(format!("function {name:?}")))
+}
+
+/// A deployment row with its secrets, as stored.
+struct StoredDeployment {
+    info: DeploymentInfo,
+    files: Vec<SourceFile>,
+    secrets: BTreeMap<String, String>,
+}
+
+const DEPLOYMENT_COLUMNS: &str = "d.version, d.hash, d.entry, d.files, d.limits, d.env, d.secrets, d.created_at, f.active_version, f.name";
+
+fn read_deployment(
+    row: &rusqlite::Row,
+) -> rusqlite::Result<(
+    u32,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<u32>,
+    String,
+)> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+        row.get(8)?,
+        row.get(9)?,
+    ))
+}
+
+fn decode_deployment(
+    (version, hash, entry, files, limits, env, secrets, created_at, active, function): (
+        u32,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        i64,
+        Option<u32>,
+        String,
+    ),
+) -> Result<StoredDeployment> {
+    let files: Vec<SourceFile> = serde_json::from_str(&files)?;
+    let secrets: BTreeMap<String, String> = serde_json::from_str(&secrets)?;
+    Ok(StoredDeployment {
+        info: DeploymentInfo {
+            function,
+            version,
+            hash,
+            entry,
+            files: files.iter().map(|f| f.path.clone()).collect(),
+            limits: serde_json::from_str(&limits)?,
+            env: serde_json::from_str(&env)?,
+            secret_names: secrets.keys().cloned().collect(),
+            created_at,
+            active: active == Some(version),
+        },
+        files,
+        secrets,
+    })
+}
+
+fn load_deployment(conn: &Connection, name: &str, version: u32) -> Result<StoredDeployment> {
+    let sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments d JOIN functions f ON f.id = d.function_id WHERE f.name = ?1 AND d.version = ?2");
+    let row = conn
+        .query_row(&sql, params![name, version], read_deployment)
+        .optional()?;
+    let row = row.ok_or_else(|| {
+        StoreError::NotFound(format!("deployment {version} of function {name:?}"))
+    })?;
+    decode_deployment(row)
+}
+
+fn insert_deployment(
+    conn: &mut Connection,
+    name: &str,
+    deployment: &NewDeployment,
+    activate: bool,
+) -> Result<u32> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let (id, version): (i64, u32) = tx
+        .query_row(
+            "SELECT id, next_version FROM functions WHERE name = ?1",
+            [name],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("function {name:?}")))?;
+    tx.execute(
+        "INSERT INTO deployments (function_id, version, hash, entry, files, limits, env, secrets, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            id,
+            version,
+            deployment.content_hash(),
+            deployment.entry,
+            serde_json::to_string(&deployment.files)?,
+            serde_json::to_string(&deployment.limits)?,
+            serde_json::to_string(&deployment.env)?,
+            serde_json::to_string(&deployment.secrets)?,
+            now_ms(),
+        ],
+    )?;
+    tx.execute(
+        "UPDATE functions SET next_version = next_version + 1 WHERE id = ?1",
+        [id],
+    )?;
+    if activate {
+        tx.execute(
+            "UPDATE functions SET active_version = ?1 WHERE id = ?2",
+            params![version, id],
+        )?;
+    }
+    tx.commit()?;
+    Ok(version)
+}
+
+fn insert_records(conn: &mut Connection, records: &[InvocationRecord]) -> Result<()> {
+    let tx = conn.transaction()?;
+    for record in records {
+        // The function may be gone by now: skip its records.
+        let Some(id) = tx
+            .query_row(
+                "SELECT id FROM functions WHERE name = ?1",
+                [&record.function],
+                |row| row.get::<_, i64>(0),
+            )
+            .optional()?
+        else {
+            continue;
+        };
+        tx.execute(
+            "INSERT OR IGNORE INTO invocations (id, function_id, version, status, error_code, duration_us, cpu_us, peak_heap_bytes, cold_start, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![record.id, id, record.version, record.status, record.error_code, record.duration_us as i64, record.cpu_us as i64, record.peak_heap_bytes as i64, record.cold_start, record.created_at],
+        )?;
+        for line in &record.logs {
+            tx.execute(
+                "INSERT INTO logs (function_id, invocation_id, level, message, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, record.id, level_name(line.level), line.message, record.created_at],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+#[async_trait]
+impl Registry for SqliteRegistry {
+    async fn create_function(&self, name: &str) -> Result<FunctionInfo> {
+        validate_function_name(name)?;
+        let name = name.to_string();
+        self.run(move |conn| {
+            let inserted = conn.execute(
+                "INSERT OR IGNORE INTO functions (name, created_at) VALUES (?1, ?2)",
+                params![name, now_ms()],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict(format!("function {name:?}")));
+            }
+            read_function(conn, &name)
+        })
+        .await
+    }
+
+    async fn function(&self, name: &str) -> Result<FunctionInfo> {
+        let name = name.to_string();
+        self.run(move |conn| read_function(conn, &name)).await
+    }
+
+    async fn functions(&self) -> Result<Vec<FunctionInfo>> {
+        self.run(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT name, created_at, active_version FROM functions ORDER BY name")?;
+            let rows = stmt.query_map([], |row| {
+                Ok(FunctionInfo {
+                    name: row.get(0)?,
+                    created_at: row.get(1)?,
+                    active_version: row.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn delete_function(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.run(move |conn| {
+            let deleted = conn.execute("DELETE FROM functions WHERE name = ?1", [&name])?;
+            if deleted == 0 {
+                return Err(StoreError::NotFound(format!("function {name:?}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_deployment(
+        &self,
+        name: &str,
+        deployment: NewDeployment,
+        activate: bool,
+    ) -> Result<DeploymentInfo> {
+        deployment.validate()?;
+        let name = name.to_string();
+        self.run(move |conn| {
+            let version = insert_deployment(conn, &name, &deployment, activate)?;
+            Ok(load_deployment(conn, &name, version)?.info)
+        })
+        .await
+    }
+
+    async fn deployments(&self, name: &str) -> Result<Vec<DeploymentInfo>> {
+        let name = name.to_string();
+        self.run(move |conn| {
+            function_id(conn, &name)?;
+            let sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments d JOIN functions f ON f.id = d.function_id WHERE f.name = ?1 ORDER BY d.version DESC");
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map([&name], read_deployment)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter().map(|row| Ok(decode_deployment(row)?.info)).collect()
+        })
+        .await
+    }
+
+    async fn activate(&self, name: &str, version: u32) -> Result<DeploymentInfo> {
+        let name = name.to_string();
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            load_deployment(&tx, &name, version)?;
+            tx.execute(
+                "UPDATE functions SET active_version = ?1 WHERE name = ?2",
+                params![version, name],
+            )?;
+            let info = load_deployment(&tx, &name, version)?.info;
+            tx.commit()?;
+            Ok(info)
+        })
+        .await
+    }
+
+    async fn active_source(&self, name: &str) -> Result<Option<(DeploymentInfo, FunctionSource)>> {
+        let name = name.to_string();
+        self.run(move |conn| {
+            let Some(version) = read_function(conn, &name)?.active_version else {
+                return Ok(None);
+            };
+            let stored = load_deployment(conn, &name, version)?;
+            let mut env = stored.info.env.clone();
+            env.extend(stored.secrets);
+            let source = FunctionSource {
+                id: stored.info.instance_key(),
+                name: name.clone(),
+                entry: stored.info.entry.clone(),
+                files: stored.files,
+                limits: stored.info.limits,
+                env,
+            };
+            Ok(Some((stored.info, source)))
+        })
+        .await
+    }
+
+    async fn record_invocations(&self, records: Vec<InvocationRecord>) -> Result<()> {
+        self.run(move |conn| insert_records(conn, &records)).await
+    }
+
+    async fn invocations(&self, name: &str, limit: u32) -> Result<Vec<InvocationRecord>> {
+        let name = name.to_string();
+        self.run(move |conn| {
+            let id = function_id(conn, &name)?;
+            let mut stmt = conn.prepare(
+                "SELECT id, version, status, error_code, duration_us, cpu_us, peak_heap_bytes, cold_start, created_at FROM invocations WHERE function_id = ?1 ORDER BY created_at DESC, rowid DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![id, limit], |row| {
+                Ok(InvocationRecord {
+                    id: row.get(0)?,
+                    function: name.clone(),
+                    version: row.get(1)?,
+                    status: row.get(2)?,
+                    error_code: row.get(3)?,
+                    duration_us: row.get::<_, i64>(4)? as u64,
+                    cpu_us: row.get::<_, i64>(5)? as u64,
+                    peak_heap_bytes: row.get::<_, i64>(6)? as u64,
+                    cold_start: row.get(7)?,
+                    created_at: row.get(8)?,
+                    logs: Vec::new(),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn logs(&self, name: &str, after: i64, limit: u32) -> Result<Vec<LogRecord>> {
+        let name = name.to_string();
+        self.run(move |conn| {
+            let id = function_id(conn, &name)?;
+            let mut stmt = conn.prepare(
+                "SELECT seq, invocation_id, level, message, created_at FROM logs WHERE function_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![id, after, limit], |row| {
+                Ok(LogRecord {
+                    seq: row.get(0)?,
+                    function: name.clone(),
+                    invocation_id: row.get(1)?,
+                    level: row.get(2)?,
+                    message: row.get(3)?,
+                    created_at: row.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn setting(&self, key: &str) -> Result<Option<String>> {
+        let key = key.to_string();
+        self.run(move |conn| {
+            Ok(conn
+                .query_row("SELECT value FROM settings WHERE key = ?1", [key], |row| {
+                    row.get(0)
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
