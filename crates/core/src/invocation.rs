@@ -200,9 +200,31 @@ pub trait Invoker: Send + Sync + 'static {
     /// failure comes back as an [`Outcome`] with an error.
     fn invoke(&self, invocation: Invocation) -> BoxFuture<'_, Outcome>;
 
+    /// Loads a function version without invoking it: compiles, links and
+    /// evaluates its modules, and keeps the instance warm. An error here is
+    /// what the first invocation would have failed with (a syntax error with
+    /// its line and column, a missing import, no default export).
+    fn prepare(&self, function: Arc<FunctionSource>) -> BoxFuture<'_, Result<(), FunctionError>>;
+
     /// Drops every warm instance of the given function version, so that its
     /// next invocation starts cold. Used when a deployment is replaced.
     fn evict(&self, function_id: &str);
+
+    /// Warm instances and the memory they hold, for metrics.
+    fn stats(&self) -> InvokerStats {
+        InvokerStats::default()
+    }
+}
+
+/// Gauges an [`Invoker`] reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvokerStats {
+    /// Warm (idle) instances held.
+    pub warm_instances: u64,
+    /// Memory they hold, in bytes.
+    pub warm_memory_bytes: u64,
+    /// Instances created so far.
+    pub cold_starts: u64,
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ mod limits;
 pub use error::{ErrorCode, FunctionError};
 pub use invocation::{
     BoxFuture, FunctionSource, HttpRequest, HttpResponse, Invocation, InvocationInput,
-    InvocationMetrics, InvocationOutput, Invoker, LogEntry, LogLevel, Outcome, SourceFile,
+    InvocationMetrics, InvocationOutput, Invoker, InvokerStats, LogEntry, LogLevel, Outcome,
+    SourceFile,
 };
 pub use limits::Limits;

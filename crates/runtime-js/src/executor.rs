@@ -19,7 +19,8 @@ use crate::loader::CodeCache;
 use crate::platform::init_platform;
 use crate::pool::{PoolLimits, Pooled, WarmPool};
 use isola_core::{
-    BoxFuture, ErrorCode, FunctionError, Invocation, InvocationMetrics, Invoker, Outcome,
+    BoxFuture, ErrorCode, FunctionError, FunctionSource, Invocation, InvocationMetrics, Invoker,
+    InvokerStats, Outcome,
 };
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -68,9 +69,27 @@ pub struct ExecutorStats {
     pub invocations: AtomicU64,
 }
 
-struct Job {
-    invocation: Invocation,
-    reply: oneshot::Sender<Outcome>,
+/// Work for a worker thread.
+enum Job {
+    /// Run an invocation.
+    Invoke {
+        invocation: Invocation,
+        reply: oneshot::Sender<Outcome>,
+    },
+    /// Load a function version and keep it warm.
+    Prepare {
+        function: Arc<FunctionSource>,
+        reply: oneshot::Sender<Result<(), FunctionError>>,
+    },
+}
+
+impl Job {
+    fn function_id(&self) -> &str {
+        match self {
+            Job::Invoke { invocation, .. } => &invocation.function.id,
+            Job::Prepare { function, .. } => &function.id,
+        }
+    }
 }
 
 enum Control {
@@ -148,27 +167,50 @@ impl Executor {
     /// Runs one invocation to its end.
     pub async fn run(&self, invocation: Invocation) -> Outcome {
         let (reply, outcome) = oneshot::channel();
-        let job = Job { invocation, reply };
-        let home = &self.workers[home_worker(&job.invocation.function.id, self.workers.len())];
-        let queue = if home.in_flight.load(Ordering::Relaxed) == 0 {
-            &home.jobs
-        } else {
-            &self.jobs
-        };
-        if let Err(error) = queue.try_send(job) {
-            let message = match error {
-                async_channel::TrySendError::Full(_) => {
-                    "the node is overloaded: its invocation queue is full"
-                }
-                async_channel::TrySendError::Closed(_) => "the executor is shutting down",
-            };
-            return Outcome::failed(FunctionError::new(ErrorCode::Unavailable, message));
+        if let Err(error) = self.submit(Job::Invoke { invocation, reply }) {
+            return Outcome::failed(error);
         }
         outcome.await.unwrap_or_else(|_| {
             Outcome::failed(FunctionError::new(
                 ErrorCode::Internal,
                 "the worker running the invocation stopped",
             ))
+        })
+    }
+
+    /// Loads a function version on a worker and keeps it warm; see
+    /// [`Invoker::prepare`].
+    pub async fn prepare_function(
+        &self,
+        function: Arc<FunctionSource>,
+    ) -> Result<(), FunctionError> {
+        let (reply, done) = oneshot::channel();
+        self.submit(Job::Prepare { function, reply })?;
+        done.await.unwrap_or_else(|_| {
+            Err(FunctionError::new(
+                ErrorCode::Internal,
+                "the worker preparing the function stopped",
+            ))
+        })
+    }
+
+    /// Queues a job on the home worker of its function when that worker is
+    /// idle, else on the shared queue.
+    fn submit(&self, job: Job) -> Result<(), FunctionError> {
+        let home = &self.workers[home_worker(job.function_id(), self.workers.len())];
+        let queue = if home.in_flight.load(Ordering::Relaxed) == 0 {
+            &home.jobs
+        } else {
+            &self.jobs
+        };
+        queue.try_send(job).map_err(|error| {
+            let message = match error {
+                async_channel::TrySendError::Full(_) => {
+                    "the node is overloaded: its invocation queue is full"
+                }
+                async_channel::TrySendError::Closed(_) => "the executor is shutting down",
+            };
+            FunctionError::new(ErrorCode::Unavailable, message)
         })
     }
 
@@ -218,6 +260,18 @@ fn home_worker(function_id: &str, workers: usize) -> usize {
 impl Invoker for Executor {
     fn invoke(&self, invocation: Invocation) -> BoxFuture<'_, Outcome> {
         Box::pin(self.run(invocation))
+    }
+
+    fn prepare(&self, function: Arc<FunctionSource>) -> BoxFuture<'_, Result<(), FunctionError>> {
+        Box::pin(self.prepare_function(function))
+    }
+
+    fn stats(&self) -> InvokerStats {
+        InvokerStats {
+            warm_instances: self.stats.warm_isolates.load(Ordering::Relaxed) as u64,
+            warm_memory_bytes: self.stats.warm_memory.load(Ordering::Relaxed) as u64,
+            cold_starts: self.stats.cold_starts.load(Ordering::Relaxed),
+        }
     }
 
     fn evict(&self, function_id: &str) {
@@ -303,17 +357,51 @@ impl WorkerSetup {
 impl Worker {
     fn start(self: &Rc<Self>, job: Job, permit: OwnedSemaphorePermit) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        tokio::task::spawn_local(self.clone().run_job(job, permit));
+        match job {
+            Job::Invoke { invocation, reply } => {
+                tokio::task::spawn_local(self.clone().run_job(invocation, reply, permit));
+            }
+            Job::Prepare { function, reply } => {
+                tokio::task::spawn_local(self.clone().prepare(function, reply, permit));
+            }
+        }
     }
 
-    async fn run_job(self: Rc<Self>, job: Job, _permit: OwnedSemaphorePermit) {
+    async fn prepare(
+        self: Rc<Self>,
+        function: Arc<FunctionSource>,
+        reply: oneshot::Sender<Result<(), FunctionError>>,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        let result = match function.limits.validate() {
+            Err(message) => Err(FunctionError::new(ErrorCode::InvalidInput, message)),
+            Ok(()) => {
+                let deadline = Instant::now() + function.limits.timeout();
+                self.stats.cold_starts.fetch_add(1, Ordering::Relaxed);
+                FunctionIsolate::create(function, &self.thread, deadline).await
+            }
+        };
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let reply_result = result.as_ref().map(|_| ()).map_err(Clone::clone);
+        if let Ok(isolate) = result {
+            self.checkin(isolate);
+        }
+        let _ = reply.send(reply_result);
+    }
+
+    async fn run_job(
+        self: Rc<Self>,
+        invocation: Invocation,
+        reply: oneshot::Sender<Outcome>,
+        _permit: OwnedSemaphorePermit,
+    ) {
         let started = Instant::now();
-        let deadline = started + job.invocation.function.limits.timeout();
-        let (outcome, isolate) = self.execute(&job.invocation, started, deadline).await;
+        let deadline = started + invocation.function.limits.timeout();
+        let (outcome, isolate) = self.execute(&invocation, started, deadline).await;
         // Answered: the dispatcher may send this function's next invocation here.
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.stats.invocations.fetch_add(1, Ordering::Relaxed);
-        let _ = job.reply.send(outcome);
+        let _ = reply.send(outcome);
 
         if let Some(mut isolate) = isolate {
             isolate.drain(deadline).await;

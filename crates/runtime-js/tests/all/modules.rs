@@ -14,7 +14,27 @@ crate::cases!(
     remote_imports_are_refused,
     top_level_throw_is_an_uncaught_exception,
     compiled_modules_are_cached,
+    prepare_validates_and_warms_a_function,
 );
+
+fn prepare_validates_and_warms_a_function() {
+    let executor = isola_runtime_js::Executor::new(isola_runtime_js::ExecutorConfig {
+        workers: 1,
+        ..Default::default()
+    });
+    let broken = function("export default () => {\n  return (;\n}");
+    let error = block_on(executor.prepare_function(broken)).unwrap_err();
+    assert_eq!(error.code, ErrorCode::SyntaxError);
+    assert!(error.message.contains("main.js:2"), "{error:?}");
+    let good = function("export default () => 'ready'");
+    block_on(executor.prepare_function(good.clone())).unwrap();
+    let outcome = invoke_on(&executor, &good, json!(null));
+    assert!(
+        !outcome.metrics.cold_start,
+        "prepared function started cold"
+    );
+    assert_eq!(json(&outcome), json!("ready"));
+}
 
 fn compiled_modules_are_cached() {
     let executor = isola_runtime_js::Executor::new(isola_runtime_js::ExecutorConfig {
