@@ -20,8 +20,20 @@ impl From<ExitStatus> for ExitCode {
     }
 }
 
-/// Prints an error of isola itself or of its use and returns exit code 2.
+/// Prints an error and returns its exit code: 3 when the server refused
+/// the request (4xx), 4 when it failed or could not be reached, 2 for
+/// usage and local errors.
 pub fn report(error: anyhow::Error) -> ExitCode {
     eprintln!("error: {error:#}");
+    if let Some(server) = error.downcast_ref::<crate::client::ServerError>() {
+        return ExitCode::from(if server.status.is_client_error() {
+            3
+        } else {
+            4
+        });
+    }
+    if error.chain().any(|cause| cause.is::<reqwest::Error>()) {
+        return ExitCode::from(4);
+    }
     ExitCode::from(2)
 }

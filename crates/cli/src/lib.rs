@@ -5,8 +5,11 @@
 //! The binary must call `isola_runtime_js::init_platform()` before [`run`],
 //! so that V8 is initialised before any thread exists.
 
+mod client;
 pub mod commands;
+mod config;
 mod exit;
+mod output;
 
 use clap::{Parser, Subcommand};
 pub use exit::ExitStatus;
@@ -22,6 +25,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start a single node: HTTP API, function traffic and embedded storage.
+    Serve(commands::serve::ServeArgs),
+    /// Serve one module at / for local development, reloading on change.
+    Dev(commands::dev::DevArgs),
+    /// Manage functions on a server: create, deploy, invoke, logs, rollback.
+    #[command(alias = "fn")]
+    Functions(commands::functions::FunctionsArgs),
+    /// Remember a server and its admin token.
+    Login(commands::login::LoginArgs),
     /// Run a function module once, locally, and print its result.
     Invoke(commands::invoke::InvokeArgs),
 }
@@ -38,6 +50,10 @@ pub fn run() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Serve(args) => commands::serve::execute(args).await,
+            Command::Dev(args) => commands::dev::execute(args).await,
+            Command::Functions(args) => commands::functions::execute(args).await,
+            Command::Login(args) => commands::login::execute(args).await,
             Command::Invoke(args) => commands::invoke::execute(args).await,
         }
     });

@@ -115,12 +115,13 @@ pub struct DeploymentInfo {
 impl DeploymentInfo {
     /// The executor's key for this deployment's isolates.
     pub fn instance_key(&self) -> String {
-        format!(
-            "{}@{}:{}",
-            self.function,
-            self.version,
-            &self.hash[..12.min(self.hash.len())]
-        )
+        Self::key_for(&self.function, &self.hash)
+    }
+
+    /// The executor's key for a function's deployment with content `hash`:
+    /// identical content shares warm instances.
+    pub fn key_for(function: &str, hash: &str) -> String {
+        format!("{function}:{}", &hash[..16.min(hash.len())])
     }
 }
 

@@ -1,3 +1,8 @@
 //! One module per subcommand.
 
+pub mod dev;
+pub mod functions;
 pub mod invoke;
+pub mod login;
+pub mod logs;
+pub mod serve;

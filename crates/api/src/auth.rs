@@ -1,0 +1,78 @@
+//! Bearer-token authentication of the management API. The node keeps only a
+//! SHA-256 hash of its admin token.
+
+use crate::{ApiError, AppState};
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// The settings key of the admin token's hash.
+pub const TOKEN_HASH_KEY: &str = "admin_token_sha256";
+
+/// A new random admin token.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!("isola_{}", hex::encode(bytes))
+}
+
+/// The stored form of a token.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Compares in constant time.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// Middleware: refuses requests without the admin token.
+pub async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing bearer token: send 'Authorization: Bearer <token>'",
+        ));
+    };
+    if !same(&hash_token(presented), &state.token_hash) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "invalid token",
+        ));
+    }
+    Ok(next.run(request).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_and_hashes_stable() {
+        let (a, b) = (new_token(), new_token());
+        assert_ne!(a, b);
+        assert!(a.starts_with("isola_") && a.len() == 6 + 64);
+        assert_eq!(hash_token(&a), hash_token(&a));
+        assert!(same(&hash_token(&a), &hash_token(&a)));
+        assert!(!same(&hash_token(&a), &hash_token(&b)));
+    }
+}

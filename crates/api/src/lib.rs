@@ -1,0 +1,49 @@
+//! isola's HTTP server.
+//!
+//! - `/v1/…`: the management API (functions, deployments, invoke, records,
+//!   logs), bearer-token protected, described at `/v1/openapi.json`.
+//! - `/fn/<name>/<path>` (and `<name>.<base-domain>` by Host header): function
+//!   traffic, handed to the function's Workers-style `fetch` handler.
+//! - `/metrics`: Prometheus metrics.
+//!
+//! The server is generic over its backends: any [`Registry`] for storage and
+//! any [`Invoker`] for running code, so the later multi-node mode plugs in
+//! without touching the routes.
+
+mod active;
+mod auth;
+pub mod dev;
+mod error;
+mod metrics;
+mod recorder;
+mod routes;
+mod state;
+
+pub use auth::{hash_token, new_token, TOKEN_HASH_KEY};
+pub use error::ApiError;
+pub use state::{AppState, ServerConfig};
+
+use isola_core::Invoker;
+use isola_store::Registry;
+use std::sync::Arc;
+
+/// Builds the router for a registry and an invoker.
+pub async fn app(
+    config: ServerConfig,
+    registry: Arc<dyn Registry>,
+    invoker: Arc<dyn Invoker>,
+) -> axum::Router {
+    let state = AppState::new(config, registry, invoker);
+    routes::router(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

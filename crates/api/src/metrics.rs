@@ -1,0 +1,144 @@
+//! Prometheus metrics of the node.
+
+use isola_core::{InvokerStats, Outcome};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcomes {
+    function: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Starts {
+    function: String,
+    start: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Function {
+    function: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0, 30.0,
+    ])
+}
+
+/// The node's metrics.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    invocations: Family<Outcomes, Counter>,
+    starts: Family<Starts, Counter>,
+    duration: Family<Function, Histogram, fn() -> Histogram>,
+    cpu: Family<Function, Histogram, fn() -> Histogram>,
+    warm_instances: Gauge,
+    warm_memory: Gauge<u64, AtomicU64>,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("isola");
+        let metrics = Self {
+            invocations: Family::default(),
+            starts: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram),
+            cpu: Family::new_with_constructor(latency_histogram),
+            warm_instances: Gauge::default(),
+            warm_memory: Gauge::default(),
+            registry: Mutex::new(Registry::default()),
+        };
+        registry.register(
+            "invocations",
+            "Invocations by function and outcome (ok or an error code)",
+            metrics.invocations.clone(),
+        );
+        registry.register(
+            "starts",
+            "Invocations by function and start kind (cold or warm)",
+            metrics.starts.clone(),
+        );
+        registry.register(
+            "invocation_duration_seconds",
+            "Wall time of invocations",
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "invocation_cpu_seconds",
+            "CPU time of invocations",
+            metrics.cpu.clone(),
+        );
+        registry.register(
+            "warm_isolates",
+            "Warm idle isolates held",
+            metrics.warm_instances.clone(),
+        );
+        registry.register(
+            "warm_isolate_memory_bytes",
+            "Memory held by warm idle isolates",
+            metrics.warm_memory.clone(),
+        );
+        *metrics.registry.lock().unwrap() = registry;
+        metrics
+    }
+
+    /// Counts one invocation.
+    pub fn observe(&self, function: &str, outcome: &Outcome) {
+        let label = match &outcome.result {
+            Ok(_) => "ok".to_string(),
+            Err(error) => error.code.as_str().to_string(),
+        };
+        let function = function.to_string();
+        self.invocations
+            .get_or_create(&Outcomes {
+                function: function.clone(),
+                outcome: label,
+            })
+            .inc();
+        let start = if outcome.metrics.cold_start {
+            "cold"
+        } else {
+            "warm"
+        };
+        self.starts
+            .get_or_create(&Starts {
+                function: function.clone(),
+                start: start.into(),
+            })
+            .inc();
+        let key = Function { function };
+        self.duration
+            .get_or_create(&key)
+            .observe(outcome.metrics.duration_us as f64 / 1e6);
+        self.cpu
+            .get_or_create(&key)
+            .observe(outcome.metrics.cpu_us as f64 / 1e6);
+    }
+
+    /// The text exposition, with gauges read from `stats`.
+    pub fn render(&self, stats: InvokerStats) -> String {
+        self.warm_instances.set(stats.warm_instances as i64);
+        self.warm_memory.set(stats.warm_memory_bytes);
+        let mut text = String::new();
+        let registry = self.registry.lock().unwrap();
+        prometheus_client::encoding::text::encode(&mut text, &registry)
+            .expect("writing to a String");
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

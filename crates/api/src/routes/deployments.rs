@@ -1,0 +1,136 @@
+//! `/v1/functions/{name}/deployments`: upload (validate, store, activate),
+//! list, activate, roll back.
+
+use super::read_body;
+use crate::{ApiError, AppState};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use isola_core::{FunctionSource, SourceFile};
+use isola_store::{DeploymentInfo, NewDeployment};
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// Query of an upload.
+#[derive(Debug, Deserialize)]
+pub struct UploadQuery {
+    /// Store without activating (default: activate).
+    #[serde(default)]
+    activate: Option<bool>,
+}
+
+/// Parses an upload: a JSON deployment, or a bare module as the body.
+fn parse_upload(headers: &HeaderMap, body: &[u8]) -> Result<NewDeployment, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type.starts_with("application/json") {
+        return serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid deployment JSON: {e}")));
+    }
+    let code = std::str::from_utf8(body)
+        .map_err(|e| ApiError::bad_request(format!("the module is not valid UTF-8: {e}")))?;
+    Ok(NewDeployment {
+        files: vec![SourceFile {
+            path: "main.js".into(),
+            code: code.to_string(),
+        }],
+        entry: "main.js".into(),
+        limits: Default::default(),
+        env: Default::default(),
+        secrets: Default::default(),
+    })
+}
+
+pub async fn upload(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<UploadQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<DeploymentInfo>), ApiError> {
+    state.registry.function(&name).await?;
+    let body = read_body(body, state.config.max_deploy_bytes).await?;
+    let deployment = parse_upload(&headers, &body)?;
+    deployment.validate()?;
+    // Compile, link and evaluate it in an isolate before anything is stored.
+    let hash = deployment.content_hash();
+    let mut env = deployment.env.clone();
+    env.extend(deployment.secrets.clone());
+    let source = FunctionSource {
+        id: instance_key(&name, &hash),
+        name: name.clone(),
+        entry: deployment.entry.clone(),
+        files: deployment.files.clone(),
+        limits: deployment.limits,
+        env,
+    };
+    state.invoker.prepare(Arc::new(source)).await?;
+    let activate = query.activate.unwrap_or(true);
+    let stored = state
+        .registry
+        .create_deployment(&name, deployment, activate)
+        .await?;
+    if activate {
+        state.active.refresh(&name).await?;
+    }
+    Ok((StatusCode::CREATED, Json(stored)))
+}
+
+/// The warm-pool key of a deployment: same content, same instances.
+fn instance_key(name: &str, hash: &str) -> String {
+    isola_store::DeploymentInfo::key_for(name, hash)
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<DeploymentInfo>>, ApiError> {
+    Ok(Json(state.registry.deployments(&name).await?))
+}
+
+pub async fn activate(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, u32)>,
+) -> Result<Json<DeploymentInfo>, ApiError> {
+    let info = state.registry.activate(&name, version).await?;
+    state.active.refresh(&name).await?;
+    Ok(Json(info))
+}
+
+/// Body of a rollback: the version to go back to, or the one before the active one.
+#[derive(Debug, Default, Deserialize)]
+pub struct Rollback {
+    version: Option<u32>,
+}
+
+pub async fn rollback(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Option<Json<Rollback>>,
+) -> Result<Json<DeploymentInfo>, ApiError> {
+    let requested = body.map(|Json(b)| b).unwrap_or_default().version;
+    let version = match requested {
+        Some(version) => version,
+        None => {
+            let function = state.registry.function(&name).await?;
+            let active = function.active_version.unwrap_or(u32::MAX);
+            let deployments = state.registry.deployments(&name).await?;
+            deployments
+                .iter()
+                .map(|d| d.version)
+                .filter(|v| *v < active)
+                .max()
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::CONFLICT,
+                        "conflict",
+                        format!("function {name:?} has no earlier deployment to roll back to"),
+                    )
+                })?
+        }
+    };
+    activate(State(state), Path((name, version))).await
+}

@@ -1,0 +1,43 @@
+//! `/v1/functions`: create, list, get, delete.
+
+use crate::{ApiError, AppState};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use isola_store::FunctionInfo;
+use serde::Deserialize;
+
+/// Body of a create request.
+#[derive(Debug, Deserialize)]
+pub struct CreateFunction {
+    name: String,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    body: Result<Json<CreateFunction>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<FunctionInfo>), ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let function = state.registry.create_function(&body.name).await?;
+    Ok((StatusCode::CREATED, Json(function)))
+}
+
+pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<FunctionInfo>>, ApiError> {
+    Ok(Json(state.registry.functions().await?))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<FunctionInfo>, ApiError> {
+    Ok(Json(state.registry.function(&name).await?))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.registry.delete_function(&name).await?;
+    state.active.refresh(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,133 @@
+//! The routes, one module per resource, and what they share.
+
+mod deployments;
+mod functions;
+mod invoke;
+mod logs;
+mod openapi;
+pub(crate) mod traffic;
+
+use crate::auth::require_token;
+use crate::{ApiError, AppState};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{any, get, post};
+use axum::Router;
+use isola_core::{Invocation, InvocationInput, Outcome};
+use isola_store::InvocationRecord;
+use rand::RngCore;
+
+/// The whole router.
+pub fn router(state: AppState) -> Router {
+    let management = Router::new()
+        .route("/functions", get(functions::list).post(functions::create))
+        .route(
+            "/functions/{name}",
+            get(functions::get).delete(functions::delete),
+        )
+        .route(
+            "/functions/{name}/deployments",
+            get(deployments::list).post(deployments::upload),
+        )
+        .route(
+            "/functions/{name}/deployments/{version}/activate",
+            post(deployments::activate),
+        )
+        .route("/functions/{name}/rollback", post(deployments::rollback))
+        .route("/functions/{name}/invoke", post(invoke::invoke))
+        .route("/functions/{name}/invocations", get(invoke::records))
+        .route("/functions/{name}/logs", get(logs::logs))
+        .route_layer(from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .nest("/v1", management)
+        .route("/v1/openapi.json", get(openapi::document))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/fn/{name}", any(traffic::by_path_root))
+        .route("/fn/{name}/", any(traffic::by_path_root))
+        .route("/fn/{name}/{*path}", any(traffic::by_path))
+        .fallback(traffic::by_host)
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    let text = state.metrics.render(state.invoker.stats());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+}
+
+/// Reads a request body, refusing it past `limit` bytes with 413.
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+        while let Some(current) = cause {
+            if current.is::<http_body_util::LengthLimitError>() {
+                return ApiError::too_large(limit);
+            }
+            cause = current.source();
+        }
+        ApiError::bad_request(format!("could not read the request body: {error}"))
+    })
+}
+
+/// A new invocation id.
+pub(crate) fn invocation_id() -> String {
+    let mut bytes = [0u8; 12];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!("inv_{}", hex::encode(bytes))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Runs an invocation of the function's active deployment, and records it.
+pub async fn run(
+    state: &AppState,
+    name: &str,
+    input: InvocationInput,
+) -> Result<(String, Outcome), ApiError> {
+    let active = state.active.get(name).await?;
+    let id = invocation_id();
+    let created_at = now_ms();
+    let outcome = state
+        .invoker
+        .invoke(Invocation {
+            id: id.clone(),
+            function: active.source.clone(),
+            input,
+        })
+        .await;
+    state.metrics.observe(name, &outcome);
+    state.recorder.record(InvocationRecord {
+        id: id.clone(),
+        function: name.to_string(),
+        version: active.deployment.version,
+        status: if outcome.result.is_ok() {
+            "ok"
+        } else {
+            "error"
+        }
+        .into(),
+        error_code: outcome
+            .result
+            .as_ref()
+            .err()
+            .map(|e| e.code.as_str().to_string()),
+        duration_us: outcome.metrics.duration_us,
+        cpu_us: outcome.metrics.cpu_us,
+        peak_heap_bytes: outcome.metrics.peak_heap_bytes,
+        cold_start: outcome.metrics.cold_start,
+        created_at,
+        logs: outcome.logs.clone(),
+    });
+    Ok((id, outcome))
+}

@@ -1,0 +1,137 @@
+//! Function traffic: `/fn/<name>/<path>` and `<name>.<base-domain>` pass
+//! the whole request to the function's `fetch` handler and send its
+//! response back.
+
+use super::{invoke::add_metadata, read_body, run};
+use crate::{ApiError, AppState};
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use isola_core::{HttpRequest, HttpResponse, InvocationInput, InvocationOutput};
+
+pub async fn by_path_root(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    forward(state, name, String::new(), request).await
+}
+
+pub async fn by_path(
+    State(state): State<AppState>,
+    Path((name, path)): Path<(String, String)>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    forward(state, name, path, request).await
+}
+
+/// Everything no other route matched: a function by Host header, or 404.
+pub async fn by_host(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase());
+    let name = match (&state.config.base_domain, host) {
+        (Some(base), Some(host)) => host.strip_suffix(&format!(".{base}")).map(str::to_string),
+        _ => None,
+    };
+    let Some(name) = name else {
+        return Err(ApiError::not_found(format!(
+            "no route for {}",
+            request.uri().path()
+        )));
+    };
+    let path = request.uri().path().trim_start_matches('/').to_string();
+    forward(state, name, path, request).await
+}
+
+async fn forward(
+    state: AppState,
+    name: String,
+    path: String,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let input = to_invocation_input(request, &path, state.config.max_request_bytes).await?;
+    let (id, outcome) = run(&state, &name, input).await?;
+    let mut response = match outcome.result.clone() {
+        Ok(InvocationOutput::Http(http)) => into_response(state.config.max_response_bytes, http)?,
+        Ok(InvocationOutput::Json(value)) => axum::Json(value).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    };
+    add_metadata(&mut response, &id, &outcome);
+    Ok(response)
+}
+
+/// The invocation input for an HTTP request to a function, with `path`
+/// relative to the function's root.
+pub async fn to_invocation_input(
+    request: Request,
+    path: &str,
+    limit: usize,
+) -> Result<InvocationInput, ApiError> {
+    let (parts, body) = request.into_parts();
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost")
+        .to_string();
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let url = format!("http://{host}/{path}{query}");
+    let headers = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let body = read_body(body, limit).await?;
+    Ok(InvocationInput::Http(HttpRequest {
+        method: parts.method.as_str().to_string(),
+        url,
+        headers,
+        body: body.to_vec(),
+    }))
+}
+
+/// Turns a function's response into an HTTP response, enforcing the
+/// response size limit.
+pub fn into_response(limit: usize, http: HttpResponse) -> Result<Response, ApiError> {
+    if http.body.len() > limit {
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "response_too_large",
+            format!(
+                "the function's response body ({} bytes) is larger than the limit of {limit} bytes",
+                http.body.len()
+            ),
+        ));
+    }
+    let status = StatusCode::from_u16(http.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = Response::builder().status(status);
+    for (name, value) in &http.headers {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) else {
+            continue;
+        };
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::CONNECTION
+        {
+            continue;
+        }
+        response = response.header(name, value);
+    }
+    response
+        .body(Body::from(http.body))
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "invalid_response", e.to_string()))
+}

@@ -1,0 +1,73 @@
+//! The server's shared state and configuration.
+
+use crate::active::ActiveFunctions;
+use crate::metrics::Metrics;
+use crate::recorder::Recorder;
+use isola_core::Invoker;
+use isola_store::Registry;
+use std::sync::Arc;
+
+/// How the server behaves.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// SHA-256 (hex) of the admin token.
+    pub token_hash: String,
+    /// `example.com` routes `hello.example.com` to function `hello`.
+    pub base_domain: Option<String>,
+    /// Largest request body passed to a function, in bytes.
+    pub max_request_bytes: usize,
+    /// Largest response body a function may return, in bytes.
+    pub max_response_bytes: usize,
+    /// Largest deployment upload, in bytes.
+    pub max_deploy_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            token_hash: String::new(),
+            base_domain: None,
+            max_request_bytes: 10 << 20,
+            max_response_bytes: 32 << 20,
+            max_deploy_bytes: 20 << 20,
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Configuration.
+    pub config: Arc<ServerConfig>,
+    /// Where functions are kept.
+    pub registry: Arc<dyn Registry>,
+    /// What runs them.
+    pub invoker: Arc<dyn Invoker>,
+    /// Active deployments, cached.
+    pub active: Arc<ActiveFunctions>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Writes invocation records in the background.
+    pub recorder: Recorder,
+    /// The admin token's hash.
+    pub token_hash: Arc<str>,
+}
+
+impl AppState {
+    /// State for a registry and an invoker; starts the record writer.
+    pub fn new(
+        config: ServerConfig,
+        registry: Arc<dyn Registry>,
+        invoker: Arc<dyn Invoker>,
+    ) -> Self {
+        Self {
+            token_hash: config.token_hash.clone().into(),
+            config: Arc::new(config),
+            active: Arc::new(ActiveFunctions::new(registry.clone(), invoker.clone())),
+            recorder: Recorder::start(registry.clone()),
+            metrics: Arc::new(Metrics::new()),
+            registry,
+            invoker,
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! A small client of the management API, configured from flags, the
+//! environment (`ISOLA_SERVER`, `ISOLA_TOKEN`) or the file `isola login`
+//! writes.
+
+use crate::config::Config;
+use anyhow::Context;
+use clap::Args;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::Value;
+
+/// Where the server is and how to authenticate.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Server URL (default: from `isola login`, else http://127.0.0.1:8787).
+    #[arg(long, global = true, env = "ISOLA_SERVER")]
+    pub server: Option<String>,
+    /// Admin token (default: from `isola login`).
+    #[arg(long, global = true, env = "ISOLA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// An error the server answered with.
+#[derive(Debug, thiserror::Error)]
+#[error("{message} ({code}, HTTP {status})")]
+pub struct ServerError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable error code.
+    pub code: String,
+    /// Message.
+    pub message: String,
+    /// The whole error body.
+    pub body: Value,
+}
+
+/// The API client.
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client from flags, environment and config file.
+    pub fn new(args: &ServerArgs) -> anyhow::Result<Self> {
+        let config = Config::load().unwrap_or_default();
+        let base = args
+            .server
+            .clone()
+            .or(config.server)
+            .unwrap_or_else(|| "http://127.0.0.1:8787".into());
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            token: args.token.clone().or(config.token),
+            http: reqwest::Client::builder().build()?,
+        })
+    }
+
+    /// A request to `path` (starting with `/`).
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Sends a request and returns the response, or the server's error.
+    pub async fn send(&self, request: RequestBuilder) -> anyhow::Result<Response> {
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the isola server at {}", self.base))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let code = body["error"]["code"]
+            .as_str()
+            .unwrap_or("unknown")
+            .to_string();
+        let message = body["error"]["message"]
+            .as_str()
+            .unwrap_or("the server refused the request")
+            .to_string();
+        Err(ServerError {
+            status,
+            code,
+            message,
+            body,
+        }
+        .into())
+    }
+
+    /// Sends a request and decodes its JSON body.
+    pub async fn json(&self, request: RequestBuilder) -> anyhow::Result<Value> {
+        let response = self.send(request).await?;
+        if response.status() == StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
+        }
+        Ok(response.json().await?)
+    }
+}

@@ -1,0 +1,432 @@
+//! `isola functions …`: manage functions on a server.
+
+use crate::client::{Client, ServerArgs};
+use crate::output::{print_json, table};
+use crate::ExitStatus;
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use isola_core::{Limits, SourceFile};
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// `isola functions`.
+#[derive(Debug, Args)]
+pub struct FunctionsArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(subcommand)]
+    command: FunctionsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum FunctionsCommand {
+    /// Create a function.
+    Create {
+        /// Its name (a-z, 0-9, '-').
+        #[arg(long)]
+        name: String,
+    },
+    /// List functions.
+    List,
+    /// Delete a function with its deployments, records and logs.
+    Delete { name: String },
+    /// Upload a deployment (a file, or a folder of modules) and activate it.
+    Deploy(DeployArgs),
+    /// List a function's deployments.
+    Deployments { name: String },
+    /// Activate an earlier deployment (default: the one before the active one).
+    Rollback { name: String, version: Option<u32> },
+    /// Invoke a function with a JSON payload and print its result.
+    Invoke {
+        name: String,
+        /// The JSON payload (default: read from stdin when it is not a terminal, else null).
+        #[arg(long, short = 'p')]
+        payload: Option<String>,
+    },
+    /// Show a function's console output.
+    Logs {
+        name: String,
+        /// Keep following new lines.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Show a function's latest invocation records.
+    Invocations {
+        name: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+}
+
+/// Arguments of `isola functions deploy`.
+#[derive(Debug, Args)]
+struct DeployArgs {
+    /// A module file, or a folder of modules.
+    path: PathBuf,
+    /// The function to deploy to.
+    #[arg(long, short = 'f')]
+    function: String,
+    /// Entry module inside a folder (default: main.js, index.js, main.ts or index.ts).
+    #[arg(long)]
+    entry: Option<String>,
+    /// Memory limit in MiB.
+    #[arg(long)]
+    memory_mb: Option<u32>,
+    /// CPU time limit in milliseconds.
+    #[arg(long)]
+    cpu_ms: Option<u32>,
+    /// Wall-clock limit in milliseconds.
+    #[arg(long)]
+    timeout_ms: Option<u32>,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e')]
+    env: Vec<String>,
+    /// Secret KEY=VALUE (repeatable; never shown again).
+    #[arg(long = "secret", short = 's')]
+    secrets: Vec<String>,
+    /// Store the deployment without activating it.
+    #[arg(long)]
+    no_activate: bool,
+}
+
+/// Runs `isola functions …`.
+pub async fn execute(args: FunctionsArgs) -> anyhow::Result<ExitStatus> {
+    let client = Client::new(&args.server)?;
+    let json_output = args.server.json;
+    match args.command {
+        FunctionsCommand::Create { name } => {
+            let created = client
+                .json(
+                    client
+                        .request(Method::POST, "/v1/functions")
+                        .json(&json!({ "name": name })),
+                )
+                .await?;
+            show(json_output, &created, || format!("Created function {name}"));
+        }
+        FunctionsCommand::List => {
+            let list = client
+                .json(client.request(Method::GET, "/v1/functions"))
+                .await?;
+            if json_output {
+                print_json(&list);
+            } else {
+                let rows = rows(&list, |f| {
+                    vec![text(&f["name"]), version(&f["active_version"])]
+                });
+                print!("{}", table(&["NAME", "ACTIVE"], &rows));
+            }
+        }
+        FunctionsCommand::Delete { name } => {
+            client
+                .json(client.request(Method::DELETE, &format!("/v1/functions/{name}")))
+                .await?;
+            show(json_output, &Value::Null, || {
+                format!("Deleted function {name}")
+            });
+        }
+        FunctionsCommand::Deploy(deploy) => return run_deploy(&client, deploy, json_output).await,
+        FunctionsCommand::Deployments { name } => {
+            let list = client
+                .json(client.request(Method::GET, &format!("/v1/functions/{name}/deployments")))
+                .await?;
+            if json_output {
+                print_json(&list);
+            } else {
+                let rows = rows(&list, |d| {
+                    vec![
+                        version(&d["version"]),
+                        if d["active"] == true {
+                            "*".into()
+                        } else {
+                            String::new()
+                        },
+                        text(&d["hash"]).chars().take(12).collect(),
+                        d["files"].as_array().map_or(0, Vec::len).to_string(),
+                        text(&d["created_at"]),
+                    ]
+                });
+                print!(
+                    "{}",
+                    table(&["VERSION", "ACTIVE", "HASH", "FILES", "CREATED_AT"], &rows)
+                );
+            }
+        }
+        FunctionsCommand::Rollback { name, version } => {
+            let body = json!({ "version": version });
+            let active = client
+                .json(
+                    client
+                        .request(Method::POST, &format!("/v1/functions/{name}/rollback"))
+                        .json(&body),
+                )
+                .await?;
+            show(json_output, &active, || {
+                format!("Function {name} now runs version {}", active["version"])
+            });
+        }
+        FunctionsCommand::Invoke { name, payload } => {
+            return run_invoke(&client, &name, payload).await
+        }
+        FunctionsCommand::Logs { name, follow } => {
+            return crate::commands::logs::run(&client, &name, follow, json_output).await
+        }
+        FunctionsCommand::Invocations { name, limit } => {
+            let list = client
+                .json(client.request(
+                    Method::GET,
+                    &format!("/v1/functions/{name}/invocations?limit={limit}"),
+                ))
+                .await?;
+            if json_output {
+                print_json(&list);
+            } else {
+                let rows = rows(&list, |r| {
+                    vec![
+                        text(&r["id"]),
+                        version(&r["version"]),
+                        r["error_code"].as_str().unwrap_or("ok").to_string(),
+                        format!("{:.2}ms", r["duration_us"].as_f64().unwrap_or(0.0) / 1000.0),
+                        format!("{:.2}ms", r["cpu_us"].as_f64().unwrap_or(0.0) / 1000.0),
+                        if r["cold_start"] == true {
+                            "cold"
+                        } else {
+                            "warm"
+                        }
+                        .into(),
+                    ]
+                });
+                print!(
+                    "{}",
+                    table(
+                        &["ID", "VERSION", "OUTCOME", "DURATION", "CPU", "START"],
+                        &rows
+                    )
+                );
+            }
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn show(json_output: bool, value: &Value, human: impl FnOnce() -> String) {
+    if json_output {
+        print_json(value);
+    } else {
+        println!("{}", human());
+    }
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn version(value: &Value) -> String {
+    value.as_u64().map_or("-".into(), |v| v.to_string())
+}
+
+fn rows(list: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
+    list.as_array()
+        .map(|items| items.iter().map(row).collect())
+        .unwrap_or_default()
+}
+
+fn parse_pairs(pairs: &[String], flag: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    pairs
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+            _ => bail!("{flag} expects KEY=VALUE, got {pair:?}"),
+        })
+        .collect()
+}
+
+const MODULE_EXTENSIONS: &[&str] = &["js", "mjs", "json"];
+
+/// The files of a deployment: one file, or every module under a folder.
+fn collect_files(path: &Path, entry: Option<String>) -> anyhow::Result<(Vec<SourceFile>, String)> {
+    let read = |file: &Path| -> anyhow::Result<String> {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        String::from_utf8(bytes).with_context(|| format!("{} is not valid UTF-8", file.display()))
+    };
+    if path.is_file() {
+        let name = path
+            .file_name()
+            .map_or("main.js".into(), |n| n.to_string_lossy().into_owned());
+        return Ok((
+            vec![SourceFile {
+                path: name.clone(),
+                code: read(path)?,
+            }],
+            name,
+        ));
+    }
+    let mut files = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for item in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let item = item?.path();
+            let hidden = item
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            if hidden || item.file_name().is_some_and(|n| n == "node_modules") {
+                continue;
+            }
+            if item.is_dir() {
+                stack.push(item);
+            } else if item
+                .extension()
+                .is_some_and(|e| MODULE_EXTENSIONS.contains(&e.to_string_lossy().as_ref()))
+            {
+                let relative = item
+                    .strip_prefix(path)?
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                files.push(SourceFile {
+                    path: relative,
+                    code: read(&item)?,
+                });
+            }
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let entry = entry
+        .or_else(|| {
+            ["main.js", "index.js", "main.mjs", "index.mjs"]
+                .iter()
+                .find(|e| files.iter().any(|f| f.path == **e))
+                .map(|e| e.to_string())
+        })
+        .ok_or_else(|| anyhow::anyhow!("no entry module in {}: pass --entry", path.display()))?;
+    Ok((files, entry))
+}
+
+async fn run_deploy(
+    client: &Client,
+    args: DeployArgs,
+    json_output: bool,
+) -> anyhow::Result<ExitStatus> {
+    let (files, entry) = collect_files(&args.path, args.entry)?;
+    let defaults = Limits::default();
+    let limits = Limits {
+        memory_mb: args.memory_mb.unwrap_or(defaults.memory_mb),
+        cpu_ms: args.cpu_ms.unwrap_or(defaults.cpu_ms),
+        timeout_ms: args.timeout_ms.unwrap_or(defaults.timeout_ms),
+    };
+    let body = json!({
+        "files": files,
+        "entry": entry,
+        "limits": limits,
+        "env": parse_pairs(&args.env, "--env")?,
+        "secrets": parse_pairs(&args.secrets, "--secret")?,
+    });
+    let bytes = serde_json::to_vec(&body)?;
+    if !json_output {
+        eprint!(
+            "Uploading {} file(s), {:.1} KiB to {} ... ",
+            files.len(),
+            bytes.len() as f64 / 1024.0,
+            args.function
+        );
+    }
+    let path = format!(
+        "/v1/functions/{}/deployments?activate={}",
+        args.function, !args.no_activate
+    );
+    let request = client
+        .request(Method::POST, &path)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(bytes);
+    let deployed = match client.json(request).await {
+        Ok(deployed) => deployed,
+        Err(error) => {
+            if !json_output {
+                eprintln!("failed");
+            }
+            return Err(error);
+        }
+    };
+    if json_output {
+        print_json(&deployed);
+    } else {
+        eprintln!("done");
+        let state = if deployed["active"] == true {
+            "active"
+        } else {
+            "stored, not active"
+        };
+        println!(
+            "Deployed {} version {} ({state})",
+            args.function, deployed["version"]
+        );
+    }
+    Ok(ExitStatus::Success)
+}
+
+async fn run_invoke(
+    client: &Client,
+    name: &str,
+    payload: Option<String>,
+) -> anyhow::Result<ExitStatus> {
+    use std::io::{IsTerminal, Read, Write};
+    let payload = match payload {
+        Some(payload) => payload,
+        None if !std::io::stdin().is_terminal() => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading the payload from stdin")?;
+            text
+        }
+        None => String::new(),
+    };
+    if !payload.trim().is_empty() {
+        serde_json::from_str::<Value>(&payload).context("the payload is not valid JSON")?;
+    }
+    let request = client
+        .request(Method::POST, &format!("/v1/functions/{name}/invoke"))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(payload);
+    match client.send(request).await {
+        Ok(response) => {
+            let body = response.bytes().await?;
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&body)?;
+            if !body.ends_with(b"\n") {
+                writeln!(stdout)?;
+            }
+            Ok(ExitStatus::Success)
+        }
+        Err(error) => match error.downcast::<crate::client::ServerError>() {
+            // The function ran and failed: its error object, exit code 1.
+            Ok(server)
+                if server.body["error"]["code"].is_string() && is_function_error(&server.code) =>
+            {
+                eprintln!("{}", server.body["error"]);
+                Ok(ExitStatus::FunctionFailed)
+            }
+            Ok(server) => Err(server.into()),
+            Err(other) => Err(other),
+        },
+    }
+}
+
+fn is_function_error(code: &str) -> bool {
+    matches!(
+        code,
+        "syntax_error"
+            | "link_error"
+            | "invalid_function"
+            | "uncaught_exception"
+            | "invalid_output"
+            | "cpu_limit"
+            | "memory_limit"
+            | "wall_timeout"
+    )
+}

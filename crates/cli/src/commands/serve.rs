@@ -1,0 +1,103 @@
+//! `isola serve`: a single node with embedded storage.
+
+use anyhow::Context;
+use clap::Args;
+use isola_api::{hash_token, new_token, ServerConfig, TOKEN_HASH_KEY};
+use isola_runtime_js::{Executor, ExecutorConfig};
+use isola_store::{Registry, SqliteRegistry};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Arguments of `isola serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8787", env = "ISOLA_ADDR")]
+    pub addr: SocketAddr,
+    /// Data directory (SQLite database).
+    #[arg(long, default_value = "./.isola", env = "ISOLA_DATA")]
+    pub data: PathBuf,
+    /// Admin token to accept (stored hashed); generated on first start if unset.
+    #[arg(long, env = "ISOLA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Route `<name>.<base-domain>` to function `<name>`.
+    #[arg(long)]
+    pub base_domain: Option<String>,
+    /// Worker threads running isolates (default: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Largest request body passed to a function, in MiB.
+    #[arg(long, default_value_t = 10)]
+    pub max_request_mb: usize,
+    /// Largest response body a function may return, in MiB.
+    #[arg(long, default_value_t = 32)]
+    pub max_response_mb: usize,
+}
+
+/// The admin token's hash: from `--token`, from storage, or a new token
+/// printed once.
+async fn token_hash(registry: &SqliteRegistry, token: Option<String>) -> anyhow::Result<String> {
+    if let Some(token) = token {
+        let hash = hash_token(&token);
+        registry.set_setting(TOKEN_HASH_KEY, &hash).await?;
+        return Ok(hash);
+    }
+    if let Some(hash) = registry.setting(TOKEN_HASH_KEY).await? {
+        return Ok(hash);
+    }
+    let token = new_token();
+    let hash = hash_token(&token);
+    registry.set_setting(TOKEN_HASH_KEY, &hash).await?;
+    eprintln!("Admin token (shown once, stored hashed): {token}");
+    eprintln!("  isola login --server http://<addr> --token {token}");
+    Ok(hash)
+}
+
+/// Runs `isola serve` until Ctrl-C or SIGTERM.
+pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("creating {}", args.data.display()))?;
+    let db = args.data.join("isola.db");
+    let registry =
+        SqliteRegistry::open(&db).with_context(|| format!("opening {}", db.display()))?;
+    let token_hash = token_hash(&registry, args.token).await?;
+    let mut executor_config = ExecutorConfig::default();
+    if let Some(workers) = args.workers {
+        executor_config.workers = workers;
+    }
+    let executor = Arc::new(Executor::new(executor_config));
+    let config = ServerConfig {
+        token_hash,
+        base_domain: args.base_domain,
+        max_request_bytes: args.max_request_mb << 20,
+        max_response_bytes: args.max_response_mb << 20,
+        ..ServerConfig::default()
+    };
+    let app = isola_api::app(config, Arc::new(registry), executor).await;
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("listening on {}", args.addr))?;
+    let local = listener.local_addr()?;
+    eprintln!(
+        "isola listening on http://{local} (data in {})",
+        args.data.display()
+    );
+    isola_api::serve(listener, app, shutdown_signal()).await?;
+    Ok(crate::ExitStatus::Success)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
