@@ -1,6 +1,8 @@
 //! Tests of the real `isola` binary, driven as a user would drive it.
 
 mod invoke;
+mod serve_journey;
+mod server;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};

@@ -102,62 +102,50 @@ struct StoredDeployment {
 
 const DEPLOYMENT_COLUMNS: &str = "d.version, d.hash, d.entry, d.files, d.limits, d.env, d.secrets, d.created_at, f.active_version, f.name";
 
-fn read_deployment(
-    row: &rusqlite::Row,
-) -> rusqlite::Result<(
-    u32,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    Option<u32>,
-    String,
-)> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-        row.get(6)?,
-        row.get(7)?,
-        row.get(8)?,
-        row.get(9)?,
-    ))
+/// The columns of [`DEPLOYMENT_COLUMNS`], as read.
+struct DeploymentRow {
+    version: u32,
+    hash: String,
+    entry: String,
+    files: String,
+    limits: String,
+    env: String,
+    secrets: String,
+    created_at: i64,
+    active_version: Option<u32>,
+    function: String,
 }
 
-fn decode_deployment(
-    (version, hash, entry, files, limits, env, secrets, created_at, active, function): (
-        u32,
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        i64,
-        Option<u32>,
-        String,
-    ),
-) -> Result<StoredDeployment> {
-    let files: Vec<SourceFile> = serde_json::from_str(&files)?;
-    let secrets: BTreeMap<String, String> = serde_json::from_str(&secrets)?;
+fn read_deployment(row: &rusqlite::Row) -> rusqlite::Result<DeploymentRow> {
+    Ok(DeploymentRow {
+        version: row.get(0)?,
+        hash: row.get(1)?,
+        entry: row.get(2)?,
+        files: row.get(3)?,
+        limits: row.get(4)?,
+        env: row.get(5)?,
+        secrets: row.get(6)?,
+        created_at: row.get(7)?,
+        active_version: row.get(8)?,
+        function: row.get(9)?,
+    })
+}
+
+fn decode_deployment(row: DeploymentRow) -> Result<StoredDeployment> {
+    let files: Vec<SourceFile> = serde_json::from_str(&row.files)?;
+    let secrets: BTreeMap<String, String> = serde_json::from_str(&row.secrets)?;
     Ok(StoredDeployment {
         info: DeploymentInfo {
-            function,
-            version,
-            hash,
-            entry,
+            function: row.function,
+            version: row.version,
+            hash: row.hash,
+            entry: row.entry,
             files: files.iter().map(|f| f.path.clone()).collect(),
-            limits: serde_json::from_str(&limits)?,
-            env: serde_json::from_str(&env)?,
+            limits: serde_json::from_str(&row.limits)?,
+            env: serde_json::from_str(&row.env)?,
             secret_names: secrets.keys().cloned().collect(),
-            created_at,
-            active: active == Some(version),
+            created_at: row.created_at,
+            active: row.active_version == Some(row.version),
         },
         files,
         secrets,
