@@ -593,3 +593,70 @@ fn concurrent_deploys_of_one_function_all_land() {
         .unwrap();
     assert_eq!(served, json!(expected));
 }
+
+#[test]
+fn kv_from_functions_and_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let ok = |out: &std::process::Output| {
+        assert!(
+            out.status.success(),
+            "stdout: {}\nstderr: {}",
+            stdout(out),
+            stderr(out)
+        )
+    };
+    for name in ["counter", "other"] {
+        ok(&server.cli(&["functions", "create", "--name", name], ""));
+    }
+    let counter = write(
+        dir.path(),
+        "counter.js",
+        "export default async (p, { env }) => { const { value, version } = await env.KV.getWithVersion('hits'); const n = Number(value ?? 0) + 1; const r = await env.KV.atomic().check('hits', version).set('hits', String(n)).commit(); return { ok: r.ok, n } }",
+    );
+    ok(&server.cli(
+        &["functions", "deploy", &counter, "-f", "counter", "--kv"],
+        "",
+    ));
+    let snoop = write(
+        dir.path(),
+        "snoop.js",
+        "export default async (p, { env }) => env.KV.get('hits')",
+    );
+    ok(&server.cli(&["functions", "deploy", &snoop, "-f", "other", "--kv"], ""));
+    for expected in 1..=3 {
+        let out = server.cli(&["functions", "invoke", "counter"], "");
+        assert_eq!(
+            serde_json::from_str::<Value>(&stdout(&out)).unwrap(),
+            json!({ "ok": true, "n": expected })
+        );
+    }
+    let out = server.cli(&["kv", "get", "counter", "hits"], "");
+    ok(&out);
+    assert_eq!(stdout(&out), "3");
+    let out = server.cli(&["functions", "invoke", "other"], "");
+    assert_eq!(
+        stdout(&out).trim(),
+        "null",
+        "one function read another's KV"
+    );
+
+    ok(&server.cli(&["kv", "put", "counter", "hits", "41"], ""));
+    let out = server.cli(&["functions", "invoke", "counter"], "");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout(&out)).unwrap(),
+        json!({ "ok": true, "n": 42 })
+    );
+    ok(&server.cli(&["kv", "put", "counter", "note", "-"], "from stdin"));
+    let out = server.cli(&["kv", "list", "counter"], "");
+    assert!(
+        stdout(&out).contains("hits") && stdout(&out).contains("note"),
+        "{}",
+        stdout(&out)
+    );
+    ok(&server.cli(&["kv", "delete", "counter", "note"], ""));
+    let out = server.cli(&["kv", "get", "counter", "note"], "");
+    assert_eq!(out.status.code(), Some(3));
+    let out = server.cli(&["kv", "get", "ghost", "x"], "");
+    assert_eq!(out.status.code(), Some(3));
+}

@@ -27,13 +27,15 @@ use isola_core::Invoker;
 use isola_store::Registry;
 use std::sync::Arc;
 
-/// Builds the router for a registry and an invoker.
+/// Builds the router for a registry, an invoker and, optionally, the KV
+/// store the invoker's functions use (for the `/kv` endpoints).
 pub async fn app(
     config: ServerConfig,
     registry: Arc<dyn Registry>,
     invoker: Arc<dyn Invoker>,
+    kv: Option<Arc<dyn isola_kv::KvStore>>,
 ) -> axum::Router {
-    let state = AppState::new(config, registry, invoker);
+    let state = AppState::new(config, registry, invoker, kv);
     routes::router(state)
 }
 

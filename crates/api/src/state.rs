@@ -51,6 +51,8 @@ pub struct AppState {
     pub recorder: Recorder,
     /// The admin token's hash.
     pub token_hash: Arc<str>,
+    /// Functions' KV storage, if the node has one.
+    pub kv: Option<Arc<dyn isola_kv::KvStore>>,
 }
 
 impl AppState {
@@ -59,8 +61,10 @@ impl AppState {
         config: ServerConfig,
         registry: Arc<dyn Registry>,
         invoker: Arc<dyn Invoker>,
+        kv: Option<Arc<dyn isola_kv::KvStore>>,
     ) -> Self {
         Self {
+            kv,
             token_hash: config.token_hash.clone().into(),
             config: Arc::new(config),
             active: Arc::new(ActiveFunctions::new(registry.clone(), invoker.clone())),

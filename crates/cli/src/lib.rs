@@ -32,6 +32,8 @@ enum Command {
     /// Manage functions on a server: create, deploy, invoke, logs, rollback.
     #[command(alias = "fn")]
     Functions(commands::functions::FunctionsArgs),
+    /// Read and write a function's KV namespace: get, put, delete, list.
+    Kv(commands::kv::KvArgs),
     /// Remember a server and its admin token.
     Login(commands::login::LoginArgs),
     /// Run a function module once, locally, and print its result.
@@ -53,6 +55,7 @@ pub fn run() -> ExitCode {
             Command::Serve(args) => commands::serve::execute(args).await,
             Command::Dev(args) => commands::dev::execute(args).await,
             Command::Functions(args) => commands::functions::execute(args).await,
+            Command::Kv(args) => commands::kv::execute(args).await,
             Command::Login(args) => commands::login::execute(args).await,
             Command::Invoke(args) => commands::invoke::execute(args).await,
         }

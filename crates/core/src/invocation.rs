@@ -37,6 +37,10 @@ pub struct FunctionSource {
     pub limits: Limits,
     /// Environment variables and secrets, passed to the function as `env`.
     pub env: BTreeMap<String, String>,
+    /// Name under which the function's KV namespace appears in `env`
+    /// (e.g. `KV`), if it has one.
+    #[serde(default)]
+    pub kv_binding: Option<String>,
 }
 
 impl FunctionSource {
@@ -56,6 +60,7 @@ impl FunctionSource {
             }],
             limits: Limits::default(),
             env: BTreeMap::new(),
+            kv_binding: None,
         }
     }
 

@@ -7,10 +7,22 @@
 // origin, deleting `Deno`) happens in `host.init()`, called at runtime.
 
 import { core, internals, primordials } from "ext:core/mod.js";
-import { op_isola_log } from "ext:core/ops";
+import {
+  op_isola_kv_atomic,
+  op_isola_kv_get,
+  op_isola_kv_list,
+  op_isola_log,
+} from "ext:core/ops";
 
 const {
+  ArrayBufferIsView,
+  ArrayBufferPrototypeSlice,
+  ArrayPrototypeMap,
+  ArrayPrototypePush,
   Error,
+  MathFloor,
+  MathMax,
+  MathMin,
   JSONParse,
   JSONStringify,
   ObjectDefineProperty,
@@ -103,6 +115,25 @@ const request = load("ext:deno_fetch/23_request.js");
 const response = load("ext:deno_fetch/23_response.js");
 const fetchMod = load("ext:deno_fetch/26_fetch.js");
 
+/**
+ * `fetch`, with refusals of the sandbox's network policy turned into a
+ * TypeError that says what happened (deno_fetch raises `NotCapable` with
+ * advice about Deno's command-line flags).
+ */
+async function fetch(input, init = undefined) {
+  try {
+    return await fetchMod.fetch(input, init);
+  } catch (error) {
+    if (error?.name === "NotCapable") {
+      const target = /"([^"]+)"/.exec(String(error.message))?.[1] ?? "that address";
+      throw new TypeError(
+        `fetch refused: network access to ${target} is not allowed (isola functions cannot reach loopback, private, link-local or metadata addresses)`,
+      );
+    }
+    throw error;
+  }
+}
+
 const { Request } = request;
 const { Response } = response;
 
@@ -162,7 +193,7 @@ core.defineGlobalProperties(globalThis, {
   clearInterval: fn(timers.clearInterval),
   clearTimeout: fn(timers.clearTimeout),
   crypto: core.propGetterOnly(() => cryptoMod.crypto),
-  fetch: fn(fetchMod.fetch),
+  fetch: fn(fetch),
   performance: fn(performanceMod.performance),
   reportError: fn(event.reportError),
   setInterval: fn(timers.setInterval),
@@ -191,7 +222,107 @@ core.setUnhandledPromiseRejectionHandler((_promise, reason) => {
   return true;
 });
 
-// 6. The host object: how Rust drives a function. Kept off `globalThis`
+// 6. KV: `env.<binding>` of a function with a KV binding.
+const textEncoder = new encoding.TextEncoder();
+const textDecoder = new encoding.TextDecoder();
+
+function kvBytes(value) {
+  if (typeof value === "string") return textEncoder.encode(value);
+  if (ObjectPrototypeIsPrototypeOf(ArrayBuffer.prototype, value)) return new Uint8Array(value);
+  if (ArrayBufferIsView(value)) {
+    return new Uint8Array(ArrayBufferPrototypeSlice(value.buffer, value.byteOffset, value.byteOffset + value.byteLength));
+  }
+  throw new TypeError("KV values must be strings, ArrayBuffers or typed arrays: use JSON.stringify for objects");
+}
+
+function kvValue(bytes, type) {
+  switch (type ?? "text") {
+    case "text":
+      return textDecoder.decode(bytes);
+    case "json":
+      return JSONParse(textDecoder.decode(bytes));
+    case "arrayBuffer":
+      return ArrayBufferPrototypeSlice(bytes.buffer, bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+    default:
+      throw new TypeError(`Unknown KV value type "${type}": use "text", "json" or "arrayBuffer"`);
+  }
+}
+
+function kvTtl(options) {
+  const ttl = options?.expirationTtl;
+  if (ttl === undefined || ttl === null) return null;
+  if (!(ttl >= 0)) throw new TypeError("expirationTtl must be a number of seconds, 0 or more");
+  return MathFloor(ttl);
+}
+
+function kvType(options) {
+  return typeof options === "string" ? options : options?.type;
+}
+
+class KvAtomicOperation {
+  #checks = [];
+  #mutations = [];
+
+  /** Commit only if `key` still has `version` (null: does not exist). */
+  check(key, version) {
+    ArrayPrototypePush(this.#checks, [String(key), version === null || version === undefined ? null : String(version)]);
+    return this;
+  }
+
+  set(key, value, options) {
+    ArrayPrototypePush(this.#mutations, { key: String(key), value: kvBytes(value), ttl: kvTtl(options) });
+    return this;
+  }
+
+  delete(key) {
+    ArrayPrototypePush(this.#mutations, { key: String(key), value: null, ttl: null });
+    return this;
+  }
+
+  async commit() {
+    const version = await op_isola_kv_atomic(this.#checks, this.#mutations);
+    return version === null ? { ok: false } : { ok: true, version };
+  }
+}
+
+class KvNamespace {
+  async get(key, options) {
+    const entry = await op_isola_kv_get(String(key));
+    return entry === null ? null : kvValue(entry.value, kvType(options));
+  }
+
+  /** The value and its version, for check-and-set with `atomic()`. */
+  async getWithVersion(key, options) {
+    const entry = await op_isola_kv_get(String(key));
+    return entry === null
+      ? { value: null, version: null }
+      : { value: kvValue(entry.value, kvType(options)), version: entry.version };
+  }
+
+  async put(key, value, options) {
+    await op_isola_kv_atomic([], [{ key: String(key), value: kvBytes(value), ttl: kvTtl(options) }]);
+  }
+
+  async delete(key) {
+    await op_isola_kv_atomic([], [{ key: String(key), value: null, ttl: null }]);
+  }
+
+  async list(options) {
+    const limit = MathMin(MathMax(1, MathFloor(options?.limit ?? 1000)), 1000);
+    const page = await op_isola_kv_list(String(options?.prefix ?? ""), limit, options?.cursor ?? null);
+    return {
+      keys: ArrayPrototypeMap(page.keys, ({ 0: name, 1: version }) => ({ name, version })),
+      list_complete: page.cursor === null,
+      cursor: page.cursor ?? undefined,
+    };
+  }
+
+  atomic() {
+    return new KvAtomicOperation();
+  }
+}
+
+// 7. The host object: how Rust drives a function. Kept off `globalThis`
 //    once `init` has run.
 const KIND_INVALID = 0;
 const KIND_JSON = 1;
@@ -216,12 +347,15 @@ function settle(pending) {
 }
 
 const host = {
-  /** Called once per isolate, outside the snapshot. */
-  init() {
+  /** Called once per isolate, outside the snapshot; returns the frozen `env`. */
+  init(envJson, kvBinding) {
     performanceMod.setTimeOrigin();
     delete globalThis.Deno;
     delete globalThis.__bootstrap;
     delete globalThis.__isolaHost;
+    const env = JSONParse(envJson);
+    if (kvBinding) env[kvBinding] = new KvNamespace();
+    return ObjectFreeze(env);
   },
 
   /** Which kind of function a module namespace holds. */

@@ -54,7 +54,13 @@ pub fn from_core_error(error: CoreError, phase: Phase) -> FunctionError {
             FunctionError::new(ErrorCode::SyntaxError, parse.to_string())
         }
         CoreErrorKind::JsBox(boxed) if phase == Phase::Load => {
-            FunctionError::new(ErrorCode::LinkError, boxed.to_string())
+            use deno_error::JsErrorClass;
+            let code = if boxed.get_class() == "SyntaxError" {
+                ErrorCode::SyntaxError
+            } else {
+                ErrorCode::LinkError
+            };
+            FunctionError::new(code, boxed.get_message().to_string())
         }
         CoreErrorKind::ExecutionTerminated => {
             FunctionError::new(ErrorCode::Internal, "execution was terminated")

@@ -18,6 +18,7 @@ use crate::isolate::{FunctionIsolate, ThreadContext};
 use crate::loader::CodeCache;
 use crate::platform::init_platform;
 use crate::pool::{PoolLimits, Pooled, WarmPool};
+use crate::typescript::TranspileCache;
 use isola_core::{
     BoxFuture, ErrorCode, FunctionError, FunctionSource, Invocation, InvocationMetrics, Invoker,
     InvokerStats, Outcome,
@@ -29,8 +30,8 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-/// How the executor is sized.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How the executor is sized, and what functions can reach.
+#[derive(Clone)]
 pub struct ExecutorConfig {
     /// Worker threads; default: one per core.
     pub workers: usize,
@@ -42,6 +43,8 @@ pub struct ExecutorConfig {
     pub max_in_flight_per_worker: usize,
     /// Most invocations waiting in the queue before new ones are refused.
     pub queue_capacity: usize,
+    /// KV storage for functions with a KV binding (none: `env.KV` is absent).
+    pub kv: Option<Arc<dyn isola_kv::KvStore>>,
 }
 
 impl Default for ExecutorConfig {
@@ -52,6 +55,7 @@ impl Default for ExecutorConfig {
             max_warm_memory_mb: 4096,
             max_in_flight_per_worker: 256,
             queue_capacity: 10_000,
+            kv: None,
         }
     }
 }
@@ -120,6 +124,7 @@ impl Executor {
         let workers = config.workers.max(1);
         let watchdog = CpuWatchdog::start();
         let code_cache = Arc::new(CodeCache::default());
+        let transpiled = Arc::new(TranspileCache::default());
         let stats = Arc::new(ExecutorStats::default());
         let (jobs, queue) = async_channel::bounded(config.queue_capacity.max(1));
         let pool_limits = PoolLimits {
@@ -144,6 +149,8 @@ impl Executor {
                 control: control_rx,
                 watchdog: watchdog.clone(),
                 code_cache: code_cache.clone(),
+                transpiled: transpiled.clone(),
+                kv: config.kv.clone(),
                 pool_limits,
                 max_in_flight: config.max_in_flight_per_worker.max(1),
                 stats: stats.clone(),
@@ -299,6 +306,8 @@ struct WorkerSetup {
     control: mpsc::UnboundedReceiver<Control>,
     watchdog: CpuWatchdog,
     code_cache: Arc<CodeCache>,
+    transpiled: Arc<TranspileCache>,
+    kv: Option<Arc<dyn isola_kv::KvStore>>,
     pool_limits: PoolLimits,
     max_in_flight: usize,
     stats: Arc<ExecutorStats>,
@@ -327,6 +336,8 @@ impl WorkerSetup {
             thread: ThreadContext {
                 cpu_slot: self.watchdog.register_current_thread(),
                 code_cache: self.code_cache.clone(),
+                transpiled: self.transpiled.clone(),
+                kv: self.kv.clone(),
             },
             pool: RefCell::new(WarmPool::new(self.pool_limits)),
             stats: self.stats.clone(),

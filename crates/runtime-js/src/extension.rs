@@ -6,8 +6,11 @@
 //! exactly the same extensions, in the same order, with the same ops and op
 //! middleware, or the snapshot will not load.
 
-use deno_core::{extension, op2, OpDecl, OpState};
+use deno_core::{extension, op2, JsBuffer, OpDecl, OpState, ToJsBuffer};
+use deno_error::JsErrorBox;
 use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 
 /// Console lines captured during the current invocation, as
@@ -43,6 +46,132 @@ fn op_isola_log(state: &mut OpState, #[smi] level: u32, #[string] message: &str)
     buffer.lines.push((level.min(4) as u8, message.to_owned()));
 }
 
+/// What a KV operation returns.
+pub type KvFuture<T> = Pin<Box<dyn Future<Output = Result<T, String>>>>;
+
+/// Keys with their versions, and the cursor of the next page.
+pub type KvPage = (Vec<(String, u64)>, Option<String>);
+
+/// A write: `(key, Some(value))` puts (with an optional TTL in seconds),
+/// `(key, None)` deletes.
+pub type KvWrite = (String, Option<Vec<u8>>, Option<u64>);
+
+/// A function's KV namespace, as the ops see it. The runtime implements it
+/// over `isola_kv::KvStore`, bound to the function's own namespace.
+pub trait KvHost {
+    /// The value and version of `key`.
+    fn get(&self, key: String) -> KvFuture<Option<(Vec<u8>, u64)>>;
+    /// Keys with `prefix`, after `cursor`; and the next cursor.
+    fn list(&self, prefix: String, limit: usize, cursor: Option<String>) -> KvFuture<KvPage>;
+    /// Applies mutations `(key, Some(value) = put | None = delete, ttl)` if
+    /// every `(key, version)` check holds; the new version, or `None`.
+    fn atomic(
+        &self,
+        checks: Vec<(String, Option<u64>)>,
+        mutations: Vec<KvWrite>,
+    ) -> KvFuture<Option<u64>>;
+}
+
+/// The KV namespace of the isolate's function, when it has a KV binding.
+#[derive(Clone, Default)]
+pub struct KvAccess(pub Option<Rc<dyn KvHost>>);
+
+fn kv_host(state: &Rc<RefCell<OpState>>) -> Result<Rc<dyn KvHost>, JsErrorBox> {
+    state
+        .borrow()
+        .borrow::<KvAccess>()
+        .0
+        .clone()
+        .ok_or_else(|| JsErrorBox::type_error("this function has no KV binding"))
+}
+
+fn parse_version(version: Option<String>) -> Result<Option<u64>, JsErrorBox> {
+    version
+        .map(|v| {
+            v.parse()
+                .map_err(|_| JsErrorBox::type_error(format!("invalid KV version {v:?}")))
+        })
+        .transpose()
+}
+
+/// A value read from KV.
+#[derive(serde::Serialize)]
+struct KvEntryOut {
+    value: ToJsBuffer,
+    version: String,
+}
+
+#[op2]
+#[serde]
+async fn op_isola_kv_get(
+    state: Rc<RefCell<OpState>>,
+    #[string] key: String,
+) -> Result<Option<KvEntryOut>, JsErrorBox> {
+    let entry = kv_host(&state)?
+        .get(key)
+        .await
+        .map_err(JsErrorBox::type_error)?;
+    Ok(entry.map(|(value, version)| KvEntryOut {
+        value: value.into(),
+        version: version.to_string(),
+    }))
+}
+
+/// A page of keys.
+#[derive(serde::Serialize)]
+struct KvListOut {
+    keys: Vec<(String, String)>,
+    cursor: Option<String>,
+}
+
+#[op2]
+#[serde]
+async fn op_isola_kv_list(
+    state: Rc<RefCell<OpState>>,
+    #[string] prefix: String,
+    #[smi] limit: u32,
+    #[string] cursor: Option<String>,
+) -> Result<KvListOut, JsErrorBox> {
+    let (keys, cursor) = kv_host(&state)?
+        .list(prefix, limit as usize, cursor)
+        .await
+        .map_err(JsErrorBox::type_error)?;
+    Ok(KvListOut {
+        keys: keys.into_iter().map(|(k, v)| (k, v.to_string())).collect(),
+        cursor,
+    })
+}
+
+/// One mutation from JavaScript: a put when `value` is set, else a delete.
+#[derive(serde::Deserialize)]
+struct KvMutationIn {
+    key: String,
+    value: Option<JsBuffer>,
+    ttl: Option<u64>,
+}
+
+#[op2]
+#[string]
+async fn op_isola_kv_atomic(
+    state: Rc<RefCell<OpState>>,
+    #[serde] checks: Vec<(String, Option<String>)>,
+    #[serde] mutations: Vec<KvMutationIn>,
+) -> Result<Option<String>, JsErrorBox> {
+    let checks = checks
+        .into_iter()
+        .map(|(key, version)| Ok((key, parse_version(version)?)))
+        .collect::<Result<Vec<_>, JsErrorBox>>()?;
+    let mutations = mutations
+        .into_iter()
+        .map(|m| (m.key, m.value.map(|v| v.to_vec()), m.ttl))
+        .collect();
+    let committed = kv_host(&state)?
+        .atomic(checks, mutations)
+        .await
+        .map_err(JsErrorBox::type_error)?;
+    Ok(committed.map(|v| v.to_string()))
+}
+
 /// Ops that a sandboxed function must never reach: disabled everywhere.
 const DISABLED_OPS: &[&str] = &[
     // Accepts a user proxy, CA certificates, local address and Host override.
@@ -63,7 +192,7 @@ pub fn op_middleware(op: OpDecl) -> OpDecl {
 extension!(
     isola_runtime,
     deps = [deno_webidl, deno_web, deno_crypto, deno_fetch],
-    ops = [op_isola_log],
+    ops = [op_isola_log, op_isola_kv_get, op_isola_kv_list, op_isola_kv_atomic],
     esm_entry_point = "ext:isola_runtime/bootstrap.js",
     esm = [dir "js", "bootstrap.js"],
     lazy_loaded_js = [dir "js", "ext:deno_net/02_tls.js" = "stub_tls.js"],
@@ -72,6 +201,7 @@ extension!(
     state = |state, options| {
         state.put(options.permissions);
         state.put(ConsoleBuffer::default());
+        state.put(KvAccess::default());
     },
 );
 

@@ -10,9 +10,11 @@
 
 use crate::cpu::{CpuMeter, CpuSlot};
 use crate::errors::{self, Phase};
-use crate::extension::{self, ConsoleBuffer};
+use crate::extension::{self, ConsoleBuffer, KvAccess};
+use crate::kv;
 use crate::loader::{self, CodeCache, FunctionLoader};
 use crate::memory::{self, ArrayBufferBudget};
+use crate::typescript::TranspileCache;
 use crate::{permissions, RESIDUAL_LAZY_JS, SNAPSHOT};
 use deno_core::v8::{self, UnsafeRawIsolatePtr};
 use deno_core::{JsRuntime, PollEventLoopOptions, RuntimeOptions};
@@ -20,6 +22,7 @@ use isola_core::{
     ErrorCode, FunctionError, FunctionSource, HttpRequest, HttpResponse, Invocation,
     InvocationInput, InvocationOutput, LogEntry, LogLevel,
 };
+use std::cell::Cell;
 use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::pin::Pin;
@@ -36,6 +39,10 @@ pub struct ThreadContext {
     pub cpu_slot: Arc<CpuSlot>,
     /// Compiled code of every module loaded so far, process-wide.
     pub code_cache: Arc<CodeCache>,
+    /// TypeScript modules transpiled so far, process-wide.
+    pub transpiled: Arc<TranspileCache>,
+    /// Where functions with a KV binding keep their data.
+    pub kv: Option<Arc<dyn isola_kv::KvStore>>,
 }
 
 /// CPU time a module may spend evaluating its top level.
@@ -73,6 +80,8 @@ pub struct FunctionIsolate {
     /// Whether the event loop had nothing left to do after the last invocation.
     idle: bool,
     memory_in_use: usize,
+    /// KV operations left to the current invocation, if the function has KV.
+    kv_budget: Option<Rc<Cell<u32>>>,
 }
 
 /// Runs `f` with the isolate behind `raw` entered, as one CPU slice.
@@ -136,7 +145,11 @@ impl FunctionIsolate {
         let params = v8::CreateParams::default()
             .heap_limits(0, limit)
             .array_buffer_allocator(memory::allocator(&budget));
-        let loader = FunctionLoader::new(source.clone(), thread.code_cache.clone());
+        let loader = FunctionLoader::new(
+            source.clone(),
+            thread.code_cache.clone(),
+            thread.transpiled.clone(),
+        );
         let mut runtime = JsRuntime::try_new(RuntimeOptions {
             extensions: extension::extensions(permissions::sandbox()),
             startup_snapshot: Some(SNAPSHOT),
@@ -161,6 +174,7 @@ impl FunctionIsolate {
             .borrow()
             .borrow::<ConsoleBuffer>()
             .clone();
+        let kv_budget = bind_kv(&mut runtime, &source, thread);
         // SAFETY: the runtime owns a live isolate; it was entered on creation.
         let raw = unsafe { runtime.v8_isolate().as_raw_isolate_ptr() };
         unsafe { runtime.v8_isolate().exit() };
@@ -194,6 +208,7 @@ impl FunctionIsolate {
             broken: false,
             idle: true,
             memory_in_use: 0,
+            kv_budget,
         })
     }
 
@@ -264,6 +279,9 @@ impl FunctionIsolate {
     ) -> Result<InvocationOutput, FunctionError> {
         self.meter.reset(self.source.limits.cpu());
         self.budget.clear_refused();
+        if let Some(kv_budget) = &self.kv_budget {
+            kv_budget.set(kv::MAX_OPS_PER_INVOCATION);
+        }
         let result = match tokio::time::timeout_at(deadline, self.run_handler(invocation)).await {
             Ok(result) => result.map_err(|e| self.classify(e)),
             Err(_) => Err(FunctionError::new(
@@ -470,19 +488,49 @@ impl Drop for FunctionIsolate {
     }
 }
 
+/// Gives the isolate its function's KV namespace, when it has a binding and
+/// the node has a KV store; returns the per-invocation operation budget.
+fn bind_kv(
+    runtime: &mut JsRuntime,
+    source: &FunctionSource,
+    thread: &ThreadContext,
+) -> Option<Rc<Cell<u32>>> {
+    source.kv_binding.as_ref()?;
+    let store = thread.kv.clone()?;
+    let budget = Rc::new(Cell::new(kv::MAX_OPS_PER_INVOCATION));
+    let host = kv::NamespacedKv::new(store, source.name.clone(), budget.clone());
+    runtime
+        .op_state()
+        .borrow_mut()
+        .put(KvAccess(Some(Rc::new(host))));
+    Some(budget)
+}
+
 /// Runs the bootstrap's per-isolate `init` and returns the host entry points
 /// and the function's frozen `env`.
 fn init_host(
     runtime: &mut JsRuntime,
     source: &FunctionSource,
 ) -> Result<(Host, v8::Global<v8::Value>), FunctionError> {
-    const INIT: &str =
-        "(() => { const host = globalThis.__isolaHost; host.init(); return host; })()";
-    let host = runtime
-        .execute_script("ext:isola_runtime/init.js", INIT)
+    let env =
+        serde_json::to_string(&serde_json::to_string(&source.env).expect("strings serialise"))
+            .expect("strings serialise");
+    let binding = match &source.kv_binding {
+        Some(name) => serde_json::to_string(name).expect("strings serialise"),
+        None => "null".into(),
+    };
+    let init = format!(
+        "(() => {{ const host = globalThis.__isolaHost; return [host, host.init({env}, {binding})]; }})()"
+    );
+    let pair = runtime
+        .execute_script("ext:isola_runtime/init.js", init)
         .map_err(|e| internal("initialising an isolate", e))?;
     deno_core::scope!(scope, runtime);
-    let host = v8::Local::new(scope, host);
+    let pair = v8::Local::new(scope, pair);
+    let pair = v8::Local::<v8::Array>::try_from(pair)
+        .map_err(|e| internal("reading the host object", e))?;
+    let host = array_item(scope, pair, 0)?;
+    let env = array_item(scope, pair, 1)?;
     let host = v8::Local::<v8::Object>::try_from(host)
         .map_err(|e| internal("reading the host object", e))?;
     let function = |name: &str| -> Result<v8::Global<v8::Function>, FunctionError> {
@@ -498,10 +546,6 @@ fn init_host(
         invoke_json: function("invokeJson")?,
         invoke_fetch: function("invokeFetch")?,
     };
-    let env =
-        deno_core::serde_v8::to_v8(scope, &source.env).map_err(|e| internal("building env", e))?;
-    let object = v8::Local::<v8::Object>::try_from(env).map_err(|e| internal("building env", e))?;
-    object.set_integrity_level(scope, v8::IntegrityLevel::Frozen);
     Ok((host, v8::Global::new(scope, env)))
 }
 

@@ -25,11 +25,13 @@ mod errors;
 mod executor;
 mod extension;
 mod isolate;
+mod kv;
 mod loader;
 pub mod memory;
 mod permissions;
 mod platform;
 pub mod pool;
+pub mod typescript;
 
 pub use executor::{Executor, ExecutorConfig};
 pub use platform::init_platform;

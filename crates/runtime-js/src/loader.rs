@@ -6,6 +6,7 @@
 //! [`CodeCache`] shared by all worker threads, so that the next cold start
 //! of the same code skips parsing and compilation.
 
+use crate::typescript::{is_typescript, TranspileCache};
 use deno_core::error::ModuleLoaderError;
 use deno_core::{
     ModuleLoadOptions, ModuleLoadReferrer, ModuleLoadResponse, ModuleLoader, ModuleSource,
@@ -70,12 +71,21 @@ impl CodeCache {
 pub struct FunctionLoader {
     source: Arc<FunctionSource>,
     cache: Arc<CodeCache>,
+    transpiled: Arc<TranspileCache>,
 }
 
 impl FunctionLoader {
     /// A loader serving `source`'s files.
-    pub fn new(source: Arc<FunctionSource>, cache: Arc<CodeCache>) -> Self {
-        Self { source, cache }
+    pub fn new(
+        source: Arc<FunctionSource>,
+        cache: Arc<CodeCache>,
+        transpiled: Arc<TranspileCache>,
+    ) -> Self {
+        Self {
+            source,
+            cache,
+            transpiled,
+        }
     }
 
     fn load_file(&self, specifier: &ModuleSpecifier) -> Result<ModuleSource, ModuleLoaderError> {
@@ -91,6 +101,13 @@ impl FunctionLoader {
             ))
         })?;
         let hash = source_hash(specifier.as_str(), code);
+        let code: Arc<str> = if is_typescript(path) {
+            self.transpiled
+                .get_or_transpile(specifier.as_str(), code, hash)
+                .map_err(|e| JsErrorBox::new("SyntaxError", e.message))?
+        } else {
+            code.into()
+        };
         let cached = self.cache.get(hash).map(|bytes| Cow::Owned(bytes.to_vec()));
         Ok(ModuleSource::new(
             module_type(path),

@@ -32,6 +32,9 @@ pub struct NewDeployment {
     /// Secrets (write-only: never returned).
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// Name of the function's KV namespace in `env` (e.g. `KV`), if any.
+    #[serde(default)]
+    pub kv_binding: Option<String>,
 }
 
 impl NewDeployment {
@@ -64,6 +67,20 @@ impl NewDeployment {
         }
         if self.files.iter().all(|f| f.code.trim().is_empty()) {
             return Err(StoreError::Invalid("the deployment's code is empty".into()));
+        }
+        if let Some(binding) = &self.kv_binding {
+            let valid = binding
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && binding
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(StoreError::Invalid(format!(
+                    "invalid KV binding name {binding:?}"
+                )));
+            }
         }
         for key in self.env.keys().chain(self.secrets.keys()) {
             let valid =
@@ -106,6 +123,9 @@ pub struct DeploymentInfo {
     pub env: BTreeMap<String, String>,
     /// Names of its secrets.
     pub secret_names: Vec<String>,
+    /// Name of its KV binding in `env`, if any.
+    #[serde(default)]
+    pub kv_binding: Option<String>,
     /// Creation time, Unix milliseconds.
     pub created_at: i64,
     /// Whether it is the function's active deployment.
@@ -206,6 +226,7 @@ mod tests {
             limits: Limits::default(),
             env: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            kv_binding: None,
         }
     }
 

@@ -32,6 +32,7 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             limits TEXT NOT NULL,
             env TEXT NOT NULL,
             secrets TEXT NOT NULL,
+            kv_binding TEXT,
             created_at INTEGER NOT NULL,
             PRIMARY KEY (function_id, version)
         );

@@ -100,7 +100,7 @@ struct StoredDeployment {
     secrets: BTreeMap<String, String>,
 }
 
-const DEPLOYMENT_COLUMNS: &str = "d.version, d.hash, d.entry, d.files, d.limits, d.env, d.secrets, d.created_at, f.active_version, f.name";
+const DEPLOYMENT_COLUMNS: &str = "d.version, d.hash, d.entry, d.files, d.limits, d.env, d.secrets, d.created_at, f.active_version, f.name, d.kv_binding";
 
 /// The columns of [`DEPLOYMENT_COLUMNS`], as read.
 struct DeploymentRow {
@@ -114,6 +114,7 @@ struct DeploymentRow {
     created_at: i64,
     active_version: Option<u32>,
     function: String,
+    kv_binding: Option<String>,
 }
 
 fn read_deployment(row: &rusqlite::Row) -> rusqlite::Result<DeploymentRow> {
@@ -128,6 +129,7 @@ fn read_deployment(row: &rusqlite::Row) -> rusqlite::Result<DeploymentRow> {
         created_at: row.get(7)?,
         active_version: row.get(8)?,
         function: row.get(9)?,
+        kv_binding: row.get(10)?,
     })
 }
 
@@ -144,6 +146,7 @@ fn decode_deployment(row: DeploymentRow) -> Result<StoredDeployment> {
             limits: serde_json::from_str(&row.limits)?,
             env: serde_json::from_str(&row.env)?,
             secret_names: secrets.keys().cloned().collect(),
+            kv_binding: row.kv_binding,
             created_at: row.created_at,
             active: row.active_version == Some(row.version),
         },
@@ -179,7 +182,7 @@ fn insert_deployment(
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("function {name:?}")))?;
     tx.execute(
-        "INSERT INTO deployments (function_id, version, hash, entry, files, limits, env, secrets, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO deployments (function_id, version, hash, entry, files, limits, env, secrets, created_at, kv_binding) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             id,
             version,
@@ -190,6 +193,7 @@ fn insert_deployment(
             serde_json::to_string(&deployment.env)?,
             serde_json::to_string(&deployment.secrets)?,
             now_ms(),
+            deployment.kv_binding,
         ],
     )?;
     tx.execute(
@@ -345,6 +349,7 @@ impl Registry for SqliteRegistry {
                 files: stored.files,
                 limits: stored.info.limits,
                 env,
+                kv_binding: stored.info.kv_binding.clone(),
             };
             Ok(Some((stored.info, source)))
         })

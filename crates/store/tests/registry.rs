@@ -14,6 +14,7 @@ fn deployment(code: &str) -> NewDeployment {
         limits: Limits::default(),
         env: BTreeMap::from([("MODE".to_string(), "test".to_string())]),
         secrets: BTreeMap::from([("TOKEN".to_string(), "s3cret".to_string())]),
+        kv_binding: Some("KV".into()),
     }
 }
 

@@ -41,6 +41,7 @@ fn parse_upload(headers: &HeaderMap, body: &[u8]) -> Result<NewDeployment, ApiEr
         limits: Default::default(),
         env: Default::default(),
         secrets: Default::default(),
+        kv_binding: None,
     })
 }
 
@@ -66,6 +67,7 @@ pub async fn upload(
         files: deployment.files.clone(),
         limits: deployment.limits,
         env,
+        kv_binding: deployment.kv_binding.clone(),
     };
     state.invoker.prepare(Arc::new(source)).await?;
     let activate = query.activate.unwrap_or(true);

@@ -3,6 +3,7 @@
 mod deployments;
 mod functions;
 mod invoke;
+mod kv;
 mod logs;
 mod openapi;
 pub(crate) mod traffic;
@@ -38,6 +39,11 @@ pub fn router(state: AppState) -> Router {
         .route("/functions/{name}/invoke", post(invoke::invoke))
         .route("/functions/{name}/invocations", get(invoke::records))
         .route("/functions/{name}/logs", get(logs::logs))
+        .route("/functions/{name}/kv", get(kv::list))
+        .route(
+            "/functions/{name}/kv/{*key}",
+            get(kv::get).put(kv::put).delete(kv::delete),
+        )
         .route_layer(from_fn_with_state(state.clone(), require_token));
     Router::new()
         .nest("/v1", management)

@@ -89,6 +89,9 @@ struct DeployArgs {
     /// Store the deployment without activating it.
     #[arg(long)]
     no_activate: bool,
+    /// Give the function a KV namespace, as `env.<BINDING>` (default binding: KV).
+    #[arg(long, num_args = 0..=1, default_missing_value = "KV", value_name = "BINDING")]
+    kv: Option<String>,
 }
 
 /// Runs `isola functions …`.
@@ -247,7 +250,7 @@ fn parse_pairs(pairs: &[String], flag: &str) -> anyhow::Result<BTreeMap<String, 
         .collect()
 }
 
-const MODULE_EXTENSIONS: &[&str] = &["js", "mjs", "json"];
+const MODULE_EXTENSIONS: &[&str] = &["js", "mjs", "ts", "mts", "json"];
 
 /// The files of a deployment: one file, or every module under a folder.
 fn collect_files(path: &Path, entry: Option<String>) -> anyhow::Result<(Vec<SourceFile>, String)> {
@@ -298,10 +301,17 @@ fn collect_files(path: &Path, entry: Option<String>) -> anyhow::Result<(Vec<Sour
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let entry = entry
         .or_else(|| {
-            ["main.js", "index.js", "main.mjs", "index.mjs"]
-                .iter()
-                .find(|e| files.iter().any(|f| f.path == **e))
-                .map(|e| e.to_string())
+            [
+                "main.js",
+                "index.js",
+                "main.ts",
+                "index.ts",
+                "main.mjs",
+                "index.mjs",
+            ]
+            .iter()
+            .find(|e| files.iter().any(|f| f.path == **e))
+            .map(|e| e.to_string())
         })
         .ok_or_else(|| anyhow::anyhow!("no entry module in {}: pass --entry", path.display()))?;
     Ok((files, entry))
@@ -325,6 +335,7 @@ async fn run_deploy(
         "limits": limits,
         "env": parse_pairs(&args.env, "--env")?,
         "secrets": parse_pairs(&args.secrets, "--secret")?,
+        "kv_binding": args.kv,
     });
     let bytes = serde_json::to_vec(&body)?;
     if !json_output {

@@ -91,6 +91,14 @@ pub async fn execute(args: InvokeArgs) -> anyhow::Result<ExitStatus> {
     };
     limits.validate().map_err(anyhow::Error::msg)?;
     let mut source = FunctionSource::single_module("cli", name, code);
+    if args
+        .file
+        .as_ref()
+        .is_some_and(|f| f.extension().is_some_and(|e| e == "ts" || e == "mts"))
+    {
+        source.entry = "main.ts".into();
+        source.files[0].path = "main.ts".into();
+    }
     source.limits = limits;
     source.env = parse_env(&args.env)?;
 

@@ -3,6 +3,7 @@
 pub mod dev;
 pub mod functions;
 pub mod invoke;
+pub mod kv;
 pub mod login;
 pub mod logs;
 pub mod serve;

@@ -62,7 +62,15 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
     let registry =
         SqliteRegistry::open(&db).with_context(|| format!("opening {}", db.display()))?;
     let token_hash = token_hash(&registry, args.token).await?;
-    let mut executor_config = ExecutorConfig::default();
+    let kv_path = args.data.join("kv.db");
+    let kv: Arc<dyn isola_kv::KvStore> = Arc::new(
+        isola_kv::SqliteKv::open(&kv_path, isola_kv::KvLimits::default())
+            .with_context(|| format!("opening {}", kv_path.display()))?,
+    );
+    let mut executor_config = ExecutorConfig {
+        kv: Some(kv.clone()),
+        ..ExecutorConfig::default()
+    };
     if let Some(workers) = args.workers {
         executor_config.workers = workers;
     }
@@ -74,7 +82,7 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
         max_response_bytes: args.max_response_mb << 20,
         ..ServerConfig::default()
     };
-    let app = isola_api::app(config, Arc::new(registry), executor).await;
+    let app = isola_api::app(config, Arc::new(registry), executor, Some(kv)).await;
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("listening on {}", args.addr))?;

@@ -7,7 +7,9 @@
 mod harness;
 mod hostile;
 mod isolation;
+mod kv;
 mod modules;
+mod network;
 mod shapes;
 mod threads;
 
@@ -17,7 +19,9 @@ fn main() -> std::process::ExitCode {
         shapes::TESTS,
         hostile::TESTS,
         isolation::TESTS,
+        kv::TESTS,
         modules::TESTS,
+        network::TESTS,
         threads::TESTS,
     ])
 }

@@ -15,7 +15,38 @@ crate::cases!(
     top_level_throw_is_an_uncaught_exception,
     compiled_modules_are_cached,
     prepare_validates_and_warms_a_function,
+    typescript_modules_run_with_typescript_line_numbers,
 );
+
+fn typescript_modules_run_with_typescript_line_numbers() {
+    let source = multi_file(&[
+        ("main.ts", "import { greet } from './lib/greet.ts';\ninterface Payload { name: string }\nexport default (p: Payload): string => greet(p.name);\n"),
+        ("lib/greet.ts", "type Name = string;\nenum Mood { Happy = 'happy' }\nexport function greet(name: Name): string {\n  if (name === 'boom') {\n    throw new Error(`bad name ${Mood.Happy}`);\n  }\n  return `hello ${name}`;\n}\n"),
+    ]);
+    let mut source = (*source).clone();
+    source.entry = "main.ts".into();
+    let source = Arc::new(source);
+    assert_eq!(
+        json(&invoke(&source, json!({ "name": "ts" }))),
+        json!("hello ts")
+    );
+    let outcome = invoke(&source, json!({ "name": "boom" }));
+    let error = error(&outcome);
+    let stack = error.stack.unwrap_or_default();
+    assert!(
+        stack.contains("isola:///lib/greet.ts:5:"),
+        "stack not mapped to TypeScript lines: {stack}"
+    );
+
+    let mut broken = (*multi_file(&[(
+        "main.ts",
+        "const a: number = 1;\nlet = ;\nexport default () => a;\n",
+    )]))
+    .clone();
+    broken.entry = "main.ts".into();
+    let error = assert_fails(&Arc::new(broken), ErrorCode::SyntaxError);
+    assert!(error.message.contains("main.ts:2"), "{error:?}");
+}
 
 fn prepare_validates_and_warms_a_function() {
     let executor = isola_runtime_js::Executor::new(isola_runtime_js::ExecutorConfig {

@@ -1,4 +1,4 @@
-// A JSON handler: `isola invoke examples/hello.js --payload '{"name":"world"}'`
+// A JSON handler: `isola invoke examples/basic.js --payload '{"name":"world"}'`
 export default async (payload, ctx) => {
   console.log(`invocation ${ctx.invocationId}`);
   return { message: `hello ${payload?.name ?? "stranger"}` };

@@ -1,0 +1,197 @@
+//! Per-function key-value storage.
+//!
+//! Every function has its own namespace; nothing in this interface lets one
+//! namespace reach another's keys. [`KvStore`] is the interface (the
+//! multi-node mode will implement it on NATS JetStream KV); [`SqliteKv`] is
+//! the embedded default, in the node's data directory.
+//!
+//! Each write gives the key a new *version*, increasing per namespace.
+//! [`KvStore::atomic`] applies a set of mutations only if every checked key
+//! still has the version the caller read (`None`: the key must not exist),
+//! which is how functions do check-and-set without lost updates.
+
+mod sqlite;
+
+pub use sqlite::SqliteKv;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// Size limits of keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvLimits {
+    /// Longest key, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value, in bytes.
+    pub max_value_bytes: usize,
+    /// Most keys returned by one `list`.
+    pub max_list: usize,
+}
+
+impl Default for KvLimits {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: 512,
+            max_value_bytes: 1 << 20,
+            max_list: 1000,
+        }
+    }
+}
+
+/// A stored value with its version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The key.
+    pub key: String,
+    /// The value's bytes.
+    pub value: Vec<u8>,
+    /// Version of the last write.
+    pub version: u64,
+}
+
+/// A page of keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListPage {
+    /// Keys in order, with their versions.
+    pub keys: Vec<(String, u64)>,
+    /// Pass it back to continue after the last key; `None` at the end.
+    pub cursor: Option<String>,
+}
+
+/// One change of an atomic operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Mutation {
+    /// Sets a key, optionally expiring after `ttl_seconds`.
+    Put {
+        key: String,
+        value: Vec<u8>,
+        ttl_seconds: Option<u64>,
+    },
+    /// Removes a key.
+    Delete { key: String },
+}
+
+/// A precondition of an atomic operation: `key` is at `version`
+/// (`None`: the key does not exist).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    /// The key.
+    pub key: String,
+    /// The version it must still have.
+    pub version: Option<u64>,
+}
+
+/// What can go wrong, each with a stable code.
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    /// A key or value is too large, or a key is empty.
+    #[error("{0}")]
+    Invalid(String),
+    /// The storage failed.
+    #[error("kv storage error: {0}")]
+    Storage(String),
+}
+
+impl KvError {
+    /// The stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "kv_invalid",
+            Self::Storage(_) => "kv_storage",
+        }
+    }
+}
+
+impl From<rusqlite::Error> for KvError {
+    fn from(error: rusqlite::Error) -> Self {
+        Self::Storage(error.to_string())
+    }
+}
+
+/// Results of the store.
+pub type Result<T, E = KvError> = std::result::Result<T, E>;
+
+/// Checks a key against the limits.
+pub fn check_key(limits: &KvLimits, key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(KvError::Invalid("KV keys must not be empty".into()));
+    }
+    if key.len() > limits.max_key_bytes {
+        return Err(KvError::Invalid(format!(
+            "KV key of {} bytes is longer than the limit of {} bytes",
+            key.len(),
+            limits.max_key_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a value against the limits.
+pub fn check_value(limits: &KvLimits, value: &[u8]) -> Result<()> {
+    if value.len() > limits.max_value_bytes {
+        return Err(KvError::Invalid(format!(
+            "KV value of {} bytes is larger than the limit of {} bytes",
+            value.len(),
+            limits.max_value_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// Key-value storage with a namespace per function.
+#[async_trait]
+pub trait KvStore: Send + Sync + 'static {
+    /// The value of `key`, if it exists and has not expired.
+    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Entry>>;
+    /// Keys starting with `prefix`, in order, after `cursor`, at most `limit`.
+    async fn list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> Result<ListPage>;
+    /// Applies `mutations` if every check holds; returns the new version, or
+    /// `None` when a check failed (nothing was written).
+    async fn atomic(
+        &self,
+        namespace: &str,
+        checks: Vec<Check>,
+        mutations: Vec<Mutation>,
+    ) -> Result<Option<u64>>;
+    /// The limits this store enforces.
+    fn limits(&self) -> KvLimits;
+
+    /// Sets `key` (a one-mutation atomic operation without checks).
+    async fn put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl_seconds: Option<u64>,
+    ) -> Result<u64> {
+        let mutation = Mutation::Put {
+            key: key.to_string(),
+            value,
+            ttl_seconds,
+        };
+        Ok(self
+            .atomic(namespace, Vec::new(), vec![mutation])
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// Removes `key`.
+    async fn delete(&self, namespace: &str, key: &str) -> Result<()> {
+        self.atomic(
+            namespace,
+            Vec::new(),
+            vec![Mutation::Delete {
+                key: key.to_string(),
+            }],
+        )
+        .await?;
+        Ok(())
+    }
+}

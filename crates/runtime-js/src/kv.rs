@@ -1,0 +1,108 @@
+//! A function's KV namespace inside its isolate: the ops' [`KvHost`] over
+//! an `isola_kv::KvStore`, fixed to the function's own namespace and
+//! limited in operations per invocation.
+
+use crate::extension::{KvFuture, KvHost, KvPage, KvWrite};
+use isola_kv::{Check, KvStore, Mutation};
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// KV operations one invocation may make.
+pub const MAX_OPS_PER_INVOCATION: u32 = 1000;
+
+/// One function's namespace.
+pub struct NamespacedKv {
+    store: Arc<dyn KvStore>,
+    namespace: String,
+    remaining: Rc<Cell<u32>>,
+}
+
+impl NamespacedKv {
+    /// The namespace `namespace` of `store`, with a budget the isolate
+    /// refills at each invocation.
+    pub fn new(store: Arc<dyn KvStore>, namespace: String, remaining: Rc<Cell<u32>>) -> Self {
+        Self {
+            store,
+            namespace,
+            remaining,
+        }
+    }
+
+    fn spend(&self) -> Result<(), String> {
+        let left = self.remaining.get();
+        if left == 0 {
+            return Err(format!(
+                "KV operation limit reached: at most {MAX_OPS_PER_INVOCATION} per invocation"
+            ));
+        }
+        self.remaining.set(left - 1);
+        Ok(())
+    }
+
+    fn run<T: 'static>(
+        &self,
+        work: impl FnOnce(Arc<dyn KvStore>, String) -> KvFuture<T>,
+    ) -> KvFuture<T> {
+        match self.spend() {
+            Ok(()) => work(self.store.clone(), self.namespace.clone()),
+            Err(error) => Box::pin(async move { Err(error) }),
+        }
+    }
+}
+
+impl KvHost for NamespacedKv {
+    fn get(&self, key: String) -> KvFuture<Option<(Vec<u8>, u64)>> {
+        self.run(|store, namespace| {
+            Box::pin(async move {
+                let entry = store
+                    .get(&namespace, &key)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(entry.map(|e| (e.value, e.version)))
+            })
+        })
+    }
+
+    fn list(&self, prefix: String, limit: usize, cursor: Option<String>) -> KvFuture<KvPage> {
+        self.run(|store, namespace| {
+            Box::pin(async move {
+                let page = store
+                    .list(&namespace, &prefix, limit, cursor)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((page.keys, page.cursor))
+            })
+        })
+    }
+
+    fn atomic(
+        &self,
+        checks: Vec<(String, Option<u64>)>,
+        mutations: Vec<KvWrite>,
+    ) -> KvFuture<Option<u64>> {
+        let checks = checks
+            .into_iter()
+            .map(|(key, version)| Check { key, version })
+            .collect();
+        let mutations = mutations
+            .into_iter()
+            .map(|(key, value, ttl_seconds)| match value {
+                Some(value) => Mutation::Put {
+                    key,
+                    value,
+                    ttl_seconds,
+                },
+                None => Mutation::Delete { key },
+            })
+            .collect();
+        self.run(|store, namespace| {
+            Box::pin(async move {
+                store
+                    .atomic(&namespace, checks, mutations)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        })
+    }
+}

@@ -1,0 +1,133 @@
+//! `isola dev`: one module served at `/`, reloaded on change; and the web
+//! platform conformance scripts of `tests/conformance`, served through it.
+
+use reqwest::blocking::Client;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `isola dev`, killed on drop.
+struct Dev {
+    child: Child,
+    url: String,
+}
+
+impl Dev {
+    fn start(file: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_isola"))
+            .args(["dev", "--addr", "127.0.0.1:0"])
+            .args(extra)
+            .arg(file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting isola dev");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = loop {
+            let line = lines.next().expect("isola dev exited early").unwrap();
+            if let Some((_, rest)) = line.split_once(" on http://") {
+                break format!("http://{}", rest.split_whitespace().next().unwrap());
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, url }
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn dev_serves_the_module_and_reloads_it_on_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("worker.js");
+    std::fs::write(
+        &file,
+        "export default { fetch: (r) => new Response('first ' + new URL(r.url).pathname) }",
+    )
+    .unwrap();
+    let dev = Dev::start(&file, &[]);
+    let http = client();
+    assert_eq!(
+        http.get(format!("{}/a/b", dev.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap(),
+        "first /a/b"
+    );
+    std::thread::sleep(Duration::from_millis(1100)); // a new mtime second
+    std::fs::write(
+        &file,
+        "export default { fetch: () => new Response('second') }",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = http
+            .get(format!("{}/", dev.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        if body == "second" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reload: still {body:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn web_platform_conformance_scripts_pass() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance");
+    let mut scripts: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "js"))
+        .collect();
+    scripts.sort();
+    assert!(
+        scripts.len() >= 6,
+        "conformance scripts missing in {}",
+        dir.display()
+    );
+    let mut failed = Vec::new();
+    for script in &scripts {
+        // Generous CPU: these check behaviour, and key generation in a
+        // debug build is slow.
+        let dev = Dev::start(script, &["--cpu-ms", "5000"]);
+        let response = client()
+            .get(format!("{}/", dev.url))
+            .header("x-conformance", "yes")
+            .send()
+            .unwrap();
+        let status = response.status();
+        let body = response.text().unwrap();
+        let passed = status.is_success()
+            && serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|v| v["ok"] == true);
+        if !passed {
+            failed.push(format!(
+                "{}: HTTP {status} {body}",
+                script.file_name().unwrap().to_string_lossy()
+            ));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "conformance failures:\n{}",
+        failed.join("\n")
+    );
+}
