@@ -660,3 +660,47 @@ fn kv_from_functions_and_from_the_cli() {
     let out = server.cli(&["kv", "get", "ghost", "x"], "");
     assert_eq!(out.status.code(), Some(3));
 }
+
+#[test]
+fn a_typescript_project_deploys_from_its_isola_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(project.join("src")).unwrap();
+    std::fs::write(
+        project.join("isola.toml"),
+        "name = \"typed\"\nmain = \"src/index.ts\"\nkv_binding = \"STORE\"\n\n[limits]\ncpu_ms = 200\n\n[vars]\nGREETING = \"hello\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        project.join("src/greet.ts"),
+        "export const greet = (g: string, n: string): string => `${g} ${n}`;\n",
+    )
+    .unwrap();
+    std::fs::write(
+        project.join("src/index.ts"),
+        "import { greet } from './greet.ts';\ninterface Env { GREETING: string; STORE: { put(k: string, v: string): Promise<void>; get(k: string): Promise<string | null> } }\nexport default async (p: { name: string }, ctx: { env: Env }) => {\n  await ctx.env.STORE.put('last', p.name);\n  return { text: greet(ctx.env.GREETING, p.name), last: await ctx.env.STORE.get('last') };\n};\n",
+    )
+    .unwrap();
+    let out = server.cli(&["functions", "create", "--name", "typed"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = server.cli(&["functions", "deploy", project.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = server.cli(
+        &["functions", "invoke", "typed", "-p", r#"{"name":"ts"}"#],
+        "",
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout(&out)).unwrap(),
+        json!({ "text": "hello ts", "last": "ts" })
+    );
+    let deployments: Value = server
+        .api(Method::GET, "/v1/functions/typed/deployments")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(deployments[0]["limits"]["cpu_ms"], 200);
+    assert_eq!(deployments[0]["entry"], "src/index.ts");
+    assert_eq!(deployments[0]["kv_binding"], "STORE");
+}

@@ -10,6 +10,7 @@ pub mod commands;
 mod config;
 mod exit;
 mod output;
+mod project;
 
 use clap::{Parser, Subcommand};
 pub use exit::ExitStatus;

@@ -1,10 +1,12 @@
-//! `isola dev ./worker.js`: serve one module at `/`, reloading it when the
-//! file changes.
+//! `isola dev ./worker.js` (or a project folder with an `isola.toml`):
+//! serve the function at `/`, reloading it when its files change. Functions
+//! with a KV binding get a KV store of their own in a temporary folder.
 
+use crate::project::{collect_files, Project};
 use anyhow::Context;
 use clap::Args;
 use isola_api::dev::DevState;
-use isola_core::{FunctionSource, Invoker, Limits};
+use isola_core::{FunctionSource, Invoker};
 use isola_runtime_js::{Executor, ExecutorConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,34 +16,90 @@ use std::time::{Duration, SystemTime};
 /// Arguments of `isola dev`.
 #[derive(Debug, Args)]
 pub struct DevArgs {
-    /// The module to serve.
+    /// The module to serve, or a project (a folder with an isola.toml, or
+    /// the file itself); default: the current folder.
+    #[arg(default_value = ".")]
     pub file: PathBuf,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8787")]
     pub addr: SocketAddr,
-    /// CPU time limit in milliseconds.
-    #[arg(long, default_value_t = Limits::default().cpu_ms)]
-    pub cpu_ms: u32,
+    /// CPU time limit in milliseconds (default: the project's, else 50).
+    #[arg(long)]
+    pub cpu_ms: Option<u32>,
 }
 
-fn load(path: &Path, generation: u64, cpu_ms: u32) -> anyhow::Result<FunctionSource> {
-    let code =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let name = path
-        .file_stem()
-        .map_or("dev".into(), |s| s.to_string_lossy().into_owned());
-    let mut source = FunctionSource::single_module(format!("dev:{generation}"), name, code);
-    source.limits.cpu_ms = cpu_ms;
+fn load(path: &Path, generation: u64, cpu_ms: Option<u32>) -> anyhow::Result<FunctionSource> {
+    let mut source = match Project::find(path) {
+        Some(file) => {
+            let project = Project::load(&file)?;
+            FunctionSource {
+                id: String::new(),
+                name: project.name.clone(),
+                entry: project.main.clone(),
+                files: project.files()?,
+                limits: project.limits(),
+                env: project.vars.clone(),
+                kv_binding: project.kv_binding.clone(),
+            }
+        }
+        None => {
+            let (files, entry) = collect_files(path, None)?;
+            let name = path
+                .file_stem()
+                .map_or("dev".into(), |s| s.to_string_lossy().into_owned());
+            let mut source = FunctionSource::single_module(String::new(), name, "");
+            source.files = files;
+            source.entry = entry;
+            source
+        }
+    };
+    source.id = format!("dev:{generation}");
+    if let Some(cpu_ms) = cpu_ms {
+        source.limits.cpu_ms = cpu_ms;
+    }
     Ok(source)
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// Latest modification time and number of the files under `path`.
+fn fingerprint(path: &Path) -> (Option<SystemTime>, usize) {
+    let mut latest = None;
+    let mut count = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(item) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&item) else {
+            continue;
+        };
+        if meta.is_dir() {
+            let skipped = item != path
+                && item
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.') || n == "node_modules");
+            if !skipped {
+                stack.extend(
+                    std::fs::read_dir(&item)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .map(|e| e.path()),
+                );
+            }
+        } else {
+            count += 1;
+            latest = latest.max(meta.modified().ok());
+        }
+    }
+    (latest, count)
 }
 
 /// Runs `isola dev` until Ctrl-C.
 pub async fn execute(args: DevArgs) -> anyhow::Result<crate::ExitStatus> {
-    let executor: Arc<dyn Invoker> = Arc::new(Executor::new(ExecutorConfig::default()));
+    let kv_dir = std::env::temp_dir().join(format!("isola-dev-kv-{}", std::process::id()));
+    std::fs::create_dir_all(&kv_dir)?;
+    let kv = isola_kv::SqliteKv::open(&kv_dir.join("kv.db"), isola_kv::KvLimits::default())?;
+    let executor: Arc<dyn Invoker> = Arc::new(Executor::new(ExecutorConfig {
+        kv: Some(Arc::new(kv)),
+        ..ExecutorConfig::default()
+    }));
     let first = Arc::new(load(&args.file, 0, args.cpu_ms)?);
     if let Err(error) = executor.prepare(first.clone()).await {
         eprintln!("[error] {}: {}", error.code, error.message);
@@ -75,15 +133,15 @@ pub async fn execute(args: DevArgs) -> anyhow::Result<crate::ExitStatus> {
 /// Polls the file and swaps in a new version when it changes.
 async fn watch(
     path: PathBuf,
-    cpu_ms: u32,
+    cpu_ms: Option<u32>,
     current: Arc<RwLock<Arc<FunctionSource>>>,
     invoker: Arc<dyn Invoker>,
 ) {
-    let mut seen = modified(&path);
+    let mut seen = fingerprint(&path);
     let mut generation = 0;
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = modified(&path);
+        let now = fingerprint(&path);
         if now == seen {
             continue;
         }

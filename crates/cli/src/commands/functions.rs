@@ -2,14 +2,15 @@
 
 use crate::client::{Client, ServerArgs};
 use crate::output::{print_json, table};
+use crate::project::{collect_files, Project};
 use crate::ExitStatus;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use isola_core::{Limits, SourceFile};
+use isola_core::Limits;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// `isola functions`.
 #[derive(Debug, Args)]
@@ -63,11 +64,12 @@ enum FunctionsCommand {
 /// Arguments of `isola functions deploy`.
 #[derive(Debug, Args)]
 struct DeployArgs {
-    /// A module file, or a folder of modules.
-    path: PathBuf,
-    /// The function to deploy to.
+    /// A module file, a folder of modules, or a project (a folder with an
+    /// isola.toml, or the file itself); default: the current folder.
+    path: Option<PathBuf>,
+    /// The function to deploy to (default: the project's name).
     #[arg(long, short = 'f')]
-    function: String,
+    function: Option<String>,
     /// Entry module inside a folder (default: main.js, index.js, main.ts or index.ts).
     #[arg(long)]
     entry: Option<String>,
@@ -240,7 +242,11 @@ fn rows(list: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
         .unwrap_or_default()
 }
 
-fn parse_pairs(pairs: &[String], flag: &str) -> anyhow::Result<BTreeMap<String, String>> {
+/// Parses repeated `KEY=VALUE` flags.
+pub(crate) fn parse_pairs(
+    pairs: &[String],
+    flag: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
     pairs
         .iter()
         .map(|pair| match pair.split_once('=') {
@@ -250,92 +256,50 @@ fn parse_pairs(pairs: &[String], flag: &str) -> anyhow::Result<BTreeMap<String, 
         .collect()
 }
 
-const MODULE_EXTENSIONS: &[&str] = &["js", "mjs", "ts", "mts", "json"];
-
-/// The files of a deployment: one file, or every module under a folder.
-fn collect_files(path: &Path, entry: Option<String>) -> anyhow::Result<(Vec<SourceFile>, String)> {
-    let read = |file: &Path| -> anyhow::Result<String> {
-        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        String::from_utf8(bytes).with_context(|| format!("{} is not valid UTF-8", file.display()))
-    };
-    if path.is_file() {
-        let name = path
-            .file_name()
-            .map_or("main.js".into(), |n| n.to_string_lossy().into_owned());
-        return Ok((
-            vec![SourceFile {
-                path: name.clone(),
-                code: read(path)?,
-            }],
-            name,
-        ));
-    }
-    let mut files = Vec::new();
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for item in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-            let item = item?.path();
-            let hidden = item
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-            if hidden || item.file_name().is_some_and(|n| n == "node_modules") {
-                continue;
-            }
-            if item.is_dir() {
-                stack.push(item);
-            } else if item
-                .extension()
-                .is_some_and(|e| MODULE_EXTENSIONS.contains(&e.to_string_lossy().as_ref()))
-            {
-                let relative = item
-                    .strip_prefix(path)?
-                    .to_string_lossy()
-                    .replace('\\', "/");
-                files.push(SourceFile {
-                    path: relative,
-                    code: read(&item)?,
-                });
-            }
-        }
-    }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    let entry = entry
-        .or_else(|| {
-            [
-                "main.js",
-                "index.js",
-                "main.ts",
-                "index.ts",
-                "main.mjs",
-                "index.mjs",
-            ]
-            .iter()
-            .find(|e| files.iter().any(|f| f.path == **e))
-            .map(|e| e.to_string())
-        })
-        .ok_or_else(|| anyhow::anyhow!("no entry module in {}: pass --entry", path.display()))?;
-    Ok((files, entry))
-}
-
 async fn run_deploy(
     client: &Client,
     args: DeployArgs,
     json_output: bool,
 ) -> anyhow::Result<ExitStatus> {
-    let (files, entry) = collect_files(&args.path, args.entry)?;
-    let defaults = Limits::default();
-    let limits = Limits {
-        memory_mb: args.memory_mb.unwrap_or(defaults.memory_mb),
-        cpu_ms: args.cpu_ms.unwrap_or(defaults.cpu_ms),
-        timeout_ms: args.timeout_ms.unwrap_or(defaults.timeout_ms),
+    let path = args.path.clone().unwrap_or_else(|| PathBuf::from("."));
+    let project = Project::find(&path)
+        .map(|file| Project::load(&file))
+        .transpose()?;
+    let function = match (&args.function, &project) {
+        (Some(name), _) => name.clone(),
+        (None, Some(project)) => project.name.clone(),
+        (None, None) => {
+            bail!("name the function with --function (or deploy a folder with an isola.toml)")
+        }
     };
+    let (files, entry) = match &project {
+        Some(project) => (
+            project.files()?,
+            args.entry.clone().unwrap_or_else(|| project.main.clone()),
+        ),
+        None => collect_files(&path, args.entry.clone())?,
+    };
+    let base = project
+        .as_ref()
+        .map_or_else(Limits::default, Project::limits);
+    let limits = Limits {
+        memory_mb: args.memory_mb.unwrap_or(base.memory_mb),
+        cpu_ms: args.cpu_ms.unwrap_or(base.cpu_ms),
+        timeout_ms: args.timeout_ms.unwrap_or(base.timeout_ms),
+    };
+    let mut env = project.as_ref().map(|p| p.vars.clone()).unwrap_or_default();
+    env.extend(parse_pairs(&args.env, "--env")?);
+    let kv_binding = args
+        .kv
+        .clone()
+        .or_else(|| project.as_ref().and_then(|p| p.kv_binding.clone()));
     let body = json!({
         "files": files,
         "entry": entry,
         "limits": limits,
-        "env": parse_pairs(&args.env, "--env")?,
+        "env": env,
         "secrets": parse_pairs(&args.secrets, "--secret")?,
-        "kv_binding": args.kv,
+        "kv_binding": kv_binding,
     });
     let bytes = serde_json::to_vec(&body)?;
     if !json_output {
@@ -343,12 +307,12 @@ async fn run_deploy(
             "Uploading {} file(s), {:.1} KiB to {} ... ",
             files.len(),
             bytes.len() as f64 / 1024.0,
-            args.function
+            function
         );
     }
     let path = format!(
         "/v1/functions/{}/deployments?activate={}",
-        args.function, !args.no_activate
+        function, !args.no_activate
     );
     let request = client
         .request(Method::POST, &path)
@@ -374,7 +338,7 @@ async fn run_deploy(
         };
         println!(
             "Deployed {} version {} ({state})",
-            args.function, deployed["version"]
+            function, deployed["version"]
         );
     }
     Ok(ExitStatus::Success)

@@ -67,16 +67,6 @@ fn read_module(file: Option<&PathBuf>) -> anyhow::Result<(String, String)> {
     Ok((name, code))
 }
 
-fn parse_env(pairs: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
-    pairs
-        .iter()
-        .map(|pair| match pair.split_once('=') {
-            Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
-            _ => bail!("--env expects KEY=VALUE, got {pair:?}"),
-        })
-        .collect()
-}
-
 /// Runs `isola invoke`.
 pub async fn execute(args: InvokeArgs) -> anyhow::Result<ExitStatus> {
     let (name, code) = read_module(args.file.as_ref())?;
@@ -100,7 +90,7 @@ pub async fn execute(args: InvokeArgs) -> anyhow::Result<ExitStatus> {
         source.files[0].path = "main.ts".into();
     }
     source.limits = limits;
-    source.env = parse_env(&args.env)?;
+    source.env = crate::commands::functions::parse_pairs(&args.env, "--env")?;
 
     let executor = Executor::new(ExecutorConfig {
         workers: 1,
