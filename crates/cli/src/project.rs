@@ -33,6 +33,12 @@ pub struct ProjectLimits {
     pub cpu_ms: Option<u32>,
     /// Wall-clock limit in milliseconds.
     pub timeout_ms: Option<u32>,
+    /// Outbound `fetch` calls per invocation.
+    pub max_subrequests: Option<u32>,
+    /// Response bytes per invocation's `fetch` calls, in MiB.
+    pub max_subrequest_mb: Option<u32>,
+    /// Time a `fetch` may take until its response headers, in milliseconds.
+    pub subrequest_timeout_ms: Option<u32>,
 }
 
 /// An `isola.toml`.
@@ -45,6 +51,9 @@ pub struct Project {
     pub main: String,
     /// Name of the function's KV namespace in `env`.
     pub kv_binding: Option<String>,
+    /// Private addresses or CIDR ranges the function may fetch.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
     /// Limits.
     #[serde(default)]
     pub limits: ProjectLimits,
@@ -94,6 +103,18 @@ impl Project {
             memory_mb: self.limits.memory_mb.unwrap_or(defaults.memory_mb),
             cpu_ms: self.limits.cpu_ms.unwrap_or(defaults.cpu_ms),
             timeout_ms: self.limits.timeout_ms.unwrap_or(defaults.timeout_ms),
+            max_subrequests: self
+                .limits
+                .max_subrequests
+                .unwrap_or(defaults.max_subrequests),
+            max_subrequest_mb: self
+                .limits
+                .max_subrequest_mb
+                .unwrap_or(defaults.max_subrequest_mb),
+            subrequest_timeout_ms: self
+                .limits
+                .subrequest_timeout_ms
+                .unwrap_or(defaults.subrequest_timeout_ms),
         }
     }
 

@@ -41,6 +41,10 @@ pub struct FunctionSource {
     /// (e.g. `KV`), if it has one.
     #[serde(default)]
     pub kv_binding: Option<String>,
+    /// Addresses or CIDR ranges the function may fetch although they are
+    /// private (e.g. `10.0.0.5`, `192.168.1.0/24`).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl FunctionSource {
@@ -61,6 +65,7 @@ impl FunctionSource {
             limits: Limits::default(),
             env: BTreeMap::new(),
             kv_binding: None,
+            allowed_hosts: Vec::new(),
         }
     }
 

@@ -18,6 +18,12 @@ pub struct Limits {
     /// Wall-clock time for the whole invocation, including awaited I/O and
     /// timers, in milliseconds.
     pub timeout_ms: u32,
+    /// Outbound `fetch` calls one invocation may make.
+    pub max_subrequests: u32,
+    /// Response bytes all of one invocation's `fetch` calls may read, in MiB.
+    pub max_subrequest_mb: u32,
+    /// Time a `fetch` may take until its response headers, in milliseconds.
+    pub subrequest_timeout_ms: u32,
 }
 
 impl Limits {
@@ -57,6 +63,9 @@ impl Limits {
         if self.timeout_ms == 0 {
             return Err("timeout_ms must be at least 1".into());
         }
+        if self.subrequest_timeout_ms == 0 {
+            return Err("subrequest_timeout_ms must be at least 1".into());
+        }
         Ok(())
     }
 }
@@ -67,6 +76,9 @@ impl Default for Limits {
             memory_mb: 128,
             cpu_ms: 50,
             timeout_ms: 30_000,
+            max_subrequests: 50,
+            max_subrequest_mb: 32,
+            subrequest_timeout_ms: 30_000,
         }
     }
 }

@@ -115,23 +115,54 @@ const request = load("ext:deno_fetch/23_request.js");
 const response = load("ext:deno_fetch/23_response.js");
 const fetchMod = load("ext:deno_fetch/26_fetch.js");
 
+/** Outbound fetch limits of the current invocation; set by the host. */
+let fetchLimits = { subrequests: 50, bytes: 32 * 1024 * 1024, timeoutMs: 30_000 };
+let fetchUsage = { subrequests: 0, bytes: 0 };
+
+function refusedMessage(error) {
+  const target = /"([^"]+)"/.exec(String(error.message))?.[1] ?? "that address";
+  return `fetch refused: network access to ${target} is not allowed (isola functions cannot reach loopback, private, link-local or metadata addresses)`;
+}
+
+/** Counts response bytes against the invocation's budget. */
+function countedBody(body, usage, limit) {
+  return body.pipeThrough(new streams.TransformStream({
+    transform(chunk, controller) {
+      usage.bytes += chunk.byteLength;
+      if (usage.bytes > limit) {
+        controller.error(new TypeError(`fetch response too large: this invocation may read at most ${limit} bytes from fetch`));
+        return;
+      }
+      controller.enqueue(chunk);
+    },
+  }));
+}
+
 /**
- * `fetch`, with refusals of the sandbox's network policy turned into a
- * TypeError that says what happened (deno_fetch raises `NotCapable` with
- * advice about Deno's command-line flags).
+ * `fetch` under the invocation's limits (count, response bytes, time to
+ * headers), with refusals of the network policy as a clear TypeError
+ * (deno_fetch raises `NotCapable` with advice about Deno's flags).
  */
 async function fetch(input, init = undefined) {
+  const usage = fetchUsage;
+  const limits = fetchLimits;
+  if (++usage.subrequests > limits.subrequests) {
+    throw new TypeError(`fetch refused: an invocation may make at most ${limits.subrequests} subrequests`);
+  }
+  const timeout = abortSignal.AbortSignal.timeout(limits.timeoutMs);
+  const signal = init?.signal ? abortSignal.AbortSignal.any([init.signal, timeout]) : timeout;
+  let response;
   try {
-    return await fetchMod.fetch(input, init);
+    response = await fetchMod.fetch(input, { ...init, signal });
   } catch (error) {
-    if (error?.name === "NotCapable") {
-      const target = /"([^"]+)"/.exec(String(error.message))?.[1] ?? "that address";
-      throw new TypeError(
-        `fetch refused: network access to ${target} is not allowed (isola functions cannot reach loopback, private, link-local or metadata addresses)`,
-      );
+    if (error?.name === "NotCapable") throw new TypeError(refusedMessage(error));
+    if (timeout.aborted && !init?.signal?.aborted) {
+      throw new TypeError(`fetch timed out: no response within ${limits.timeoutMs} ms`);
     }
     throw error;
   }
+  if (response.body === null) return response;
+  return new Response(countedBody(response.body, usage, limits.bytes), response);
 }
 
 const { Request } = request;
@@ -348,7 +379,12 @@ function settle(pending) {
 
 const host = {
   /** Called once per isolate, outside the snapshot; returns the frozen `env`. */
-  init(envJson, kvBinding) {
+  init(envJson, kvBinding, limits) {
+    fetchLimits = {
+      subrequests: limits.max_subrequests,
+      bytes: limits.max_subrequest_mb * 1024 * 1024,
+      timeoutMs: limits.subrequest_timeout_ms,
+    };
     performanceMod.setTimeOrigin();
     delete globalThis.Deno;
     delete globalThis.__bootstrap;
@@ -370,6 +406,7 @@ const host = {
 
   /** Runs a JSON handler: JSON text in, JSON text out. */
   async invokeJson(handler, payloadText, invocationId, functionName, env) {
+    fetchUsage = { subrequests: 0, bytes: 0 };
     const payload = payloadText === "" ? null : JSONParse(payloadText);
     const pending = [];
     const value = await handler(payload, makeContext(invocationId, functionName, pending, env));
@@ -385,6 +422,7 @@ const host = {
 
   /** Runs a Workers-style handler: a request in, [status, headers, body] out. */
   async invokeFetch(handler, method, url, headerList, body, invocationId, functionName, env) {
+    fetchUsage = { subrequests: 0, bytes: 0 };
     const init = { method, headers: headerList };
     if (body !== null && method !== "GET" && method !== "HEAD") {
       init.body = body;

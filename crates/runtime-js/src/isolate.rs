@@ -150,8 +150,14 @@ impl FunctionIsolate {
             thread.code_cache.clone(),
             thread.transpiled.clone(),
         );
+        let allowed = source
+            .allowed_hosts
+            .iter()
+            .map(|entry| permissions::parse_allowed(entry))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| FunctionError::new(ErrorCode::InvalidInput, e))?;
         let mut runtime = JsRuntime::try_new(RuntimeOptions {
-            extensions: extension::extensions(permissions::sandbox()),
+            extensions: extension::extensions(permissions::sandbox(&allowed)),
             startup_snapshot: Some(SNAPSHOT),
             residual_lazy_js_sources: RESIDUAL_LAZY_JS,
             module_loader: Some(Rc::new(loader)),
@@ -519,8 +525,9 @@ fn init_host(
         Some(name) => serde_json::to_string(name).expect("strings serialise"),
         None => "null".into(),
     };
+    let limits = serde_json::to_string(&source.limits).expect("limits serialise");
     let init = format!(
-        "(() => {{ const host = globalThis.__isolaHost; return [host, host.init({env}, {binding})]; }})()"
+        "(() => {{ const host = globalThis.__isolaHost; return [host, host.init({env}, {binding}, {limits})]; }})()"
     );
     let pair = runtime
         .execute_script("ext:isola_runtime/init.js", init)

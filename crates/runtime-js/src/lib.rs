@@ -28,7 +28,7 @@ mod isolate;
 mod kv;
 mod loader;
 pub mod memory;
-mod permissions;
+pub mod permissions;
 mod platform;
 pub mod pool;
 pub mod typescript;

@@ -35,6 +35,9 @@ pub struct NewDeployment {
     /// Name of the function's KV namespace in `env` (e.g. `KV`), if any.
     #[serde(default)]
     pub kv_binding: Option<String>,
+    /// Private addresses or CIDR ranges the function may fetch.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl NewDeployment {
@@ -82,6 +85,17 @@ impl NewDeployment {
                 )));
             }
         }
+        for host in &self.allowed_hosts {
+            let valid = host.parse::<std::net::IpAddr>().is_ok()
+                || host.split_once('/').is_some_and(|(ip, len)| {
+                    ip.parse::<std::net::IpAddr>().is_ok() && len.parse::<u8>().is_ok()
+                });
+            if !valid {
+                return Err(StoreError::Invalid(format!(
+                    "allowed host {host:?} is not an IP address or CIDR range"
+                )));
+            }
+        }
         for key in self.env.keys().chain(self.secrets.keys()) {
             let valid =
                 !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -126,6 +140,9 @@ pub struct DeploymentInfo {
     /// Name of its KV binding in `env`, if any.
     #[serde(default)]
     pub kv_binding: Option<String>,
+    /// Private addresses or ranges it may fetch.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
     /// Creation time, Unix milliseconds.
     pub created_at: i64,
     /// Whether it is the function's active deployment.
@@ -227,6 +244,7 @@ mod tests {
             env: BTreeMap::new(),
             secrets: BTreeMap::new(),
             kv_binding: None,
+            allowed_hosts: Vec::new(),
         }
     }
 

@@ -33,6 +33,7 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             env TEXT NOT NULL,
             secrets TEXT NOT NULL,
             kv_binding TEXT,
+            allowed_hosts TEXT NOT NULL DEFAULT '[]',
             created_at INTEGER NOT NULL,
             PRIMARY KEY (function_id, version)
         );

@@ -100,7 +100,7 @@ struct StoredDeployment {
     secrets: BTreeMap<String, String>,
 }
 
-const DEPLOYMENT_COLUMNS: &str = "d.version, d.hash, d.entry, d.files, d.limits, d.env, d.secrets, d.created_at, f.active_version, f.name, d.kv_binding";
+const DEPLOYMENT_COLUMNS: &str = "d.version, d.hash, d.entry, d.files, d.limits, d.env, d.secrets, d.created_at, f.active_version, f.name, d.kv_binding, d.allowed_hosts";
 
 /// The columns of [`DEPLOYMENT_COLUMNS`], as read.
 struct DeploymentRow {
@@ -115,6 +115,7 @@ struct DeploymentRow {
     active_version: Option<u32>,
     function: String,
     kv_binding: Option<String>,
+    allowed_hosts: String,
 }
 
 fn read_deployment(row: &rusqlite::Row) -> rusqlite::Result<DeploymentRow> {
@@ -130,6 +131,7 @@ fn read_deployment(row: &rusqlite::Row) -> rusqlite::Result<DeploymentRow> {
         active_version: row.get(8)?,
         function: row.get(9)?,
         kv_binding: row.get(10)?,
+        allowed_hosts: row.get(11)?,
     })
 }
 
@@ -147,6 +149,7 @@ fn decode_deployment(row: DeploymentRow) -> Result<StoredDeployment> {
             env: serde_json::from_str(&row.env)?,
             secret_names: secrets.keys().cloned().collect(),
             kv_binding: row.kv_binding,
+            allowed_hosts: serde_json::from_str(&row.allowed_hosts)?,
             created_at: row.created_at,
             active: row.active_version == Some(row.version),
         },
@@ -182,7 +185,7 @@ fn insert_deployment(
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("function {name:?}")))?;
     tx.execute(
-        "INSERT INTO deployments (function_id, version, hash, entry, files, limits, env, secrets, created_at, kv_binding) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO deployments (function_id, version, hash, entry, files, limits, env, secrets, created_at, kv_binding, allowed_hosts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             id,
             version,
@@ -194,6 +197,7 @@ fn insert_deployment(
             serde_json::to_string(&deployment.secrets)?,
             now_ms(),
             deployment.kv_binding,
+            serde_json::to_string(&deployment.allowed_hosts)?,
         ],
     )?;
     tx.execute(
@@ -350,6 +354,7 @@ impl Registry for SqliteRegistry {
                 limits: stored.info.limits,
                 env,
                 kv_binding: stored.info.kv_binding.clone(),
+                allowed_hosts: stored.info.allowed_hosts.clone(),
             };
             Ok(Some((stored.info, source)))
         })

@@ -15,6 +15,7 @@ fn deployment(code: &str) -> NewDeployment {
         env: BTreeMap::from([("MODE".to_string(), "test".to_string())]),
         secrets: BTreeMap::from([("TOKEN".to_string(), "s3cret".to_string())]),
         kv_binding: Some("KV".into()),
+        allowed_hosts: vec!["10.0.0.5".into()],
     }
 }
 

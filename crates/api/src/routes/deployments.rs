@@ -42,6 +42,7 @@ fn parse_upload(headers: &HeaderMap, body: &[u8]) -> Result<NewDeployment, ApiEr
         env: Default::default(),
         secrets: Default::default(),
         kv_binding: None,
+        allowed_hosts: Vec::new(),
     })
 }
 
@@ -68,6 +69,7 @@ pub async fn upload(
         limits: deployment.limits,
         env,
         kv_binding: deployment.kv_binding.clone(),
+        allowed_hosts: deployment.allowed_hosts.clone(),
     };
     state.invoker.prepare(Arc::new(source)).await?;
     let activate = query.activate.unwrap_or(true);

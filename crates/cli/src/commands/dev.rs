@@ -40,6 +40,7 @@ fn load(path: &Path, generation: u64, cpu_ms: Option<u32>) -> anyhow::Result<Fun
                 limits: project.limits(),
                 env: project.vars.clone(),
                 kv_binding: project.kv_binding.clone(),
+                allowed_hosts: project.allowed_hosts.clone(),
             }
         }
         None => {

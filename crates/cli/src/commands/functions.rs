@@ -91,6 +91,9 @@ struct DeployArgs {
     /// Store the deployment without activating it.
     #[arg(long)]
     no_activate: bool,
+    /// Let the function fetch a private address or CIDR range (repeatable).
+    #[arg(long = "allow-host", value_name = "IP_OR_CIDR")]
+    allowed_hosts: Vec<String>,
     /// Give the function a KV namespace, as `env.<BINDING>` (default binding: KV).
     #[arg(long, num_args = 0..=1, default_missing_value = "KV", value_name = "BINDING")]
     kv: Option<String>,
@@ -286,9 +289,15 @@ async fn run_deploy(
         memory_mb: args.memory_mb.unwrap_or(base.memory_mb),
         cpu_ms: args.cpu_ms.unwrap_or(base.cpu_ms),
         timeout_ms: args.timeout_ms.unwrap_or(base.timeout_ms),
+        ..base
     };
     let mut env = project.as_ref().map(|p| p.vars.clone()).unwrap_or_default();
     env.extend(parse_pairs(&args.env, "--env")?);
+    let mut allowed_hosts = project
+        .as_ref()
+        .map(|p| p.allowed_hosts.clone())
+        .unwrap_or_default();
+    allowed_hosts.extend(args.allowed_hosts.iter().cloned());
     let kv_binding = args
         .kv
         .clone()
@@ -300,6 +309,7 @@ async fn run_deploy(
         "env": env,
         "secrets": parse_pairs(&args.secrets, "--secret")?,
         "kv_binding": kv_binding,
+        "allowed_hosts": allowed_hosts,
     });
     let bytes = serde_json::to_vec(&body)?;
     if !json_output {

@@ -78,6 +78,7 @@ pub async fn execute(args: InvokeArgs) -> anyhow::Result<ExitStatus> {
         memory_mb: args.memory_mb,
         cpu_ms: args.cpu_ms,
         timeout_ms: args.timeout_ms,
+        ..Limits::default()
     };
     limits.validate().map_err(anyhow::Error::msg)?;
     let mut source = FunctionSource::single_module("cli", name, code);

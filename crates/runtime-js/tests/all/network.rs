@@ -10,6 +10,10 @@ crate::cases!(
     fetch_to_private_and_metadata_addresses_is_refused,
     data_urls_are_fetched_in_process,
     file_urls_are_refused,
+    fetch_limits_per_invocation,
+    allowed_hosts_open_private_addresses,
+    a_silent_server_times_out_without_charging_cpu,
+    an_endless_stream_stops_at_the_byte_limit,
 );
 
 fn refused(url: &str) -> serde_json::Value {
@@ -82,4 +86,166 @@ fn data_urls_are_fetched_in_process() {
 
 fn file_urls_are_refused() {
     assert_refused("file:///etc/passwd");
+}
+
+fn fetch_limits_per_invocation() {
+    let limits = isola_core::Limits {
+        max_subrequests: 3,
+        max_subrequest_mb: 1,
+        ..isola_core::Limits::default()
+    };
+    let source = function_with(
+        r#"export default async () => {
+            const results = [];
+            for (let i = 0; i < 4; i++) {
+                try { await (await fetch("data:text/plain,x")).text(); results.push("ok"); }
+                catch (e) { results.push(e.constructor.name + ": " + e.message); }
+            }
+            return results;
+        }"#,
+        limits,
+    );
+    let first = json(&invoke(&source, json!(null)));
+    assert_eq!(first[0], "ok");
+    assert_eq!(first[2], "ok");
+    assert!(
+        first[3]
+            .as_str()
+            .unwrap()
+            .starts_with("TypeError: fetch refused: an invocation may make at most 3"),
+        "{first}"
+    );
+    // The budget is per invocation: the next one may fetch again.
+    assert_eq!(json(&invoke(&source, json!(null)))[0], "ok");
+
+    let big = function_with(
+        r#"export default async () => {
+            const payload = "a".repeat(700 * 1024);
+            const url = "data:text/plain;base64," + btoa(payload);
+            await (await fetch(url)).text();
+            try { await (await fetch(url)).text(); return "read past the limit"; }
+            catch (e) { return e.constructor.name + ": " + e.message; }
+        }"#,
+        isola_core::Limits {
+            max_subrequest_mb: 1,
+            cpu_ms: 5_000,
+            ..isola_core::Limits::default()
+        },
+    );
+    let message = json(&invoke(&big, json!(null)));
+    assert!(
+        message
+            .as_str()
+            .unwrap()
+            .starts_with("TypeError: fetch response too large"),
+        "{message}"
+    );
+}
+
+/// A loopback HTTP server for one connection: `respond` writes the reply.
+fn one_shot_server(respond: impl FnOnce(std::net::TcpStream) + Send + 'static) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            use std::io::Read;
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            respond(stream);
+        }
+    });
+    port
+}
+
+fn allowing_loopback(
+    code: &str,
+    limits: isola_core::Limits,
+) -> std::sync::Arc<isola_core::FunctionSource> {
+    let mut source = (*function_with(code, limits)).clone();
+    source.allowed_hosts = vec!["127.0.0.1".into()];
+    std::sync::Arc::new(source)
+}
+
+fn allowed_hosts_open_private_addresses() {
+    use std::io::Write;
+    let port = one_shot_server(|mut stream| {
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nlocal");
+    });
+    let code =
+        format!("export default async () => (await fetch('http://127.0.0.1:{port}/')).text()");
+    let source = allowing_loopback(&code, isola_core::Limits::default());
+    assert_eq!(json(&invoke(&source, json!(null))), json!("local"));
+    // Only the allowed address: the rest of loopback stays closed.
+    let other = allowing_loopback("export default async () => { try { await fetch('http://127.0.0.2:9/'); return 'open' } catch (e) { return e.constructor.name } }", isola_core::Limits::default());
+    assert_eq!(json(&invoke(&other, json!(null))), json!("TypeError"));
+}
+
+fn a_silent_server_times_out_without_charging_cpu() {
+    let (done, stop) = std::sync::mpsc::channel::<()>();
+    let port = one_shot_server(move |_stream| {
+        let _ = stop.recv_timeout(std::time::Duration::from_secs(10));
+    });
+    let code = format!("export default async () => {{ try {{ await fetch('http://127.0.0.1:{port}/'); return 'answered' }} catch (e) {{ return e.constructor.name + ': ' + e.message }} }}");
+    let limits = isola_core::Limits {
+        subrequest_timeout_ms: 300,
+        cpu_ms: 20,
+        ..isola_core::Limits::default()
+    };
+    let outcome = invoke(&allowing_loopback(&code, limits), json!(null));
+    drop(done);
+    let message = json(&outcome);
+    assert!(
+        message
+            .as_str()
+            .unwrap()
+            .starts_with("TypeError: fetch timed out"),
+        "{message}"
+    );
+    assert!(
+        outcome.metrics.duration_us >= 300_000,
+        "{:?}",
+        outcome.metrics
+    );
+    assert!(
+        outcome.metrics.cpu_us < 20_000,
+        "waiting was charged: {:?}",
+        outcome.metrics
+    );
+}
+
+fn an_endless_stream_stops_at_the_byte_limit() {
+    use std::io::Write;
+    let port = one_shot_server(|mut stream| {
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+        let chunk = [b'z'; 64 * 1024];
+        // Bounded: at most 64 MiB or 20 s, stops when the client hangs up.
+        let started = std::time::Instant::now();
+        for _ in 0..1024 {
+            let header = format!("{:x}\r\n", chunk.len());
+            let sent = stream
+                .write_all(header.as_bytes())
+                .and_then(|_| stream.write_all(&chunk))
+                .and_then(|_| stream.write_all(b"\r\n"));
+            if sent.is_err() || started.elapsed() > std::time::Duration::from_secs(20) {
+                break;
+            }
+        }
+    });
+    let code = format!(
+        "export default async () => {{ const r = await fetch('http://127.0.0.1:{port}/'); try {{ let n = 0; for await (const c of r.body) n += c.byteLength; return 'read ' + n }} catch (e) {{ return e.constructor.name + ': ' + e.message }} }}"
+    );
+    let limits = isola_core::Limits {
+        max_subrequest_mb: 1,
+        cpu_ms: 5_000,
+        ..isola_core::Limits::default()
+    };
+    let message = json(&invoke(&allowing_loopback(&code, limits), json!(null)));
+    assert!(
+        message
+            .as_str()
+            .unwrap()
+            .starts_with("TypeError: fetch response too large"),
+        "{message}"
+    );
 }
