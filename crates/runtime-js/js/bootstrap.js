@@ -149,17 +149,26 @@ async function fetch(input, init = undefined) {
   if (++usage.subrequests > limits.subrequests) {
     throw new TypeError(`fetch refused: an invocation may make at most ${limits.subrequests} subrequests`);
   }
-  const timeout = abortSignal.AbortSignal.timeout(limits.timeoutMs);
-  const signal = init?.signal ? abortSignal.AbortSignal.any([init.signal, timeout]) : timeout;
+  // An unrefed timer, cancelled once the headers arrive, so that finished
+  // fetches leave no timers behind in a warm isolate.
+  const deadline = new abortSignal.AbortController();
+  const timer = core.createSystemTimer(
+    () => deadline.abort(new DOMException("fetch timed out", "TimeoutError")),
+    limits.timeoutMs,
+    false,
+  );
+  const signal = init?.signal ? abortSignal.AbortSignal.any([init.signal, deadline.signal]) : deadline.signal;
   let response;
   try {
     response = await fetchMod.fetch(input, { ...init, signal });
   } catch (error) {
     if (error?.name === "NotCapable") throw new TypeError(refusedMessage(error));
-    if (timeout.aborted && !init?.signal?.aborted) {
+    if (deadline.signal.aborted && !init?.signal?.aborted) {
       throw new TypeError(`fetch timed out: no response within ${limits.timeoutMs} ms`);
     }
     throw error;
+  } finally {
+    core.cancelTimer(timer);
   }
   if (response.body === null) return response;
   return new Response(countedBody(response.body, usage, limits.bytes), response);
