@@ -205,11 +205,7 @@ fn deploy_invoke_rollback_and_logs_journey() {
 fn logs_follow_streams_new_lines() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    server
-        .api(Method::POST, "/v1/functions")
-        .json(&json!({ "name": "chatty" }))
-        .send()
-        .unwrap();
+    server.create_function("chatty");
     let response = server
         .api(Method::POST, "/v1/functions/chatty/deployments")
         .header("content-type", "application/javascript")
@@ -325,11 +321,7 @@ fn a_token_is_generated_on_first_start_and_kept() {
 fn bad_uploads_are_refused_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    server
-        .api(Method::POST, "/v1/functions")
-        .json(&json!({ "name": "strict" }))
-        .send()
-        .unwrap();
+    server.create_function("strict");
     let upload = |body: Vec<u8>| {
         server
             .api(Method::POST, "/v1/functions/strict/deployments")
@@ -408,11 +400,7 @@ fn request_and_response_size_limits() {
         dir.path(),
         &["--max-request-mb", "1", "--max-response-mb", "1"],
     );
-    server
-        .api(Method::POST, "/v1/functions")
-        .json(&json!({ "name": "sizes" }))
-        .send()
-        .unwrap();
+    server.create_function("sizes");
     let code = "export default { async fetch(req) { const n = Number(new URL(req.url).searchParams.get('n') ?? 0); await req.arrayBuffer(); return new Response('x'.repeat(n)) } }";
     server
         .api(Method::POST, "/v1/functions/sizes/deployments")
@@ -455,11 +443,7 @@ fn request_and_response_size_limits() {
 fn sigkill_during_deploys_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    server
-        .api(Method::POST, "/v1/functions")
-        .json(&json!({ "name": "durable" }))
-        .send()
-        .unwrap();
+    server.create_function("durable");
     let url = server.url.clone();
     let (acknowledged_tx, acknowledged_rx) = std::sync::mpsc::channel();
     let deployer = std::thread::spawn(move || {
@@ -542,11 +526,7 @@ fn sigkill_during_deploys_loses_nothing_acknowledged() {
 fn concurrent_deploys_of_one_function_all_land() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    server
-        .api(Method::POST, "/v1/functions")
-        .json(&json!({ "name": "race" }))
-        .send()
-        .unwrap();
+    server.create_function("race");
     let threads: Vec<_> = (0..8)
         .map(|i| {
             let url = server.url.clone();

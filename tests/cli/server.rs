@@ -75,6 +75,16 @@ impl Server {
             .bearer_auth(TOKEN)
     }
 
+    /// Creates a function through the API.
+    pub fn create_function(&self, name: &str) {
+        let response = self
+            .api(reqwest::Method::POST, "/v1/functions")
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    }
+
     /// Runs the CLI against this server.
     pub fn cli(&self, args: &[&str], stdin: &str) -> Output {
         use std::io::Write;

@@ -37,11 +37,16 @@ fn assert_refused(url: &str) {
     );
 }
 
-fn fetch_to_loopback_is_refused() {
-    // A real server on loopback that must never see the request.
+/// A loopback listener that must never see a connection, and its port.
+fn untouchable_listener() -> (std::net::TcpListener, u16) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
+    (listener, port)
+}
+
+fn fetch_to_loopback_is_refused() {
+    let (listener, port) = untouchable_listener();
     assert_refused(&format!("http://127.0.0.1:{port}/"));
     assert_refused(&format!("http://[::1]:{port}/"));
     assert_refused(&format!("http://[::ffff:127.0.0.1]:{port}/"));
@@ -54,9 +59,7 @@ fn fetch_to_loopback_is_refused() {
 fn fetch_to_a_name_resolving_to_loopback_is_refused() {
     // `localhost` passes the URL check (it is a name, not an address) and
     // is refused once resolved to 127.0.0.1 / ::1.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
+    let (listener, port) = untouchable_listener();
     assert_refused(&format!("http://localhost:{port}/"));
     assert!(
         listener.accept().is_err(),
