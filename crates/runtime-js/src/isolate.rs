@@ -150,11 +150,7 @@ impl FunctionIsolate {
             thread.code_cache.clone(),
             thread.transpiled.clone(),
         );
-        let allowed = source
-            .allowed_hosts
-            .iter()
-            .map(|entry| permissions::parse_allowed(entry))
-            .collect::<Result<Vec<_>, _>>()
+        let allowed = permissions::resolve_allowed(&source.allowed_hosts)
             .map_err(|e| FunctionError::new(ErrorCode::InvalidInput, e))?;
         let mut runtime = JsRuntime::try_new(RuntimeOptions {
             extensions: extension::extensions(permissions::sandbox(&allowed)),

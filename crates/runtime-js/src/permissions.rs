@@ -40,6 +40,26 @@ pub fn parse_allowed(entry: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("allowed host {entry:?} is not an IP address or CIDR range"))
 }
 
+/// The networks an allowlist opens: addresses and ranges as written, and
+/// host names resolved now (when the isolate starts), so `db.internal`
+/// opens the addresses it has at that moment.
+pub fn resolve_allowed(entries: &[String]) -> Result<Vec<IpNet>, String> {
+    let mut networks = Vec::new();
+    for entry in entries {
+        if let Ok(net) = parse_allowed(entry) {
+            networks.push(net);
+            continue;
+        }
+        let host = entry
+            .rsplit_once(':')
+            .map_or(entry.as_str(), |(host, _port)| host);
+        let addresses = std::net::ToSocketAddrs::to_socket_addrs(&(host, 0))
+            .map_err(|e| format!("allowed host {entry:?} does not resolve: {e}"))?;
+        networks.extend(addresses.map(|a| IpNet::from(a.ip())));
+    }
+    Ok(networks)
+}
+
 /// `net` without the addresses of `hole`, as CIDR blocks.
 fn exclude(net: IpNet, hole: &IpNet) -> Vec<IpNet> {
     if !net.contains(hole) && !hole.contains(&net) {
@@ -136,5 +156,18 @@ mod tests {
             assert!(!open(&mut perms, still_denied), "{still_denied} opened");
         }
         assert!(parse_allowed("example.com").is_err());
+    }
+
+    #[test]
+    fn allowed_host_names_open_the_addresses_they_resolve_to() {
+        let networks = resolve_allowed(&["localhost".to_string(), "10.9.9.9".to_string()]).unwrap();
+        assert!(
+            networks
+                .iter()
+                .any(|n| n.contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap())),
+            "{networks:?}"
+        );
+        assert!(networks.contains(&"10.9.9.9/32".parse().unwrap()));
+        assert!(resolve_allowed(&["no-such-host.invalid".to_string()]).is_err());
     }
 }

@@ -179,6 +179,20 @@ fn allowed_hosts_open_private_addresses() {
         format!("export default async () => (await fetch('http://127.0.0.1:{port}/')).text()");
     let source = allowing_loopback(&code, isola_core::Limits::default());
     assert_eq!(json(&invoke(&source, json!(null))), json!("local"));
+    // A host name opens the addresses it resolves to.
+    let by_name_port = one_shot_server(|mut stream| {
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nname");
+    });
+    let mut by_name = (*function(&format!(
+        "export default async () => (await fetch('http://127.0.0.1:{by_name_port}/')).text()"
+    )))
+    .clone();
+    by_name.allowed_hosts = vec!["localhost".into()];
+    assert_eq!(
+        json(&invoke(&std::sync::Arc::new(by_name), json!(null))),
+        json!("name")
+    );
     // Only the allowed address: the rest of loopback stays closed.
     let other = allowing_loopback("export default async () => { try { await fetch('http://127.0.0.2:9/'); return 'open' } catch (e) { return e.constructor.name } }", isola_core::Limits::default());
     assert_eq!(json(&invoke(&other, json!(null))), json!("TypeError"));
