@@ -23,6 +23,8 @@ const {
   MathFloor,
   MathMax,
   MathMin,
+  NumberIsSafeInteger,
+  NumberParseInt,
   JSONParse,
   JSONStringify,
   ObjectDefineProperty,
@@ -171,6 +173,18 @@ async function fetch(input, init = undefined) {
     core.cancelTimer(timer);
   }
   if (response.body === null) return response;
+  // A declared length is enforced by the HTTP client: count it up front and
+  // leave the body alone; only bodies of unknown length are counted as read.
+  const declared = response.headers.get("content-length");
+  const length = declared === null ? NaN : NumberParseInt(declared, 10);
+  if (NumberIsSafeInteger(length) && length >= 0 && `${length}` === declared) {
+    usage.bytes += length;
+    if (usage.bytes > limits.bytes) {
+      await response.body.cancel();
+      throw new TypeError(`fetch response too large: this invocation may read at most ${limits.bytes} bytes from fetch`);
+    }
+    return response;
+  }
   return new Response(countedBody(response.body, usage, limits.bytes), response);
 }
 
