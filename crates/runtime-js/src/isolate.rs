@@ -216,7 +216,8 @@ impl FunctionIsolate {
 
     /// Loads and evaluates the entry module and finds its handler.
     async fn load_module(&mut self) -> Result<(), FunctionError> {
-        let url = loader::module_url(&self.source.entry);
+        let url = loader::module_url(&self.source.entry)
+            .map_err(|e| FunctionError::new(ErrorCode::LinkError, e))?;
         let Self {
             runtime,
             raw,

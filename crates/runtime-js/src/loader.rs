@@ -24,9 +24,9 @@ use std::sync::{Arc, Mutex};
 pub const SCHEME: &str = "isola";
 
 /// The URL of a file of a function.
-pub fn module_url(path: &str) -> ModuleSpecifier {
+pub fn module_url(path: &str) -> Result<ModuleSpecifier, String> {
     ModuleSpecifier::parse(&format!("{SCHEME}:///{}", path.trim_start_matches('/')))
-        .expect("module paths form valid URLs")
+        .map_err(|e| format!("invalid module path {path:?}: {e}"))
 }
 
 /// A stable 64-bit hash of a module's specifier and full source.
@@ -169,7 +169,7 @@ mod tests {
 
     #[test]
     fn relative_imports_stay_inside_the_function() {
-        let main = module_url("main.js");
+        let main = module_url("main.js").unwrap();
         assert_eq!(main.as_str(), "isola:///main.js");
         let lib = deno_core::resolve_import("./lib/util.js", main.as_str()).unwrap();
         assert_eq!(lib.as_str(), "isola:///lib/util.js");
