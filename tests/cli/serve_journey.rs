@@ -199,6 +199,20 @@ fn deploy_invoke_rollback_and_logs_journey() {
         "{metrics}"
     );
     assert!(metrics.contains("isola_warm_isolates"));
+    let rss_line = metrics
+        .lines()
+        .find(|l| l.starts_with("isola_resident_memory_bytes "))
+        .expect("an RSS gauge");
+    assert!(
+        rss_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 1 << 20,
+        "{rss_line}"
+    );
 }
 
 #[test]

@@ -60,9 +60,12 @@ impl Server {
         let _ = self.child.wait();
     }
 
-    /// A blocking HTTP client.
+    /// A blocking HTTP client. No pooled connections: a server that answers
+    /// 413 before reading a large body closes that connection, and reusing
+    /// it would fail the next request with a broken pipe.
     pub fn http(&self) -> reqwest::blocking::Client {
         reqwest::blocking::Client::builder()
+            .pool_max_idle_per_host(0)
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap()

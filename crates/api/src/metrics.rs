@@ -43,6 +43,7 @@ pub struct Metrics {
     cpu: Family<Function, Histogram, fn() -> Histogram>,
     warm_instances: Gauge,
     warm_memory: Gauge<u64, AtomicU64>,
+    resident_memory: Gauge<u64, AtomicU64>,
 }
 
 impl Metrics {
@@ -56,6 +57,7 @@ impl Metrics {
             cpu: Family::new_with_constructor(latency_histogram),
             warm_instances: Gauge::default(),
             warm_memory: Gauge::default(),
+            resident_memory: Gauge::default(),
             registry: Mutex::new(Registry::default()),
         };
         registry.register(
@@ -87,6 +89,11 @@ impl Metrics {
             "warm_isolate_memory_bytes",
             "Memory held by warm idle isolates",
             metrics.warm_memory.clone(),
+        );
+        registry.register(
+            "resident_memory_bytes",
+            "Resident memory of the node process",
+            metrics.resident_memory.clone(),
         );
         *metrics.registry.lock().unwrap() = registry;
         metrics
@@ -129,6 +136,7 @@ impl Metrics {
     pub fn render(&self, stats: InvokerStats) -> String {
         self.warm_instances.set(stats.warm_instances as i64);
         self.warm_memory.set(stats.warm_memory_bytes);
+        self.resident_memory.set(resident_memory_bytes());
         let mut text = String::new();
         let registry = self.registry.lock().unwrap();
         prometheus_client::encoding::text::encode(&mut text, &registry)
@@ -141,4 +149,15 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The process's resident memory, from `/proc/self/status` (0 elsewhere).
+fn resident_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib * 1024)
 }
