@@ -165,3 +165,11 @@ fn usage_errors_exit_with_2() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("memory_mb"));
 }
+
+#[test]
+fn invoke_prints_a_streamed_body() {
+    let code = "export default { fetch: () => new Response(new ReadableStream({ start(c) { c.enqueue(new TextEncoder().encode('a')); c.enqueue(new TextEncoder().encode('b')); c.close(); } })) }";
+    let output = isola(&["invoke"], code);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "ab");
+}

@@ -698,3 +698,61 @@ fn a_typescript_project_deploys_from_its_isola_toml() {
     assert_eq!(deployments[0]["entry"], "src/index.ts");
     assert_eq!(deployments[0]["kv_binding"], "STORE");
 }
+
+#[test]
+fn streamed_response_bodies_arrive_as_they_are_produced() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--max-response-mb", "1"]);
+    server.create_function("ticker");
+    let code = "export default { fetch(req) {
+        const big = new URL(req.url).searchParams.has('big');
+        let n = 0;
+        const body = new ReadableStream({
+            async pull(c) {
+                if (big) { c.enqueue(new Uint8Array(256 * 1024)); if (++n === 40) c.close(); return; }
+                if (n > 0) await new Promise(r => setTimeout(r, 300));
+                c.enqueue(new TextEncoder().encode(`tick ${n}\\n`));
+                if (++n === 3) c.close();
+            },
+        });
+        return new Response(body, { headers: { 'content-type': 'text/plain' } });
+    } }";
+    let response = server
+        .api(Method::POST, "/v1/functions/ticker/deployments")
+        .header("content-type", "application/javascript")
+        .body(code)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let started = std::time::Instant::now();
+    let mut response = server
+        .http()
+        .get(format!("{}/fn/ticker/", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut first = [0u8; 7];
+    std::io::Read::read_exact(&mut response, &mut first).unwrap();
+    let first_at = started.elapsed();
+    assert_eq!(&first, b"tick 0\n");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut response, &mut rest).unwrap();
+    assert_eq!(rest, "tick 1\ntick 2\n");
+    assert!(
+        first_at < Duration::from_millis(450),
+        "the first chunk waited for the rest: {first_at:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(600));
+
+    // Past the response limit the stream is cut off, never completed.
+    let big = server
+        .http()
+        .get(format!("{}/fn/ticker/?big", server.url))
+        .send()
+        .unwrap();
+    let read = big.bytes();
+    assert!(
+        read.map_or(true, |b| b.len() <= 1 << 20),
+        "a streamed body passed the limit"
+    );
+}

@@ -98,8 +98,78 @@ pub struct HttpResponse {
     pub status: u16,
     /// Header names and values, in order.
     pub headers: Vec<(String, String)>,
-    /// The response body.
+    /// The response body, or, when `rest` streams, nothing.
     pub body: Vec<u8>,
+    /// The body of a response whose body was a stream: chunks as the
+    /// function produces them.
+    #[serde(skip)]
+    pub rest: BodyStream,
+}
+
+/// One chunk of a streamed body, or the error that ended the stream.
+pub type BodyChunk = Result<Vec<u8>, String>;
+
+/// A response body that arrives after the response head. Cloning shares
+/// the one receiver: whoever takes it first reads the body.
+#[derive(Clone, Default)]
+pub struct BodyStream(
+    Option<Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<BodyChunk>>>>>,
+);
+
+impl BodyStream {
+    /// A stream reading from `receiver`.
+    pub fn new(receiver: tokio::sync::mpsc::Receiver<BodyChunk>) -> Self {
+        Self(Some(Arc::new(std::sync::Mutex::new(Some(receiver)))))
+    }
+
+    /// Whether there is a streamed body at all.
+    pub fn is_streaming(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Takes the receiver (once).
+    pub fn take(&self) -> Option<tokio::sync::mpsc::Receiver<BodyChunk>> {
+        self.0.as_ref()?.lock().ok()?.take()
+    }
+}
+
+impl std::fmt::Debug for BodyStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_streaming() {
+            "BodyStream(streaming)"
+        } else {
+            "BodyStream(none)"
+        })
+    }
+}
+
+impl PartialEq for BodyStream {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for BodyStream {}
+
+impl HttpResponse {
+    /// The whole body: `body`, then every streamed chunk, at most `limit`
+    /// bytes.
+    pub async fn read_body(&self, limit: usize) -> Result<Vec<u8>, String> {
+        let mut body = self.body.clone();
+        if let Some(mut rest) = self.rest.take() {
+            while let Some(chunk) = rest.recv().await {
+                body.extend_from_slice(&chunk?);
+                if body.len() > limit {
+                    return Err(format!("the response body is larger than {limit} bytes"));
+                }
+            }
+        }
+        Ok(body)
+    }
 }
 
 /// The input of an invocation: a JSON payload or an HTTP request.

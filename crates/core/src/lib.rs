@@ -13,8 +13,8 @@ mod limits;
 
 pub use error::{ErrorCode, FunctionError};
 pub use invocation::{
-    BoxFuture, FunctionSource, HttpRequest, HttpResponse, Invocation, InvocationInput,
-    InvocationMetrics, InvocationOutput, Invoker, InvokerStats, LogEntry, LogLevel, Outcome,
-    SourceFile,
+    BodyChunk, BodyStream, BoxFuture, FunctionSource, HttpRequest, HttpResponse, Invocation,
+    InvocationInput, InvocationMetrics, InvocationOutput, Invoker, InvokerStats, LogEntry,
+    LogLevel, Outcome, SourceFile,
 };
 pub use limits::Limits;

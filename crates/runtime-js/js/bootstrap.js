@@ -8,6 +8,8 @@
 
 import { core, internals, primordials } from "ext:core/mod.js";
 import {
+  op_isola_body_end,
+  op_isola_body_send,
   op_isola_kv_atomic,
   op_isola_kv_get,
   op_isola_kv_list,
@@ -189,7 +191,8 @@ async function fetch(input, init = undefined) {
 }
 
 const { Request } = request;
-const { Response } = response;
+const { Response, toInnerResponse } = response;
+const { ReadableStream } = streams;
 
 const cls = core.propNonEnumerable;
 const fn = core.propWritable;
@@ -396,6 +399,28 @@ function makeContext(invocationId, functionName, pending, env) {
   });
 }
 
+/** Sends a streamed body to the host, chunk by chunk, with backpressure. */
+async function pumpBody(stream, sinkId) {
+  const reader = stream.getReader();
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      const bytes = typeof value === "string" ? textEncoder.encode(value) : value;
+      if (!ObjectPrototypeIsPrototypeOf(Uint8Array.prototype, bytes)) {
+        throw new TypeError("a response body stream must yield Uint8Array chunks");
+      }
+      if (!(await op_isola_body_send(sinkId, bytes))) {
+        await reader.cancel();
+        break;
+      }
+    }
+    op_isola_body_end(sinkId, null);
+  } catch (error) {
+    op_isola_body_end(sinkId, String(error?.message ?? error));
+  }
+}
+
 function settle(pending) {
   return pending.length === 0 ? undefined : SafePromiseAll(pending);
 }
@@ -444,7 +469,7 @@ const host = {
   },
 
   /** Runs a Workers-style handler: a request in, [status, headers, body] out. */
-  async invokeFetch(handler, method, url, headerList, body, invocationId, functionName, env) {
+  async invokeFetch(handler, method, url, headerList, body, invocationId, functionName, env, sinkId) {
     fetchUsage = { subrequests: 0, bytes: 0 };
     const init = { method, headers: headerList };
     if (body !== null && method !== "GET" && method !== "HEAD") {
@@ -455,10 +480,19 @@ const host = {
     if (!ObjectPrototypeIsPrototypeOf(Response.prototype, res)) {
       throw new TypeError("The fetch handler must return a Response, got " + consoleMod.inspect(res));
     }
-    const bytes = new Uint8Array(await res.arrayBuffer());
     const outHeaders = [];
-    for (const pair of res.headers) outHeaders.push(pair);
-    return [res.status, outHeaders, bytes, settle(pending)];
+    for (const pair of res.headers) ArrayPrototypePush(outHeaders, pair);
+    // A body given whole (text, bytes) goes back at once; a stream is sent
+    // chunk by chunk after the head, while the host relays it.
+    const inner = toInnerResponse(res).body;
+    if (inner === null) return [res.status, outHeaders, new Uint8Array(0), false, settle(pending)];
+    if (!ObjectPrototypeIsPrototypeOf(ReadableStream.prototype, inner.streamOrStatic) && !inner.streamOrStatic.consumed) {
+      const whole = inner.streamOrStatic.body;
+      const bytes = typeof whole === "string" ? textEncoder.encode(whole) : whole;
+      return [res.status, outHeaders, bytes, false, settle(pending)];
+    }
+    pumpBody(res.body, sinkId);
+    return [res.status, outHeaders, new Uint8Array(0), true, settle(pending)];
   },
 
   KIND_INVALID,

@@ -172,6 +172,45 @@ async fn op_isola_kv_atomic(
     Ok(committed.map(|v| v.to_string()))
 }
 
+/// Where streamed response bodies go: a channel per invocation, by id.
+#[derive(Default)]
+pub struct BodySinks {
+    /// Senders by id.
+    pub senders: std::collections::HashMap<u32, tokio::sync::mpsc::Sender<Result<Vec<u8>, String>>>,
+    /// The next id.
+    pub next: u32,
+}
+
+/// Sends one chunk of a streamed response body; `false` when nobody reads
+/// it any more (the client went away).
+#[op2]
+async fn op_isola_body_send(
+    state: Rc<RefCell<OpState>>,
+    #[smi] id: u32,
+    #[buffer] chunk: JsBuffer,
+) -> bool {
+    let sender = state
+        .borrow()
+        .borrow::<BodySinks>()
+        .senders
+        .get(&id)
+        .cloned();
+    match sender {
+        Some(sender) => sender.send(Ok(chunk.to_vec())).await.is_ok(),
+        None => false,
+    }
+}
+
+/// Ends a streamed response body, with the error that ended it, if any.
+#[op2]
+fn op_isola_body_end(state: &mut OpState, #[smi] id: u32, #[string] error: Option<String>) {
+    if let Some(sender) = state.borrow_mut::<BodySinks>().senders.remove(&id) {
+        if let Some(error) = error {
+            let _ = sender.try_send(Err(error));
+        }
+    }
+}
+
 /// Ops that a sandboxed function must never reach: disabled everywhere.
 const DISABLED_OPS: &[&str] = &[
     // Accepts a user proxy, CA certificates, local address and Host override.
@@ -192,7 +231,14 @@ pub fn op_middleware(op: OpDecl) -> OpDecl {
 extension!(
     isola_runtime,
     deps = [deno_webidl, deno_web, deno_crypto, deno_fetch],
-    ops = [op_isola_log, op_isola_kv_get, op_isola_kv_list, op_isola_kv_atomic],
+    ops = [
+        op_isola_log,
+        op_isola_kv_get,
+        op_isola_kv_list,
+        op_isola_kv_atomic,
+        op_isola_body_send,
+        op_isola_body_end,
+    ],
     esm_entry_point = "ext:isola_runtime/bootstrap.js",
     esm = [dir "js", "bootstrap.js"],
     lazy_loaded_js = [dir "js", "ext:deno_net/02_tls.js" = "stub_tls.js"],
@@ -202,6 +248,7 @@ extension!(
         state.put(options.permissions);
         state.put(ConsoleBuffer::default());
         state.put(KvAccess::default());
+        state.put(BodySinks::default());
     },
 );
 

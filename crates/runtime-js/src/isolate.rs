@@ -10,7 +10,7 @@
 
 use crate::cpu::{CpuMeter, CpuSlot};
 use crate::errors::{self, Phase};
-use crate::extension::{self, ConsoleBuffer, KvAccess};
+use crate::extension::{self, BodySinks, ConsoleBuffer, KvAccess};
 use crate::kv;
 use crate::loader::{self, CodeCache, FunctionLoader};
 use crate::memory::{self, ArrayBufferBudget};
@@ -329,6 +329,8 @@ impl FunctionIsolate {
             HandlerKind::Fetch => host.invoke_fetch.clone(),
         };
         let run = async move {
+            let sink = (kind == HandlerKind::Fetch).then(|| open_body_sink(runtime));
+            let sink_id = sink.as_ref().map_or(0, |(id, _)| *id);
             let args = {
                 deno_core::scope!(scope, runtime);
                 let info = [invocation.id.as_str(), source.name.as_str()];
@@ -337,10 +339,10 @@ impl FunctionIsolate {
                         json_args(scope, handler, payload, info, env)
                     }
                     (HandlerKind::Fetch, InvocationInput::Http(request)) => {
-                        fetch_args(scope, handler, request, info, env)
+                        fetch_args(scope, handler, request, info, env, sink_id)
                     }
                     (HandlerKind::Fetch, InvocationInput::Json(payload)) => {
-                        fetch_args(scope, handler, &json_as_request(payload), info, env)
+                        fetch_args(scope, handler, &json_as_request(payload), info, env, sink_id)
                     }
                     (HandlerKind::Json, InvocationInput::Http(_)) => Err(FunctionError::new(
                         ErrorCode::InvalidInput,
@@ -353,11 +355,30 @@ impl FunctionIsolate {
                 .with_event_loop_promise(call, PollEventLoopOptions::default())
                 .await
                 .map_err(|e| errors::from_core_error(e, Phase::Invoke))?;
-            deno_core::scope!(scope, runtime);
-            let value = v8::Local::new(scope, value);
-            match kind {
-                HandlerKind::Json => decode_json(scope, value),
-                HandlerKind::Fetch => decode_response(scope, value),
+            let decoded = {
+                deno_core::scope!(scope, runtime);
+                let value = v8::Local::new(scope, value);
+                match kind {
+                    HandlerKind::Json => decode_json(scope, value).map(|output| (output, false)),
+                    HandlerKind::Fetch => decode_response(scope, value),
+                }
+            };
+            let streaming = matches!(decoded, Ok((_, true)));
+            match sink {
+                // The bootstrap pumps the body into the sink after the head.
+                Some((_, receiver)) if streaming => decoded.map(|(output, _)| match output {
+                    InvocationOutput::Http(mut response) => {
+                        response.rest = isola_core::BodyStream::new(receiver);
+                        InvocationOutput::Http(response)
+                    }
+                    other => other,
+                }),
+                sink => {
+                    if let Some((id, _)) = sink {
+                        close_body_sink(runtime, id);
+                    }
+                    decoded.map(|(output, _)| output)
+                }
             }
         };
         Metered {
@@ -640,6 +661,7 @@ fn fetch_args(
     request: &HttpRequest,
     [invocation_id, function_name]: [&str; 2],
     env: &v8::Global<v8::Value>,
+    sink_id: u32,
 ) -> Result<Args, FunctionError> {
     let body: v8::Local<v8::Value> = if request.body.is_empty() {
         v8::null(scope).into()
@@ -660,6 +682,7 @@ fn fetch_args(
         string_arg(scope, invocation_id)?,
         string_arg(scope, function_name)?,
         env.clone(),
+        global_of(scope, v8::Integer::new_from_unsigned(scope, sink_id).into()),
     ])
 }
 
@@ -707,10 +730,11 @@ fn decode_json<'s>(
     Ok(InvocationOutput::Json(json))
 }
 
+/// The response head and whole body, and whether more of the body streams.
 fn decode_response<'s>(
     scope: &mut v8::PinScope<'s, '_>,
     value: v8::Local<'s, v8::Value>,
-) -> Result<InvocationOutput, FunctionError> {
+) -> Result<(InvocationOutput, bool), FunctionError> {
     let array =
         v8::Local::<v8::Array>::try_from(value).map_err(|e| internal("reading a response", e))?;
     let status = array_item(scope, array, 0)?
@@ -724,11 +748,38 @@ fn decode_response<'s>(
         .map_err(|e| internal("reading a response body", e))?;
     let mut bytes = vec![0; body.byte_length()];
     body.copy_contents(&mut bytes);
-    Ok(InvocationOutput::Http(HttpResponse {
+    let streaming = array_item(scope, array, 3)?.is_true();
+    let response = HttpResponse {
         status,
         headers,
         body: bytes,
-    }))
+        rest: isola_core::BodyStream::default(),
+    };
+    Ok((InvocationOutput::Http(response), streaming))
+}
+
+/// Opens a channel for a streamed response body; returns its id and receiver.
+fn open_body_sink(
+    runtime: &mut JsRuntime,
+) -> (u32, tokio::sync::mpsc::Receiver<isola_core::BodyChunk>) {
+    let (sender, receiver) = tokio::sync::mpsc::channel(16);
+    let state = runtime.op_state();
+    let mut state = state.borrow_mut();
+    let sinks = state.borrow_mut::<BodySinks>();
+    let id = sinks.next;
+    sinks.next = sinks.next.wrapping_add(1);
+    sinks.senders.insert(id, sender);
+    (id, receiver)
+}
+
+/// Drops an unused body channel.
+fn close_body_sink(runtime: &mut JsRuntime, id: u32) {
+    runtime
+        .op_state()
+        .borrow_mut()
+        .borrow_mut::<BodySinks>()
+        .senders
+        .remove(&id);
 }
 
 fn console_level(level: u8) -> LogLevel {

@@ -131,7 +131,42 @@ pub fn into_response(limit: usize, http: HttpResponse) -> Result<Response, ApiEr
         }
         response = response.header(name, value);
     }
+    let body = match http.rest.take() {
+        Some(rest) => Body::from_stream(streamed_body(http.body, rest, limit)),
+        None => Body::from(http.body),
+    };
     response
-        .body(Body::from(http.body))
+        .body(body)
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "invalid_response", e.to_string()))
+}
+
+/// A streamed body as the function produces it, cut off (the connection
+/// aborted) past `limit` bytes or when the function's stream fails.
+fn streamed_body(
+    first: Vec<u8>,
+    rest: tokio::sync::mpsc::Receiver<isola_core::BodyChunk>,
+    limit: usize,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
+    let first = (!first.is_empty()).then_some(Ok(first));
+    futures::stream::unfold(
+        (first, rest, 0usize),
+        move |(first, mut rest, sent)| async move {
+            let chunk = match first {
+                Some(chunk) => chunk,
+                None => rest.recv().await?,
+            };
+            let result = chunk.map_err(std::io::Error::other).and_then(|bytes| {
+                let sent = sent + bytes.len();
+                if sent > limit {
+                    Err(std::io::Error::other(format!(
+                        "response body larger than {limit} bytes"
+                    )))
+                } else {
+                    Ok(bytes)
+                }
+            });
+            let sent = sent + result.as_ref().map_or(0, Vec::len);
+            Some((result.map(bytes::Bytes::from), (None, rest, sent)))
+        },
+    )
 }

@@ -107,7 +107,7 @@ pub async fn execute(args: InvokeArgs) -> anyhow::Result<ExitStatus> {
     print_logs(&outcome.logs);
     match outcome.result {
         Ok(output) => {
-            print_output(output, args.include)?;
+            print_output(output, args.include).await?;
             Ok(ExitStatus::Success)
         }
         Err(error) => {
@@ -130,7 +130,7 @@ fn print_logs(logs: &[LogEntry]) {
     }
 }
 
-fn print_output(output: InvocationOutput, include: bool) -> anyhow::Result<()> {
+async fn print_output(output: InvocationOutput, include: bool) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match output {
         InvocationOutput::Json(value) => writeln!(stdout, "{}", serde_json::to_string(&value)?)?,
@@ -143,6 +143,12 @@ fn print_output(output: InvocationOutput, include: bool) -> anyhow::Result<()> {
                 writeln!(stdout)?;
             }
             stdout.write_all(&response.body)?;
+            if let Some(mut rest) = response.rest.take() {
+                while let Some(chunk) = rest.recv().await {
+                    stdout.write_all(&chunk.map_err(anyhow::Error::msg)?)?;
+                    stdout.flush()?;
+                }
+            }
         }
     }
     Ok(())
