@@ -756,3 +756,74 @@ fn streamed_response_bodies_arrive_as_they_are_produced() {
         "a streamed body passed the limit"
     );
 }
+
+#[test]
+fn request_bodies_stream_into_the_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--max-request-mb", "2"]);
+    server.create_function("sink");
+    let code = "export default { async fetch(req) {
+        let bytes = 0, chunks = 0;
+        try {
+            for await (const chunk of req.body) { bytes += chunk.byteLength; chunks++; }
+            return Response.json({ bytes, chunks });
+        } catch (e) { return Response.json({ error: e.message, bytes }, { status: 413 }); }
+    } }";
+    let deployed = server
+        .api(Method::POST, "/v1/functions/sink/deployments")
+        .header("content-type", "application/javascript")
+        .body(code)
+        .send()
+        .unwrap();
+    assert_eq!(deployed.status(), StatusCode::CREATED);
+    let http = server.http();
+    // A large body with a declared length streams in several chunks.
+    let body: Value = http
+        .post(format!("{}/fn/sink/", server.url))
+        .body(vec![7u8; 1 << 20])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(body["bytes"], 1 << 20);
+    assert!(body["chunks"].as_u64().unwrap() >= 1, "{body}");
+    // A body of unknown length (chunked) streams too, and is cut at the limit.
+    let chunked = |size: usize| reqwest::blocking::Body::new(std::io::Cursor::new(vec![1u8; size]));
+    let body: Value = http
+        .post(format!("{}/fn/sink/", server.url))
+        .body(chunked(300_000))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(body["bytes"], 300_000);
+    // The function answers 413 as soon as the limit is passed; the client,
+    // still sending, may see that answer or a closed connection.
+    match http
+        .post(format!("{}/fn/sink/", server.url))
+        .body(chunked(3 << 20))
+        .send()
+    {
+        Ok(response) => {
+            assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+            let body: Value = response.json().unwrap();
+            assert!(
+                body["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("larger than the limit"),
+                "{body}"
+            );
+            assert!(body["bytes"].as_u64().unwrap() <= 2 << 20, "{body}");
+        }
+        Err(error) => assert!(error.is_body() || error.is_request(), "{error}"),
+    }
+    let body: Value = http
+        .post(format!("{}/fn/sink/", server.url))
+        .body(vec![1u8; 10])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(body["bytes"], 10);
+}

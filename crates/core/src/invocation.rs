@@ -87,8 +87,11 @@ pub struct HttpRequest {
     pub url: String,
     /// Header names and values, in order.
     pub headers: Vec<(String, String)>,
-    /// The request body.
+    /// The request body, or, when `rest` streams, its first bytes.
     pub body: Vec<u8>,
+    /// The rest of a request body that arrives while the function runs.
+    #[serde(skip)]
+    pub rest: BodyStream,
 }
 
 /// The response a `fetch` handler returned.

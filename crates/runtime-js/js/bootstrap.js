@@ -9,6 +9,7 @@
 import { core, internals, primordials } from "ext:core/mod.js";
 import {
   op_isola_body_end,
+  op_isola_body_recv,
   op_isola_body_send,
   op_isola_kv_atomic,
   op_isola_kv_get,
@@ -399,6 +400,17 @@ function makeContext(invocationId, functionName, pending, env) {
   });
 }
 
+/** A request body the host streams in while the function runs. */
+function streamedRequestBody(id) {
+  return new ReadableStream({
+    async pull(controller) {
+      const chunk = await op_isola_body_recv(id);
+      if (chunk === null) controller.close();
+      else controller.enqueue(chunk);
+    },
+  });
+}
+
 /** Sends a streamed body to the host, chunk by chunk, with backpressure. */
 async function pumpBody(stream, sinkId) {
   const reader = stream.getReader();
@@ -473,7 +485,7 @@ const host = {
     fetchUsage = { subrequests: 0, bytes: 0 };
     const init = { method, headers: headerList };
     if (body !== null && method !== "GET" && method !== "HEAD") {
-      init.body = body;
+      init.body = typeof body === "number" ? streamedRequestBody(body) : body;
     }
     const pending = [];
     const res = await handler.fetch(new Request(url, init), env, makeContext(invocationId, functionName, pending, undefined));

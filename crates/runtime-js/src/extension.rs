@@ -211,6 +211,61 @@ fn op_isola_body_end(state: &mut OpState, #[smi] id: u32, #[string] error: Optio
     }
 }
 
+/// Streamed request bodies waiting to be read, by id: the first bytes (if
+/// any) and the channel bringing the rest.
+#[derive(Default)]
+pub struct RequestBodies {
+    /// Bodies by id.
+    #[allow(clippy::type_complexity)]
+    pub streams: std::collections::HashMap<
+        u32,
+        (
+            Option<Vec<u8>>,
+            tokio::sync::mpsc::Receiver<Result<Vec<u8>, String>>,
+        ),
+    >,
+    /// The next id.
+    pub next: u32,
+}
+
+/// The next chunk of a streamed request body; `null` at its end.
+#[op2]
+#[buffer]
+async fn op_isola_body_recv(
+    state: Rc<RefCell<OpState>>,
+    #[smi] id: u32,
+) -> Result<Option<Vec<u8>>, JsErrorBox> {
+    let taken = state
+        .borrow_mut()
+        .borrow_mut::<RequestBodies>()
+        .streams
+        .remove(&id);
+    let Some((first, mut rest)) = taken else {
+        return Ok(None);
+    };
+    if let Some(first) = first {
+        state
+            .borrow_mut()
+            .borrow_mut::<RequestBodies>()
+            .streams
+            .insert(id, (None, rest));
+        return Ok(Some(first));
+    }
+    let chunk = rest.recv().await;
+    match chunk {
+        Some(Ok(bytes)) => {
+            state
+                .borrow_mut()
+                .borrow_mut::<RequestBodies>()
+                .streams
+                .insert(id, (None, rest));
+            Ok(Some(bytes))
+        }
+        Some(Err(error)) => Err(JsErrorBox::type_error(error)),
+        None => Ok(None),
+    }
+}
+
 /// Ops that a sandboxed function must never reach: disabled everywhere.
 const DISABLED_OPS: &[&str] = &[
     // Accepts a user proxy, CA certificates, local address and Host override.
@@ -238,6 +293,7 @@ extension!(
         op_isola_kv_atomic,
         op_isola_body_send,
         op_isola_body_end,
+        op_isola_body_recv,
     ],
     esm_entry_point = "ext:isola_runtime/bootstrap.js",
     esm = [dir "js", "bootstrap.js"],
@@ -249,6 +305,7 @@ extension!(
         state.put(ConsoleBuffer::default());
         state.put(KvAccess::default());
         state.put(BodySinks::default());
+        state.put(RequestBodies::default());
     },
 );
 

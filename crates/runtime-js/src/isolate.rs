@@ -10,7 +10,7 @@
 
 use crate::cpu::{CpuMeter, CpuSlot};
 use crate::errors::{self, Phase};
-use crate::extension::{self, BodySinks, ConsoleBuffer, KvAccess};
+use crate::extension::{self, BodySinks, ConsoleBuffer, KvAccess, RequestBodies};
 use crate::kv;
 use crate::loader::{self, CodeCache, FunctionLoader};
 use crate::memory::{self, ArrayBufferBudget};
@@ -663,7 +663,11 @@ fn fetch_args(
     env: &v8::Global<v8::Value>,
     sink_id: u32,
 ) -> Result<Args, FunctionError> {
-    let body: v8::Local<v8::Value> = if request.body.is_empty() {
+    let body: v8::Local<v8::Value> = if let Some(receiver) = request.rest.take() {
+        // A streamed body: the bootstrap pulls it with op_isola_body_recv.
+        let id = open_request_body(scope, request.body.clone(), receiver);
+        v8::Integer::new_from_unsigned(scope, id).into()
+    } else if request.body.is_empty() {
         v8::null(scope).into()
     } else {
         let store = v8::ArrayBuffer::new_backing_store_from_vec(request.body.clone()).make_shared();
@@ -693,6 +697,7 @@ fn json_as_request(payload: &serde_json::Value) -> HttpRequest {
         url: "http://localhost/".into(),
         headers: vec![("content-type".into(), "application/json".into())],
         body: serde_json::to_vec(payload).unwrap_or_default(),
+        rest: Default::default(),
     }
 }
 
@@ -770,6 +775,23 @@ fn open_body_sink(
     sinks.next = sinks.next.wrapping_add(1);
     sinks.senders.insert(id, sender);
     (id, receiver)
+}
+
+/// Registers a streamed request body (its first bytes and the rest);
+/// returns the id the bootstrap pulls it by.
+fn open_request_body(
+    scope: &mut v8::PinScope,
+    first: Vec<u8>,
+    rest: tokio::sync::mpsc::Receiver<isola_core::BodyChunk>,
+) -> u32 {
+    let state = JsRuntime::op_state_from(scope);
+    let mut state = state.borrow_mut();
+    let bodies = state.borrow_mut::<RequestBodies>();
+    let id = bodies.next;
+    bodies.next = bodies.next.wrapping_add(1);
+    let first = (!first.is_empty()).then_some(first);
+    bodies.streams.insert(id, (first, rest));
+    id
 }
 
 /// Drops an unused body channel.

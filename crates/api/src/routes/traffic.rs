@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use isola_core::{HttpRequest, HttpResponse, InvocationInput, InvocationOutput};
+use isola_core::{BodyStream, HttpRequest, HttpResponse, InvocationInput, InvocationOutput};
 
 pub async fn by_path_root(
     State(state): State<AppState>,
@@ -92,13 +92,65 @@ pub async fn to_invocation_input(
         .iter()
         .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect();
-    let body = read_body(body, limit).await?;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(ApiError::too_large(limit));
+    }
+    let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
+    let (body, rest) = if chunked || declared.is_some_and(|length| length > STREAM_FROM) {
+        (Vec::new(), stream_request_body(body, limit))
+    } else {
+        (
+            read_body(body, limit).await?.to_vec(),
+            BodyStream::default(),
+        )
+    };
     Ok(InvocationInput::Http(HttpRequest {
         method: parts.method.as_str().to_string(),
         url,
         headers,
-        body: body.to_vec(),
+        body,
+        rest,
     }))
+}
+
+/// Request bodies larger than this (or of unknown length) are streamed to
+/// the function as they arrive instead of being read first.
+const STREAM_FROM: usize = 64 * 1024;
+
+/// Relays a request body to the function chunk by chunk; past `limit` bytes
+/// the function's stream fails with an error.
+fn stream_request_body(body: Body, limit: usize) -> BodyStream {
+    use futures::StreamExt;
+    let (sender, receiver) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut frames = body.into_data_stream();
+        let mut received = 0usize;
+        while let Some(frame) = frames.next().await {
+            let chunk = match frame {
+                Ok(bytes) => {
+                    received += bytes.len();
+                    if received > limit {
+                        Err(format!(
+                            "the request body is larger than the limit of {limit} bytes"
+                        ))
+                    } else {
+                        Ok(bytes.to_vec())
+                    }
+                }
+                Err(error) => Err(format!("reading the request body failed: {error}")),
+            };
+            let failed = chunk.is_err();
+            if sender.send(chunk).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    BodyStream::new(receiver)
 }
 
 /// Turns a function's response into an HTTP response, enforcing the

@@ -71,6 +71,7 @@ fn fetch_handler_gets_the_request_and_returns_the_response() {
             url: "http://example.test/items/7?q=search".into(),
             headers: vec![("x-test".into(), "abc".into())],
             body: b"payload bytes".to_vec(),
+            rest: Default::default(),
         },
     );
     let Ok(InvocationOutput::Http(response)) = outcome.result else {
