@@ -26,8 +26,11 @@ const {
   MathFloor,
   MathMax,
   MathMin,
+  FunctionPrototypeCall,
   NumberIsSafeInteger,
   NumberParseInt,
+  ObjectGetOwnPropertyDescriptor,
+  TypedArrayPrototypeGetByteLength,
   JSONParse,
   JSONStringify,
   ObjectDefineProperty,
@@ -129,18 +132,38 @@ function refusedMessage(error) {
   return `fetch refused: network access to ${target} is not allowed (isola functions cannot reach loopback, private, link-local or metadata addresses)`;
 }
 
+// The originals of what the fetch limits rely on, taken before any user code
+// runs, so that a function rewriting web-platform prototypes cannot switch
+// the limits off.
+const getter = (prototype, name) => ObjectGetOwnPropertyDescriptor(prototype, name).get;
+const responseBody = getter(response.Response.prototype, "body");
+const responseHeaders = getter(response.Response.prototype, "headers");
+const headersGet = headers.Headers.prototype.get;
+const streamPipeThrough = streams.ReadableStream.prototype.pipeThrough;
+const streamCancel = streams.ReadableStream.prototype.cancel;
+const enqueueChunk = streams.TransformStreamDefaultController.prototype.enqueue;
+const failStream = streams.TransformStreamDefaultController.prototype.error;
+const abortController = abortSignal.AbortController.prototype.abort;
+const controllerSignal = getter(abortSignal.AbortController.prototype, "signal");
+const signalAborted = getter(abortSignal.AbortSignal.prototype, "aborted");
+
 /** Counts response bytes against the invocation's budget. */
 function countedBody(body, usage, limit) {
-  return body.pipeThrough(new streams.TransformStream({
+  const counter = new streams.TransformStream({
     transform(chunk, controller) {
-      usage.bytes += chunk.byteLength;
+      usage.bytes += TypedArrayPrototypeGetByteLength(chunk);
       if (usage.bytes > limit) {
-        controller.error(new TypeError(`fetch response too large: this invocation may read at most ${limit} bytes from fetch`));
+        FunctionPrototypeCall(
+          failStream,
+          controller,
+          new TypeError(`fetch response too large: this invocation may read at most ${limit} bytes from fetch`),
+        );
         return;
       }
-      controller.enqueue(chunk);
+      FunctionPrototypeCall(enqueueChunk, controller, chunk);
     },
-  }));
+  });
+  return FunctionPrototypeCall(streamPipeThrough, body, counter);
 }
 
 /**
@@ -157,38 +180,41 @@ async function fetch(input, init = undefined) {
   // An unrefed timer, cancelled once the headers arrive, so that finished
   // fetches leave no timers behind in a warm isolate.
   const deadline = new abortSignal.AbortController();
+  const deadlineSignal = FunctionPrototypeCall(controllerSignal, deadline);
   const timer = core.createSystemTimer(
-    () => deadline.abort(new DOMException("fetch timed out", "TimeoutError")),
+    () => FunctionPrototypeCall(abortController, deadline, new DOMException("fetch timed out", "TimeoutError")),
     limits.timeoutMs,
     false,
   );
-  const signal = init?.signal ? abortSignal.AbortSignal.any([init.signal, deadline.signal]) : deadline.signal;
-  let response;
+  const userSignal = init?.signal;
+  const signal = userSignal ? abortSignal.AbortSignal.any([userSignal, deadlineSignal]) : deadlineSignal;
+  let res;
   try {
-    response = await fetchMod.fetch(input, { ...init, signal });
+    res = await fetchMod.fetch(input, { ...init, signal });
   } catch (error) {
     if (error?.name === "NotCapable") throw new TypeError(refusedMessage(error));
-    if (deadline.signal.aborted && !init?.signal?.aborted) {
+    if (FunctionPrototypeCall(signalAborted, deadlineSignal)) {
       throw new TypeError(`fetch timed out: no response within ${limits.timeoutMs} ms`);
     }
     throw error;
   } finally {
     core.cancelTimer(timer);
   }
-  if (response.body === null) return response;
+  const body = FunctionPrototypeCall(responseBody, res);
+  if (body === null) return res;
   // A declared length is enforced by the HTTP client: count it up front and
   // leave the body alone; only bodies of unknown length are counted as read.
-  const declared = response.headers.get("content-length");
+  const declared = FunctionPrototypeCall(headersGet, FunctionPrototypeCall(responseHeaders, res), "content-length");
   const length = declared === null ? NaN : NumberParseInt(declared, 10);
   if (NumberIsSafeInteger(length) && length >= 0 && `${length}` === declared) {
     usage.bytes += length;
     if (usage.bytes > limits.bytes) {
-      await response.body.cancel();
+      await FunctionPrototypeCall(streamCancel, body);
       throw new TypeError(`fetch response too large: this invocation may read at most ${limits.bytes} bytes from fetch`);
     }
-    return response;
+    return res;
   }
-  return new Response(countedBody(response.body, usage, limits.bytes), response);
+  return new Response(countedBody(body, usage, limits.bytes), res);
 }
 
 const { Request } = request;
