@@ -220,12 +220,10 @@ fn logs_follow_streams_new_lines() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     server.create_function("chatty");
-    let response = server
-        .api(Method::POST, "/v1/functions/chatty/deployments")
-        .header("content-type", "application/javascript")
-        .body("export default (p) => { console.log('said', p.n); return p.n }")
-        .send()
-        .unwrap();
+    let response = server.deploy_module(
+        "chatty",
+        "export default (p) => { console.log('said', p.n); return p.n }",
+    );
     assert_eq!(response.status(), StatusCode::CREATED);
     let stream = Client::builder()
         .build()
@@ -336,14 +334,7 @@ fn bad_uploads_are_refused_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     server.create_function("strict");
-    let upload = |body: Vec<u8>| {
-        server
-            .api(Method::POST, "/v1/functions/strict/deployments")
-            .header("content-type", "application/javascript")
-            .body(body)
-            .send()
-            .unwrap()
-    };
+    let upload = |body: Vec<u8>| server.deploy_module("strict", body);
     let response = upload(b"export default () => {\n  let x = ;\n}".to_vec());
     let status = response.status();
     let body: Value = response.json().unwrap();
@@ -416,12 +407,7 @@ fn request_and_response_size_limits() {
     );
     server.create_function("sizes");
     let code = "export default { async fetch(req) { const n = Number(new URL(req.url).searchParams.get('n') ?? 0); await req.arrayBuffer(); return new Response('x'.repeat(n)) } }";
-    server
-        .api(Method::POST, "/v1/functions/sizes/deployments")
-        .header("content-type", "application/javascript")
-        .body(code)
-        .send()
-        .unwrap();
+    server.deploy_module("sizes", code);
     let http = server.http();
     let big = http
         .post(format!("{}/fn/sizes/", server.url))
@@ -717,12 +703,7 @@ fn streamed_response_bodies_arrive_as_they_are_produced() {
         });
         return new Response(body, { headers: { 'content-type': 'text/plain' } });
     } }";
-    let response = server
-        .api(Method::POST, "/v1/functions/ticker/deployments")
-        .header("content-type", "application/javascript")
-        .body(code)
-        .send()
-        .unwrap();
+    let response = server.deploy_module("ticker", code);
     assert_eq!(response.status(), StatusCode::CREATED);
     let started = std::time::Instant::now();
     let mut response = server
@@ -769,12 +750,7 @@ fn request_bodies_stream_into_the_function() {
             return Response.json({ bytes, chunks });
         } catch (e) { return Response.json({ error: e.message, bytes }, { status: 413 }); }
     } }";
-    let deployed = server
-        .api(Method::POST, "/v1/functions/sink/deployments")
-        .header("content-type", "application/javascript")
-        .body(code)
-        .send()
-        .unwrap();
+    let deployed = server.deploy_module("sink", code);
     assert_eq!(deployed.status(), StatusCode::CREATED);
     let http = server.http();
     // A large body with a declared length streams in several chunks.

@@ -88,6 +88,22 @@ impl Server {
         assert_eq!(response.status(), reqwest::StatusCode::CREATED);
     }
 
+    /// Uploads `code` as a one-module deployment of `name` through the API.
+    pub fn deploy_module(
+        &self,
+        name: &str,
+        code: impl Into<reqwest::blocking::Body>,
+    ) -> reqwest::blocking::Response {
+        self.api(
+            reqwest::Method::POST,
+            &format!("/v1/functions/{name}/deployments"),
+        )
+        .header("content-type", "application/javascript")
+        .body(code)
+        .send()
+        .unwrap()
+    }
+
     /// Runs the CLI against this server.
     pub fn cli(&self, args: &[&str], stdin: &str) -> Output {
         use std::io::Write;
