@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use isola_core::{InvocationInput, InvocationOutput, Outcome};
+use isola_core::{InvocationInput, InvocationMetrics, InvocationOutput};
 use isola_store::InvocationRecord;
 use serde::Deserialize;
 
@@ -27,19 +27,19 @@ pub async fn invoke(
             .map_err(|e| ApiError::bad_request(format!("the payload is not valid JSON: {e}")))?
     };
     let (id, outcome) = run(&state, &name, InvocationInput::Json(payload)).await?;
-    let mut response = match outcome.result.clone() {
+    let mut response = match outcome.result {
         Ok(InvocationOutput::Json(value)) => Json(value).into_response(),
         Ok(InvocationOutput::Http(http)) => {
             super::traffic::into_response(state.config.max_response_bytes, http)?
         }
         Err(error) => ApiError::from(error).into_response(),
     };
-    add_metadata(&mut response, &id, &outcome);
+    add_metadata(&mut response, &id, &outcome.metrics);
     Ok(response)
 }
 
 /// Adds the `x-isola-*` headers describing an invocation.
-pub fn add_metadata(response: &mut Response, id: &str, outcome: &Outcome) {
+pub fn add_metadata(response: &mut Response, id: &str, metrics: &InvocationMetrics) {
     let headers = response.headers_mut();
     let mut set = |name: &'static str, value: String| {
         if let Ok(value) = HeaderValue::from_str(&value) {
@@ -47,12 +47,9 @@ pub fn add_metadata(response: &mut Response, id: &str, outcome: &Outcome) {
         }
     };
     set("x-isola-invocation-id", id.to_string());
-    set(
-        "x-isola-duration-us",
-        outcome.metrics.duration_us.to_string(),
-    );
-    set("x-isola-cpu-us", outcome.metrics.cpu_us.to_string());
-    set("x-isola-cold-start", outcome.metrics.cold_start.to_string());
+    set("x-isola-duration-us", metrics.duration_us.to_string());
+    set("x-isola-cpu-us", metrics.cpu_us.to_string());
+    set("x-isola-cold-start", metrics.cold_start.to_string());
 }
 
 /// Query of the records endpoint.

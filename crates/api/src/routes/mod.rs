@@ -104,7 +104,7 @@ pub async fn run(
     let active = state.active.get(name).await?;
     let id = invocation_id();
     let created_at = now_ms();
-    let outcome = state
+    let mut outcome = state
         .invoker
         .invoke(Invocation {
             id: id.clone(),
@@ -133,7 +133,8 @@ pub async fn run(
         peak_heap_bytes: outcome.metrics.peak_heap_bytes,
         cold_start: outcome.metrics.cold_start,
         created_at,
-        logs: outcome.logs.clone(),
+        // The caller answers from the result and metrics; the logs go to the record.
+        logs: std::mem::take(&mut outcome.logs),
     });
     Ok((id, outcome))
 }

@@ -58,12 +58,12 @@ async fn forward(
 ) -> Result<Response, ApiError> {
     let input = to_invocation_input(request, &path, state.config.max_request_bytes).await?;
     let (id, outcome) = run(&state, &name, input).await?;
-    let mut response = match outcome.result.clone() {
+    let mut response = match outcome.result {
         Ok(InvocationOutput::Http(http)) => into_response(state.config.max_response_bytes, http)?,
         Ok(InvocationOutput::Json(value)) => axum::Json(value).into_response(),
         Err(error) => ApiError::from(error).into_response(),
     };
-    add_metadata(&mut response, &id, &outcome);
+    add_metadata(&mut response, &id, &outcome.metrics);
     Ok(response)
 }
 
