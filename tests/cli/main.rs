@@ -10,8 +10,14 @@ use std::process::{Command, Output, Stdio};
 
 /// Runs `isola` with `args`, feeding `stdin`.
 pub fn isola(args: &[&str], stdin: &str) -> Output {
+    isola_with_env(args, stdin, &[])
+}
+
+/// Runs `isola` with `args` and extra environment variables, feeding `stdin`.
+pub fn isola_with_env(args: &[&str], stdin: &str, env: &[(&str, &std::ffi::OsStr)]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_isola"))
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

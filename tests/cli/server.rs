@@ -106,24 +106,13 @@ impl Server {
 
     /// Runs the CLI against this server.
     pub fn cli(&self, args: &[&str], stdin: &str) -> Output {
-        use std::io::Write;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_isola"))
-            .args(args)
-            .env("ISOLA_SERVER", &self.url)
-            .env("ISOLA_TOKEN", TOKEN)
-            .env("ISOLA_CONFIG", self.data.join("cli-config.json"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        let config = self.data.join("cli-config.json");
+        let env: [(&str, &std::ffi::OsStr); 3] = [
+            ("ISOLA_SERVER", self.url.as_ref()),
+            ("ISOLA_TOKEN", TOKEN.as_ref()),
+            ("ISOLA_CONFIG", config.as_os_str()),
+        ];
+        crate::isola_with_env(args, stdin, &env)
     }
 }
 

@@ -129,20 +129,10 @@ fn fetch_limits_per_invocation() {
             try { await (await fetch(url)).text(); return "read past the limit"; }
             catch (e) { return e.constructor.name + ": " + e.message; }
         }"#,
-        isola_core::Limits {
-            max_subrequest_mb: 1,
-            cpu_ms: 5_000,
-            ..isola_core::Limits::default()
-        },
+        one_mib_of_fetch(),
     );
     let message = json(&invoke(&big, json!(null)));
-    assert!(
-        message
-            .as_str()
-            .unwrap()
-            .starts_with("TypeError: fetch response too large"),
-        "{message}"
-    );
+    assert_too_large(&message);
 }
 
 /// A loopback HTTP server for one connection: `respond` writes the reply.
@@ -252,17 +242,25 @@ fn an_endless_stream_stops_at_the_byte_limit() {
     let code = format!(
         "export default async () => {{ const r = await fetch('http://127.0.0.1:{port}/'); try {{ let n = 0; for await (const c of r.body) n += c.byteLength; return 'read ' + n }} catch (e) {{ return e.constructor.name + ': ' + e.message }} }}"
     );
-    let limits = isola_core::Limits {
+    let limits = one_mib_of_fetch();
+    let message = json(&invoke(&allowing_loopback(&code, limits), json!(null)));
+    assert_too_large(&message);
+}
+
+/// Asserts that a function reported the fetch byte limit as a TypeError.
+fn assert_too_large(message: &serde_json::Value) {
+    let text = message.as_str().unwrap_or_default();
+    assert!(
+        text.starts_with("TypeError: fetch response too large"),
+        "{message}"
+    );
+}
+
+/// Limits that allow 1 MiB of fetched bytes and enough CPU to read them.
+fn one_mib_of_fetch() -> isola_core::Limits {
+    isola_core::Limits {
         max_subrequest_mb: 1,
         cpu_ms: 5_000,
         ..isola_core::Limits::default()
-    };
-    let message = json(&invoke(&allowing_loopback(&code, limits), json!(null)));
-    assert!(
-        message
-            .as_str()
-            .unwrap()
-            .starts_with("TypeError: fetch response too large"),
-        "{message}"
-    );
+    }
 }
