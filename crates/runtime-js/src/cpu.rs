@@ -8,12 +8,17 @@
 //! thread spends waiting (timers, I/O, other invocations) is not on its CPU
 //! clock, so it is never charged. A [`CpuMeter`] adds up the slices of one
 //! invocation.
+//!
+//! The same watchdog enforces the invocation's wall-clock deadline while its
+//! isolate runs: a thread blocked inside JavaScript (or inside an op it
+//! called) cannot run the timer that would otherwise end the invocation, so
+//! the deadline must be watched from outside the thread.
 
 use deno_core::v8;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often the watchdog looks at armed threads.
 const TICK: Duration = Duration::from_millis(1);
@@ -35,8 +40,16 @@ fn clock_time(clock: libc::clockid_t) -> Duration {
 
 struct Armed {
     deadline: Duration,
+    wall_deadline: Option<Instant>,
     handle: v8::IsolateHandle,
-    fired: Arc<AtomicBool>,
+    fired: Arc<Fired>,
+}
+
+/// Which limit the watchdog terminated an isolate for, if any.
+#[derive(Debug, Default)]
+pub struct Fired {
+    cpu: AtomicBool,
+    wall: AtomicBool,
 }
 
 /// A worker thread's place in the watchdog: its CPU clock and, while an
@@ -49,10 +62,18 @@ pub struct CpuSlot {
 
 impl CpuSlot {
     /// Arms the slot: terminate `handle` once this thread's CPU clock passes
-    /// `deadline`, and set `fired`.
-    fn arm(&self, deadline: Duration, handle: v8::IsolateHandle, fired: Arc<AtomicBool>) {
+    /// `deadline` or the wall clock passes `wall_deadline`, and say which in
+    /// `fired`.
+    fn arm(
+        &self,
+        deadline: Duration,
+        wall_deadline: Option<Instant>,
+        handle: v8::IsolateHandle,
+        fired: Arc<Fired>,
+    ) {
         *self.armed.lock().unwrap() = Some(Armed {
             deadline,
+            wall_deadline,
             handle,
             fired,
         });
@@ -74,8 +95,15 @@ impl CpuSlot {
         let Some(current) = armed.as_ref() else {
             return false;
         };
-        if clock_time(self.clock) >= current.deadline {
-            current.fired.store(true, Ordering::SeqCst);
+        let cpu = clock_time(self.clock) >= current.deadline;
+        let wall = current.wall_deadline.is_some_and(|d| Instant::now() >= d);
+        if cpu || wall {
+            let flag = if cpu {
+                &current.fired.cpu
+            } else {
+                &current.fired.wall
+            };
+            flag.store(true, Ordering::SeqCst);
             current.handle.terminate_execution();
             *armed = None;
         }
@@ -180,7 +208,8 @@ pub struct CpuMeter {
     handle: v8::IsolateHandle,
     limit: Duration,
     used: Duration,
-    fired: Arc<AtomicBool>,
+    wall_deadline: Option<Instant>,
+    fired: Arc<Fired>,
 }
 
 impl CpuMeter {
@@ -191,7 +220,8 @@ impl CpuMeter {
             handle,
             limit,
             used: Duration::ZERO,
-            fired: Arc::new(AtomicBool::new(false)),
+            wall_deadline: None,
+            fired: Arc::default(),
         }
     }
 
@@ -199,16 +229,37 @@ impl CpuMeter {
     pub fn slice<T>(&mut self, f: impl FnOnce() -> T) -> T {
         let start = thread_cpu_time();
         let remaining = self.limit.saturating_sub(self.used);
-        self.slot
-            .arm(start + remaining, self.handle.clone(), self.fired.clone());
+        self.slot.arm(
+            start + remaining,
+            self.wall_deadline,
+            self.handle.clone(),
+            self.fired.clone(),
+        );
         let out = f();
         self.slot.disarm();
         self.used += thread_cpu_time().saturating_sub(start);
         if self.used > self.limit {
             // Past the limit between two watchdog ticks: treat it as fired.
-            self.fired.store(true, Ordering::SeqCst);
+            self.fired.cpu.store(true, Ordering::SeqCst);
         }
         out
+    }
+
+    /// Adds CPU time spent for this invocation outside its slices (work an
+    /// op handed to another thread); past the limit, the isolate is
+    /// terminated as if its own thread had spent it.
+    pub fn charge(&mut self, extra: Duration) {
+        self.used += extra;
+        if self.used > self.limit {
+            self.fired.cpu.store(true, Ordering::SeqCst);
+            self.handle.terminate_execution();
+        }
+    }
+
+    /// Sets the wall-clock deadline the watchdog enforces while the isolate
+    /// runs (`None`: only the CPU limit).
+    pub fn set_wall_deadline(&mut self, deadline: Option<Instant>) {
+        self.wall_deadline = deadline;
     }
 
     /// CPU time charged so far.
@@ -218,14 +269,19 @@ impl CpuMeter {
 
     /// Whether the limit was exceeded.
     pub fn exceeded(&self) -> bool {
-        self.fired.load(Ordering::SeqCst)
+        self.fired.cpu.load(Ordering::SeqCst)
+    }
+
+    /// Whether the watchdog ended a slice at the wall-clock deadline.
+    pub fn wall_exceeded(&self) -> bool {
+        self.fired.wall.load(Ordering::SeqCst)
     }
 
     /// Starts a new budget, e.g. for the next invocation on the same isolate.
     pub fn reset(&mut self, limit: Duration) {
         self.limit = limit;
         self.used = Duration::ZERO;
-        self.fired = Arc::new(AtomicBool::new(false));
+        self.fired = Arc::default();
     }
 }
 

@@ -416,6 +416,7 @@ impl Worker {
 
         if let Some(mut isolate) = isolate {
             isolate.drain(deadline).await;
+            isolate.release_bodies();
             isolate.take_logs();
             if isolate.is_reusable() {
                 self.checkin(isolate);
@@ -456,10 +457,16 @@ impl Worker {
             }
         };
         let result = isolate.invoke(invocation, deadline).await;
+        // A cold start's module evaluation is part of the invocation's cost.
+        let startup = if cold_start {
+            isolate.startup_cpu()
+        } else {
+            std::time::Duration::ZERO
+        };
         let metrics = InvocationMetrics {
             cold_start,
             duration_us: started.elapsed().as_micros() as u64,
-            cpu_us: isolate.cpu_used().as_micros() as u64,
+            cpu_us: (isolate.cpu_used() + startup).as_micros() as u64,
             peak_heap_bytes: isolate.memory_in_use() as u64,
         };
         let logs = isolate.take_logs();

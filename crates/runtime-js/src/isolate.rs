@@ -80,6 +80,8 @@ pub struct FunctionIsolate {
     /// Whether the event loop had nothing left to do after the last invocation.
     idle: bool,
     memory_in_use: usize,
+    /// CPU time the module's evaluation took when the isolate was created.
+    startup_cpu: Duration,
     /// KV operations left to the current invocation, if the function has KV.
     kv_budget: Option<Rc<Cell<u32>>>,
 }
@@ -113,6 +115,26 @@ impl<T> Future for Metered<'_, T> {
     }
 }
 
+fn wall_timeout(source: &FunctionSource) -> FunctionError {
+    FunctionError::new(
+        ErrorCode::WallTimeout,
+        format!(
+            "the function did not finish within its {} ms wall-clock limit",
+            source.limits.timeout_ms
+        ),
+    )
+}
+
+fn module_timeout(source: &FunctionSource) -> FunctionError {
+    FunctionError::new(
+        ErrorCode::WallTimeout,
+        format!(
+            "module evaluation did not finish within {} ms",
+            source.limits.timeout_ms
+        ),
+    )
+}
+
 fn internal(context: &str, error: impl std::fmt::Display) -> FunctionError {
     FunctionError::new(ErrorCode::Internal, format!("{context}: {error}"))
 }
@@ -125,16 +147,15 @@ impl FunctionIsolate {
         deadline: Instant,
     ) -> Result<Self, FunctionError> {
         let mut isolate = Self::boot(source.clone(), thread)?;
+        isolate.meter.set_wall_deadline(Some(deadline.into_std()));
         match tokio::time::timeout_at(deadline, isolate.load_module()).await {
-            Ok(Ok(())) => Ok(isolate),
+            Ok(Ok(())) => {
+                isolate.startup_cpu = isolate.meter.used();
+                Ok(isolate)
+            }
+            Ok(Err(_)) if isolate.meter.wall_exceeded() => Err(module_timeout(&source)),
             Ok(Err(error)) => Err(isolate.classify(error)),
-            Err(_) => Err(FunctionError::new(
-                ErrorCode::WallTimeout,
-                format!(
-                    "module evaluation did not finish within {} ms",
-                    source.limits.timeout_ms
-                ),
-            )),
+            Err(_) => Err(module_timeout(&source)),
         }
     }
 
@@ -142,7 +163,10 @@ impl FunctionIsolate {
     fn boot(source: Arc<FunctionSource>, thread: &ThreadContext) -> Result<Self, FunctionError> {
         let limit = source.limits.memory_bytes();
         let budget = ArrayBufferBudget::new(limit);
+        // No thread may block inside JavaScript: Atomics.wait throws, as in
+        // Workers (a blocked thread cannot be stopped by its CPU limit).
         let params = v8::CreateParams::default()
+            .allow_atomics_wait(false)
             .heap_limits(0, limit)
             .array_buffer_allocator(memory::allocator(&budget));
         let loader = FunctionLoader::new(
@@ -210,6 +234,7 @@ impl FunctionIsolate {
             broken: false,
             idle: true,
             memory_in_use: 0,
+            startup_cpu: Duration::ZERO,
             kv_budget,
         })
     }
@@ -265,12 +290,20 @@ impl FunctionIsolate {
 
     /// Whether the isolate may serve another invocation.
     pub fn is_reusable(&self) -> bool {
-        !self.broken && !self.heap_exceeded.load(Ordering::SeqCst) && !self.meter.exceeded()
+        !self.broken
+            && !self.heap_exceeded.load(Ordering::SeqCst)
+            && !self.meter.exceeded()
+            && !self.meter.wall_exceeded()
     }
 
     /// CPU time charged to the current invocation so far.
     pub fn cpu_used(&self) -> Duration {
         self.meter.used()
+    }
+
+    /// CPU time spent evaluating the module when the isolate was created.
+    pub fn startup_cpu(&self) -> Duration {
+        self.startup_cpu
     }
 
     /// Runs one invocation. On any failure the isolate is marked broken and
@@ -281,19 +314,15 @@ impl FunctionIsolate {
         deadline: Instant,
     ) -> Result<InvocationOutput, FunctionError> {
         self.meter.reset(self.source.limits.cpu());
+        self.meter.set_wall_deadline(Some(deadline.into_std()));
         self.budget.clear_refused();
         if let Some(kv_budget) = &self.kv_budget {
             kv_budget.set(kv::MAX_OPS_PER_INVOCATION);
         }
         let result = match tokio::time::timeout_at(deadline, self.run_handler(invocation)).await {
+            Ok(Err(_)) if self.meter.wall_exceeded() => Err(wall_timeout(&self.source)),
             Ok(result) => result.map_err(|e| self.classify(e)),
-            Err(_) => Err(FunctionError::new(
-                ErrorCode::WallTimeout,
-                format!(
-                    "the function did not finish within its {} ms wall-clock limit",
-                    self.source.limits.timeout_ms
-                ),
-            )),
+            Err(_) => Err(wall_timeout(&self.source)),
         };
         if result.is_err() {
             self.broken = true;
@@ -446,6 +475,17 @@ impl FunctionIsolate {
             // Work ran after the result: its memory counts for the pool.
             self.measure_memory();
         }
+    }
+
+    /// Drops the request bodies and response sinks the last invocation left
+    /// open (a body the function never read, a stream it never finished), so
+    /// that their connections end and their memory is freed with the
+    /// invocation, whether or not the isolate is kept warm.
+    pub fn release_bodies(&mut self) {
+        let state = self.runtime.op_state();
+        let mut state = state.borrow_mut();
+        state.borrow_mut::<RequestBodies>().streams.clear();
+        state.borrow_mut::<BodySinks>().senders.clear();
     }
 
     /// Console output captured since the last call.
@@ -663,7 +703,12 @@ fn fetch_args(
     env: &v8::Global<v8::Value>,
     sink_id: u32,
 ) -> Result<Args, FunctionError> {
-    let body: v8::Local<v8::Value> = if let Some(receiver) = request.rest.take() {
+    let bodiless = matches!(request.method.as_str(), "GET" | "HEAD");
+    let body: v8::Local<v8::Value> = if bodiless {
+        // Never readable by the function: dropped now, which ends its upload.
+        drop(request.rest.take());
+        v8::null(scope).into()
+    } else if let Some(receiver) = request.rest.take() {
         // A streamed body: the bootstrap pulls it with op_isola_body_recv.
         let id = open_request_body(scope, request.body.clone(), receiver);
         v8::Integer::new_from_unsigned(scope, id).into()

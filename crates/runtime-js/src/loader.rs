@@ -94,7 +94,11 @@ impl FunctionLoader {
                 "Importing \"{specifier}\" is not allowed: functions may only import their own files"
             )));
         }
-        let path = specifier.path().trim_start_matches('/');
+        // The URL's path is percent-encoded (`my%20lib.js`); files are named
+        // as written (`my lib.js`).
+        let encoded = specifier.path().trim_start_matches('/');
+        let decoded = percent_encoding::percent_decode_str(encoded).decode_utf8_lossy();
+        let path = decoded.as_ref();
         let code = self.source.file(path).ok_or_else(|| {
             JsErrorBox::type_error(format!(
                 "Module not found: \"{path}\" is not part of this function"
@@ -175,6 +179,24 @@ mod tests {
         assert_eq!(lib.as_str(), "isola:///lib/util.js");
         let up = deno_core::resolve_import("../../../etc/passwd", lib.as_str()).unwrap();
         assert_eq!(up.as_str(), "isola:///etc/passwd");
+    }
+
+    #[test]
+    fn file_names_that_need_encoding_are_found() {
+        let mut source = FunctionSource::single_module("id", "f", "");
+        source.files = vec![isola_core::SourceFile {
+            path: "my lib.js".into(),
+            code: "export const x = 1;".into(),
+        }];
+        let loader = FunctionLoader::new(
+            Arc::new(source),
+            Arc::new(CodeCache::default()),
+            Arc::new(TranspileCache::default()),
+        );
+        let main = module_url("main.js").unwrap();
+        let lib = deno_core::resolve_import("./my lib.js", main.as_str()).unwrap();
+        assert_eq!(lib.as_str(), "isola:///my%20lib.js");
+        assert!(loader.load_file(&lib).is_ok());
     }
 
     #[test]

@@ -23,10 +23,28 @@ pub const DENIED_NETWORKS: &[&str] = &[
     "198.18.0.0/15",
     "224.0.0.0/4",
     "240.0.0.0/4",
-    "::/128",
-    "::1/128",
+    "255.255.255.255/32",
+    // IPv4-compatible (deprecated) addresses embed any IPv4 address,
+    // including ::/128 (unspecified) and ::1/128 (loopback).
+    "::/96",
+    // IPv4-mapped addresses are checked as the IPv4 address they embed, but
+    // refuse the range outright too.
+    "::ffff:0:0/96",
+    // NAT64 (well-known and local-use prefixes) and 6to4 reach IPv4 hosts,
+    // private ones included, through a translator.
     "64:ff9b::/96",
+    "64:ff9b:1::/48",
+    "2002::/16",
+    // Teredo embeds an IPv4 server and client address.
+    "2001::/32",
+    // Discard-only, documentation and ORCHID ranges: never a real peer.
+    "100::/64",
+    "2001:db8::/32",
+    "2001:10::/28",
+    "2001:20::/28",
+    // Unique local, site-local (deprecated), link-local, multicast.
     "fc00::/7",
+    "fec0::/10",
     "fe80::/10",
     "ff00::/8",
 ];

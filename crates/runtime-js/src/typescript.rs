@@ -2,6 +2,12 @@
 //! deno_ast (types stripped, nothing type-checked) and an inline source map,
 //! so errors and stack traces point at TypeScript lines. Results are cached
 //! by source hash; a deploy transpiles once, when it is validated.
+//!
+//! swc parses and transforms recursively, and a stack overflow aborts the
+//! whole process. So untrusted TypeScript never reaches it on a worker's
+//! stack: [`transpile`] first bounds how deeply the source nests
+//! ([`check_nesting`]), then runs swc on a thread of its own whose stack
+//! holds that depth with a wide margin.
 
 use deno_ast::{
     EmitOptions, MediaType, ParseParams, SourceMapOption, TranspileModuleOptions, TranspileOptions,
@@ -44,8 +50,35 @@ impl TranspileCache {
     }
 }
 
-/// Transpiles one TypeScript module to JavaScript with an inline source map.
+/// Deepest nesting accepted in a TypeScript module (brackets, and chains
+/// such as `!!!x` or `else if` that nest without them).
+pub const MAX_NESTING: usize = 1000;
+
+/// Stack of the thread swc runs on: far more than [`MAX_NESTING`] needs,
+/// reserved but only touched as deep as a module really nests.
+const TRANSPILE_STACK: usize = 512 << 20;
+
+/// Transpiles one TypeScript module to JavaScript with an inline source map,
+/// on a thread of its own (see the module docs).
 pub fn transpile(specifier: &str, code: &str) -> Result<String, FunctionError> {
+    check_nesting(specifier, code)?;
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("isola-transpile".into())
+            .stack_size(TRANSPILE_STACK)
+            .spawn_scoped(scope, || transpile_here(specifier, code))
+            .map_err(|e| FunctionError::new(ErrorCode::Internal, format!("transpiling: {e}")))?
+            .join()
+            .unwrap_or_else(|_| {
+                Err(FunctionError::new(
+                    ErrorCode::SyntaxError,
+                    format!("{specifier}: the TypeScript compiler failed on this module"),
+                ))
+            })
+    })
+}
+
+fn transpile_here(specifier: &str, code: &str) -> Result<String, FunctionError> {
     let url = deno_ast::ModuleSpecifier::parse(specifier).map_err(|e| {
         FunctionError::new(
             ErrorCode::Internal,
@@ -75,6 +108,215 @@ pub fn transpile(specifier: &str, code: &str) -> Result<String, FunctionError> {
     Ok(emitted.text)
 }
 
+/// Largest TypeScript module accepted, in bytes (larger code is bundled to
+/// JavaScript first): nesting that [`check_nesting`] cannot see, such as a
+/// binary chain spread over lines, costs at least three bytes per level, so
+/// this bounds it too.
+pub const MAX_MODULE_BYTES: usize = 1 << 20;
+
+/// Refuses a module that nests deeper than [`MAX_NESTING`] or is larger than
+/// [`MAX_MODULE_BYTES`], before any parser sees it.
+///
+/// The depth is estimated from a light scan (strings, template literals,
+/// comments and most regular expressions skipped): open brackets, plus
+/// operators and `else`/`?`/`=>` chained on one line, which nest the syntax
+/// tree without brackets.
+pub fn check_nesting(specifier: &str, code: &str) -> Result<(), FunctionError> {
+    let refuse = |what: String| {
+        Err(FunctionError::new(
+            ErrorCode::SyntaxError,
+            format!("{specifier}: {what}"),
+        ))
+    };
+    if code.len() > MAX_MODULE_BYTES {
+        return refuse(format!(
+            "TypeScript modules may be at most {} KiB: bundle larger code to JavaScript",
+            MAX_MODULE_BYTES >> 10
+        ));
+    }
+    let (depth, line) = nesting_depth(code.as_bytes());
+    if depth > MAX_NESTING {
+        return refuse(format!(
+            "line {line}: the code nests more than {MAX_NESTING} levels deep"
+        ));
+    }
+    Ok(())
+}
+
+/// What the scanner is inside of.
+#[derive(Clone, Copy, PartialEq)]
+enum Frame {
+    /// Code within a bracket (or the top level).
+    Code,
+    /// The `${ ... }` of a template literal.
+    TemplateExpression,
+}
+
+/// The deepest nesting found and the line it was found on (see
+/// [`check_nesting`]).
+fn nesting_depth(code: &[u8]) -> (usize, usize) {
+    let mut frames = vec![Frame::Code];
+    let (mut chain, mut deepest, mut at_line, mut line) = (0usize, 0usize, 1usize, 1usize);
+    let mut previous = b';'; // last significant byte, for regex detection
+    let mut i = 0;
+    while i < code.len() {
+        let c = code[i];
+        i += 1;
+        match c {
+            b'\n' => {
+                line += 1;
+                chain = 0;
+                continue;
+            }
+            b' ' | b'\t' | b'\r' => continue,
+            b'/' if code.get(i) == Some(&b'/') => {
+                while i < code.len() && code[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'/' if code.get(i) == Some(&b'*') => {
+                i = skip_block_comment(code, i + 1, &mut line);
+                continue;
+            }
+            b'/' if starts_expression(previous) => i = skip_quoted(code, i, b'/', &mut line),
+            b'"' | b'\'' => i = skip_quoted(code, i, c, &mut line),
+            b'`' => {
+                i = skip_template(code, i, &mut line);
+                if code.get(i.wrapping_sub(1)) == Some(&b'{') {
+                    frames.push(Frame::TemplateExpression);
+                }
+            }
+            b'(' | b'[' | b'{' => frames.push(Frame::Code),
+            b')' | b']' => {
+                frames.pop();
+                chain = 0;
+            }
+            b'}' => {
+                if frames.pop() == Some(Frame::TemplateExpression) {
+                    // Back in the template's text, until its end or next `${`.
+                    i = skip_template(code, i, &mut line);
+                    if code.get(i.wrapping_sub(1)) == Some(&b'{') {
+                        frames.push(Frame::TemplateExpression);
+                    }
+                }
+                chain = 0;
+            }
+            b';' | b',' => chain = 0,
+            c if c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80 => {
+                let start = i - 1;
+                while i < code.len()
+                    && (code[i].is_ascii_alphanumeric()
+                        || matches!(code[i], b'_' | b'$')
+                        || code[i] >= 0x80)
+                {
+                    i += 1;
+                }
+                if matches!(
+                    &code[start..i],
+                    b"else"
+                        | b"if"
+                        | b"new"
+                        | b"typeof"
+                        | b"void"
+                        | b"await"
+                        | b"delete"
+                        | b"yield"
+                        | b"return"
+                        | b"in"
+                        | b"instanceof"
+                        | b"keyof"
+                ) {
+                    chain += 1;
+                }
+            }
+            _ => chain += 1, // an operator character
+        }
+        frames.is_empty().then(|| frames.push(Frame::Code));
+        let depth = frames.len() + chain;
+        if depth > deepest {
+            (deepest, at_line) = (depth, line);
+        }
+        previous = code[i - 1];
+    }
+    (deepest, at_line)
+}
+
+/// Whether a `/` after `previous` starts a regular expression.
+fn starts_expression(previous: u8) -> bool {
+    matches!(
+        previous,
+        b'(' | b','
+            | b'='
+            | b':'
+            | b'['
+            | b'!'
+            | b'&'
+            | b'|'
+            | b'?'
+            | b'{'
+            | b'}'
+            | b';'
+            | b'+'
+            | b'-'
+            | b'*'
+            | b'%'
+            | b'<'
+            | b'>'
+            | b'~'
+            | b'^'
+    )
+}
+
+/// Skips a string or regular expression from after its opening `quote`.
+fn skip_quoted(code: &[u8], mut i: usize, quote: u8, line: &mut usize) -> usize {
+    let mut class = false; // inside a regex character class
+    while i < code.len() {
+        match code[i] {
+            b'\\' => i += 1,
+            b'\n' => {
+                *line += 1;
+                return i + 1; // unterminated: the parser will say so
+            }
+            b'[' if quote == b'/' => class = true,
+            b']' if quote == b'/' => class = false,
+            c if c == quote && !class => return i + 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    i
+}
+
+/// Skips template text from `i` to just after its closing backtick or the
+/// `{` of a `${`.
+fn skip_template(code: &[u8], mut i: usize, line: &mut usize) -> usize {
+    while i < code.len() {
+        match code[i] {
+            b'\\' => i += 1,
+            b'\n' => *line += 1,
+            b'`' => return i + 1,
+            b'$' if code.get(i + 1) == Some(&b'{') => return i + 2,
+            _ => {}
+        }
+        i += 1;
+    }
+    i
+}
+
+fn skip_block_comment(code: &[u8], mut i: usize, line: &mut usize) -> usize {
+    while i < code.len() {
+        if code[i] == b'\n' {
+            *line += 1;
+        }
+        if code[i] == b'*' && code.get(i + 1) == Some(&b'/') {
+            return i + 2;
+        }
+        i += 1;
+    }
+    i
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +329,46 @@ mod tests {
             js.contains("sourceMappingURL=data:application/json;base64,"),
             "{js}"
         );
+    }
+
+    #[test]
+    fn ordinary_code_nests_shallowly() {
+        let code = "// a (comment [\nconst re = /[(]+/g; const s = \"((((\";\nconst t = `a ${ `b ${ (1 + 2) }` } (`;\nif (a) { b(c[d]) } else if (e) { f() }\nexport default (p: { name: string }): string => `hi ${p.name}`;\n";
+        let (depth, _) = nesting_depth(code.as_bytes());
+        assert!(depth < 20, "{depth}");
+        assert!(transpile("isola:///main.ts", code).is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let cases = [
+            format!(
+                "export default () => {}1{};",
+                "(".repeat(5000),
+                ")".repeat(5000)
+            ),
+            format!("export default () => {}1;", "!".repeat(5000)),
+            format!("export default () => {}1;", "1+".repeat(5000)),
+            format!("export default () => {}1;", "a?b:".repeat(5000)),
+            format!(
+                "export default () => {}1{};",
+                "[".repeat(3000),
+                "]".repeat(3000)
+            ),
+            format!("const x = {}1{};", "`${".repeat(3000), "}`".repeat(3000)),
+        ];
+        for code in cases {
+            let error = transpile("isola:///main.ts", &code).unwrap_err();
+            assert_eq!(error.code, ErrorCode::SyntaxError);
+            assert!(error.message.contains("nests more than"), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn huge_modules_are_refused() {
+        let code = "let a = 1;\n".repeat(MAX_MODULE_BYTES / 10);
+        let error = transpile("isola:///main.ts", &code).unwrap_err();
+        assert!(error.message.contains("bundle"), "{error:?}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! has its own `main` so that V8 is initialised before the test harness
 //! creates threads. Test modules register their cases in [`TESTS`].
 
+mod bypass;
 mod harness;
 mod hostile;
 mod isolation;
@@ -18,6 +19,7 @@ fn main() -> std::process::ExitCode {
     harness::run(&[
         shapes::TESTS,
         hostile::TESTS,
+        bypass::TESTS,
         isolation::TESTS,
         kv::TESTS,
         modules::TESTS,

@@ -76,6 +76,14 @@ fn fetch_to_private_and_metadata_addresses_is_refused() {
         "http://100.64.0.1/",
         "http://0.0.0.0/",
         "http://[fd00::1]/",
+        // Ranges that embed or translate to IPv4 addresses, and site-local.
+        "http://[::7f00:1]/",
+        "http://[::a00:1]/",
+        "http://[2002:7f00:1::1]/",
+        "http://[64:ff9b:1::a00:1]/",
+        "http://[64:ff9b::a9fe:a9fe]/",
+        "http://[fec0::1]/",
+        "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",
     ] {
         assert_refused(url);
     }

@@ -1,0 +1,124 @@
+//! The ways around the limits that a hostile user found (issue 11): each
+//! fails alone, with the right error, and the node keeps serving.
+
+use crate::harness::*;
+use isola_core::{BodyStream, ErrorCode, FunctionSource, HttpRequest, Limits, SourceFile};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+crate::cases!(
+    atomics_wait_cannot_block_a_worker,
+    the_wall_limit_stops_running_javascript,
+    deeply_nested_typescript_is_a_syntax_error,
+    unread_request_bodies_are_dropped_with_the_invocation,
+);
+
+fn atomics_wait_cannot_block_a_worker() {
+    let limits = Limits {
+        timeout_ms: 500,
+        ..Limits::default()
+    };
+    let source = function_with(
+        "export default () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 6000)",
+        limits,
+    );
+    let started = Instant::now();
+    let error = assert_fails(&source, ErrorCode::UncaughtException);
+    assert!(error.message.contains("Atomics.wait"), "{error:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_node_healthy();
+}
+
+fn the_wall_limit_stops_running_javascript() {
+    // A CPU budget larger than the wall budget: only the watchdog's wall
+    // check can end this loop in time, since the thread never yields.
+    let limits = Limits {
+        cpu_ms: 20_000,
+        timeout_ms: 300,
+        ..Limits::default()
+    };
+    let started = Instant::now();
+    assert_fails(
+        &function_with("export default () => { for (;;) {} }", limits),
+        ErrorCode::WallTimeout,
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    assert_fails(
+        &function_with("for (;;) {} export default () => 1", limits),
+        ErrorCode::WallTimeout,
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_node_healthy();
+}
+
+fn typescript(code: String) -> Arc<FunctionSource> {
+    let mut source = (*function(&code)).clone();
+    source.files = vec![SourceFile {
+        path: "main.ts".into(),
+        code,
+    }];
+    source.entry = "main.ts".into();
+    Arc::new(source)
+}
+
+fn deeply_nested_typescript_is_a_syntax_error() {
+    let parens = format!(
+        "export default (): number => {}1{};",
+        "(".repeat(5000),
+        ")".repeat(5000)
+    );
+    let error = assert_fails(&typescript(parens), ErrorCode::SyntaxError);
+    assert!(error.message.contains("nests more than"), "{error:?}");
+    let unary = format!("export default (): boolean => {}true;", "!".repeat(20_000));
+    assert_fails(&typescript(unary), ErrorCode::SyntaxError);
+    // Ordinary nesting still works.
+    let fine = format!(
+        "export default (): number => {}1{};",
+        "(".repeat(100),
+        ")".repeat(100)
+    );
+    assert_eq!(json(&invoke(&typescript(fine), json!(null))), json!(1));
+    assert_node_healthy();
+}
+
+fn unread_request_bodies_are_dropped_with_the_invocation() {
+    let source = function("export default { fetch() { return new Response('ignored') } }");
+    for method in ["POST", "GET"] {
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        sender.try_send(Ok(vec![1; 1024])).unwrap();
+        let outcome = invoke_http(
+            &source,
+            HttpRequest {
+                method: method.into(),
+                url: "http://test/".into(),
+                headers: vec![],
+                body: vec![0; 16],
+                rest: BodyStream::new(receiver),
+            },
+        );
+        assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+        let started = Instant::now();
+        while !sender.is_closed() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{method}: the unread body is still held after the invocation"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    assert_node_healthy();
+}
