@@ -6,6 +6,9 @@
 #[path = "src/extension.rs"]
 #[allow(dead_code)]
 mod extension;
+#[path = "src/outbound.rs"]
+#[allow(dead_code)]
+mod outbound;
 
 use deno_core::snapshot::{create_snapshot, CreateSnapshotOptions};
 use std::fmt::Write as _;
@@ -28,7 +31,10 @@ fn main() {
             cargo_manifest_dir: env!("CARGO_MANIFEST_DIR"),
             startup_snapshot: None,
             skip_op_registration: false,
-            extensions: extension::extensions(build_permissions()),
+            extensions: extension::extensions(
+                build_permissions(),
+                deno_web::BlobStore::default_arc(),
+            ),
             extension_transpiler: None,
             with_runtime_cb: None,
         },
@@ -42,7 +48,7 @@ fn main() {
     let consumed: std::collections::HashSet<_> =
         output.consumed_lazy_specifiers.iter().cloned().collect();
     let mut residual = Vec::new();
-    for ext in extension::extensions(build_permissions()) {
+    for ext in extension::extensions(build_permissions(), deno_web::BlobStore::default_arc()) {
         for file in ext.lazy_loaded_js_files.iter() {
             if !consumed.contains(file.specifier) {
                 let code = file.load().expect("reading a lazy script");

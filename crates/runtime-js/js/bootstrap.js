@@ -15,6 +15,8 @@ import {
   op_isola_kv_get,
   op_isola_kv_list,
   op_isola_log,
+  op_isola_offload_begin,
+  op_isola_offload_end,
 } from "ext:core/ops";
 
 const {
@@ -26,7 +28,13 @@ const {
   MathFloor,
   MathMax,
   MathMin,
+  FunctionPrototypeApply,
   FunctionPrototypeCall,
+  ArrayPrototypeIncludes,
+  PromiseReject,
+  PromiseResolve,
+  StringPrototypeToLowerCase,
+  TypedArrayPrototypeSubarray,
   NumberIsSafeInteger,
   NumberParseInt,
   ObjectGetOwnPropertyDescriptor,
@@ -123,99 +131,139 @@ const request = load("ext:deno_fetch/23_request.js");
 const response = load("ext:deno_fetch/23_response.js");
 const fetchMod = load("ext:deno_fetch/26_fetch.js");
 
-/** Outbound fetch limits of the current invocation; set by the host. */
-let fetchLimits = { subrequests: 50, bytes: 32 * 1024 * 1024, timeoutMs: 30_000 };
-let fetchUsage = { subrequests: 0, bytes: 0 };
-
 function refusedMessage(error) {
   const target = /"([^"]+)"/.exec(String(error.message))?.[1] ?? "that address";
   return `fetch refused: network access to ${target} is not allowed (isola functions cannot reach loopback, private, link-local or metadata addresses)`;
 }
 
-// The originals of what the fetch limits rely on, taken before any user code
-// runs, so that a function rewriting web-platform prototypes cannot switch
-// the limits off.
-const getter = (prototype, name) => ObjectGetOwnPropertyDescriptor(prototype, name).get;
-const responseBody = getter(response.Response.prototype, "body");
-const responseHeaders = getter(response.Response.prototype, "headers");
-const headersGet = headers.Headers.prototype.get;
-const streamPipeThrough = streams.ReadableStream.prototype.pipeThrough;
-const streamCancel = streams.ReadableStream.prototype.cancel;
-const enqueueChunk = streams.TransformStreamDefaultController.prototype.enqueue;
-const failStream = streams.TransformStreamDefaultController.prototype.error;
-const abortController = abortSignal.AbortController.prototype.abort;
-const controllerSignal = getter(abortSignal.AbortController.prototype, "signal");
-const signalAborted = getter(abortSignal.AbortSignal.prototype, "aborted");
+/**
+ * `fetch`, with refusals of the network policy as a clear TypeError
+ * (deno_fetch raises `NotCapable` with advice about Deno's flags). The
+ * invocation's limits (hops, response bytes, time to headers) are enforced
+ * in Rust, by the op that sends each hop (`outbound.rs`).
+ */
+async function fetch(input, init = undefined) {
+  try {
+    return await fetchMod.fetch(input, init);
+  } catch (error) {
+    if (error?.name === "NotCapable") throw new TypeError(refusedMessage(error));
+    throw error;
+  }
+}
 
-/** Counts response bytes against the invocation's budget. */
-function countedBody(body, usage, limit) {
-  const counter = new streams.TransformStream({
-    transform(chunk, controller) {
-      usage.bytes += TypedArrayPrototypeGetByteLength(chunk);
-      if (usage.bytes > limit) {
-        FunctionPrototypeCall(
-          failStream,
-          controller,
-          new TypeError(`fetch response too large: this invocation may read at most ${limit} bytes from fetch`),
-        );
-        return;
-      }
-      FunctionPrototypeCall(enqueueChunk, controller, chunk);
-    },
-  });
-  return FunctionPrototypeCall(streamPipeThrough, body, counter);
+// Originals taken before any user code runs, so that a function rewriting
+// web-platform prototypes cannot switch the limits below off.
+const streamPipeThrough = streams.ReadableStream.prototype.pipeThrough;
+const enqueueChunk = streams.TransformStreamDefaultController.prototype.enqueue;
+
+/** Input pieces fed to the decompressor: at most ~1 MiB of output each. */
+const DECOMPRESS_PIECE = 1024;
+
+/**
+ * `DecompressionStream` fed in small pieces, so that no single native call
+ * expands a "zip bomb" past the memory limit before it can be checked:
+ * deflate expands at most ~1032:1, so each piece yields at most ~1 MiB.
+ */
+class DecompressionStream {
+  #readable;
+  #writable;
+
+  constructor(format) {
+    const inner = new compression.DecompressionStream(format);
+    const splitter = new streams.TransformStream({
+      transform(chunk, controller) {
+        let bytes = chunk;
+        if (ObjectPrototypeIsPrototypeOf(ArrayBuffer.prototype, chunk)) bytes = new Uint8Array(chunk);
+        else if (ArrayBufferIsView(chunk)) bytes = new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+        if (!ObjectPrototypeIsPrototypeOf(Uint8Array.prototype, bytes)) {
+          FunctionPrototypeCall(enqueueChunk, controller, chunk);
+          return;
+        }
+        const length = TypedArrayPrototypeGetByteLength(bytes);
+        for (let offset = 0; offset < length; offset += DECOMPRESS_PIECE) {
+          const end = MathMin(offset + DECOMPRESS_PIECE, length);
+          FunctionPrototypeCall(enqueueChunk, controller, TypedArrayPrototypeSubarray(bytes, offset, end));
+        }
+      },
+    });
+    this.#writable = splitter.writable;
+    this.#readable = FunctionPrototypeCall(streamPipeThrough, splitter.readable, inner);
+  }
+
+  get readable() {
+    return this.#readable;
+  }
+
+  get writable() {
+    return this.#writable;
+  }
+}
+
+/** WebCrypto limits, as in Workers: bounded work per call. */
+const MAX_PBKDF2_ITERATIONS = 100_000;
+const MAX_RSA_MODULUS_BITS = 4096;
+const RSA_NAMES = ["rsassa-pkcs1-v1_5", "rsa-pss", "rsa-oaep"];
+
+/** A plain copy of an algorithm dictionary (each property read once), checked. */
+function boundedAlgorithm(algorithm, method) {
+  if (algorithm === null || typeof algorithm !== "object") return algorithm;
+  const name = String(algorithm.name);
+  const lower = StringPrototypeToLowerCase(name);
+  if (lower === "pbkdf2" && (method === "deriveBits" || method === "deriveKey")) {
+    const copy = { name, hash: algorithm.hash, salt: algorithm.salt, iterations: algorithm.iterations };
+    if (!(copy.iterations <= MAX_PBKDF2_ITERATIONS)) {
+      throw new DOMException(`PBKDF2 iteration counts above ${MAX_PBKDF2_ITERATIONS} are not supported`, "NotSupportedError");
+    }
+    return copy;
+  }
+  if (ArrayPrototypeIncludes(RSA_NAMES, lower) && method === "generateKey") {
+    const copy = { name, modulusLength: algorithm.modulusLength, publicExponent: algorithm.publicExponent, hash: algorithm.hash };
+    if (!(copy.modulusLength <= MAX_RSA_MODULUS_BITS)) {
+      throw new DOMException(`RSA keys above ${MAX_RSA_MODULUS_BITS} bits are not supported`, "NotSupportedError");
+    }
+    return copy;
+  }
+  return algorithm;
 }
 
 /**
- * `fetch` under the invocation's limits (count, response bytes, time to
- * headers), with refusals of the network policy as a clear TypeError
- * (deno_fetch raises `NotCapable` with advice about Deno's flags).
+ * WebCrypto runs its work on other threads. Each SubtleCrypto call of an
+ * isolate waits for the previous one, and its time is charged to the
+ * invocation as CPU (`op_isola_offload_*`), so parallel calls cannot spend
+ * more than the limit.
  */
-async function fetch(input, init = undefined) {
-  const usage = fetchUsage;
-  const limits = fetchLimits;
-  if (++usage.subrequests > limits.subrequests) {
-    throw new TypeError(`fetch refused: an invocation may make at most ${limits.subrequests} subrequests`);
+function meterSubtleCrypto(SubtleCrypto) {
+  const prototype = SubtleCrypto.prototype;
+  let lane = PromiseResolve(undefined);
+  for (const method of new SafeArrayIterator([
+    "encrypt", "decrypt", "sign", "verify", "digest", "generateKey", "deriveKey",
+    "deriveBits", "importKey", "exportKey", "wrapKey", "unwrapKey",
+  ])) {
+    const original = prototype[method];
+    const metered = {
+      [method](...args) {
+        try {
+          args[0] = boundedAlgorithm(args[0], method);
+        } catch (error) {
+          return PromiseReject(error);
+        }
+        const run = async () => {
+          const id = op_isola_offload_begin();
+          try {
+            return await FunctionPrototypeApply(original, this, args);
+          } finally {
+            op_isola_offload_end(id);
+          }
+        };
+        const result = PromisePrototypeThen(lane, run, run);
+        lane = PromisePrototypeThen(result, noop, noop);
+        return result;
+      },
+    }[method];
+    ObjectDefineProperty(prototype, method, { value: metered, writable: true, enumerable: true, configurable: true });
   }
-  // An unrefed timer, cancelled once the headers arrive, so that finished
-  // fetches leave no timers behind in a warm isolate.
-  const deadline = new abortSignal.AbortController();
-  const deadlineSignal = FunctionPrototypeCall(controllerSignal, deadline);
-  const timer = core.createSystemTimer(
-    () => FunctionPrototypeCall(abortController, deadline, new DOMException("fetch timed out", "TimeoutError")),
-    limits.timeoutMs,
-    false,
-  );
-  const userSignal = init?.signal;
-  const signal = userSignal ? abortSignal.AbortSignal.any([userSignal, deadlineSignal]) : deadlineSignal;
-  let res;
-  try {
-    res = await fetchMod.fetch(input, { ...init, signal });
-  } catch (error) {
-    if (error?.name === "NotCapable") throw new TypeError(refusedMessage(error));
-    if (FunctionPrototypeCall(signalAborted, deadlineSignal)) {
-      throw new TypeError(`fetch timed out: no response within ${limits.timeoutMs} ms`);
-    }
-    throw error;
-  } finally {
-    core.cancelTimer(timer);
-  }
-  const body = FunctionPrototypeCall(responseBody, res);
-  if (body === null) return res;
-  // A declared length is enforced by the HTTP client: count it up front and
-  // leave the body alone; only bodies of unknown length are counted as read.
-  const declared = FunctionPrototypeCall(headersGet, FunctionPrototypeCall(responseHeaders, res), "content-length");
-  const length = declared === null ? NaN : NumberParseInt(declared, 10);
-  if (NumberIsSafeInteger(length) && length >= 0 && `${length}` === declared) {
-    usage.bytes += length;
-    if (usage.bytes > limits.bytes) {
-      await FunctionPrototypeCall(streamCancel, body);
-      throw new TypeError(`fetch response too large: this invocation may read at most ${limits.bytes} bytes from fetch`);
-    }
-    return res;
-  }
-  return new Response(countedBody(body, usage, limits.bytes), res);
 }
+meterSubtleCrypto(cryptoMod.SubtleCrypto);
 
 const { Request } = request;
 const { Response, toInnerResponse } = response;
@@ -233,7 +281,7 @@ core.defineGlobalProperties(globalThis, {
   CustomEvent: cls(event.CustomEvent),
   Crypto: cls(cryptoMod.Crypto),
   CryptoKey: cls(cryptoMod.CryptoKey),
-  DecompressionStream: cls(compression.DecompressionStream),
+  DecompressionStream: cls(DecompressionStream),
   DOMException: cls(DOMException),
   ErrorEvent: cls(event.ErrorEvent),
   Event: cls(event.Event),
@@ -294,11 +342,18 @@ const functionConsole = new consoleMod.Console((message, level) => op_isola_log(
 core.defineGlobalProperties(globalThis, { console: cls(functionConsole) });
 
 // 5. Unhandled rejections are logged, never fatal: a result already
-//    produced stands.
+//    produced stands. Stacks keep the function's frames only.
+const { ArrayPrototypeFilter, ArrayPrototypeJoin, StringPrototypeIncludes, StringPrototypeSplit } = primordials;
+function userStack(error) {
+  const stack = error?.stack;
+  if (typeof stack !== "string") return String(error);
+  const lines = StringPrototypeSplit(stack, "\n");
+  return ArrayPrototypeJoin(ArrayPrototypeFilter(lines, (line) => !StringPrototypeIncludes(line, "(ext:") && !StringPrototypeIncludes(line, "at ext:")), "\n");
+}
 core.setUnhandledPromiseRejectionHandler((_promise, reason) => {
   let text;
   try {
-    text = reason instanceof Error ? (reason.stack ?? String(reason)) : consoleMod.inspect(reason);
+    text = reason instanceof Error ? userStack(reason) : consoleMod.inspect(reason);
   } catch {
     text = "<unprintable value>";
   }
@@ -419,7 +474,7 @@ function makeContext(invocationId, functionName, pending, env) {
     functionName,
     waitUntil(promise) {
       pending.push(PromisePrototypeThen(Promise.resolve(promise), noop, (e) => {
-        op_isola_log(3, `waitUntil promise rejected: ${e?.stack ?? String(e)}`);
+        op_isola_log(3, `waitUntil promise rejected: ${userStack(e)}`);
       }));
     },
     passThroughOnException: noop,
@@ -465,12 +520,7 @@ function settle(pending) {
 
 const host = {
   /** Called once per isolate, outside the snapshot; returns the frozen `env`. */
-  init(envJson, kvBinding, limits) {
-    fetchLimits = {
-      subrequests: limits.max_subrequests,
-      bytes: limits.max_subrequest_mb * 1024 * 1024,
-      timeoutMs: limits.subrequest_timeout_ms,
-    };
+  init(envJson, kvBinding) {
     performanceMod.setTimeOrigin();
     delete globalThis.Deno;
     delete globalThis.__bootstrap;
@@ -492,7 +542,6 @@ const host = {
 
   /** Runs a JSON handler: JSON text in, JSON text out. */
   async invokeJson(handler, payloadText, invocationId, functionName, env) {
-    fetchUsage = { subrequests: 0, bytes: 0 };
     const payload = payloadText === "" ? null : JSONParse(payloadText);
     const pending = [];
     const value = await handler(payload, makeContext(invocationId, functionName, pending, env));
@@ -508,7 +557,6 @@ const host = {
 
   /** Runs a Workers-style handler: a request in, [status, headers, body] out. */
   async invokeFetch(handler, method, url, headerList, body, invocationId, functionName, env, sinkId) {
-    fetchUsage = { subrequests: 0, bytes: 0 };
     const init = { method, headers: headerList };
     if (body !== null && method !== "GET" && method !== "HEAD") {
       init.body = typeof body === "number" ? streamedRequestBody(body) : body;

@@ -14,6 +14,7 @@
 //! called) cannot run the timer that would otherwise end the invocation, so
 //! the deadline must be watched from outside the thread.
 
+use crate::memory::{check_memory_interrupt, MemoryGuard};
 use deno_core::v8;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -39,6 +40,7 @@ fn clock_time(clock: libc::clockid_t) -> Duration {
 }
 
 struct Armed {
+    memory: Option<Arc<MemoryGuard>>,
     deadline: Duration,
     wall_deadline: Option<Instant>,
     handle: v8::IsolateHandle,
@@ -70,8 +72,10 @@ impl CpuSlot {
         wall_deadline: Option<Instant>,
         handle: v8::IsolateHandle,
         fired: Arc<Fired>,
+        memory: Option<Arc<MemoryGuard>>,
     ) {
         *self.armed.lock().unwrap() = Some(Armed {
+            memory,
             deadline,
             wall_deadline,
             handle,
@@ -97,7 +101,12 @@ impl CpuSlot {
         };
         let cpu = clock_time(self.clock) >= current.deadline;
         let wall = current.wall_deadline.is_some_and(|d| Instant::now() >= d);
-        if cpu || wall {
+        let memory = current.memory.as_ref().is_some_and(|m| m.exceeded());
+        if memory {
+            // The memory guard's flag says why; the isolate is not reusable.
+            current.handle.terminate_execution();
+            *armed = None;
+        } else if cpu || wall {
             let flag = if cpu {
                 &current.fired.cpu
             } else {
@@ -106,6 +115,12 @@ impl CpuSlot {
             flag.store(true, Ordering::SeqCst);
             current.handle.terminate_execution();
             *armed = None;
+        } else if let Some(guard) = &current.memory {
+            // Native memory is checked on the isolate's own thread.
+            let data = Arc::as_ptr(guard) as *mut std::ffi::c_void;
+            current
+                .handle
+                .request_interrupt(check_memory_interrupt, data);
         }
         true
     }
@@ -210,6 +225,10 @@ pub struct CpuMeter {
     used: Duration,
     wall_deadline: Option<Instant>,
     fired: Arc<Fired>,
+    memory: Option<Arc<MemoryGuard>>,
+    /// CPU time spent for the invocation off its thread, charged at the
+    /// start of the next slice.
+    offloaded: std::rc::Rc<std::cell::Cell<Duration>>,
 }
 
 impl CpuMeter {
@@ -222,11 +241,27 @@ impl CpuMeter {
             used: Duration::ZERO,
             wall_deadline: None,
             fired: Arc::default(),
+            memory: None,
+            offloaded: Default::default(),
         }
+    }
+
+    /// Has the watchdog check `guard` on every tick of a slice.
+    pub fn watch_memory(&mut self, guard: Arc<MemoryGuard>) {
+        self.memory = Some(guard);
+    }
+
+    /// Where ops add CPU time spent for the invocation on other threads.
+    pub fn offloaded(&self) -> std::rc::Rc<std::cell::Cell<Duration>> {
+        self.offloaded.clone()
     }
 
     /// Runs `f` as one slice: armed, timed, and charged to this meter.
     pub fn slice<T>(&mut self, f: impl FnOnce() -> T) -> T {
+        let offloaded = self.offloaded.take();
+        if !offloaded.is_zero() {
+            self.charge(offloaded);
+        }
         let start = thread_cpu_time();
         let remaining = self.limit.saturating_sub(self.used);
         self.slot.arm(
@@ -234,6 +269,7 @@ impl CpuMeter {
             self.wall_deadline,
             self.handle.clone(),
             self.fired.clone(),
+            self.memory.clone(),
         );
         let out = f();
         self.slot.disarm();
@@ -282,6 +318,7 @@ impl CpuMeter {
         self.limit = limit;
         self.used = Duration::ZERO;
         self.fired = Arc::default();
+        self.offloaded.set(Duration::ZERO);
     }
 }
 

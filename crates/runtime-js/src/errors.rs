@@ -26,7 +26,7 @@ pub fn from_js_error(error: &JsError, phase: Phase) -> FunctionError {
         .strip_prefix("(in promise) ")
         .unwrap_or(message)
         .to_string();
-    let stack = error.stack.clone();
+    let stack = error.stack.as_deref().map(user_frames);
     if code == ErrorCode::SyntaxError {
         if let Some(location) = error.frames.first().and_then(|f| f.maybe_format_location()) {
             let message = format!("{message} at {location}");
@@ -38,6 +38,20 @@ pub fn from_js_error(error: &JsError, phase: Phase) -> FunctionError {
         }
     }
     FunctionError::new(code, message).with_stack(stack)
+}
+
+/// A stack without the platform's own frames (`ext:` and `node:` modules,
+/// the bootstrap): what is left is the function's code, which is all its
+/// owner can act on, and nothing about the runtime's internals.
+pub fn user_frames(stack: &str) -> String {
+    stack
+        .lines()
+        .filter(|line| {
+            let frame = line.trim_start();
+            !(frame.starts_with("at ") && (frame.contains("ext:") || frame.contains("node:")))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn is_parse_error(error: &JsError) -> bool {
@@ -73,5 +87,19 @@ pub fn from_core_error(error: CoreError, phase: Phase) -> FunctionError {
             FunctionError::new(ErrorCode::LinkError, other.to_string())
         }
         other => FunctionError::new(ErrorCode::UncaughtException, other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_frames_are_dropped_from_stacks() {
+        let stack = "Error: boom\n    at handler (isola:///main.js:3:9)\n    at Object.invokeFetch (ext:isola_runtime/bootstrap.js:512:33)\n    at ext:deno_web/06_streams.js:10:2\n    at isola:///main.js:9:1";
+        assert_eq!(
+            user_frames(stack),
+            "Error: boom\n    at handler (isola:///main.js:3:9)\n    at isola:///main.js:9:1"
+        );
     }
 }

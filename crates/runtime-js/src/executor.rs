@@ -107,9 +107,31 @@ struct WorkerHandle {
     in_flight: Arc<AtomicUsize>,
 }
 
+/// Function versions known to be JSON handlers, so that an HTTP request to
+/// one is refused without touching (or starting) an isolate.
+#[derive(Default)]
+struct JsonHandlers(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl JsonHandlers {
+    const MAX: usize = 10_000;
+
+    fn contains(&self, id: &str) -> bool {
+        self.0.lock().unwrap().contains(id)
+    }
+
+    fn insert(&self, id: &str) {
+        let mut known = self.0.lock().unwrap();
+        if known.len() >= Self::MAX {
+            known.clear();
+        }
+        known.insert(id.to_string());
+    }
+}
+
 /// Runs invocations on worker threads; see the module docs.
 pub struct Executor {
     jobs: async_channel::Sender<Job>,
+    json_handlers: Arc<JsonHandlers>,
     workers: Vec<WorkerHandle>,
     threads: Vec<std::thread::JoinHandle<()>>,
     stats: Arc<ExecutorStats>,
@@ -126,6 +148,7 @@ impl Executor {
         let code_cache = Arc::new(CodeCache::default());
         let transpiled = Arc::new(TranspileCache::default());
         let stats = Arc::new(ExecutorStats::default());
+        let json_handlers = Arc::new(JsonHandlers::default());
         let (jobs, queue) = async_channel::bounded(config.queue_capacity.max(1));
         let pool_limits = PoolLimits {
             max_instances: config.max_warm_isolates.div_ceil(workers),
@@ -154,6 +177,7 @@ impl Executor {
                 pool_limits,
                 max_in_flight: config.max_in_flight_per_worker.max(1),
                 stats: stats.clone(),
+                json_handlers: json_handlers.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("isola-worker-{index}"))
@@ -164,6 +188,7 @@ impl Executor {
         }
         Self {
             jobs,
+            json_handlers,
             workers: handles,
             threads,
             stats,
@@ -173,6 +198,11 @@ impl Executor {
 
     /// Runs one invocation to its end.
     pub async fn run(&self, invocation: Invocation) -> Outcome {
+        if matches!(invocation.input, isola_core::InvocationInput::Http(_))
+            && self.json_handlers.contains(&invocation.function.id)
+        {
+            return Outcome::failed(crate::isolate::json_handler_needs_json());
+        }
         let (reply, outcome) = oneshot::channel();
         if let Err(error) = self.submit(Job::Invoke { invocation, reply }) {
             return Outcome::failed(error);
@@ -311,6 +341,7 @@ struct WorkerSetup {
     pool_limits: PoolLimits,
     max_in_flight: usize,
     stats: Arc<ExecutorStats>,
+    json_handlers: Arc<JsonHandlers>,
 }
 
 /// A worker thread's state, shared by its in-flight invocations.
@@ -319,6 +350,7 @@ struct Worker {
     pool: RefCell<WarmPool<FunctionIsolate>>,
     stats: Arc<ExecutorStats>,
     in_flight: Arc<AtomicUsize>,
+    json_handlers: Arc<JsonHandlers>,
 }
 
 impl WorkerSetup {
@@ -342,6 +374,7 @@ impl WorkerSetup {
             pool: RefCell::new(WarmPool::new(self.pool_limits)),
             stats: self.stats.clone(),
             in_flight: self.in_flight.clone(),
+            json_handlers: self.json_handlers.clone(),
         });
         let slots = Arc::new(Semaphore::new(self.max_in_flight));
         loop {
@@ -490,6 +523,9 @@ impl Worker {
     }
 
     fn checkin(&self, isolate: FunctionIsolate) {
+        if isolate.is_json_handler() {
+            self.json_handlers.insert(&isolate.source().id);
+        }
         self.stats.warm_isolates.fetch_add(1, Ordering::Relaxed);
         self.stats
             .warm_memory

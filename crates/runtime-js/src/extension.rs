@@ -274,10 +274,13 @@ const DISABLED_OPS: &[&str] = &[
     "op_print",
 ];
 
-/// Disables the ops listed in [`DISABLED_OPS`].
+/// Disables the ops listed in [`DISABLED_OPS`], and sends fetches through
+/// isola's limits (see `outbound`).
 pub fn op_middleware(op: OpDecl) -> OpDecl {
     if DISABLED_OPS.contains(&op.name) {
         op.disable()
+    } else if op.name == "op_fetch_send" {
+        op.with_implementation_from(&crate::outbound::op_isola_fetch_send())
     } else {
         op
     }
@@ -294,6 +297,8 @@ extension!(
         op_isola_body_send,
         op_isola_body_end,
         op_isola_body_recv,
+        crate::outbound::op_isola_offload_begin,
+        crate::outbound::op_isola_offload_end,
     ],
     esm_entry_point = "ext:isola_runtime/bootstrap.js",
     esm = [dir "js", "bootstrap.js"],
@@ -306,6 +311,8 @@ extension!(
         state.put(KvAccess::default());
         state.put(BodySinks::default());
         state.put(RequestBodies::default());
+        state.put(crate::outbound::FetchBudget::default());
+        state.put(crate::outbound::Offloaded::new(Default::default()));
     },
 );
 
@@ -313,11 +320,12 @@ extension!(
 /// snapshot is made from this list; runtimes are created with it again.
 pub fn extensions(
     permissions: deno_permissions::PermissionsContainer,
+    blob_store: std::sync::Arc<dyn deno_web::BlobStoreTrait>,
 ) -> Vec<deno_core::Extension> {
     vec![
         deno_webidl::deno_webidl::init(),
         deno_web::deno_web::init(
-            std::sync::Arc::new(deno_web::BlobStore::default()),
+            blob_store,
             None,
             false,
             deno_web::InMemoryBroadcastChannel::default(),

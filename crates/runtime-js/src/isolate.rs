@@ -13,7 +13,8 @@ use crate::errors::{self, Phase};
 use crate::extension::{self, BodySinks, ConsoleBuffer, KvAccess, RequestBodies};
 use crate::kv;
 use crate::loader::{self, CodeCache, FunctionLoader};
-use crate::memory::{self, ArrayBufferBudget};
+use crate::memory::{self, ArrayBufferBudget, LimitedBlobStore, MemoryGuard};
+use crate::outbound::{FetchBudget, Offloaded};
 use crate::typescript::TranspileCache;
 use crate::{permissions, RESIDUAL_LAZY_JS, SNAPSHOT};
 use deno_core::v8::{self, UnsafeRawIsolatePtr};
@@ -73,6 +74,7 @@ pub struct FunctionIsolate {
     env: v8::Global<v8::Value>,
     console: ConsoleBuffer,
     budget: Arc<ArrayBufferBudget>,
+    guard: Arc<MemoryGuard>,
     heap_exceeded: Arc<AtomicBool>,
     meter: CpuMeter,
     source: Arc<FunctionSource>,
@@ -113,6 +115,14 @@ impl<T> Future for Metered<'_, T> {
         let inner = &mut this.inner;
         entered(this.raw, this.meter, || inner.as_mut().poll(cx))
     }
+}
+
+/// The error for an HTTP request to a JSON handler.
+pub fn json_handler_needs_json() -> FunctionError {
+    FunctionError::new(
+        ErrorCode::InvalidInput,
+        "this function is a JSON handler (export default async (payload, ctx) => value): invoke it with a JSON payload",
+    )
 }
 
 fn wall_timeout(source: &FunctionSource) -> FunctionError {
@@ -163,6 +173,7 @@ impl FunctionIsolate {
     fn boot(source: Arc<FunctionSource>, thread: &ThreadContext) -> Result<Self, FunctionError> {
         let limit = source.limits.memory_bytes();
         let budget = ArrayBufferBudget::new(limit);
+        let guard = MemoryGuard::new(limit);
         // No thread may block inside JavaScript: Atomics.wait throws, as in
         // Workers (a blocked thread cannot be stopped by its CPU limit).
         let params = v8::CreateParams::default()
@@ -177,7 +188,10 @@ impl FunctionIsolate {
         let allowed = permissions::resolve_allowed(&source.allowed_hosts)
             .map_err(|e| FunctionError::new(ErrorCode::InvalidInput, e))?;
         let mut runtime = JsRuntime::try_new(RuntimeOptions {
-            extensions: extension::extensions(permissions::sandbox(&allowed)),
+            extensions: extension::extensions(
+                permissions::sandbox(&allowed),
+                LimitedBlobStore::new(guard.clone()),
+            ),
             startup_snapshot: Some(SNAPSHOT),
             residual_lazy_js_sources: RESIDUAL_LAZY_JS,
             module_loader: Some(Rc::new(loader)),
@@ -187,6 +201,7 @@ impl FunctionIsolate {
         .map_err(|e| internal("creating an isolate", e))?;
 
         let handle = runtime.v8_isolate().thread_safe_handle();
+        guard.bind(handle.clone());
         let heap_exceeded = Arc::new(AtomicBool::new(false));
         let flag = heap_exceeded.clone();
         let terminate = handle.clone();
@@ -210,6 +225,19 @@ impl FunctionIsolate {
             handle,
             STARTUP_CPU.max(source.limits.cpu()),
         );
+        meter.watch_memory(guard.clone());
+        {
+            let state = runtime.op_state();
+            let mut state = state.borrow_mut();
+            let limits = &source.limits;
+            state.put(FetchBudget {
+                max_subrequests: limits.max_subrequests,
+                max_bytes: limits.max_subrequest_mb as u64 * 1024 * 1024,
+                timeout: Duration::from_millis(limits.subrequest_timeout_ms as u64),
+                ..FetchBudget::default()
+            });
+            state.put(Offloaded::new(meter.offloaded()));
+        }
         let booted = entered(raw, &mut meter, || init_host(&mut runtime, &source));
         let (host, env) = match booted {
             Ok(booted) => booted,
@@ -228,6 +256,7 @@ impl FunctionIsolate {
             env,
             console,
             budget,
+            guard,
             heap_exceeded,
             meter,
             source,
@@ -294,11 +323,17 @@ impl FunctionIsolate {
             && !self.heap_exceeded.load(Ordering::SeqCst)
             && !self.meter.exceeded()
             && !self.meter.wall_exceeded()
+            && !self.guard.exceeded()
     }
 
     /// CPU time charged to the current invocation so far.
     pub fn cpu_used(&self) -> Duration {
         self.meter.used()
+    }
+
+    /// Whether the function is a JSON handler (not a Workers-style one).
+    pub fn is_json_handler(&self) -> bool {
+        self.kind == HandlerKind::Json
     }
 
     /// CPU time spent evaluating the module when the isolate was created.
@@ -313,9 +348,18 @@ impl FunctionIsolate {
         invocation: &Invocation,
         deadline: Instant,
     ) -> Result<InvocationOutput, FunctionError> {
+        if self.is_json_handler() && matches!(invocation.input, InvocationInput::Http(_)) {
+            // Refused before any code runs: the isolate stays as good as it was.
+            return Err(json_handler_needs_json());
+        }
         self.meter.reset(self.source.limits.cpu());
         self.meter.set_wall_deadline(Some(deadline.into_std()));
         self.budget.clear_refused();
+        self.runtime
+            .op_state()
+            .borrow()
+            .borrow::<FetchBudget>()
+            .reset();
         if let Some(kv_budget) = &self.kv_budget {
             kv_budget.set(kv::MAX_OPS_PER_INVOCATION);
         }
@@ -330,6 +374,7 @@ impl FunctionIsolate {
         } else {
             self.settle();
         }
+        self.charge_offloaded();
         result
     }
 
@@ -370,13 +415,15 @@ impl FunctionIsolate {
                     (HandlerKind::Fetch, InvocationInput::Http(request)) => {
                         fetch_args(scope, handler, request, info, env, sink_id)
                     }
-                    (HandlerKind::Fetch, InvocationInput::Json(payload)) => {
-                        fetch_args(scope, handler, &json_as_request(payload), info, env, sink_id)
-                    }
-                    (HandlerKind::Json, InvocationInput::Http(_)) => Err(FunctionError::new(
-                        ErrorCode::InvalidInput,
-                        "this function is a JSON handler (export default async (payload, ctx) => value): invoke it with a JSON payload",
-                    )),
+                    (HandlerKind::Fetch, InvocationInput::Json(payload)) => fetch_args(
+                        scope,
+                        handler,
+                        &json_as_request(payload),
+                        info,
+                        env,
+                        sink_id,
+                    ),
+                    (HandlerKind::Json, InvocationInput::Http(_)) => Err(json_handler_needs_json()),
                 }?
             };
             let call = runtime.call_with_args(&function, &args);
@@ -426,18 +473,20 @@ impl FunctionIsolate {
             runtime,
             raw,
             meter,
-            budget,
+            guard,
             ..
         } = self;
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let (polled, heap) = entered(*raw, meter, || {
             let polled = runtime.poll_event_loop(&mut cx, PollEventLoopOptions::default());
-            (
-                polled,
-                runtime.v8_isolate().get_heap_statistics().used_heap_size(),
-            )
+            let stats = runtime.v8_isolate().get_heap_statistics();
+            (polled, stats.used_heap_size() + stats.external_memory())
         });
-        self.memory_in_use = heap + budget.used();
+        self.memory_in_use = heap + guard.extra();
+        if self.memory_in_use > self.source.limits.memory_bytes() * 2 {
+            // Held past the invocation: not worth keeping warm.
+            self.broken = true;
+        }
         match polled {
             Poll::Ready(Ok(())) => self.idle = true,
             Poll::Ready(Err(_)) => self.broken = true,
@@ -475,6 +524,18 @@ impl FunctionIsolate {
             // Work ran after the result: its memory counts for the pool.
             self.measure_memory();
         }
+    }
+
+    /// Charges work still running on other threads for this invocation
+    /// (WebCrypto), so its CPU time is in the invocation's figures.
+    fn charge_offloaded(&mut self) {
+        let state = self.runtime.op_state();
+        state
+            .borrow_mut()
+            .borrow_mut::<Offloaded>()
+            .charge_running();
+        let offloaded = self.meter.offloaded().take();
+        self.meter.charge(offloaded);
     }
 
     /// Drops the request bodies and response sinks the last invocation left
@@ -515,13 +576,16 @@ impl FunctionIsolate {
         let stats = entered(self.raw, &mut self.meter, || {
             runtime.v8_isolate().get_heap_statistics()
         });
-        self.memory_in_use = stats.used_heap_size() + self.budget.used();
+        self.memory_in_use = stats.used_heap_size() + stats.external_memory() + self.guard.extra();
     }
 
     /// Maps a failure to the limit it broke, if any.
     fn classify(&self, error: FunctionError) -> FunctionError {
         let limits = &self.source.limits;
-        if self.heap_exceeded.load(Ordering::SeqCst) || self.budget.was_refused() {
+        if self.heap_exceeded.load(Ordering::SeqCst)
+            || self.budget.was_refused()
+            || self.guard.exceeded()
+        {
             FunctionError::new(
                 ErrorCode::MemoryLimit,
                 format!(
@@ -583,9 +647,8 @@ fn init_host(
         Some(name) => serde_json::to_string(name).expect("strings serialise"),
         None => "null".into(),
     };
-    let limits = serde_json::to_string(&source.limits).expect("limits serialise");
     let init = format!(
-        "(() => {{ const host = globalThis.__isolaHost; return [host, host.init({env}, {binding}, {limits})]; }})()"
+        "(() => {{ const host = globalThis.__isolaHost; return [host, host.init({env}, {binding})]; }})()"
     );
     let pair = runtime
         .execute_script("ext:isola_runtime/init.js", init)

@@ -28,6 +28,7 @@ mod isolate;
 mod kv;
 mod loader;
 pub mod memory;
+mod outbound;
 pub mod permissions;
 mod platform;
 pub mod pool;

@@ -1,6 +1,14 @@
 //! Memory limits for an isolate: the V8 heap limit with a near-limit
 //! callback, and a counting ArrayBuffer allocator, so that external memory
 //! counts against the function's limit too.
+//!
+//! Memory that native code makes for the function is charged as well
+//! ([`MemoryGuard`]): buffers that ops hand to JavaScript (`TextEncoder`,
+//! decompression, blob reads) are in V8's external-memory count though they
+//! bypass the allocator, and blob parts held in Rust are added by the
+//! [`LimitedBlobStore`]. While the isolate runs, the CPU watchdog interrupts
+//! it every tick to compare that total with the limit
+//! ([`check_memory_interrupt`]).
 
 use deno_core::v8;
 use std::ffi::c_void;
@@ -117,6 +125,155 @@ pub fn allocator(budget: &Arc<ArrayBufferBudget>) -> v8::UniqueRef<v8::Allocator
 /// unwind the terminated script instead of aborting the process.
 pub fn heap_headroom(current_limit: usize) -> usize {
     current_limit + (current_limit / 2).max(16 << 20)
+}
+
+/// Native memory charged to one isolate, and whether it broke the limit.
+#[derive(Debug)]
+pub struct MemoryGuard {
+    limit: usize,
+    /// Bytes held in Rust for the function (blob parts).
+    extra: AtomicUsize,
+    exceeded: AtomicBool,
+    handle: std::sync::OnceLock<v8::IsolateHandle>,
+}
+
+impl MemoryGuard {
+    /// A guard for an isolate limited to `limit` bytes.
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            extra: AtomicUsize::new(0),
+            exceeded: AtomicBool::new(false),
+            handle: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Binds the guard to its isolate, which it terminates past the limit.
+    pub fn bind(&self, handle: v8::IsolateHandle) {
+        let _ = self.handle.set(handle);
+    }
+
+    /// Bytes held in Rust for the function.
+    pub fn extra(&self) -> usize {
+        self.extra.load(Ordering::Relaxed)
+    }
+
+    /// Whether native memory went past the limit.
+    pub fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::Relaxed)
+    }
+
+    /// Native memory of the isolate: V8's external memory (every
+    /// ArrayBuffer's backing store) and what Rust holds for it.
+    pub fn native_in_use(&self, isolate: &mut v8::Isolate) -> usize {
+        isolate.get_heap_statistics().external_memory() + self.extra()
+    }
+
+    /// Charges `len` bytes held in Rust; past the limit, the isolate is
+    /// terminated.
+    pub fn charge(&self, len: usize) {
+        let total = self.extra.fetch_add(len, Ordering::Relaxed) + len;
+        if total > self.limit {
+            self.fail();
+        }
+    }
+
+    /// Releases `len` bytes charged earlier.
+    pub fn release(&self, len: usize) {
+        self.extra.fetch_sub(len, Ordering::Relaxed);
+    }
+
+    fn fail(&self) {
+        self.exceeded.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.handle.get() {
+            handle.terminate_execution();
+        }
+    }
+
+    /// Checks the isolate's native memory (after a full collection, if it
+    /// looks too high: garbage buffers count until collected).
+    pub fn check(&self, isolate: &mut v8::Isolate) {
+        if self.native_in_use(isolate) <= self.limit {
+            return;
+        }
+        isolate.low_memory_notification();
+        if self.native_in_use(isolate) > self.limit {
+            // Terminating from inside an interrupt does not take: the
+            // watchdog terminates the isolate from its own thread on its
+            // next tick (see `cpu.rs`).
+            self.exceeded.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The interrupt the CPU watchdog requests on a running isolate: `data` is
+/// the isolate's [`MemoryGuard`].
+///
+/// # Safety
+/// `data` must point to a `MemoryGuard` that outlives the isolate.
+pub unsafe extern "C" fn check_memory_interrupt(raw: v8::UnsafeRawIsolatePtr, data: *mut c_void) {
+    // SAFETY: V8 calls this on the isolate's thread, with the isolate entered.
+    let mut isolate = unsafe { v8::Isolate::from_raw_isolate_ptr(raw) };
+    // SAFETY: the caller guarantees `data` outlives the isolate.
+    let guard = unsafe { &*(data as *const MemoryGuard) };
+    guard.check(&mut isolate);
+}
+
+/// deno_web's blob store, with every part charged to the function's
+/// [`MemoryGuard`] while it exists.
+#[derive(Debug)]
+pub struct LimitedBlobStore {
+    inner: deno_web::BlobStore,
+    guard: Arc<MemoryGuard>,
+}
+
+impl LimitedBlobStore {
+    /// A store charging `guard`.
+    pub fn new(guard: Arc<MemoryGuard>) -> Arc<Self> {
+        Arc::new(Self {
+            inner: deno_web::BlobStore::default(),
+            guard,
+        })
+    }
+}
+
+type Part = Arc<dyn deno_web::BlobPart + Send + Sync>;
+
+impl deno_web::BlobStoreTrait for LimitedBlobStore {
+    fn insert_part(&self, part: Part) -> uuid::Uuid {
+        self.guard.charge(part.size());
+        self.inner.insert_part(part)
+    }
+
+    fn get_part(&self, id: &uuid::Uuid) -> Option<Part> {
+        self.inner.get_part(id)
+    }
+
+    fn remove_part(&self, id: &uuid::Uuid) -> Option<Part> {
+        let part = self.inner.remove_part(id)?;
+        self.guard.release(part.size());
+        Some(part)
+    }
+
+    fn get_object_url(&self, url: deno_core::url::Url) -> Option<Arc<deno_web::Blob>> {
+        self.inner.get_object_url(url)
+    }
+
+    fn insert_object_url(
+        &self,
+        blob: deno_web::Blob,
+        maybe_location: Option<deno_core::url::Url>,
+    ) -> deno_core::url::Url {
+        self.inner.insert_object_url(blob, maybe_location)
+    }
+
+    fn remove_object_url(&self, url: &deno_core::url::Url) {
+        self.inner.remove_object_url(url)
+    }
+
+    fn clear(&self) {
+        self.inner.clear()
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@ crate::cases!(
     the_wall_limit_stops_running_javascript,
     deeply_nested_typescript_is_a_syntax_error,
     unread_request_bodies_are_dropped_with_the_invocation,
+    http_requests_to_a_json_function_force_no_cold_start,
+    stacks_show_no_internal_frames,
 );
 
 fn atomics_wait_cannot_block_a_worker() {
@@ -121,4 +123,70 @@ fn unread_request_bodies_are_dropped_with_the_invocation() {
         }
     }
     assert_node_healthy();
+}
+
+fn http_request(method: &str) -> HttpRequest {
+    HttpRequest {
+        method: method.into(),
+        url: "http://test/".into(),
+        headers: vec![],
+        body: vec![],
+        rest: BodyStream::default(),
+    }
+}
+
+fn http_requests_to_a_json_function_force_no_cold_start() {
+    let executor = isola_runtime_js::Executor::new(isola_runtime_js::ExecutorConfig {
+        workers: 1,
+        ..Default::default()
+    });
+    let source = function("export default () => 'json'");
+    let cold = |executor: &isola_runtime_js::Executor| {
+        executor
+            .stats()
+            .cold_starts
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // Once before the function is known, once after.
+    for _ in 0..2 {
+        let outcome = block_on(executor.run(isola_core::Invocation {
+            id: "t".into(),
+            function: source.clone(),
+            input: isola_core::InvocationInput::Http(http_request("GET")),
+        }));
+        assert_eq!(error(&outcome).code, ErrorCode::InvalidInput);
+    }
+    assert_eq!(
+        json(&invoke_on(&executor, &source, json!(null))),
+        json!("json")
+    );
+    let before = cold(&executor);
+    for _ in 0..20 {
+        let outcome = block_on(executor.run(isola_core::Invocation {
+            id: "t".into(),
+            function: source.clone(),
+            input: isola_core::InvocationInput::Http(http_request("GET")),
+        }));
+        assert_eq!(error(&outcome).code, ErrorCode::InvalidInput);
+    }
+    let outcome = invoke_on(&executor, &source, json!(null));
+    assert!(!outcome.metrics.cold_start, "{:?}", outcome.metrics);
+    assert_eq!(cold(&executor), before, "HTTP requests started isolates");
+    executor.shutdown();
+}
+
+fn stacks_show_no_internal_frames() {
+    let source =
+        function("export default { async fetch() { await null; throw new Error('boom') } }");
+    let outcome = invoke_http(&source, http_request("GET"));
+    let error = error(&outcome);
+    let stack = error.stack.unwrap_or_default();
+    assert!(stack.contains("isola:///main.js"), "{stack}");
+    assert!(!stack.contains("ext:"), "{stack}");
+    let rejected =
+        function("export default async () => { Promise.reject(new Error('lost')); return 1 }");
+    let outcome = invoke(&rejected, json!(null));
+    let logs: Vec<_> = outcome.logs.iter().map(|l| l.message.clone()).collect();
+    assert!(logs.iter().any(|l| l.contains("lost")), "{logs:?}");
+    assert!(!logs.iter().any(|l| l.contains("ext:")), "{logs:?}");
 }

@@ -10,6 +10,7 @@ mod hostile;
 mod isolation;
 mod kv;
 mod modules;
+mod native;
 mod network;
 mod shapes;
 mod threads;
@@ -24,6 +25,7 @@ fn main() -> std::process::ExitCode {
         kv::TESTS,
         modules::TESTS,
         network::TESTS,
+        native::TESTS,
         threads::TESTS,
     ])
 }
