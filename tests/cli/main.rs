@@ -2,6 +2,7 @@
 
 mod dev;
 mod invoke;
+mod logs;
 mod serve_journey;
 mod server;
 
