@@ -3,6 +3,7 @@
 mod dev;
 mod invoke;
 mod logs;
+mod metrics;
 mod serve_journey;
 mod server;
 

@@ -12,6 +12,8 @@ use std::sync::Arc;
 pub struct ServerConfig {
     /// SHA-256 (hex) of the admin token.
     pub token_hash: String,
+    /// SHA-256 (hex) of a token accepted on `/metrics` only, if any.
+    pub metrics_token_hash: Option<String>,
     /// `example.com` routes `hello.example.com` to function `hello`.
     pub base_domain: Option<String>,
     /// Largest request body passed to a function, in bytes.
@@ -26,6 +28,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             token_hash: String::new(),
+            metrics_token_hash: None,
             base_domain: None,
             max_request_bytes: 10 << 20,
             max_response_bytes: 32 << 20,

@@ -8,7 +8,7 @@ mod logs;
 mod openapi;
 pub(crate) mod traffic;
 
-use crate::auth::require_token;
+use crate::auth::{require_metrics_token, require_token};
 use crate::{ApiError, AppState};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -48,7 +48,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/v1", management)
         .route("/v1/openapi.json", get(openapi::document))
-        .route("/metrics", get(metrics))
+        .route(
+            "/metrics",
+            get(metrics).route_layer(from_fn_with_state(state.clone(), require_metrics_token)),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/fn/{name}", any(traffic::by_path_root))
         .route("/fn/{name}/", any(traffic::by_path_root))

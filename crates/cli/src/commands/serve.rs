@@ -21,6 +21,10 @@ pub struct ServeArgs {
     /// Admin token to accept (stored hashed); generated on first start if unset.
     #[arg(long, env = "ISOLA_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A token accepted on /metrics only (for scrapers); the admin token
+    /// works there too.
+    #[arg(long, env = "ISOLA_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Route `<name>.<base-domain>` to function `<name>`.
     #[arg(long)]
     pub base_domain: Option<String>,
@@ -77,6 +81,7 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
     let executor = Arc::new(Executor::new(executor_config));
     let config = ServerConfig {
         token_hash,
+        metrics_token_hash: args.metrics_token.as_deref().map(hash_token),
         base_domain: args.base_domain,
         max_request_bytes: args.max_request_mb << 20,
         max_response_bytes: args.max_response_mb << 20,
