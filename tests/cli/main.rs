@@ -4,6 +4,7 @@ mod dev;
 mod invoke;
 mod logs;
 mod metrics;
+mod public_errors;
 mod serve_journey;
 mod server;
 

@@ -16,6 +16,7 @@ pub mod dev;
 mod error;
 mod metrics;
 mod recorder;
+mod respond;
 mod routes;
 mod state;
 

@@ -12,8 +12,25 @@ pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Creates the tables when missing.
+/// Creates the tables when missing, and brings older databases up to date.
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    create_tables(conn)?;
+    add_column(conn, "invocations", "error_message", "TEXT")
+}
+
+/// Adds a column to a table of an older database, unless it has it.
+fn add_column(conn: &Connection, table: &str, column: &str, kind: &str) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
+    let columns = stmt
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if !columns.iter().any(|c| c == column) {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+    }
+    Ok(())
+}
+
+fn create_tables(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         "
         CREATE TABLE IF NOT EXISTS functions (
@@ -43,6 +60,7 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             version INTEGER NOT NULL,
             status TEXT NOT NULL,
             error_code TEXT,
+            error_message TEXT,
             duration_us INTEGER NOT NULL,
             cpu_us INTEGER NOT NULL,
             peak_heap_bytes INTEGER NOT NULL,

@@ -229,8 +229,8 @@ fn insert_records(conn: &mut Connection, records: &[InvocationRecord]) -> Result
             continue;
         };
         tx.execute(
-            "INSERT OR IGNORE INTO invocations (id, function_id, version, status, error_code, duration_us, cpu_us, peak_heap_bytes, cold_start, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![record.id, id, record.version, record.status, record.error_code, record.duration_us as i64, record.cpu_us as i64, record.peak_heap_bytes as i64, record.cold_start, record.created_at],
+            "INSERT OR IGNORE INTO invocations (id, function_id, version, status, error_code, duration_us, cpu_us, peak_heap_bytes, cold_start, created_at, error_message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![record.id, id, record.version, record.status, record.error_code, record.duration_us as i64, record.cpu_us as i64, record.peak_heap_bytes as i64, record.cold_start, record.created_at, record.error_message],
         )?;
         for line in &record.logs {
             tx.execute(
@@ -370,7 +370,7 @@ impl Registry for SqliteRegistry {
         self.run(move |conn| {
             let id = function_id(conn, &name)?;
             let mut stmt = conn.prepare(
-                "SELECT id, version, status, error_code, duration_us, cpu_us, peak_heap_bytes, cold_start, created_at FROM invocations WHERE function_id = ?1 ORDER BY created_at DESC, rowid DESC LIMIT ?2",
+                "SELECT id, version, status, error_code, duration_us, cpu_us, peak_heap_bytes, cold_start, created_at, error_message FROM invocations WHERE function_id = ?1 ORDER BY created_at DESC, rowid DESC LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![id, limit], |row| {
                 Ok(InvocationRecord {
@@ -379,6 +379,7 @@ impl Registry for SqliteRegistry {
                     version: row.get(1)?,
                     status: row.get(2)?,
                     error_code: row.get(3)?,
+                    error_message: row.get(9)?,
                     duration_us: row.get::<_, i64>(4)? as u64,
                     cpu_us: row.get::<_, i64>(5)? as u64,
                     peak_heap_bytes: row.get::<_, i64>(6)? as u64,

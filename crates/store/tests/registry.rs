@@ -187,6 +187,7 @@ async fn invocations_and_logs_are_recorded() {
         version: 1,
         status: "ok".into(),
         error_code: None,
+        error_message: None,
         duration_us: 120,
         cpu_us: 80,
         peak_heap_bytes: 1 << 20,
