@@ -7,6 +7,7 @@ mod metrics;
 mod public_errors;
 mod serve_journey;
 mod server;
+mod unknown_functions;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};

@@ -19,6 +19,8 @@ mod recorder;
 mod respond;
 mod routes;
 mod state;
+#[cfg(test)]
+mod testing;
 
 pub use auth::{hash_token, new_token, TOKEN_HASH_KEY};
 pub use error::ApiError;
