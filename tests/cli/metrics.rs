@@ -25,6 +25,7 @@ fn metrics_need_the_admin_or_the_metrics_token() {
         assert_eq!(response.status(), StatusCode::OK, "with {token}");
         let text = response.text().unwrap();
         assert!(text.contains("isola_warm_isolates"), "{text}");
+        assert!(text.contains("isola_records_dropped_total 0"), "{text}");
     }
 
     // The metrics token opens /metrics only.

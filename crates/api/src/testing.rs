@@ -1,4 +1,4 @@
-//! Test doubles: a registry that counts and delays, and an invoker
+//! Test doubles: a registry that counts, delays and holds, and an invoker
 //! that runs nothing.
 
 use async_trait::async_trait;
@@ -7,16 +7,19 @@ use isola_store::{
     DeploymentInfo, FunctionInfo, InvocationRecord, LogRecord, NewDeployment, Registry, Result,
     SqliteRegistry,
 };
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// A registry that counts active-deployment lookups and makes those of
-/// names starting with `slow-` take two seconds.
+/// names starting with `slow-` take two seconds; it can also hold every
+/// write of records forever.
 pub struct Counting {
     inner: SqliteRegistry,
     /// Active-deployment lookups so far.
     pub lookups: AtomicUsize,
+    /// While set, writes of records never finish.
+    pub hold_records: AtomicBool,
 }
 
 impl Counting {
@@ -25,6 +28,7 @@ impl Counting {
         Self {
             inner: SqliteRegistry::in_memory().unwrap(),
             lookups: AtomicUsize::new(0),
+            hold_records: AtomicBool::new(false),
         }
     }
 }
@@ -67,6 +71,9 @@ impl Registry for Counting {
         self.inner.active_source(name).await
     }
     async fn record_invocations(&self, records: Vec<InvocationRecord>) -> Result<()> {
+        if self.hold_records.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         self.inner.record_invocations(records).await
     }
     async fn invocations(&self, name: &str, limit: u32) -> Result<Vec<InvocationRecord>> {
@@ -74,6 +81,9 @@ impl Registry for Counting {
     }
     async fn logs(&self, name: &str, after: i64, limit: u32) -> Result<Vec<LogRecord>> {
         self.inner.logs(name, after, limit).await
+    }
+    async fn prune(&self, retention: &isola_store::Retention) -> Result<isola_store::Pruned> {
+        self.inner.prune(retention).await
     }
     async fn setting(&self, key: &str) -> Result<Option<String>> {
         self.inner.setting(key).await

@@ -7,6 +7,8 @@
 
 mod error;
 mod model;
+mod records;
+mod retention;
 mod schema;
 mod sqlite;
 
@@ -15,6 +17,7 @@ pub use model::{
     validate_function_name, DeploymentInfo, FunctionInfo, InvocationRecord, LogRecord,
     NewDeployment,
 };
+pub use retention::{Pruned, Retention};
 pub use sqlite::SqliteRegistry;
 
 use async_trait::async_trait;
@@ -52,6 +55,12 @@ pub trait Registry: Send + Sync + 'static {
     async fn invocations(&self, name: &str, limit: u32) -> Result<Vec<InvocationRecord>>;
     /// Console lines of the function after sequence number `after`, oldest first.
     async fn logs(&self, name: &str, after: i64, limit: u32) -> Result<Vec<LogRecord>>;
+    /// Deletes the records and lines `retention` does not keep, oldest
+    /// first (a backend without retention keeps everything).
+    async fn prune(&self, retention: &Retention) -> Result<Pruned> {
+        let _ = retention;
+        Ok(Pruned::default())
+    }
 
     /// A setting of the node (e.g. the admin token's hash).
     async fn setting(&self, key: &str) -> Result<Option<String>>;

@@ -68,6 +68,7 @@ fn create_tables(conn: &Connection) -> rusqlite::Result<()> {
             created_at INTEGER NOT NULL
         );
         CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations(function_id, created_at);
+        CREATE INDEX IF NOT EXISTS invocations_by_time ON invocations(created_at);
         CREATE TABLE IF NOT EXISTS logs (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
             function_id INTEGER NOT NULL REFERENCES functions(id) ON DELETE CASCADE,
@@ -77,6 +78,7 @@ fn create_tables(conn: &Connection) -> rusqlite::Result<()> {
             created_at INTEGER NOT NULL
         );
         CREATE INDEX IF NOT EXISTS logs_by_function ON logs(function_id, seq);
+        CREATE INDEX IF NOT EXISTS logs_by_time ON logs(created_at);
         CREATE TABLE IF NOT EXISTS settings (
             key TEXT PRIMARY KEY,
             value TEXT NOT NULL

@@ -4,9 +4,10 @@ use crate::model::{
     validate_function_name, DeploymentInfo, FunctionInfo, InvocationRecord, LogRecord,
     NewDeployment,
 };
-use crate::{schema, Registry, Result, StoreError};
+use crate::retention::{self, Pruned, Retention};
+use crate::{records, schema, Registry, Result, StoreError};
 use async_trait::async_trait;
-use isola_core::{FunctionSource, LogLevel, SourceFile};
+use isola_core::{FunctionSource, SourceFile};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,15 +23,6 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-fn level_name(level: LogLevel) -> &'static str {
-    match level {
-        LogLevel::Debug => "debug",
-        LogLevel::Info => "info",
-        LogLevel::Warn => "warn",
-        LogLevel::Error => "error",
-    }
 }
 
 impl SqliteRegistry {
@@ -214,35 +206,6 @@ fn insert_deployment(
     Ok(version)
 }
 
-fn insert_records(conn: &mut Connection, records: &[InvocationRecord]) -> Result<()> {
-    let tx = conn.transaction()?;
-    for record in records {
-        // The function may be gone by now: skip its records.
-        let Some(id) = tx
-            .query_row(
-                "SELECT id FROM functions WHERE name = ?1",
-                [&record.function],
-                |row| row.get::<_, i64>(0),
-            )
-            .optional()?
-        else {
-            continue;
-        };
-        tx.execute(
-            "INSERT OR IGNORE INTO invocations (id, function_id, version, status, error_code, duration_us, cpu_us, peak_heap_bytes, cold_start, created_at, error_message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![record.id, id, record.version, record.status, record.error_code, record.duration_us as i64, record.cpu_us as i64, record.peak_heap_bytes as i64, record.cold_start, record.created_at, record.error_message],
-        )?;
-        for line in &record.logs {
-            tx.execute(
-                "INSERT INTO logs (function_id, invocation_id, level, message, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, record.id, level_name(line.level), line.message, record.created_at],
-            )?;
-        }
-    }
-    tx.commit()?;
-    Ok(())
-}
-
 #[async_trait]
 impl Registry for SqliteRegistry {
     async fn create_function(&self, name: &str) -> Result<FunctionInfo> {
@@ -362,7 +325,8 @@ impl Registry for SqliteRegistry {
     }
 
     async fn record_invocations(&self, records: Vec<InvocationRecord>) -> Result<()> {
-        self.run(move |conn| insert_records(conn, &records)).await
+        self.run(move |conn| records::insert_records(conn, &records))
+            .await
     }
 
     async fn invocations(&self, name: &str, limit: u32) -> Result<Vec<InvocationRecord>> {
@@ -413,6 +377,30 @@ impl Registry for SqliteRegistry {
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
+    }
+
+    async fn prune(&self, retention: &Retention) -> Result<Pruned> {
+        let retention = *retention;
+        let cutoffs = self
+            .run(move |conn| Ok(retention::cutoffs(conn, &retention, now_ms())?))
+            .await?;
+        let mut pruned = Pruned::default();
+        loop {
+            // One chunk per turn, so other writers get the database in between.
+            let (invocations, logs) = self
+                .run(move |conn| {
+                    Ok((
+                        retention::delete_invocations(conn, &cutoffs)?,
+                        retention::delete_logs(conn, &cutoffs)?,
+                    ))
+                })
+                .await?;
+            pruned.invocations += invocations;
+            pruned.logs += logs;
+            if invocations == 0 && logs == 0 {
+                return Ok(pruned);
+            }
+        }
     }
 
     async fn setting(&self, key: &str) -> Result<Option<String>> {

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Args;
 use isola_api::{hash_token, new_token, ServerConfig, TOKEN_HASH_KEY};
 use isola_runtime_js::{Executor, ExecutorConfig};
-use isola_store::{Registry, SqliteRegistry};
+use isola_store::{Registry, Retention, SqliteRegistry};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +37,19 @@ pub struct ServeArgs {
     /// Largest response body a function may return, in MiB.
     #[arg(long, default_value_t = 32)]
     pub max_response_mb: usize,
+    /// Invocation records and logs older than this many hours are deleted.
+    #[arg(long, default_value_t = 72)]
+    pub retention_hours: u64,
+    /// At most this many invocation records (the newest) are kept.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub retention_max_records: u64,
+    /// At most this many log lines (the newest) are kept.
+    #[arg(long, default_value_t = 5_000_000)]
+    pub retention_max_log_lines: u64,
+    /// Most MiB of invocation records waiting to be written; past it,
+    /// records are dropped (counted in isola_records_dropped_total).
+    #[arg(long, default_value_t = 64)]
+    pub record_queue_mb: usize,
 }
 
 /// The admin token's hash: from `--token`, from storage, or a new token
@@ -85,6 +98,12 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
         base_domain: args.base_domain,
         max_request_bytes: args.max_request_mb << 20,
         max_response_bytes: args.max_response_mb << 20,
+        max_record_queue_bytes: args.record_queue_mb << 20,
+        retention: Some(Retention {
+            max_age: std::time::Duration::from_secs(args.retention_hours.saturating_mul(3600)),
+            max_records: args.retention_max_records,
+            max_log_lines: args.retention_max_log_lines,
+        }),
         ..ServerConfig::default()
     };
     let app = isola_api::app(config, Arc::new(registry), executor, Some(kv)).await;
