@@ -2,7 +2,8 @@
 //! active, invocation records and captured console output.
 //!
 //! [`Registry`] is the interface; [`SqliteRegistry`] is the embedded default
-//! (one SQLite file in WAL mode, every acknowledged write synced to disk). A
+//! (one SQLite file in WAL mode, every acknowledged write synced to disk,
+//! deployment secrets sealed with a [`NodeKey`] kept outside it). A
 //! multi-node backend on NATS JetStream KV will implement the same trait.
 
 mod error;
@@ -10,6 +11,7 @@ mod model;
 mod records;
 mod retention;
 mod schema;
+mod secrets;
 mod sqlite;
 
 pub use error::{Result, StoreError};
@@ -18,6 +20,7 @@ pub use model::{
     NewDeployment,
 };
 pub use retention::{Pruned, Retention};
+pub use secrets::{database_is_sealed, NodeKey};
 pub use sqlite::SqliteRegistry;
 
 use async_trait::async_trait;

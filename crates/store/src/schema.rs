@@ -3,8 +3,10 @@
 use rusqlite::Connection;
 
 /// Opens a connection with isola's settings: WAL, full sync (an
-/// acknowledged write survives a crash), foreign keys, a busy timeout.
+/// acknowledged write survives a crash), foreign keys, a busy timeout, and
+/// secure delete (deleted content is overwritten, not left in free pages).
 pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "secure_delete", "ON")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;

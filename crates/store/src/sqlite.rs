@@ -5,6 +5,7 @@ use crate::model::{
     NewDeployment,
 };
 use crate::retention::{self, Pruned, Retention};
+use crate::secrets::{self, NodeKey};
 use crate::{records, schema, Registry, Result, StoreError};
 use async_trait::async_trait;
 use isola_core::{FunctionSource, SourceFile};
@@ -13,10 +14,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-/// The registry in a SQLite file, WAL mode, fully synced.
+/// The registry in a SQLite file, WAL mode, fully synced, secrets sealed
+/// with the node key.
 #[derive(Clone)]
 pub struct SqliteRegistry {
     conn: Arc<Mutex<Connection>>,
+    key: Arc<NodeKey>,
 }
 
 fn now_ms() -> i64 {
@@ -26,23 +29,30 @@ fn now_ms() -> i64 {
 }
 
 impl SqliteRegistry {
-    /// Opens (creating if needed) the database at `path`.
-    pub fn open(path: &Path) -> Result<Self> {
-        let conn = Connection::open(path)?;
+    /// Opens (creating if needed) the database at `path`, whose secrets are
+    /// sealed with `key`. Fails, changing nothing, when the database was
+    /// sealed with another key; seals the secrets of an older database.
+    pub fn open(path: &Path, key: NodeKey) -> Result<Self> {
+        let mut conn = Connection::open(path)?;
         schema::configure(&conn)?;
         schema::migrate(&conn)?;
+        secrets::prepare(&mut conn, &key)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            key: Arc::new(key),
         })
     }
 
-    /// An in-memory database, for tests.
+    /// An in-memory database with a random key, for tests.
     pub fn in_memory() -> Result<Self> {
-        let conn = Connection::open_in_memory()?;
+        let mut conn = Connection::open_in_memory()?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         schema::migrate(&conn)?;
+        let key = NodeKey::generate();
+        secrets::prepare(&mut conn, &key)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            key: Arc::new(key),
         })
     }
 
@@ -163,6 +173,7 @@ fn load_deployment(conn: &Connection, name: &str, version: u32) -> Result<Stored
 
 fn insert_deployment(
     conn: &mut Connection,
+    key: &NodeKey,
     name: &str,
     deployment: &NewDeployment,
     activate: bool,
@@ -186,7 +197,7 @@ fn insert_deployment(
             serde_json::to_string(&deployment.files)?,
             serde_json::to_string(&deployment.limits)?,
             serde_json::to_string(&deployment.env)?,
-            serde_json::to_string(&deployment.secrets)?,
+            serde_json::to_string(&key.seal_all(&deployment.secrets))?,
             now_ms(),
             deployment.kv_binding,
             serde_json::to_string(&deployment.allowed_hosts)?,
@@ -265,8 +276,9 @@ impl Registry for SqliteRegistry {
     ) -> Result<DeploymentInfo> {
         deployment.validate()?;
         let name = name.to_string();
+        let key = self.key.clone();
         self.run(move |conn| {
-            let version = insert_deployment(conn, &name, &deployment, activate)?;
+            let version = insert_deployment(conn, &key, &name, &deployment, activate)?;
             Ok(load_deployment(conn, &name, version)?.info)
         })
         .await
@@ -302,13 +314,15 @@ impl Registry for SqliteRegistry {
 
     async fn active_source(&self, name: &str) -> Result<Option<(DeploymentInfo, FunctionSource)>> {
         let name = name.to_string();
+        let key = self.key.clone();
         self.run(move |conn| {
             let Some(version) = read_function(conn, &name)?.active_version else {
                 return Ok(None);
             };
             let stored = load_deployment(conn, &name, version)?;
             let mut env = stored.info.env.clone();
-            env.extend(stored.secrets);
+            // The only place secrets are decrypted: for running the function.
+            env.extend(key.open_all(stored.secrets)?);
             let source = FunctionSource {
                 id: stored.info.instance_key(),
                 name: name.clone(),

@@ -1,6 +1,6 @@
 //! A database written by an earlier version opens and gains what is new.
 
-use isola_store::{InvocationRecord, Registry, SqliteRegistry};
+use isola_store::{InvocationRecord, NodeKey, Registry, SqliteRegistry};
 
 /// The schema before recorded error messages.
 const OLD_SCHEMA: &str = include_str!("old_schema.sql");
@@ -18,7 +18,8 @@ async fn an_old_database_gains_the_error_message_column() {
         )
         .unwrap();
     }
-    let registry = SqliteRegistry::open(&db).unwrap();
+    let key = NodeKey::generate();
+    let registry = SqliteRegistry::open(&db, key.clone()).unwrap();
     let record = InvocationRecord {
         id: "after".into(),
         function: "old".into(),
@@ -43,6 +44,6 @@ async fn an_old_database_gains_the_error_message_column() {
     assert_eq!(records[1].error_message, None);
     drop(registry);
     // Opening again finds the column there and leaves it.
-    let registry = SqliteRegistry::open(&db).unwrap();
+    let registry = SqliteRegistry::open(&db, key).unwrap();
     assert_eq!(registry.invocations("old", 10).await.unwrap().len(), 2);
 }
