@@ -1,9 +1,14 @@
 //! Tests of the real `isola` binary, driven as a user would drive it.
 
+mod data_dir;
 mod dev;
 mod invoke;
+mod logs;
+mod metrics;
+mod public_errors;
 mod serve_journey;
 mod server;
+mod unknown_functions;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};

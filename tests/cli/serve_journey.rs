@@ -188,6 +188,7 @@ fn deploy_invoke_rollback_and_logs_journey() {
     assert!(openapi["paths"]["/v1/functions/{name}/deployments"]["post"].is_object());
     let metrics = http
         .get(format!("{}/metrics", server.url))
+        .bearer_auth(TOKEN)
         .send()
         .unwrap()
         .text()

@@ -4,12 +4,25 @@
 //! on it to the end, so activating another deployment never disturbs
 //! invocations in flight. After a change, the previous version's warm
 //! instances are evicted from the invoker.
+//!
+//! Lookups of names that cannot be functions are refused before any lookup,
+//! and names known to have no active deployment are kept in a bounded LRU
+//! (every write goes through this node's API, which refreshes the name), so
+//! a flood of requests for random names costs one query per name at most.
+//! Refreshes are serialised per name: a miss for one name never waits
+//! behind another.
 
 use crate::ApiError;
 use isola_core::{FunctionSource, Invoker};
 use isola_store::{DeploymentInfo, Registry};
+use lru::LruCache;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::OwnedMutexGuard;
+
+/// Names remembered as having no active deployment.
+const ABSENT_CAPACITY: usize = 10_000;
 
 /// A function's active deployment, ready to run.
 pub struct Active {
@@ -19,13 +32,50 @@ pub struct Active {
     pub source: Arc<FunctionSource>,
 }
 
+type NameLocks = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+
 /// Active deployments by function name.
 pub struct ActiveFunctions {
     registry: Arc<dyn Registry>,
     invoker: Arc<dyn Invoker>,
     cache: RwLock<HashMap<String, Arc<Active>>>,
-    /// Serialises refreshes, so the cache never goes back to an older state.
-    refresh: tokio::sync::Mutex<()>,
+    /// Names without an active deployment, most recently asked for first.
+    absent: Mutex<LruCache<String, ()>>,
+    /// One lock per name being refreshed, so the cache never goes back to
+    /// an older state; removed when nobody holds or waits for it.
+    locks: NameLocks,
+}
+
+/// Holds a name's refresh lock; forgets the lock when it was the last user.
+struct NameGuard<'a> {
+    locks: &'a NameLocks,
+    name: String,
+    guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl Drop for NameGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut locks = self.locks.lock().unwrap();
+        if locks
+            .get(&self.name)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            locks.remove(&self.name);
+        }
+    }
+}
+
+/// Past this many, and at each doubling, locks nobody uses any more (their
+/// waiter gave up) are swept out.
+const LOCK_SWEEP_FROM: usize = 1024;
+
+fn no_active_deployment(name: &str) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "no_active_deployment",
+        format!("function {name:?} has no active deployment: deploy it first"),
+    )
 }
 
 impl ActiveFunctions {
@@ -35,28 +85,68 @@ impl ActiveFunctions {
             registry,
             invoker,
             cache: RwLock::default(),
-            refresh: tokio::sync::Mutex::new(()),
+            absent: Mutex::new(LruCache::new(
+                NonZeroUsize::new(ABSENT_CAPACITY).expect("non-zero"),
+            )),
+            locks: Mutex::default(),
         }
     }
 
     /// The function's active deployment.
     pub async fn get(&self, name: &str) -> Result<Arc<Active>, ApiError> {
-        if let Some(active) = self.cache.read().unwrap().get(name) {
-            return Ok(active.clone());
+        if isola_store::validate_function_name(name).is_err() {
+            return Err(ApiError::not_found(format!("function {name:?}")));
         }
-        self.refresh(name).await?.ok_or_else(|| {
-            ApiError::new(
-                axum::http::StatusCode::NOT_FOUND,
-                "no_active_deployment",
-                format!("function {name:?} has no active deployment: deploy it first"),
-            )
-        })
+        if let Some(found) = self.cached(name)? {
+            return Ok(found);
+        }
+        let _locked = self.lock(name).await;
+        // Another lookup of this name may have settled it while we waited.
+        if let Some(found) = self.cached(name)? {
+            return Ok(found);
+        }
+        self.reload(name)
+            .await?
+            .ok_or_else(|| no_active_deployment(name))
     }
 
     /// Reloads the function's active deployment from the registry, and
-    /// evicts the warm instances of the one it replaces.
+    /// evicts the warm instances of the one it replaces. Called after every
+    /// change of a function on this node.
     pub async fn refresh(&self, name: &str) -> Result<Option<Arc<Active>>, ApiError> {
-        let _serialised = self.refresh.lock().await;
+        let _locked = self.lock(name).await;
+        self.reload(name).await
+    }
+
+    /// What the caches know: the deployment, "none" (an error), or nothing.
+    fn cached(&self, name: &str) -> Result<Option<Arc<Active>>, ApiError> {
+        if let Some(active) = self.cache.read().unwrap().get(name) {
+            return Ok(Some(active.clone()));
+        }
+        if self.absent.lock().unwrap().get(name).is_some() {
+            return Err(no_active_deployment(name));
+        }
+        Ok(None)
+    }
+
+    async fn lock(&self, name: &str) -> NameGuard<'_> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap();
+            if locks.len() >= LOCK_SWEEP_FROM && locks.len().is_power_of_two() {
+                locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+            }
+            locks.entry(name.to_string()).or_default().clone()
+        };
+        let guard = lock.lock_owned().await;
+        NameGuard {
+            locks: &self.locks,
+            name: name.to_string(),
+            guard: Some(guard),
+        }
+    }
+
+    /// Reads the active deployment; the caller holds the name's lock.
+    async fn reload(&self, name: &str) -> Result<Option<Arc<Active>>, ApiError> {
         let current = match self.registry.active_source(name).await {
             Ok(found) => found.map(|(deployment, source)| {
                 Arc::new(Active {
@@ -69,9 +159,16 @@ impl ActiveFunctions {
         };
         let previous = {
             let mut cache = self.cache.write().unwrap();
+            let mut absent = self.absent.lock().unwrap();
             match &current {
-                Some(active) => cache.insert(name.to_string(), active.clone()),
-                None => cache.remove(name),
+                Some(active) => {
+                    absent.pop(name);
+                    cache.insert(name.to_string(), active.clone())
+                }
+                None => {
+                    absent.put(name.to_string(), ());
+                    cache.remove(name)
+                }
             }
         };
         if let Some(previous) = previous {
@@ -85,3 +182,6 @@ impl ActiveFunctions {
         Ok(current)
     }
 }
+
+#[cfg(test)]
+mod tests;

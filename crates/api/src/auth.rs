@@ -1,5 +1,6 @@
-//! Bearer-token authentication of the management API. The node keeps only a
-//! SHA-256 hash of its admin token.
+//! Bearer-token authentication of the management API and of `/metrics`. The
+//! node keeps only SHA-256 hashes of its tokens. `/metrics` also accepts an
+//! optional metrics token, which opens nothing else.
 
 use crate::{ApiError, AppState};
 use axum::extract::{Request, State};
@@ -33,31 +34,50 @@ fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
+/// The bearer token of a request, if it sent one.
+fn presented(request: &Request) -> Result<&str, ApiError> {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing bearer token: send 'Authorization: Bearer <token>'",
+            )
+        })
+}
+
+fn invalid_token() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid token")
+}
+
 /// Middleware: refuses requests without the admin token.
 pub async fn require_token(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(presented) = presented else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing bearer token: send 'Authorization: Bearer <token>'",
-        ));
-    };
-    if !same(&hash_token(presented), &state.token_hash) {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "invalid token",
-        ));
+    if !same(&hash_token(presented(&request)?), &state.token_hash) {
+        return Err(invalid_token());
+    }
+    Ok(next.run(request).await)
+}
+
+/// Middleware of `/metrics`: the admin token or the metrics token.
+pub async fn require_metrics_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let hash = hash_token(presented(&request)?);
+    let metrics_token = state.config.metrics_token_hash.as_deref();
+    let admitted = same(&hash, &state.token_hash) || metrics_token.is_some_and(|m| same(&hash, m));
+    if !admitted {
+        return Err(invalid_token());
     }
     Ok(next.run(request).await)
 }

@@ -1,13 +1,16 @@
 //! `isola dev`: one module served at `/` for local development, with no
 //! registry and no token. The caller swaps the module when its file
 //! changes; each request runs on the module current when it arrived.
+//!
+//! Failures are answered like public traffic (a bare 500), and their code,
+//! message and stack are printed to the terminal instead.
 
-use crate::routes::traffic::{into_response, to_invocation_input};
-use crate::ApiError;
+use crate::respond::{self, Audience};
+use crate::routes::traffic::to_invocation_input;
 use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Router;
-use isola_core::{FunctionSource, Invocation, InvocationOutput, Invoker, LogLevel};
+use isola_core::{FunctionSource, Invocation, Invoker, LogLevel};
 use std::sync::{Arc, RwLock};
 
 /// What the dev server runs.
@@ -24,19 +27,26 @@ pub fn router(state: DevState) -> Router {
     Router::new().fallback(handle).with_state(state)
 }
 
-async fn handle(State(state): State<DevState>, request: Request) -> Result<Response, ApiError> {
+async fn handle(State(state): State<DevState>, request: Request) -> Response {
     let path = request.uri().path().trim_start_matches('/').to_string();
-    let input = to_invocation_input(request, &path, 32 << 20).await?;
+    let input = match to_invocation_input(request, &path, 32 << 20).await {
+        Ok(input) => input,
+        Err(error) => {
+            eprintln!("[error] {}: {}", error.code, error.message);
+            return respond::failure(Audience::Public, error);
+        }
+    };
     let source = state.source.read().unwrap().clone();
-    let outcome = state
+    let id = crate::routes::invocation_id();
+    let mut outcome = state
         .invoker
         .invoke(Invocation {
-            id: crate::routes::invocation_id(),
+            id: id.clone(),
             function: source,
             input,
         })
         .await;
-    for line in &outcome.logs {
+    for line in std::mem::take(&mut outcome.logs) {
         let level = match line.level {
             LogLevel::Debug => "debug",
             LogLevel::Info => "info",
@@ -45,16 +55,8 @@ async fn handle(State(state): State<DevState>, request: Request) -> Result<Respo
         };
         eprintln!("[{level}] {}", line.message);
     }
-    match outcome.result {
-        Ok(InvocationOutput::Http(http)) => into_response(usize::MAX, http),
-        Ok(InvocationOutput::Json(value)) => Ok(axum::Json(value).into_response()),
-        Err(error) => {
-            eprintln!(
-                "[error] {}: {}",
-                error.code,
-                error.stack.as_deref().unwrap_or(&error.message)
-            );
-            Err(error.into())
-        }
+    if let Err(error) = &outcome.result {
+        eprintln!("[error] {}: {}", error.code, respond::error_detail(error));
     }
+    respond::invocation(Audience::Public, usize::MAX, &id, outcome)
 }

@@ -4,7 +4,7 @@
 //!   logs), bearer-token protected, described at `/v1/openapi.json`.
 //! - `/fn/<name>/<path>` (and `<name>.<base-domain>` by Host header): function
 //!   traffic, handed to the function's Workers-style `fetch` handler.
-//! - `/metrics`: Prometheus metrics.
+//! - `/metrics`: Prometheus metrics, for the admin token or the metrics token.
 //!
 //! The server is generic over its backends: any [`Registry`] for storage and
 //! any [`Invoker`] for running code, so the later multi-node mode plugs in
@@ -16,8 +16,11 @@ pub mod dev;
 mod error;
 mod metrics;
 mod recorder;
+mod respond;
 mod routes;
 mod state;
+#[cfg(test)]
+mod testing;
 
 pub use auth::{hash_token, new_token, TOKEN_HASH_KEY};
 pub use error::ApiError;

@@ -44,6 +44,8 @@ pub struct Metrics {
     warm_instances: Gauge,
     warm_memory: Gauge<u64, AtomicU64>,
     resident_memory: Gauge<u64, AtomicU64>,
+    /// Invocation records dropped because the writer was behind.
+    pub records_dropped: Counter,
 }
 
 impl Metrics {
@@ -58,6 +60,7 @@ impl Metrics {
             warm_instances: Gauge::default(),
             warm_memory: Gauge::default(),
             resident_memory: Gauge::default(),
+            records_dropped: Counter::default(),
             registry: Mutex::new(Registry::default()),
         };
         registry.register(
@@ -94,6 +97,11 @@ impl Metrics {
             "resident_memory_bytes",
             "Resident memory of the node process",
             metrics.resident_memory.clone(),
+        );
+        registry.register(
+            "records_dropped",
+            "Invocation records dropped because the record writer was behind",
+            metrics.records_dropped.clone(),
         );
         *metrics.registry.lock().unwrap() = registry;
         metrics

@@ -1,49 +1,84 @@
 //! Writes invocation records and their console output in the background, in
-//! batches, so that invocations never wait for the disk.
+//! batches, so that invocations never wait for the disk; and prunes what is
+//! past the node's retention.
+//!
+//! The queue is bounded in records and in (approximate) bytes: when the
+//! writer is behind, records are dropped and counted
+//! (`isola_records_dropped_total`) rather than held in memory.
 
-use isola_store::{InvocationRecord, Registry};
-use std::sync::atomic::{AtomicU64, Ordering};
+use isola_store::{InvocationRecord, Registry, Retention};
+use prometheus_client::metrics::counter::Counter;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 const CAPACITY: usize = 65_536;
 const BATCH: usize = 512;
+/// What a record costs besides its text, roughly.
+const RECORD_OVERHEAD: usize = 256;
+/// What a console line costs besides its text, roughly.
+const LINE_OVERHEAD: usize = 32;
+
+/// How much memory a queued record takes, roughly.
+pub fn approximate_size(record: &InvocationRecord) -> usize {
+    let text = record.id.len()
+        + record.function.len()
+        + record.error_message.as_ref().map_or(0, String::len);
+    let lines: usize = record
+        .logs
+        .iter()
+        .map(|l| l.message.len() + LINE_OVERHEAD)
+        .sum();
+    RECORD_OVERHEAD + text + lines
+}
 
 /// The sending side of the record writer.
 #[derive(Clone)]
 pub struct Recorder {
-    sender: mpsc::Sender<InvocationRecord>,
-    dropped: Arc<AtomicU64>,
+    sender: mpsc::Sender<(InvocationRecord, usize)>,
+    queued_bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
+    dropped: Counter,
 }
 
 impl Recorder {
-    /// Starts the writer task on the current tokio runtime.
-    pub fn start(registry: Arc<dyn Registry>) -> Self {
+    /// Starts the writer task on the current tokio runtime; at most
+    /// `max_bytes` of records wait for it, and drops go to `dropped`.
+    pub fn start(registry: Arc<dyn Registry>, max_bytes: usize, dropped: Counter) -> Self {
         let (sender, receiver) = mpsc::channel(CAPACITY);
-        tokio::spawn(write_batches(registry, receiver));
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(write_batches(registry, receiver, queued_bytes.clone()));
         Self {
             sender,
-            dropped: Arc::new(AtomicU64::new(0)),
+            queued_bytes,
+            max_bytes,
+            dropped,
         }
     }
 
     /// Queues a record; drops it (and counts it) when the writer is behind.
     pub fn record(&self, record: InvocationRecord) {
-        if self.sender.try_send(record).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        let size = approximate_size(&record);
+        let before = self.queued_bytes.fetch_add(size, Ordering::SeqCst);
+        if before.saturating_add(size) > self.max_bytes
+            || self.sender.try_send((record, size)).is_err()
+        {
+            self.queued_bytes.fetch_sub(size, Ordering::SeqCst);
+            self.dropped.inc();
         }
     }
 
     /// Records dropped so far because the writer was behind.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.dropped.get()
     }
 }
 
 async fn write_batches(
     registry: Arc<dyn Registry>,
-    mut receiver: mpsc::Receiver<InvocationRecord>,
+    mut receiver: mpsc::Receiver<(InvocationRecord, usize)>,
+    queued_bytes: Arc<AtomicUsize>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
@@ -51,15 +86,41 @@ async fn write_batches(
         tokio::time::sleep(Duration::from_millis(5)).await;
         while batch.len() < BATCH {
             match receiver.try_recv() {
-                Ok(record) => batch.push(record),
+                Ok(item) => batch.push(item),
                 Err(_) => break,
             }
         }
-        if let Err(error) = registry
-            .record_invocations(std::mem::take(&mut batch))
-            .await
-        {
+        let bytes: usize = batch.iter().map(|(_, size)| size).sum();
+        let records = batch.drain(..).map(|(record, _)| record).collect();
+        if let Err(error) = registry.record_invocations(records).await {
             tracing::warn!(%error, "could not store invocation records");
         }
+        queued_bytes.fetch_sub(bytes, Ordering::SeqCst);
     }
 }
+
+/// Prunes the registry to `retention` every `every`, for as long as the
+/// runtime runs.
+pub fn spawn_pruner(registry: Arc<dyn Registry>, retention: Retention, every: Duration) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match registry.prune(&retention).await {
+                Ok(pruned) if pruned.invocations + pruned.logs > 0 => {
+                    tracing::info!(
+                        invocations = pruned.invocations,
+                        logs = pruned.logs,
+                        "pruned records past retention"
+                    );
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "could not prune records"),
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests;

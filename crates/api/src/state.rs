@@ -4,14 +4,20 @@ use crate::active::ActiveFunctions;
 use crate::metrics::Metrics;
 use crate::recorder::Recorder;
 use isola_core::Invoker;
-use isola_store::Registry;
+use isola_store::{Registry, Retention};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How often records past the retention are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// How the server behaves.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// SHA-256 (hex) of the admin token.
     pub token_hash: String,
+    /// SHA-256 (hex) of a token accepted on `/metrics` only, if any.
+    pub metrics_token_hash: Option<String>,
     /// `example.com` routes `hello.example.com` to function `hello`.
     pub base_domain: Option<String>,
     /// Largest request body passed to a function, in bytes.
@@ -20,16 +26,25 @@ pub struct ServerConfig {
     pub max_response_bytes: usize,
     /// Largest deployment upload, in bytes.
     pub max_deploy_bytes: usize,
+    /// Most bytes of invocation records waiting to be written; past it,
+    /// records are dropped and counted.
+    pub max_record_queue_bytes: usize,
+    /// What to keep of invocation records and logs (pruned every minute);
+    /// `None` keeps everything.
+    pub retention: Option<Retention>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             token_hash: String::new(),
+            metrics_token_hash: None,
             base_domain: None,
             max_request_bytes: 10 << 20,
             max_response_bytes: 32 << 20,
             max_deploy_bytes: 20 << 20,
+            max_record_queue_bytes: 64 << 20,
+            retention: None,
         }
     }
 }
@@ -63,13 +78,22 @@ impl AppState {
         invoker: Arc<dyn Invoker>,
         kv: Option<Arc<dyn isola_kv::KvStore>>,
     ) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        let recorder = Recorder::start(
+            registry.clone(),
+            config.max_record_queue_bytes,
+            metrics.records_dropped.clone(),
+        );
+        if let Some(retention) = config.retention {
+            crate::recorder::spawn_pruner(registry.clone(), retention, PRUNE_EVERY);
+        }
         Self {
             kv,
             token_hash: config.token_hash.clone().into(),
             config: Arc::new(config),
             active: Arc::new(ActiveFunctions::new(registry.clone(), invoker.clone())),
-            recorder: Recorder::start(registry.clone()),
-            metrics: Arc::new(Metrics::new()),
+            recorder,
+            metrics,
             registry,
             invoker,
         }

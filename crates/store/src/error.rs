@@ -18,6 +18,9 @@ pub enum StoreError {
     /// Stored data could not be decoded.
     #[error("corrupt record: {0}")]
     Corrupt(#[from] serde_json::Error),
+    /// The node key is missing, unreadable or not this database's.
+    #[error("node key: {0}")]
+    Key(String),
     /// A blocking task failed.
     #[error("storage task failed: {0}")]
     Task(String),
@@ -30,7 +33,7 @@ impl StoreError {
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
             Self::Invalid(_) => "invalid_request",
-            Self::Database(_) | Self::Corrupt(_) | Self::Task(_) => "internal",
+            Self::Database(_) | Self::Corrupt(_) | Self::Key(_) | Self::Task(_) => "internal",
         }
     }
 }

@@ -2,12 +2,16 @@
 //! active, invocation records and captured console output.
 //!
 //! [`Registry`] is the interface; [`SqliteRegistry`] is the embedded default
-//! (one SQLite file in WAL mode, every acknowledged write synced to disk). A
+//! (one SQLite file in WAL mode, every acknowledged write synced to disk,
+//! deployment secrets sealed with a [`NodeKey`] kept outside it). A
 //! multi-node backend on NATS JetStream KV will implement the same trait.
 
 mod error;
 mod model;
+mod records;
+mod retention;
 mod schema;
+mod secrets;
 mod sqlite;
 
 pub use error::{Result, StoreError};
@@ -15,6 +19,8 @@ pub use model::{
     validate_function_name, DeploymentInfo, FunctionInfo, InvocationRecord, LogRecord,
     NewDeployment,
 };
+pub use retention::{Pruned, Retention};
+pub use secrets::{database_is_sealed, NodeKey};
 pub use sqlite::SqliteRegistry;
 
 use async_trait::async_trait;
@@ -52,6 +58,12 @@ pub trait Registry: Send + Sync + 'static {
     async fn invocations(&self, name: &str, limit: u32) -> Result<Vec<InvocationRecord>>;
     /// Console lines of the function after sequence number `after`, oldest first.
     async fn logs(&self, name: &str, after: i64, limit: u32) -> Result<Vec<LogRecord>>;
+    /// Deletes the records and lines `retention` does not keep, oldest
+    /// first (a backend without retention keeps everything).
+    async fn prune(&self, retention: &Retention) -> Result<Pruned> {
+        let _ = retention;
+        Ok(Pruned::default())
+    }
 
     /// A setting of the node (e.g. the admin token's hash).
     async fn setting(&self, key: &str) -> Result<Option<String>>;

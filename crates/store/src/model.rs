@@ -175,6 +175,10 @@ pub struct InvocationRecord {
     pub status: String,
     /// The error code, when it failed.
     pub error_code: Option<String>,
+    /// The error's message and stack, when it failed (for the owner: the
+    /// public only ever saw a bare 500).
+    #[serde(default)]
+    pub error_message: Option<String>,
     /// Wall time, microseconds.
     pub duration_us: u64,
     /// CPU time, microseconds.

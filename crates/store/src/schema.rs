@@ -3,8 +3,10 @@
 use rusqlite::Connection;
 
 /// Opens a connection with isola's settings: WAL, full sync (an
-/// acknowledged write survives a crash), foreign keys, a busy timeout.
+/// acknowledged write survives a crash), foreign keys, a busy timeout, and
+/// secure delete (deleted content is overwritten, not left in free pages).
 pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "secure_delete", "ON")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -12,8 +14,25 @@ pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Creates the tables when missing.
+/// Creates the tables when missing, and brings older databases up to date.
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    create_tables(conn)?;
+    add_column(conn, "invocations", "error_message", "TEXT")
+}
+
+/// Adds a column to a table of an older database, unless it has it.
+fn add_column(conn: &Connection, table: &str, column: &str, kind: &str) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
+    let columns = stmt
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if !columns.iter().any(|c| c == column) {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+    }
+    Ok(())
+}
+
+fn create_tables(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         "
         CREATE TABLE IF NOT EXISTS functions (
@@ -43,6 +62,7 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             version INTEGER NOT NULL,
             status TEXT NOT NULL,
             error_code TEXT,
+            error_message TEXT,
             duration_us INTEGER NOT NULL,
             cpu_us INTEGER NOT NULL,
             peak_heap_bytes INTEGER NOT NULL,
@@ -50,6 +70,7 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             created_at INTEGER NOT NULL
         );
         CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations(function_id, created_at);
+        CREATE INDEX IF NOT EXISTS invocations_by_time ON invocations(created_at);
         CREATE TABLE IF NOT EXISTS logs (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
             function_id INTEGER NOT NULL REFERENCES functions(id) ON DELETE CASCADE,
@@ -59,6 +80,7 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             created_at INTEGER NOT NULL
         );
         CREATE INDEX IF NOT EXISTS logs_by_function ON logs(function_id, seq);
+        CREATE INDEX IF NOT EXISTS logs_by_time ON logs(created_at);
         CREATE TABLE IF NOT EXISTS settings (
             key TEXT PRIMARY KEY,
             value TEXT NOT NULL

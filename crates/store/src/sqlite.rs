@@ -4,18 +4,22 @@ use crate::model::{
     validate_function_name, DeploymentInfo, FunctionInfo, InvocationRecord, LogRecord,
     NewDeployment,
 };
-use crate::{schema, Registry, Result, StoreError};
+use crate::retention::{self, Pruned, Retention};
+use crate::secrets::{self, NodeKey};
+use crate::{records, schema, Registry, Result, StoreError};
 use async_trait::async_trait;
-use isola_core::{FunctionSource, LogLevel, SourceFile};
+use isola_core::{FunctionSource, SourceFile};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-/// The registry in a SQLite file, WAL mode, fully synced.
+/// The registry in a SQLite file, WAL mode, fully synced, secrets sealed
+/// with the node key.
 #[derive(Clone)]
 pub struct SqliteRegistry {
     conn: Arc<Mutex<Connection>>,
+    key: Arc<NodeKey>,
 }
 
 fn now_ms() -> i64 {
@@ -24,33 +28,31 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn level_name(level: LogLevel) -> &'static str {
-    match level {
-        LogLevel::Debug => "debug",
-        LogLevel::Info => "info",
-        LogLevel::Warn => "warn",
-        LogLevel::Error => "error",
-    }
-}
-
 impl SqliteRegistry {
-    /// Opens (creating if needed) the database at `path`.
-    pub fn open(path: &Path) -> Result<Self> {
-        let conn = Connection::open(path)?;
+    /// Opens (creating if needed) the database at `path`, whose secrets are
+    /// sealed with `key`. Fails, changing nothing, when the database was
+    /// sealed with another key; seals the secrets of an older database.
+    pub fn open(path: &Path, key: NodeKey) -> Result<Self> {
+        let mut conn = Connection::open(path)?;
         schema::configure(&conn)?;
         schema::migrate(&conn)?;
+        secrets::prepare(&mut conn, &key)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            key: Arc::new(key),
         })
     }
 
-    /// An in-memory database, for tests.
+    /// An in-memory database with a random key, for tests.
     pub fn in_memory() -> Result<Self> {
-        let conn = Connection::open_in_memory()?;
+        let mut conn = Connection::open_in_memory()?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         schema::migrate(&conn)?;
+        let key = NodeKey::generate();
+        secrets::prepare(&mut conn, &key)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            key: Arc::new(key),
         })
     }
 
@@ -171,6 +173,7 @@ fn load_deployment(conn: &Connection, name: &str, version: u32) -> Result<Stored
 
 fn insert_deployment(
     conn: &mut Connection,
+    key: &NodeKey,
     name: &str,
     deployment: &NewDeployment,
     activate: bool,
@@ -194,7 +197,7 @@ fn insert_deployment(
             serde_json::to_string(&deployment.files)?,
             serde_json::to_string(&deployment.limits)?,
             serde_json::to_string(&deployment.env)?,
-            serde_json::to_string(&deployment.secrets)?,
+            serde_json::to_string(&key.seal_all(&deployment.secrets))?,
             now_ms(),
             deployment.kv_binding,
             serde_json::to_string(&deployment.allowed_hosts)?,
@@ -212,35 +215,6 @@ fn insert_deployment(
     }
     tx.commit()?;
     Ok(version)
-}
-
-fn insert_records(conn: &mut Connection, records: &[InvocationRecord]) -> Result<()> {
-    let tx = conn.transaction()?;
-    for record in records {
-        // The function may be gone by now: skip its records.
-        let Some(id) = tx
-            .query_row(
-                "SELECT id FROM functions WHERE name = ?1",
-                [&record.function],
-                |row| row.get::<_, i64>(0),
-            )
-            .optional()?
-        else {
-            continue;
-        };
-        tx.execute(
-            "INSERT OR IGNORE INTO invocations (id, function_id, version, status, error_code, duration_us, cpu_us, peak_heap_bytes, cold_start, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![record.id, id, record.version, record.status, record.error_code, record.duration_us as i64, record.cpu_us as i64, record.peak_heap_bytes as i64, record.cold_start, record.created_at],
-        )?;
-        for line in &record.logs {
-            tx.execute(
-                "INSERT INTO logs (function_id, invocation_id, level, message, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, record.id, level_name(line.level), line.message, record.created_at],
-            )?;
-        }
-    }
-    tx.commit()?;
-    Ok(())
 }
 
 #[async_trait]
@@ -302,8 +276,9 @@ impl Registry for SqliteRegistry {
     ) -> Result<DeploymentInfo> {
         deployment.validate()?;
         let name = name.to_string();
+        let key = self.key.clone();
         self.run(move |conn| {
-            let version = insert_deployment(conn, &name, &deployment, activate)?;
+            let version = insert_deployment(conn, &key, &name, &deployment, activate)?;
             Ok(load_deployment(conn, &name, version)?.info)
         })
         .await
@@ -339,13 +314,15 @@ impl Registry for SqliteRegistry {
 
     async fn active_source(&self, name: &str) -> Result<Option<(DeploymentInfo, FunctionSource)>> {
         let name = name.to_string();
+        let key = self.key.clone();
         self.run(move |conn| {
             let Some(version) = read_function(conn, &name)?.active_version else {
                 return Ok(None);
             };
             let stored = load_deployment(conn, &name, version)?;
             let mut env = stored.info.env.clone();
-            env.extend(stored.secrets);
+            // The only place secrets are decrypted: for running the function.
+            env.extend(key.open_all(stored.secrets)?);
             let source = FunctionSource {
                 id: stored.info.instance_key(),
                 name: name.clone(),
@@ -362,7 +339,8 @@ impl Registry for SqliteRegistry {
     }
 
     async fn record_invocations(&self, records: Vec<InvocationRecord>) -> Result<()> {
-        self.run(move |conn| insert_records(conn, &records)).await
+        self.run(move |conn| records::insert_records(conn, &records))
+            .await
     }
 
     async fn invocations(&self, name: &str, limit: u32) -> Result<Vec<InvocationRecord>> {
@@ -370,7 +348,7 @@ impl Registry for SqliteRegistry {
         self.run(move |conn| {
             let id = function_id(conn, &name)?;
             let mut stmt = conn.prepare(
-                "SELECT id, version, status, error_code, duration_us, cpu_us, peak_heap_bytes, cold_start, created_at FROM invocations WHERE function_id = ?1 ORDER BY created_at DESC, rowid DESC LIMIT ?2",
+                "SELECT id, version, status, error_code, duration_us, cpu_us, peak_heap_bytes, cold_start, created_at, error_message FROM invocations WHERE function_id = ?1 ORDER BY created_at DESC, rowid DESC LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![id, limit], |row| {
                 Ok(InvocationRecord {
@@ -379,6 +357,7 @@ impl Registry for SqliteRegistry {
                     version: row.get(1)?,
                     status: row.get(2)?,
                     error_code: row.get(3)?,
+                    error_message: row.get(9)?,
                     duration_us: row.get::<_, i64>(4)? as u64,
                     cpu_us: row.get::<_, i64>(5)? as u64,
                     peak_heap_bytes: row.get::<_, i64>(6)? as u64,
@@ -412,6 +391,30 @@ impl Registry for SqliteRegistry {
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
+    }
+
+    async fn prune(&self, retention: &Retention) -> Result<Pruned> {
+        let retention = *retention;
+        let cutoffs = self
+            .run(move |conn| Ok(retention::cutoffs(conn, &retention, now_ms())?))
+            .await?;
+        let mut pruned = Pruned::default();
+        loop {
+            // One chunk per turn, so other writers get the database in between.
+            let (invocations, logs) = self
+                .run(move |conn| {
+                    Ok((
+                        retention::delete_invocations(conn, &cutoffs)?,
+                        retention::delete_logs(conn, &cutoffs)?,
+                    ))
+                })
+                .await?;
+            pruned.invocations += invocations;
+            pruned.logs += logs;
+            if invocations == 0 && logs == 0 {
+                return Ok(pruned);
+            }
+        }
     }
 
     async fn setting(&self, key: &str) -> Result<Option<String>> {

@@ -1,7 +1,7 @@
 //! The SQLite registry against a real database file.
 
 use isola_core::{Limits, LogEntry, LogLevel, SourceFile};
-use isola_store::{InvocationRecord, NewDeployment, Registry, SqliteRegistry, StoreError};
+use isola_store::{InvocationRecord, NewDeployment, NodeKey, Registry, SqliteRegistry, StoreError};
 use std::collections::BTreeMap;
 
 fn deployment(code: &str) -> NewDeployment {
@@ -20,7 +20,13 @@ fn deployment(code: &str) -> NewDeployment {
 }
 
 fn open(dir: &tempfile::TempDir) -> SqliteRegistry {
-    SqliteRegistry::open(&dir.path().join("isola.db")).unwrap()
+    let key_file = dir.path().join("node.key");
+    let key = if key_file.exists() {
+        NodeKey::load(&key_file).unwrap()
+    } else {
+        NodeKey::create(&key_file).unwrap()
+    };
+    SqliteRegistry::open(&dir.path().join("isola.db"), key).unwrap()
 }
 
 #[tokio::test]
@@ -187,6 +193,7 @@ async fn invocations_and_logs_are_recorded() {
         version: 1,
         status: "ok".into(),
         error_code: None,
+        error_message: None,
         duration_us: 120,
         cpu_us: 80,
         peak_heap_bytes: 1 << 20,

@@ -19,6 +19,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<FunctionInfo>), ApiError> {
     let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let function = state.registry.create_function(&body.name).await?;
+    state.active.refresh(&function.name).await?;
     Ok((StatusCode::CREATED, Json(function)))
 }
 

@@ -1,13 +1,14 @@
 //! `/v1/functions/{name}/invoke` and the invocation records.
 
 use super::{read_body, run};
+use crate::respond::{self, Audience};
 use crate::{ApiError, AppState};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Json;
-use isola_core::{InvocationInput, InvocationMetrics, InvocationOutput};
+use isola_core::InvocationInput;
 use isola_store::InvocationRecord;
 use serde::Deserialize;
 
@@ -27,29 +28,12 @@ pub async fn invoke(
             .map_err(|e| ApiError::bad_request(format!("the payload is not valid JSON: {e}")))?
     };
     let (id, outcome) = run(&state, &name, InvocationInput::Json(payload)).await?;
-    let mut response = match outcome.result {
-        Ok(InvocationOutput::Json(value)) => Json(value).into_response(),
-        Ok(InvocationOutput::Http(http)) => {
-            super::traffic::into_response(state.config.max_response_bytes, http)?
-        }
-        Err(error) => ApiError::from(error).into_response(),
-    };
-    add_metadata(&mut response, &id, &outcome.metrics);
-    Ok(response)
-}
-
-/// Adds the `x-isola-*` headers describing an invocation.
-pub fn add_metadata(response: &mut Response, id: &str, metrics: &InvocationMetrics) {
-    let headers = response.headers_mut();
-    let mut set = |name: &'static str, value: String| {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), value);
-        }
-    };
-    set("x-isola-invocation-id", id.to_string());
-    set("x-isola-duration-us", metrics.duration_us.to_string());
-    set("x-isola-cpu-us", metrics.cpu_us.to_string());
-    set("x-isola-cold-start", metrics.cold_start.to_string());
+    Ok(respond::invocation(
+        Audience::Owner,
+        state.config.max_response_bytes,
+        &id,
+        outcome,
+    ))
 }
 
 /// Query of the records endpoint.

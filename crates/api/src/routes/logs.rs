@@ -50,7 +50,7 @@ pub async fn logs(
     if !wants_sse {
         return Ok(Json(first).into_response());
     }
-    let stream = log_events(state, name, first, limit, query.follow);
+    let stream = log_events(state, name, first, query.after, limit, query.follow);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
@@ -70,10 +70,12 @@ fn log_events(
     state: AppState,
     name: String,
     first: Vec<LogRecord>,
+    after: i64,
     limit: u32,
     follow: bool,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    let after = first.last().map_or(0, |l| l.seq);
+    // An empty first page must not rewind the cursor to the beginning.
+    let after = first.last().map_or(after, |l| l.seq.max(after));
     let cursor = Cursor {
         state,
         name,

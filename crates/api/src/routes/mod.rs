@@ -8,14 +8,14 @@ mod logs;
 mod openapi;
 pub(crate) mod traffic;
 
-use crate::auth::require_token;
+use crate::auth::{require_metrics_token, require_token};
 use crate::{ApiError, AppState};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{any, get, post};
 use axum::Router;
-use isola_core::{Invocation, InvocationInput, Outcome};
+use isola_core::{Invocation, InvocationInput, LogEntry, LogLevel, Outcome};
 use isola_store::InvocationRecord;
 use rand::RngCore;
 
@@ -48,7 +48,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/v1", management)
         .route("/v1/openapi.json", get(openapi::document))
-        .route("/metrics", get(metrics))
+        .route(
+            "/metrics",
+            get(metrics).route_layer(from_fn_with_state(state.clone(), require_metrics_token)),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/fn/{name}", any(traffic::by_path_root))
         .route("/fn/{name}/", any(traffic::by_path_root))
@@ -113,28 +116,51 @@ pub async fn run(
         })
         .await;
     state.metrics.observe(name, &outcome);
-    state.recorder.record(InvocationRecord {
-        id: id.clone(),
+    // The caller answers from the result and metrics; the logs go to the record.
+    let logs = std::mem::take(&mut outcome.logs);
+    let record = record_of(
+        &id,
+        name,
+        active.deployment.version,
+        created_at,
+        &outcome,
+        logs,
+    );
+    state.recorder.record(record);
+    Ok((id, outcome))
+}
+
+/// The record of a finished invocation. A failure's message and stack are
+/// kept in the record and as an `error` line of its logs, since the public
+/// caller only saw a bare 500.
+fn record_of(
+    id: &str,
+    name: &str,
+    version: u32,
+    created_at: i64,
+    outcome: &Outcome,
+    mut logs: Vec<LogEntry>,
+) -> InvocationRecord {
+    let error = outcome.result.as_ref().err();
+    let error_message = error.map(crate::respond::error_detail);
+    if let (Some(error), Some(detail)) = (error, &error_message) {
+        logs.push(LogEntry {
+            level: LogLevel::Error,
+            message: format!("{}: {detail}", error.code),
+        });
+    }
+    InvocationRecord {
+        id: id.to_string(),
         function: name.to_string(),
-        version: active.deployment.version,
-        status: if outcome.result.is_ok() {
-            "ok"
-        } else {
-            "error"
-        }
-        .into(),
-        error_code: outcome
-            .result
-            .as_ref()
-            .err()
-            .map(|e| e.code.as_str().to_string()),
+        version,
+        status: if error.is_none() { "ok" } else { "error" }.into(),
+        error_code: error.map(|e| e.code.as_str().to_string()),
+        error_message,
         duration_us: outcome.metrics.duration_us,
         cpu_us: outcome.metrics.cpu_us,
         peak_heap_bytes: outcome.metrics.peak_heap_bytes,
         cold_start: outcome.metrics.cold_start,
         created_at,
-        // The caller answers from the result and metrics; the logs go to the record.
-        logs: std::mem::take(&mut outcome.logs),
-    });
-    Ok((id, outcome))
+        logs,
+    }
 }

@@ -1,20 +1,21 @@
 //! Function traffic: `/fn/<name>/<path>` and `<name>.<base-domain>` pass
 //! the whole request to the function's `fetch` handler and send its
-//! response back.
+//! response back. Failures are answered for the public: no internals.
 
-use super::{invoke::add_metadata, read_body, run};
+use super::{read_body, run};
+use crate::respond::{self, Audience};
 use crate::{ApiError, AppState};
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use isola_core::{BodyStream, HttpRequest, HttpResponse, InvocationInput, InvocationOutput};
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use isola_core::{BodyStream, HttpRequest, InvocationInput};
 
 pub async fn by_path_root(
     State(state): State<AppState>,
     Path(name): Path<String>,
     request: Request,
-) -> Result<Response, ApiError> {
+) -> Response {
     forward(state, name, String::new(), request).await
 }
 
@@ -22,15 +23,12 @@ pub async fn by_path(
     State(state): State<AppState>,
     Path((name, path)): Path<(String, String)>,
     request: Request,
-) -> Result<Response, ApiError> {
+) -> Response {
     forward(state, name, path, request).await
 }
 
 /// Everything no other route matched: a function by Host header, or 404.
-pub async fn by_host(
-    State(state): State<AppState>,
-    request: Request,
-) -> Result<Response, ApiError> {
+pub async fn by_host(State(state): State<AppState>, request: Request) -> Response {
     let host = request
         .headers()
         .get(header::HOST)
@@ -41,30 +39,27 @@ pub async fn by_host(
         _ => None,
     };
     let Some(name) = name else {
-        return Err(ApiError::not_found(format!(
-            "no route for {}",
-            request.uri().path()
-        )));
+        return respond::plain(StatusCode::NOT_FOUND);
     };
     let path = request.uri().path().trim_start_matches('/').to_string();
     forward(state, name, path, request).await
 }
 
-async fn forward(
-    state: AppState,
-    name: String,
-    path: String,
-    request: Request,
-) -> Result<Response, ApiError> {
-    let input = to_invocation_input(request, &path, state.config.max_request_bytes).await?;
-    let (id, outcome) = run(&state, &name, input).await?;
-    let mut response = match outcome.result {
-        Ok(InvocationOutput::Http(http)) => into_response(state.config.max_response_bytes, http)?,
-        Ok(InvocationOutput::Json(value)) => axum::Json(value).into_response(),
-        Err(error) => ApiError::from(error).into_response(),
+async fn forward(state: AppState, name: String, path: String, request: Request) -> Response {
+    let limit = state.config.max_request_bytes;
+    let input = match to_invocation_input(request, &path, limit).await {
+        Ok(input) => input,
+        Err(error) => return respond::failure(Audience::Public, error),
     };
-    add_metadata(&mut response, &id, &outcome.metrics);
-    Ok(response)
+    match run(&state, &name, input).await {
+        Ok((id, outcome)) => respond::invocation(
+            Audience::Public,
+            state.config.max_response_bytes,
+            &id,
+            outcome,
+        ),
+        Err(error) => respond::failure(Audience::Public, error),
+    }
 }
 
 /// The invocation input for an HTTP request to a function, with `path`
@@ -151,74 +146,4 @@ fn stream_request_body(body: Body, limit: usize) -> BodyStream {
         }
     });
     BodyStream::new(receiver)
-}
-
-/// Turns a function's response into an HTTP response, enforcing the
-/// response size limit.
-pub fn into_response(limit: usize, http: HttpResponse) -> Result<Response, ApiError> {
-    if http.body.len() > limit {
-        return Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "response_too_large",
-            format!(
-                "the function's response body ({} bytes) is larger than the limit of {limit} bytes",
-                http.body.len()
-            ),
-        ));
-    }
-    let status = StatusCode::from_u16(http.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = Response::builder().status(status);
-    for (name, value) in &http.headers {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::try_from(name.as_str()),
-            HeaderValue::try_from(value.as_str()),
-        ) else {
-            continue;
-        };
-        if name == header::CONTENT_LENGTH
-            || name == header::TRANSFER_ENCODING
-            || name == header::CONNECTION
-        {
-            continue;
-        }
-        response = response.header(name, value);
-    }
-    let body = match http.rest.take() {
-        Some(rest) => Body::from_stream(streamed_body(http.body, rest, limit)),
-        None => Body::from(http.body),
-    };
-    response
-        .body(body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "invalid_response", e.to_string()))
-}
-
-/// A streamed body as the function produces it, cut off (the connection
-/// aborted) past `limit` bytes or when the function's stream fails.
-fn streamed_body(
-    first: Vec<u8>,
-    rest: tokio::sync::mpsc::Receiver<isola_core::BodyChunk>,
-    limit: usize,
-) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
-    let first = (!first.is_empty()).then_some(Ok(first));
-    futures::stream::unfold(
-        (first, rest, 0usize),
-        move |(first, mut rest, sent)| async move {
-            let chunk = match first {
-                Some(chunk) => chunk,
-                None => rest.recv().await?,
-            };
-            let result = chunk.map_err(std::io::Error::other).and_then(|bytes| {
-                let sent = sent + bytes.len();
-                if sent > limit {
-                    Err(std::io::Error::other(format!(
-                        "response body larger than {limit} bytes"
-                    )))
-                } else {
-                    Ok(bytes)
-                }
-            });
-            let sent = sent + result.as_ref().map_or(0, Vec::len);
-            Some((result.map(bytes::Bytes::from), (None, rest, sent)))
-        },
-    )
 }

@@ -1,13 +1,19 @@
 //! `isola serve`: a single node with embedded storage.
+//!
+//! The data directory is private to the node's user (0700, files 0600),
+//! and deployment secrets in its database are sealed with a node key kept
+//! in a separate file (`<data>/node.key` unless `--node-key-file` says
+//! otherwise), created on first start.
 
 use anyhow::Context;
 use clap::Args;
 use isola_api::{hash_token, new_token, ServerConfig, TOKEN_HASH_KEY};
 use isola_runtime_js::{Executor, ExecutorConfig};
-use isola_store::{Registry, SqliteRegistry};
+use isola_store::{NodeKey, Registry, Retention, SqliteRegistry};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Arguments of `isola serve`.
 #[derive(Debug, Args)]
@@ -18,9 +24,17 @@ pub struct ServeArgs {
     /// Data directory (SQLite database).
     #[arg(long, default_value = "./.isola", env = "ISOLA_DATA")]
     pub data: PathBuf,
+    /// File of the key sealing deployment secrets (default: <data>/node.key;
+    /// created on first start). Keep a copy: without it the secrets are lost.
+    #[arg(long, env = "ISOLA_NODE_KEY_FILE")]
+    pub node_key_file: Option<PathBuf>,
     /// Admin token to accept (stored hashed); generated on first start if unset.
     #[arg(long, env = "ISOLA_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A token accepted on /metrics only (for scrapers); the admin token
+    /// works there too.
+    #[arg(long, env = "ISOLA_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Route `<name>.<base-domain>` to function `<name>`.
     #[arg(long)]
     pub base_domain: Option<String>,
@@ -33,6 +47,19 @@ pub struct ServeArgs {
     /// Largest response body a function may return, in MiB.
     #[arg(long, default_value_t = 32)]
     pub max_response_mb: usize,
+    /// Invocation records and logs older than this many hours are deleted.
+    #[arg(long, default_value_t = 72)]
+    pub retention_hours: u64,
+    /// At most this many invocation records (the newest) are kept.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub retention_max_records: u64,
+    /// At most this many log lines (the newest) are kept.
+    #[arg(long, default_value_t = 5_000_000)]
+    pub retention_max_log_lines: u64,
+    /// Most MiB of invocation records waiting to be written; past it,
+    /// records are dropped (counted in isola_records_dropped_total).
+    #[arg(long, default_value_t = 64)]
+    pub record_queue_mb: usize,
 }
 
 /// The admin token's hash: from `--token`, from storage, or a new token
@@ -54,14 +81,94 @@ async fn token_hash(registry: &SqliteRegistry, token: Option<String>) -> anyhow:
     Ok(hash)
 }
 
+/// Files of the data directory that only the node's user may read.
+const PRIVATE_FILES: [&str; 7] = [
+    "isola.db",
+    "isola.db-wal",
+    "isola.db-shm",
+    "kv.db",
+    "kv.db-wal",
+    "kv.db-shm",
+    "node.key",
+];
+
+/// Makes the data directory private: everything created from now on is
+/// 0600/0700 (umask), and an existing directory and its files are
+/// tightened.
+fn private_data_dir(data: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        // SAFETY: umask only sets this process's file-creation mask.
+        unsafe { libc::umask(0o077) };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data)
+            .with_context(|| format!("creating {}", data.display()))?;
+        let private = |path: &Path, mode: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("making {} private", path.display()))
+        };
+        private(data, 0o700)?;
+        for name in PRIVATE_FILES {
+            let path = data.join(name);
+            if path.exists() {
+                private(&path, 0o600)?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    Ok(())
+}
+
+/// The node key: read from its file, or created there, unless the
+/// database already holds secrets sealed with a key that is now missing.
+fn node_key(path: &Path, db: &Path) -> anyhow::Result<NodeKey> {
+    if path.exists() {
+        return Ok(NodeKey::load(path)?);
+    }
+    if isola_store::database_is_sealed(db)? {
+        anyhow::bail!(
+            "the node key {} is missing, and the secrets in {} were sealed with it: \
+             restore the key file (or point --node-key-file at it); nothing was changed",
+            path.display(),
+            db.display()
+        );
+    }
+    Ok(NodeKey::create(path)?)
+}
+
+fn server_config(args: &ServeArgs, token_hash: String) -> ServerConfig {
+    ServerConfig {
+        token_hash,
+        metrics_token_hash: args.metrics_token.as_deref().map(hash_token),
+        base_domain: args.base_domain.clone(),
+        max_request_bytes: args.max_request_mb << 20,
+        max_response_bytes: args.max_response_mb << 20,
+        max_record_queue_bytes: args.record_queue_mb << 20,
+        retention: Some(Retention {
+            max_age: Duration::from_secs(args.retention_hours.saturating_mul(3600)),
+            max_records: args.retention_max_records,
+            max_log_lines: args.retention_max_log_lines,
+        }),
+        ..ServerConfig::default()
+    }
+}
+
 /// Runs `isola serve` until Ctrl-C or SIGTERM.
 pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("creating {}", args.data.display()))?;
+    private_data_dir(&args.data)?;
     let db = args.data.join("isola.db");
+    let key_file = args
+        .node_key_file
+        .clone()
+        .unwrap_or_else(|| args.data.join("node.key"));
+    let key = node_key(&key_file, &db)?;
     let registry =
-        SqliteRegistry::open(&db).with_context(|| format!("opening {}", db.display()))?;
-    let token_hash = token_hash(&registry, args.token).await?;
+        SqliteRegistry::open(&db, key).with_context(|| format!("opening {}", db.display()))?;
+    let token_hash = token_hash(&registry, args.token.clone()).await?;
     let kv_path = args.data.join("kv.db");
     let kv: Arc<dyn isola_kv::KvStore> = Arc::new(
         isola_kv::SqliteKv::open(&kv_path, isola_kv::KvLimits::default())
@@ -75,13 +182,7 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
         executor_config.workers = workers;
     }
     let executor = Arc::new(Executor::new(executor_config));
-    let config = ServerConfig {
-        token_hash,
-        base_domain: args.base_domain,
-        max_request_bytes: args.max_request_mb << 20,
-        max_response_bytes: args.max_response_mb << 20,
-        ..ServerConfig::default()
-    };
+    let config = server_config(&args, token_hash);
     let app = isola_api::app(config, Arc::new(registry), executor, Some(kv)).await;
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
