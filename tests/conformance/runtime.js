@@ -6,6 +6,9 @@ export default {
     const check = (name, cond) => { if (!cond) failures.push(name); };
     const clone = structuredClone({ d: new Date(5), m: new Map([[1, 2]]) });
     check("structuredClone", clone.d.getTime() === 5 && clone.m.get(1) === 2);
+    const moved = new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8]).buffer;
+    const received = structuredClone(moved, { transfer: [moved] });
+    check("structuredClone transfer detaches", moved.byteLength === 0 && received.byteLength === 8 && new Uint8Array(received)[7] === 8);
     const controller = new AbortController();
     let aborted = false;
     controller.signal.addEventListener("abort", () => { aborted = true; });

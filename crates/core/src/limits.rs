@@ -31,6 +31,14 @@ impl Limits {
     pub const MIN_MEMORY_MB: u32 = 8;
     /// Largest accepted memory limit in MiB.
     pub const MAX_MEMORY_MB: u32 = 4096;
+    /// Largest accepted CPU limit in milliseconds (5 minutes).
+    pub const MAX_CPU_MS: u32 = 300_000;
+    /// Largest accepted wall-clock limit in milliseconds (15 minutes).
+    pub const MAX_TIMEOUT_MS: u32 = 900_000;
+    /// Most subrequests one invocation may be allowed.
+    pub const MAX_SUBREQUESTS: u32 = 10_000;
+    /// Most fetched MiB one invocation may be allowed.
+    pub const MAX_SUBREQUEST_MB: u32 = 1024;
 
     /// The memory limit in bytes.
     pub fn memory_bytes(&self) -> usize {
@@ -57,14 +65,34 @@ impl Limits {
                 self.memory_mb
             ));
         }
-        if self.cpu_ms == 0 {
-            return Err("cpu_ms must be at least 1".into());
-        }
-        if self.timeout_ms == 0 {
-            return Err("timeout_ms must be at least 1".into());
-        }
-        if self.subrequest_timeout_ms == 0 {
-            return Err("subrequest_timeout_ms must be at least 1".into());
+        let ranges = [
+            ("cpu_ms", self.cpu_ms, 1, Self::MAX_CPU_MS),
+            ("timeout_ms", self.timeout_ms, 1, Self::MAX_TIMEOUT_MS),
+            (
+                "subrequest_timeout_ms",
+                self.subrequest_timeout_ms,
+                1,
+                Self::MAX_TIMEOUT_MS,
+            ),
+            (
+                "max_subrequests",
+                self.max_subrequests,
+                0,
+                Self::MAX_SUBREQUESTS,
+            ),
+            (
+                "max_subrequest_mb",
+                self.max_subrequest_mb,
+                0,
+                Self::MAX_SUBREQUEST_MB,
+            ),
+        ];
+        for (name, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(format!(
+                    "{name} must be between {min} and {max}, got {value}"
+                ));
+            }
         }
         Ok(())
     }
@@ -107,6 +135,16 @@ mod tests {
             ..Limits::default()
         };
         assert!(no_cpu.validate().unwrap_err().contains("cpu_ms"));
+        let endless = Limits {
+            timeout_ms: u32::MAX,
+            ..Limits::default()
+        };
+        assert!(endless.validate().unwrap_err().contains("timeout_ms"));
+        let greedy = Limits {
+            cpu_ms: 3_600_000,
+            ..Limits::default()
+        };
+        assert!(greedy.validate().unwrap_err().contains("cpu_ms"));
     }
 
     #[test]

@@ -26,6 +26,12 @@ pub struct KvLimits {
     pub max_value_bytes: usize,
     /// Most keys returned by one `list`.
     pub max_list: usize,
+    /// Most mutations in one atomic commit (a put or a delete each).
+    pub max_mutations: usize,
+    /// Most key and value bytes written by one atomic commit.
+    pub max_commit_bytes: usize,
+    /// Most key and value bytes one namespace may hold.
+    pub max_namespace_bytes: u64,
 }
 
 impl Default for KvLimits {
@@ -34,6 +40,9 @@ impl Default for KvLimits {
             max_key_bytes: 512,
             max_value_bytes: 1 << 20,
             max_list: 1000,
+            max_mutations: 128,
+            max_commit_bytes: 4 << 20,
+            max_namespace_bytes: 64 << 20,
         }
     }
 }
@@ -72,6 +81,23 @@ pub enum Mutation {
     Delete { key: String },
 }
 
+impl Mutation {
+    /// The key it changes.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Put { key, .. } | Self::Delete { key } => key,
+        }
+    }
+
+    /// Key and value bytes it writes.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::Put { key, value, .. } => key.len() + value.len(),
+            Self::Delete { key } => key.len(),
+        }
+    }
+}
+
 /// A precondition of an atomic operation: `key` is at `version`
 /// (`None`: the key does not exist).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +114,9 @@ pub enum KvError {
     /// A key or value is too large, or a key is empty.
     #[error("{0}")]
     Invalid(String),
+    /// The namespace would hold more than its quota.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// The storage failed.
     #[error("kv storage error: {0}")]
     Storage(String),
@@ -98,6 +127,7 @@ impl KvError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Invalid(_) => "kv_invalid",
+            Self::QuotaExceeded(_) => "kv_quota_exceeded",
             Self::Storage(_) => "kv_storage",
         }
     }

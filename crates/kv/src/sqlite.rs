@@ -1,6 +1,8 @@
 //! The embedded KV store: one SQLite table, one transaction per operation.
 
-use crate::{check_key, check_value, Check, Entry, KvLimits, KvStore, ListPage, Mutation, Result};
+use crate::{
+    check_key, check_value, Check, Entry, KvError, KvLimits, KvStore, ListPage, Mutation, Result,
+};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::Path;
@@ -28,6 +30,11 @@ const SCHEMA: &str = "
         expires_at INTEGER,
         PRIMARY KEY (namespace, key)
     ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS kv_usage (
+        namespace TEXT PRIMARY KEY,
+        bytes INTEGER NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS kv_expiry ON kv(expires_at) WHERE expires_at IS NOT NULL;
     CREATE TABLE IF NOT EXISTS kv_versions (
         namespace TEXT PRIMARY KEY,
         version INTEGER NOT NULL
@@ -78,6 +85,7 @@ fn apply(
     namespace: &str,
     checks: &[Check],
     mutations: &[Mutation],
+    quota: u64,
 ) -> Result<Option<u64>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = now_ms();
@@ -94,13 +102,16 @@ fn apply(
             |row| row.get::<_, i64>(0),
         )
         .map(|v| v as u64)?;
+    let mut usage = namespace_usage(&tx, namespace)?;
     for mutation in mutations {
+        usage -= stored_bytes(&tx, namespace, mutation.key())?;
         match mutation {
             Mutation::Put {
                 key,
                 value,
                 ttl_seconds,
             } => {
+                usage += (key.len() + value.len()) as i64;
                 let expires = ttl_seconds.map(|s| now + (s as i64).saturating_mul(1000));
                 tx.execute(
                     "INSERT INTO kv (namespace, key, value, version, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -116,8 +127,89 @@ fn apply(
             }
         }
     }
+    if usage > quota as i64 {
+        return Err(KvError::QuotaExceeded(format!(
+            "KV quota exceeded: a namespace may hold at most {quota} bytes of keys and values"
+        )));
+    }
+    tx.execute(
+        "INSERT INTO kv_usage (namespace, bytes) VALUES (?1, ?2)
+         ON CONFLICT(namespace) DO UPDATE SET bytes = excluded.bytes",
+        params![namespace, usage],
+    )?;
     tx.commit()?;
     Ok(Some(version))
+}
+
+/// Bytes of keys and values a namespace holds (counted once, then kept in
+/// `kv_usage` by every commit).
+fn namespace_usage(tx: &rusqlite::Transaction, namespace: &str) -> Result<i64> {
+    let kept = tx
+        .query_row(
+            "SELECT bytes FROM kv_usage WHERE namespace = ?1",
+            [namespace],
+            |row| row.get::<_, i64>(0),
+        )
+        .optional()?;
+    match kept {
+        Some(bytes) => Ok(bytes),
+        None => Ok(tx.query_row(
+            "SELECT COALESCE(SUM(length(key) + length(value)), 0) FROM kv WHERE namespace = ?1",
+            [namespace],
+            |row| row.get::<_, i64>(0),
+        )?),
+    }
+}
+
+/// Bytes a key holds now (0 when absent).
+fn stored_bytes(tx: &rusqlite::Transaction, namespace: &str, key: &str) -> Result<i64> {
+    Ok(tx
+        .query_row(
+            "SELECT length(key) + length(value) FROM kv WHERE namespace = ?1 AND key = ?2",
+            params![namespace, key],
+            |row| row.get::<_, i64>(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// Deletes up to `limit` expired keys, keeping the namespaces' usage right;
+/// returns how many went.
+fn purge(conn: &mut Connection, limit: usize) -> Result<usize> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let freed: Vec<(String, i64)> = {
+        let mut stmt = tx.prepare_cached(
+            "DELETE FROM kv WHERE (namespace, key) IN (SELECT namespace, key FROM kv WHERE expires_at <= ?1 LIMIT ?2)
+             RETURNING namespace, length(key) + length(value)",
+        )?;
+        let rows = stmt.query_map(params![now_ms(), limit as i64], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for (namespace, bytes) in &freed {
+        tx.execute(
+            "UPDATE kv_usage SET bytes = MAX(0, bytes - ?2) WHERE namespace = ?1",
+            params![namespace, bytes],
+        )?;
+    }
+    tx.commit()?;
+    Ok(freed.len())
+}
+
+impl SqliteKv {
+    /// Deletes expired keys, in chunks; returns how many went. The node
+    /// calls it periodically, so expired data does not keep its space.
+    pub async fn purge_expired(&self) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let purged = self.run(|conn| purge(conn, 1000)).await?;
+            total += purged;
+            if purged < 1000 {
+                return Ok(total);
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -183,8 +275,23 @@ impl KvStore for SqliteKv {
                 Mutation::Delete { key } => check_key(&self.limits, key)?,
             }
         }
+        if mutations.len() > self.limits.max_mutations {
+            return Err(KvError::Invalid(format!(
+                "an atomic commit may hold at most {} mutations, got {}",
+                self.limits.max_mutations,
+                mutations.len()
+            )));
+        }
+        let written: usize = mutations.iter().map(Mutation::bytes).sum();
+        if written > self.limits.max_commit_bytes {
+            return Err(KvError::Invalid(format!(
+                "an atomic commit may write at most {} bytes of keys and values, got {written}",
+                self.limits.max_commit_bytes
+            )));
+        }
         let namespace = namespace.to_string();
-        self.run(move |conn| apply(conn, &namespace, &checks, &mutations))
+        let quota = self.limits.max_namespace_bytes;
+        self.run(move |conn| apply(conn, &namespace, &checks, &mutations, quota))
             .await
     }
 

@@ -83,6 +83,7 @@ async fn limits_are_enforced() {
             max_key_bytes: 8,
             max_value_bytes: 16,
             max_list: 10,
+            ..KvLimits::default()
         },
     )
     .unwrap();
@@ -154,4 +155,87 @@ async fn atomic_check_and_set_has_no_lost_updates() {
         kv.atomic("ns", vec![absent], vec![create]).await.unwrap(),
         None
     );
+}
+
+#[tokio::test]
+async fn commits_are_bounded_in_mutations_and_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = open(&dir);
+    let value = vec![7u8; 1 << 20];
+    let many: Vec<Mutation> = (0..300)
+        .map(|i| Mutation::Put {
+            key: format!("k{i}"),
+            value: value.clone(),
+            ttl_seconds: None,
+        })
+        .collect();
+    let error = kv.atomic("ns", vec![], many).await.unwrap_err();
+    assert!(
+        matches!(error, KvError::Invalid(ref m) if m.contains("mutations")),
+        "{error}"
+    );
+    let five: Vec<Mutation> = many_puts(5, &value);
+    let error = kv.atomic("ns", vec![], five).await.unwrap_err();
+    assert!(
+        matches!(error, KvError::Invalid(ref m) if m.contains("bytes")),
+        "{error}"
+    );
+    assert!(
+        kv.get("ns", "k0").await.unwrap().is_none(),
+        "a refused commit wrote"
+    );
+}
+
+fn many_puts(n: usize, value: &[u8]) -> Vec<Mutation> {
+    (0..n)
+        .map(|i| Mutation::Put {
+            key: format!("k{i}"),
+            value: value.to_vec(),
+            ttl_seconds: None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_namespace_is_bounded_by_its_quota_and_overwrites_do_not_count_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = KvLimits {
+        max_namespace_bytes: 3 << 20,
+        ..KvLimits::default()
+    };
+    let kv = SqliteKv::open(&dir.path().join("kv.db"), limits).unwrap();
+    let value = vec![1u8; 1 << 20];
+    for _ in 0..10 {
+        kv.put("ns", "same", value.clone(), None).await.unwrap();
+    }
+    kv.put("ns", "two", value.clone(), None).await.unwrap();
+    let error = kv
+        .atomic("ns", vec![], many_puts(2, &value))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "kv_quota_exceeded", "{error}");
+    // Another namespace has its own quota; deleting frees space.
+    kv.put("other", "k", value.clone(), None).await.unwrap();
+    kv.delete("ns", "two").await.unwrap();
+    kv.put("ns", "three", value.clone(), None).await.unwrap();
+}
+
+#[tokio::test]
+async fn expired_keys_are_purged_and_free_their_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = KvLimits {
+        max_namespace_bytes: 2 << 20,
+        ..KvLimits::default()
+    };
+    let kv = SqliteKv::open(&dir.path().join("kv.db"), limits).unwrap();
+    let value = vec![1u8; 900 << 10];
+    kv.put("ns", "short", value.clone(), Some(0)).await.unwrap();
+    kv.put("ns", "kept", value.clone(), None).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(kv.purge_expired().await.unwrap(), 1);
+    assert!(kv.get("ns", "kept").await.unwrap().is_some());
+    // The purged key's bytes are free again.
+    kv.put("ns", "again", vec![1u8; 900 << 10], None)
+        .await
+        .unwrap();
 }

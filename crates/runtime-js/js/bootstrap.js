@@ -28,6 +28,7 @@ const {
   MathFloor,
   MathMax,
   MathMin,
+  ArrayFrom,
   FunctionPrototypeApply,
   FunctionPrototypeCall,
   ArrayPrototypeIncludes,
@@ -199,6 +200,28 @@ class DecompressionStream {
   }
 }
 
+const baseStructuredClone = messagePort.structuredClone ?? structuredCloneMod.structuredClone;
+const arrayBufferTransfer = ArrayBuffer.prototype.transfer;
+const arrayBufferDetached = ObjectGetOwnPropertyDescriptor(ArrayBuffer.prototype, "detached").get;
+
+/**
+ * `structuredClone`, detaching the ArrayBuffers it transfers as the
+ * standard requires (the clone owns their contents; the originals read as
+ * empty afterwards), as workerd and Deno do.
+ */
+function structuredClone(value, options = undefined) {
+  const clone = FunctionPrototypeApply(baseStructuredClone, undefined, arguments);
+  const transfer = options?.transfer;
+  if (transfer !== undefined && transfer !== null) {
+    for (const item of new SafeArrayIterator(ArrayFrom(transfer))) {
+      if (ObjectPrototypeIsPrototypeOf(ArrayBuffer.prototype, item) && !FunctionPrototypeCall(arrayBufferDetached, item)) {
+        FunctionPrototypeCall(arrayBufferTransfer, item, 0);
+      }
+    }
+  }
+  return clone;
+}
+
 /** WebCrypto limits, as in Workers: bounded work per call. */
 const MAX_PBKDF2_ITERATIONS = 100_000;
 const MAX_RSA_MODULUS_BITS = 4096;
@@ -330,7 +353,7 @@ core.defineGlobalProperties(globalThis, {
   reportError: fn(event.reportError),
   setInterval: fn(timers.setInterval),
   setTimeout: fn(timers.setTimeout),
-  structuredClone: fn(messagePort.structuredClone ?? structuredCloneMod.structuredClone),
+  structuredClone: fn(structuredClone),
 });
 event.setEventTargetData(globalThis);
 event.saveGlobalThisReference(globalThis);

@@ -43,6 +43,11 @@ pub struct ExecutorConfig {
     pub max_in_flight_per_worker: usize,
     /// Most invocations waiting in the queue before new ones are refused.
     pub queue_capacity: usize,
+    /// Memory the invocations under way may be allowed together, in MiB:
+    /// each one reserves its `memory_mb` until it ends, and one that does
+    /// not fit is refused as `unavailable` (HTTP 503) rather than queued.
+    /// Default: three quarters of the machine's memory.
+    pub max_admitted_memory_mb: usize,
     /// KV storage for functions with a KV binding (none: `env.KV` is absent).
     pub kv: Option<Arc<dyn isola_kv::KvStore>>,
 }
@@ -55,6 +60,7 @@ impl Default for ExecutorConfig {
             max_warm_memory_mb: 4096,
             max_in_flight_per_worker: 256,
             queue_capacity: 10_000,
+            max_admitted_memory_mb: physical_memory_mb() / 4 * 3,
             kv: None,
         }
     }
@@ -107,6 +113,65 @@ struct WorkerHandle {
     in_flight: Arc<AtomicUsize>,
 }
 
+/// The machine's memory in MiB (4 GiB if unknown).
+fn physical_memory_mb() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    if pages <= 0 || page <= 0 {
+        return 4096;
+    }
+    (pages as usize).saturating_mul(page as usize) >> 20
+}
+
+/// Memory reserved by the invocations under way, in MiB.
+struct Admission {
+    reserved: AtomicUsize,
+    max: usize,
+}
+
+/// One invocation's reservation, released when dropped.
+struct Admitted<'a> {
+    admission: &'a Admission,
+    mb: usize,
+}
+
+impl Admission {
+    fn admit(&self, mb: usize) -> Option<Admitted<'_>> {
+        let mut reserved = self.reserved.load(Ordering::Relaxed);
+        loop {
+            let next = reserved + mb;
+            if next > self.max {
+                return None;
+            }
+            match self.reserved.compare_exchange_weak(
+                reserved,
+                next,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return Some(Admitted {
+                        admission: self,
+                        mb,
+                    })
+                }
+                Err(actual) => reserved = actual,
+            }
+        }
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.admission.reserved.fetch_sub(self.mb, Ordering::AcqRel);
+    }
+}
+
 /// Function versions known to be JSON handlers, so that an HTTP request to
 /// one is refused without touching (or starting) an isolate.
 #[derive(Default)]
@@ -132,6 +197,7 @@ impl JsonHandlers {
 pub struct Executor {
     jobs: async_channel::Sender<Job>,
     json_handlers: Arc<JsonHandlers>,
+    admission: Admission,
     workers: Vec<WorkerHandle>,
     threads: Vec<std::thread::JoinHandle<()>>,
     stats: Arc<ExecutorStats>,
@@ -189,6 +255,10 @@ impl Executor {
         Self {
             jobs,
             json_handlers,
+            admission: Admission {
+                reserved: AtomicUsize::new(0),
+                max: config.max_admitted_memory_mb.max(1),
+            },
             workers: handles,
             threads,
             stats,
@@ -203,6 +273,15 @@ impl Executor {
         {
             return Outcome::failed(crate::isolate::json_handler_needs_json());
         }
+        let Some(_admitted) = self
+            .admission
+            .admit(invocation.function.limits.memory_mb as usize)
+        else {
+            return Outcome::failed(FunctionError::new(
+                ErrorCode::Unavailable,
+                "the node is at capacity: the memory of the invocations under way is fully promised; retry shortly",
+            ));
+        };
         let (reply, outcome) = oneshot::channel();
         if let Err(error) = self.submit(Job::Invoke { invocation, reply }) {
             return Outcome::failed(error);

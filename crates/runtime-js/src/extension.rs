@@ -33,16 +33,24 @@ pub struct ConsoleLines {
 /// Most console output kept for one invocation.
 pub const MAX_CONSOLE_BYTES: usize = 256 * 1024;
 
+/// Most console lines kept for one invocation.
+pub const MAX_CONSOLE_LINES: usize = 1000;
+
+/// What a line costs besides its text (its record, its row): so that empty
+/// lines are not free.
+pub const CONSOLE_LINE_OVERHEAD: usize = 64;
+
 #[op2(fast)]
 fn op_isola_log(state: &mut OpState, #[smi] level: u32, #[string] message: &str) {
     let buffer = state.borrow::<ConsoleBuffer>().0.clone();
     let mut buffer = buffer.borrow_mut();
     let message = message.strip_suffix('\n').unwrap_or(message);
-    if buffer.bytes + message.len() > MAX_CONSOLE_BYTES {
+    let cost = message.len() + CONSOLE_LINE_OVERHEAD;
+    if buffer.bytes + cost > MAX_CONSOLE_BYTES || buffer.lines.len() >= MAX_CONSOLE_LINES {
         buffer.dropped += 1;
         return;
     }
-    buffer.bytes += message.len();
+    buffer.bytes += cost;
     buffer.lines.push((level.min(4) as u8, message.to_owned()));
 }
 

@@ -435,7 +435,8 @@ impl FunctionIsolate {
                 deno_core::scope!(scope, runtime);
                 let value = v8::Local::new(scope, value);
                 match kind {
-                    HandlerKind::Json => decode_json(scope, value).map(|output| (output, false)),
+                    HandlerKind::Json => decode_json(scope, value, source.limits.memory_bytes())
+                        .map(|output| (output, false)),
                     HandlerKind::Fetch => decode_response(scope, value),
                 }
             };
@@ -819,9 +820,22 @@ fn array_item<'s>(
         .ok_or_else(|| internal("reading a handler result", index))
 }
 
+/// What parsing a JSON text into a `serde_json::Value` may take at most:
+/// every value (one per `[`, `{`, `,` or `:` at most) costs a node of its
+/// own, besides the text. A result small as text can be huge as values
+/// (`[[],[],...]`), so this is checked before parsing.
+fn json_value_bytes(text: &str) -> usize {
+    let nodes = text
+        .bytes()
+        .filter(|b| matches!(b, b'[' | b'{' | b',' | b':'))
+        .count();
+    text.len() + (nodes + 1) * 80
+}
+
 fn decode_json<'s>(
     scope: &mut v8::PinScope<'s, '_>,
     value: v8::Local<'s, v8::Value>,
+    limit: usize,
 ) -> Result<InvocationOutput, FunctionError> {
     let array = v8::Local::<v8::Array>::try_from(value)
         .map_err(|e| internal("reading a JSON result", e))?;
@@ -834,6 +848,15 @@ fn decode_json<'s>(
         ));
     }
     let text = text.to_rust_string_lossy(scope);
+    if json_value_bytes(&text) > limit {
+        return Err(FunctionError::new(
+            ErrorCode::InvalidOutput,
+            format!(
+                "the function's result is too large: its JSON ({} bytes) would take more than the function's memory limit to hold",
+                text.len()
+            ),
+        ));
+    }
     let json = serde_json::from_str(&text).map_err(|e| {
         FunctionError::new(
             ErrorCode::InvalidOutput,

@@ -170,10 +170,12 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
         SqliteRegistry::open(&db, key).with_context(|| format!("opening {}", db.display()))?;
     let token_hash = token_hash(&registry, args.token.clone()).await?;
     let kv_path = args.data.join("kv.db");
-    let kv: Arc<dyn isola_kv::KvStore> = Arc::new(
+    let sqlite_kv = Arc::new(
         isola_kv::SqliteKv::open(&kv_path, isola_kv::KvLimits::default())
             .with_context(|| format!("opening {}", kv_path.display()))?,
     );
+    tokio::spawn(purge_expired_keys(sqlite_kv.clone()));
+    let kv: Arc<dyn isola_kv::KvStore> = sqlite_kv;
     let mut executor_config = ExecutorConfig {
         kv: Some(kv.clone()),
         ..ExecutorConfig::default()
@@ -209,4 +211,15 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// Deletes expired KV keys every minute, so they do not keep their space.
+async fn purge_expired_keys(kv: Arc<isola_kv::SqliteKv>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        every.tick().await;
+        if let Err(error) = kv.purge_expired().await {
+            tracing::warn!(%error, "could not purge expired KV keys");
+        }
+    }
 }
