@@ -14,6 +14,9 @@ crate::cases!(
     unread_request_bodies_are_dropped_with_the_invocation,
     http_requests_to_a_json_function_force_no_cold_start,
     stacks_show_no_internal_frames,
+    empty_console_lines_are_capped,
+    json_results_that_explode_as_values_are_refused,
+    memory_admission_refuses_past_the_node_budget,
 );
 
 fn atomics_wait_cannot_block_a_worker() {
@@ -189,4 +192,82 @@ fn stacks_show_no_internal_frames() {
     let logs: Vec<_> = outcome.logs.iter().map(|l| l.message.clone()).collect();
     assert!(logs.iter().any(|l| l.contains("lost")), "{logs:?}");
     assert!(!logs.iter().any(|l| l.contains("ext:")), "{logs:?}");
+}
+
+fn empty_console_lines_are_capped() {
+    let limits = Limits {
+        cpu_ms: 10_000,
+        ..Limits::default()
+    };
+    let source = function_with(
+        "export default () => { for (let i = 0; i < 20000; i++) console.log(); return 1 }",
+        limits,
+    );
+    let outcome = invoke(&source, json!(null));
+    assert_eq!(json(&outcome), json!(1));
+    assert!(
+        outcome.logs.len() <= 1001,
+        "{} lines kept",
+        outcome.logs.len()
+    );
+    let notice = outcome.logs.last().unwrap();
+    assert!(notice.message.contains("dropped"), "{notice:?}");
+}
+
+fn json_results_that_explode_as_values_are_refused() {
+    let limits = Limits {
+        memory_mb: 32,
+        cpu_ms: 10_000,
+        ..Limits::default()
+    };
+    // A few objects in memory; 2 million values and ~6 MB as JSON text.
+    let source = function_with(
+        "export default () => { let x = []; for (let i = 0; i < 20; i++) x = [x, x]; return x }",
+        limits,
+    );
+    let error = assert_fails(&source, ErrorCode::InvalidOutput);
+    assert!(error.message.contains("too large"), "{error:?}");
+    assert_node_healthy();
+}
+
+fn memory_admission_refuses_past_the_node_budget() {
+    let executor = isola_runtime_js::Executor::new(isola_runtime_js::ExecutorConfig {
+        workers: 1,
+        max_admitted_memory_mb: 300,
+        ..Default::default()
+    });
+    let limits = Limits {
+        memory_mb: 128,
+        ..Limits::default()
+    };
+    let sleeper = function_with(
+        "export default () => new Promise(r => setTimeout(() => r('slept'), 500))",
+        limits,
+    );
+    let outcomes = block_on(async {
+        let runs = (0..3).map(|_| {
+            executor.run(isola_core::Invocation {
+                id: "t".into(),
+                function: sleeper.clone(),
+                input: isola_core::InvocationInput::Json(json!(null)),
+            })
+        });
+        futures::future::join_all(runs).await
+    });
+    let refused = outcomes
+        .iter()
+        .filter(|o| matches!(&o.result, Err(e) if e.code == ErrorCode::Unavailable))
+        .count();
+    assert_eq!(
+        refused,
+        1,
+        "{:?}",
+        outcomes.iter().map(|o| &o.result).collect::<Vec<_>>()
+    );
+    // Reservations end with their invocations.
+    assert_eq!(
+        json(&invoke_on(&executor, &sleeper, json!(null))),
+        json!("slept")
+    );
+    executor.shutdown();
 }
