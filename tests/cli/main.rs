@@ -1,5 +1,6 @@
 //! Tests of the real `isola` binary, driven as a user would drive it.
 
+mod bodies;
 mod data_dir;
 mod dev;
 mod invoke;

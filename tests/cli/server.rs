@@ -60,6 +60,34 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory of the server process, in bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kb * 1024
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for the process to exit;
+    /// whether it did.
+    pub fn terminate_within(&mut self, limit: Duration) -> bool {
+        // SAFETY: kill with a valid pid and signal.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+        let started = std::time::Instant::now();
+        while started.elapsed() < limit {
+            if self.child.try_wait().unwrap().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
     /// A blocking HTTP client. No pooled connections: a server that answers
     /// 413 before reading a large body closes that connection, and reusing
     /// it would fail the next request with a broken pipe.

@@ -96,10 +96,18 @@ impl IntoResponse for ApiError {
         if let Some(stack) = self.stack {
             error["stack"] = stack.into();
         }
-        (
+        let mut response = (
             self.status,
             axum::Json(serde_json::json!({ "error": error })),
         )
-            .into_response()
+            .into_response();
+        if self.status == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+            // Overload is temporary: say when to come back.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }

@@ -28,6 +28,8 @@ pub struct KvLimits {
     pub max_list: usize,
     /// Most mutations in one atomic commit (a put or a delete each).
     pub max_mutations: usize,
+    /// Most version checks in one atomic commit.
+    pub max_checks: usize,
     /// Most key and value bytes written by one atomic commit.
     pub max_commit_bytes: usize,
     /// Most key and value bytes one namespace may hold.
@@ -41,6 +43,7 @@ impl Default for KvLimits {
             max_value_bytes: 1 << 20,
             max_list: 1000,
             max_mutations: 128,
+            max_checks: 128,
             max_commit_bytes: 4 << 20,
             max_namespace_bytes: 64 << 20,
         }

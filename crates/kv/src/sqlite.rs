@@ -112,7 +112,9 @@ fn apply(
                 ttl_seconds,
             } => {
                 usage += (key.len() + value.len()) as i64;
-                let expires = ttl_seconds.map(|s| now + (s as i64).saturating_mul(1000));
+                let expires = ttl_seconds.map(|s| {
+                    now.saturating_add(i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000))
+                });
                 tx.execute(
                     "INSERT INTO kv (namespace, key, value, version, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value, version = excluded.version, expires_at = excluded.expires_at",
@@ -263,6 +265,13 @@ impl KvStore for SqliteKv {
         checks: Vec<Check>,
         mutations: Vec<Mutation>,
     ) -> Result<Option<u64>> {
+        if checks.len() > self.limits.max_checks {
+            return Err(KvError::Invalid(format!(
+                "an atomic commit may hold at most {} checks, got {}",
+                self.limits.max_checks,
+                checks.len()
+            )));
+        }
         for check in &checks {
             check_key(&self.limits, &check.key)?;
         }

@@ -15,6 +15,7 @@ import {
   op_isola_kv_get,
   op_isola_kv_list,
   op_isola_log,
+  op_isola_native_memory,
   op_isola_offload_begin,
   op_isola_offload_end,
 } from "ext:core/ops";
@@ -31,6 +32,7 @@ const {
   ArrayFrom,
   FunctionPrototypeApply,
   FunctionPrototypeCall,
+  Number,
   ArrayPrototypeIncludes,
   PromiseReject,
   PromiseResolve,
@@ -159,6 +161,43 @@ const enqueueChunk = streams.TransformStreamDefaultController.prototype.enqueue;
 
 /** Input pieces fed to the decompressor: at most ~1 MiB of output each. */
 const DECOMPRESS_PIECE = 1024;
+/** Native state of a compressor or decompressor, charged while it lives, in KiB. */
+const COMPRESSION_STATE_KIB = 256;
+/** Formats as in Workers; brotli's ratio (a million to one) has no safe piece size. */
+const COMPRESSION_FORMATS = ["gzip", "deflate", "deflate-raw"];
+const compressionState = new FinalizationRegistry(() => op_isola_native_memory(-COMPRESSION_STATE_KIB));
+
+function compressionFormat(format, what) {
+  const name = String(format);
+  if (!ArrayPrototypeIncludes(COMPRESSION_FORMATS, name)) {
+    throw new TypeError(`${what}: unsupported format "${name}" (use "gzip", "deflate" or "deflate-raw")`);
+  }
+  return name;
+}
+
+/** Charges a (de)compressor's native state to the function while `owner` lives. */
+function chargeCompression(owner) {
+  op_isola_native_memory(COMPRESSION_STATE_KIB);
+  compressionState.register(owner, undefined);
+}
+
+/** `CompressionStream`, its native state charged to the function. */
+class CompressionStream {
+  #inner;
+
+  constructor(format) {
+    this.#inner = new compression.CompressionStream(compressionFormat(format, "CompressionStream"));
+    chargeCompression(this);
+  }
+
+  get readable() {
+    return this.#inner.readable;
+  }
+
+  get writable() {
+    return this.#inner.writable;
+  }
+}
 
 /**
  * `DecompressionStream` fed in small pieces, so that no single native call
@@ -170,7 +209,8 @@ class DecompressionStream {
   #writable;
 
   constructor(format) {
-    const inner = new compression.DecompressionStream(format);
+    const inner = new compression.DecompressionStream(compressionFormat(format, "DecompressionStream"));
+    chargeCompression(this);
     const splitter = new streams.TransformStream({
       transform(chunk, controller) {
         let bytes = chunk;
@@ -224,29 +264,81 @@ function structuredClone(value, options = undefined) {
 
 /** WebCrypto limits, as in Workers: bounded work per call. */
 const MAX_PBKDF2_ITERATIONS = 100_000;
+const MAX_DERIVED_BITS = 512;
 const MAX_RSA_MODULUS_BITS = 4096;
 const RSA_NAMES = ["rsassa-pkcs1-v1_5", "rsa-pss", "rsa-oaep"];
+/** The algorithms functions may use (Argon2, for one, is not among them). */
+const ALLOWED_ALGORITHMS = [
+  ...RSA_NAMES, "ecdsa", "ecdh", "ed25519", "x25519", "aes-ctr", "aes-cbc", "aes-gcm",
+  "aes-kw", "hmac", "sha-1", "sha-256", "sha-384", "sha-512", "hkdf", "pbkdf2",
+];
+/** Where each SubtleCrypto method takes an algorithm. */
+const ALGORITHM_ARGUMENTS = {
+  encrypt: [0], decrypt: [0], sign: [0], verify: [0], digest: [0], generateKey: [0],
+  deriveKey: [0, 2], deriveBits: [0], importKey: [2], exportKey: [], wrapKey: [3], unwrapKey: [3, 4],
+};
+const cryptoKeyAlgorithm = ObjectGetOwnPropertyDescriptor(cryptoMod.CryptoKey.prototype, "algorithm").get;
 
-/** A plain copy of an algorithm dictionary (each property read once), checked. */
-function boundedAlgorithm(algorithm, method) {
-  if (algorithm === null || typeof algorithm !== "object") return algorithm;
-  const name = String(algorithm.name);
+function notSupported(message) {
+  return new DOMException(message, "NotSupportedError");
+}
+
+/**
+ * An algorithm as the native code will see it: its name (and every number
+ * that sets the cost of the work) read once, as primitives, and checked.
+ */
+function boundedAlgorithm(algorithm, method, position) {
+  const isString = typeof algorithm === "string";
+  if (!isString && (algorithm === null || typeof algorithm !== "object")) return algorithm;
+  const name = isString ? algorithm : String(algorithm.name);
   const lower = StringPrototypeToLowerCase(name);
-  if (lower === "pbkdf2" && (method === "deriveBits" || method === "deriveKey")) {
-    const copy = { name, hash: algorithm.hash, salt: algorithm.salt, iterations: algorithm.iterations };
-    if (!(copy.iterations <= MAX_PBKDF2_ITERATIONS)) {
-      throw new DOMException(`PBKDF2 iteration counts above ${MAX_PBKDF2_ITERATIONS} are not supported`, "NotSupportedError");
+  if (!ArrayPrototypeIncludes(ALLOWED_ALGORITHMS, lower)) {
+    throw notSupported(`the algorithm ${name} is not supported`);
+  }
+  if (isString) return name;
+  if (lower === "pbkdf2" && position === 0 && (method === "deriveBits" || method === "deriveKey")) {
+    const iterations = Number(algorithm.iterations);
+    if (!(iterations <= MAX_PBKDF2_ITERATIONS)) {
+      throw notSupported(`PBKDF2 iteration counts above ${MAX_PBKDF2_ITERATIONS} are not supported`);
     }
-    return copy;
+    return { name, hash: algorithm.hash, salt: algorithm.salt, iterations };
   }
   if (ArrayPrototypeIncludes(RSA_NAMES, lower) && method === "generateKey") {
-    const copy = { name, modulusLength: algorithm.modulusLength, publicExponent: algorithm.publicExponent, hash: algorithm.hash };
-    if (!(copy.modulusLength <= MAX_RSA_MODULUS_BITS)) {
-      throw new DOMException(`RSA keys above ${MAX_RSA_MODULUS_BITS} bits are not supported`, "NotSupportedError");
+    const modulusLength = Number(algorithm.modulusLength);
+    if (!(modulusLength <= MAX_RSA_MODULUS_BITS)) {
+      throw notSupported(`RSA keys above ${MAX_RSA_MODULUS_BITS} bits are not supported`);
     }
-    return copy;
+    return { name, modulusLength, publicExponent: algorithm.publicExponent, hash: algorithm.hash };
   }
-  return algorithm;
+  if (method === "deriveKey" && position === 2) {
+    const length = algorithm.length === undefined ? undefined : Number(algorithm.length);
+    if (length !== undefined && !(length <= MAX_DERIVED_BITS)) {
+      throw notSupported(`derived keys above ${MAX_DERIVED_BITS} bits are not supported`);
+    }
+    return { __proto__: algorithm, name, length };
+  }
+  return { __proto__: algorithm, name };
+}
+
+/** Checks and fixes the arguments of a SubtleCrypto call (see above). */
+function boundedArguments(method, args) {
+  for (const position of new SafeArrayIterator(ALGORITHM_ARGUMENTS[method] ?? [])) {
+    args[position] = boundedAlgorithm(args[position], method, position);
+  }
+  if (method === "deriveBits" && args[2] !== undefined && args[2] !== null) {
+    args[2] = Number(args[2]);
+    if (!(args[2] <= MAX_DERIVED_BITS)) throw notSupported(`deriving more than ${MAX_DERIVED_BITS} bits is not supported`);
+  }
+}
+
+/** Refuses imported RSA keys larger than those functions may generate. */
+function checkImportedKey(key) {
+  if (!ObjectPrototypeIsPrototypeOf(cryptoMod.CryptoKey.prototype, key)) return key;
+  const modulusLength = FunctionPrototypeCall(cryptoKeyAlgorithm, key)?.modulusLength;
+  if (modulusLength > MAX_RSA_MODULUS_BITS) {
+    throw notSupported(`RSA keys above ${MAX_RSA_MODULUS_BITS} bits are not supported`);
+  }
+  return key;
 }
 
 /**
@@ -261,19 +353,23 @@ function meterSubtleCrypto(SubtleCrypto) {
   for (const method of new SafeArrayIterator([
     "encrypt", "decrypt", "sign", "verify", "digest", "generateKey", "deriveKey",
     "deriveBits", "importKey", "exportKey", "wrapKey", "unwrapKey",
+    "encapsulateKey", "encapsulateBits", "decapsulateKey", "decapsulateBits", "getPublicKey",
   ])) {
     const original = prototype[method];
+    if (typeof original !== "function") continue;
+    const checksKeys = method === "importKey" || method === "unwrapKey";
     const metered = {
       [method](...args) {
         try {
-          args[0] = boundedAlgorithm(args[0], method);
+          boundedArguments(method, args);
         } catch (error) {
           return PromiseReject(error);
         }
         const run = async () => {
           const id = op_isola_offload_begin();
           try {
-            return await FunctionPrototypeApply(original, this, args);
+            const result = await FunctionPrototypeApply(original, this, args);
+            return checksKeys ? checkImportedKey(result) : result;
           } finally {
             op_isola_offload_end(id);
           }
@@ -299,7 +395,7 @@ core.defineGlobalProperties(globalThis, {
   AbortSignal: cls(abortSignal.AbortSignal),
   Blob: cls(file.Blob),
   ByteLengthQueuingStrategy: cls(streams.ByteLengthQueuingStrategy),
-  CompressionStream: cls(compression.CompressionStream),
+  CompressionStream: cls(CompressionStream),
   CountQueuingStrategy: cls(streams.CountQueuingStrategy),
   CustomEvent: cls(event.CustomEvent),
   Crypto: cls(cryptoMod.Crypto),
@@ -313,9 +409,7 @@ core.defineGlobalProperties(globalThis, {
   FileReader: cls(fileReader.FileReader),
   FormData: cls(formData.FormData),
   Headers: cls(headers.Headers),
-  MessageChannel: cls(messagePort.MessageChannel),
   MessageEvent: cls(event.MessageEvent),
-  MessagePort: cls(messagePort.MessagePort),
   Performance: cls(performanceMod.Performance),
   PerformanceEntry: cls(performanceMod.PerformanceEntry),
   PerformanceMark: cls(performanceMod.PerformanceMark),
@@ -414,11 +508,24 @@ function kvTtl(options) {
   const ttl = options?.expirationTtl;
   if (ttl === undefined || ttl === null) return null;
   if (!(ttl >= 0)) throw new TypeError("expirationTtl must be a number of seconds, 0 or more");
-  return MathFloor(ttl);
+  // At most about a hundred years.
+  return MathMin(MathFloor(ttl), 3_153_600_000);
 }
 
 function kvType(options) {
   return typeof options === "string" ? options : options?.type;
+}
+
+/** Most checks and most mutations in one atomic commit. */
+const KV_MAX_CHECKS = 128;
+const KV_MAX_MUTATIONS = 128;
+/** Longest key, in UTF-16 units (the store checks bytes, at most 512). */
+const KV_MAX_KEY = 512;
+
+function kvKey(key) {
+  const text = String(key);
+  if (text.length > KV_MAX_KEY) throw new TypeError(`KV keys may be at most ${KV_MAX_KEY} bytes long`);
+  return text;
 }
 
 class KvAtomicOperation {
@@ -427,18 +534,25 @@ class KvAtomicOperation {
 
   /** Commit only if `key` still has `version` (null: does not exist). */
   check(key, version) {
-    ArrayPrototypePush(this.#checks, [String(key), version === null || version === undefined ? null : String(version)]);
+    if (this.#checks.length >= KV_MAX_CHECKS) throw new TypeError(`an atomic commit may hold at most ${KV_MAX_CHECKS} checks`);
+    ArrayPrototypePush(this.#checks, [kvKey(key), version === null || version === undefined ? null : String(version)]);
     return this;
   }
 
   set(key, value, options) {
-    ArrayPrototypePush(this.#mutations, { key: String(key), value: kvBytes(value), ttl: kvTtl(options) });
+    this.#room();
+    ArrayPrototypePush(this.#mutations, { key: kvKey(key), value: kvBytes(value), ttl: kvTtl(options) });
     return this;
   }
 
   delete(key) {
-    ArrayPrototypePush(this.#mutations, { key: String(key), value: null, ttl: null });
+    this.#room();
+    ArrayPrototypePush(this.#mutations, { key: kvKey(key), value: null, ttl: null });
     return this;
+  }
+
+  #room() {
+    if (this.#mutations.length >= KV_MAX_MUTATIONS) throw new TypeError(`an atomic commit may hold at most ${KV_MAX_MUTATIONS} mutations`);
   }
 
   async commit() {
@@ -515,6 +629,8 @@ function streamedRequestBody(id) {
   });
 }
 
+const BODY_CHUNK = 64 * 1024;
+
 /** Sends a streamed body to the host, chunk by chunk, with backpressure. */
 async function pumpBody(stream, sinkId) {
   const reader = stream.getReader();
@@ -526,7 +642,15 @@ async function pumpBody(stream, sinkId) {
       if (!ObjectPrototypeIsPrototypeOf(Uint8Array.prototype, bytes)) {
         throw new TypeError("a response body stream must yield Uint8Array chunks");
       }
-      if (!(await op_isola_body_send(sinkId, bytes))) {
+      // At most 64 KiB per chunk in flight: the host buffers a few chunks
+      // per response, so their size must be bounded, not only their count.
+      let open = true;
+      const length = TypedArrayPrototypeGetByteLength(bytes);
+      for (let offset = 0; open && offset < length; offset += BODY_CHUNK) {
+        const piece = length <= BODY_CHUNK ? bytes : TypedArrayPrototypeSubarray(bytes, offset, MathMin(offset + BODY_CHUNK, length));
+        open = await op_isola_body_send(sinkId, piece);
+      }
+      if (!open) {
         await reader.cancel();
         break;
       }

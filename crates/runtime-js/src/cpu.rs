@@ -216,6 +216,45 @@ fn watch(shared: Arc<Shared>) {
     }
 }
 
+/// The CPU clocks of a worker's blocking threads (where ops such as
+/// WebCrypto hand their work): their total CPU time, so that an offloaded
+/// call can be charged what those threads spent while it ran, not the wall
+/// time it waited.
+#[derive(Default)]
+pub struct BlockingClocks {
+    threads: Mutex<std::collections::HashMap<std::thread::ThreadId, libc::clockid_t>>,
+    /// CPU time of blocking threads that have ended, in nanoseconds.
+    retired: std::sync::atomic::AtomicU64,
+}
+
+impl BlockingClocks {
+    /// Registers the calling (blocking) thread; for `on_thread_start`.
+    pub fn thread_started(&self) {
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: pthread_self is always valid; `clock` is a valid out-pointer.
+        if unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) } == 0 {
+            let id = std::thread::current().id();
+            self.threads.lock().unwrap().insert(id, clock);
+        }
+    }
+
+    /// Retires the calling thread's clock; for `on_thread_stop`.
+    pub fn thread_stopped(&self) {
+        let mut threads = self.threads.lock().unwrap();
+        if threads.remove(&std::thread::current().id()).is_some() {
+            let spent = thread_cpu_time().as_nanos() as u64;
+            self.retired.fetch_add(spent, Ordering::Relaxed);
+        }
+    }
+
+    /// CPU time all the blocking threads have spent so far.
+    pub fn total(&self) -> Duration {
+        let threads = self.threads.lock().unwrap();
+        let live: Duration = threads.values().map(|clock| clock_time(*clock)).sum();
+        live + Duration::from_nanos(self.retired.load(Ordering::Relaxed))
+    }
+}
+
 /// Adds up the CPU time of one invocation across the slices in which its
 /// isolate runs, and arms the thread's slot for each slice.
 pub struct CpuMeter {

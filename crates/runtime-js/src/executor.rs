@@ -85,6 +85,8 @@ enum Job {
     Invoke {
         invocation: Invocation,
         reply: oneshot::Sender<Outcome>,
+        /// Its share of the node's memory, held until the worker is done.
+        admitted: Admitted,
     },
     /// Load a function version and keep it warm.
     Prepare {
@@ -134,14 +136,15 @@ struct Admission {
     max: usize,
 }
 
-/// One invocation's reservation, released when dropped.
-struct Admitted<'a> {
-    admission: &'a Admission,
+/// One invocation's reservation, released when dropped: after the worker
+/// is done with the invocation, what it left running included.
+struct Admitted {
+    admission: Arc<Admission>,
     mb: usize,
 }
 
 impl Admission {
-    fn admit(&self, mb: usize) -> Option<Admitted<'_>> {
+    fn admit(self: &Arc<Self>, mb: usize) -> Option<Admitted> {
         let mut reserved = self.reserved.load(Ordering::Relaxed);
         loop {
             let next = reserved + mb;
@@ -156,7 +159,7 @@ impl Admission {
             ) {
                 Ok(_) => {
                     return Some(Admitted {
-                        admission: self,
+                        admission: self.clone(),
                         mb,
                     })
                 }
@@ -166,7 +169,7 @@ impl Admission {
     }
 }
 
-impl Drop for Admitted<'_> {
+impl Drop for Admitted {
     fn drop(&mut self) {
         self.admission.reserved.fetch_sub(self.mb, Ordering::AcqRel);
     }
@@ -197,7 +200,7 @@ impl JsonHandlers {
 pub struct Executor {
     jobs: async_channel::Sender<Job>,
     json_handlers: Arc<JsonHandlers>,
-    admission: Admission,
+    admission: Arc<Admission>,
     workers: Vec<WorkerHandle>,
     threads: Vec<std::thread::JoinHandle<()>>,
     stats: Arc<ExecutorStats>,
@@ -255,10 +258,10 @@ impl Executor {
         Self {
             jobs,
             json_handlers,
-            admission: Admission {
+            admission: Arc::new(Admission {
                 reserved: AtomicUsize::new(0),
                 max: config.max_admitted_memory_mb.max(1),
-            },
+            }),
             workers: handles,
             threads,
             stats,
@@ -273,7 +276,7 @@ impl Executor {
         {
             return Outcome::failed(crate::isolate::json_handler_needs_json());
         }
-        let Some(_admitted) = self
+        let Some(admitted) = self
             .admission
             .admit(invocation.function.limits.memory_mb as usize)
         else {
@@ -283,7 +286,12 @@ impl Executor {
             ));
         };
         let (reply, outcome) = oneshot::channel();
-        if let Err(error) = self.submit(Job::Invoke { invocation, reply }) {
+        let job = Job::Invoke {
+            invocation,
+            reply,
+            admitted,
+        };
+        if let Err(error) = self.submit(job) {
             return Outcome::failed(error);
         }
         outcome.await.unwrap_or_else(|_| {
@@ -434,21 +442,26 @@ struct Worker {
 
 impl WorkerSetup {
     fn run(self) {
+        let blocking = Arc::new(crate::cpu::BlockingClocks::default());
+        let (started, stopped) = (blocking.clone(), blocking.clone());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .on_thread_start(move || started.thread_started())
+            .on_thread_stop(move || stopped.thread_stopped())
             .build()
             .expect("building a worker's tokio runtime");
         let local = tokio::task::LocalSet::new();
-        local.block_on(&runtime, self.serve());
+        local.block_on(&runtime, self.serve(blocking));
     }
 
-    async fn serve(mut self) {
+    async fn serve(mut self, blocking: Arc<crate::cpu::BlockingClocks>) {
         let worker = Rc::new(Worker {
             thread: ThreadContext {
                 cpu_slot: self.watchdog.register_current_thread(),
                 code_cache: self.code_cache.clone(),
                 transpiled: self.transpiled.clone(),
                 kv: self.kv.clone(),
+                blocking,
             },
             pool: RefCell::new(WarmPool::new(self.pool_limits)),
             stats: self.stats.clone(),
@@ -481,8 +494,13 @@ impl Worker {
     fn start(self: &Rc<Self>, job: Job, permit: OwnedSemaphorePermit) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         match job {
-            Job::Invoke { invocation, reply } => {
-                tokio::task::spawn_local(self.clone().run_job(invocation, reply, permit));
+            Job::Invoke {
+                invocation,
+                reply,
+                admitted,
+            } => {
+                let job = self.clone().run_job(invocation, reply, (permit, admitted));
+                tokio::task::spawn_local(job);
             }
             Job::Prepare { function, reply } => {
                 tokio::task::spawn_local(self.clone().prepare(function, reply, permit));
@@ -516,7 +534,7 @@ impl Worker {
         self: Rc<Self>,
         invocation: Invocation,
         reply: oneshot::Sender<Outcome>,
-        _permit: OwnedSemaphorePermit,
+        _held: (OwnedSemaphorePermit, Admitted),
     ) {
         let started = Instant::now();
         let deadline = started + invocation.function.limits.timeout();

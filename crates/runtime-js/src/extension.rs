@@ -274,6 +274,19 @@ async fn op_isola_body_recv(
     }
 }
 
+/// Charges (positive) or releases (negative) native memory the bootstrap
+/// knows a web API holds outside V8 (a compressor's state), in KiB; set by
+/// the runtime to the isolate's memory guard.
+#[derive(Default)]
+pub struct NativeMemory(pub Option<Box<dyn Fn(i64)>>);
+
+#[op2(fast)]
+fn op_isola_native_memory(state: &mut OpState, #[smi] kib: i32) {
+    if let Some(charge) = &state.borrow::<NativeMemory>().0 {
+        charge(kib as i64 * 1024);
+    }
+}
+
 /// Ops that a sandboxed function must never reach: disabled everywhere.
 const DISABLED_OPS: &[&str] = &[
     // Accepts a user proxy, CA certificates, local address and Host override.
@@ -305,6 +318,7 @@ extension!(
         op_isola_body_send,
         op_isola_body_end,
         op_isola_body_recv,
+        op_isola_native_memory,
         crate::outbound::op_isola_offload_begin,
         crate::outbound::op_isola_offload_end,
     ],
@@ -319,8 +333,9 @@ extension!(
         state.put(KvAccess::default());
         state.put(BodySinks::default());
         state.put(RequestBodies::default());
+        state.put(NativeMemory::default());
         state.put(crate::outbound::FetchBudget::default());
-        state.put(crate::outbound::Offloaded::new(Default::default()));
+        state.put(crate::outbound::Offloaded::new(Default::default(), None));
     },
 );
 

@@ -44,6 +44,8 @@ pub struct ThreadContext {
     pub transpiled: Arc<TranspileCache>,
     /// Where functions with a KV binding keep their data.
     pub kv: Option<Arc<dyn isola_kv::KvStore>>,
+    /// The CPU clocks of the thread's blocking pool.
+    pub blocking: Arc<crate::cpu::BlockingClocks>,
 }
 
 /// CPU time a module may spend evaluating its top level.
@@ -236,7 +238,17 @@ impl FunctionIsolate {
                 timeout: Duration::from_millis(limits.subrequest_timeout_ms as u64),
                 ..FetchBudget::default()
             });
-            state.put(Offloaded::new(meter.offloaded()));
+            let blocking = thread.blocking.clone();
+            let pool: crate::outbound::PoolClock = Box::new(move || blocking.total());
+            state.put(Offloaded::new(meter.offloaded(), Some(pool)));
+            let native = guard.clone();
+            state.put(extension::NativeMemory(Some(Box::new(move |delta| {
+                if delta >= 0 {
+                    native.charge(delta as usize);
+                } else {
+                    native.release(delta.unsigned_abs() as usize);
+                }
+            }))));
         }
         let booted = entered(raw, &mut meter, || init_host(&mut runtime, &source));
         let (host, env) = match booted {
@@ -375,6 +387,12 @@ impl FunctionIsolate {
             self.settle();
         }
         self.charge_offloaded();
+        if result.is_ok() && self.meter.exceeded() {
+            // Work charged after the last slice (a WebCrypto call finishing)
+            // took the invocation past its CPU limit.
+            self.broken = true;
+            return Err(self.classify(FunctionError::new(ErrorCode::CpuLimit, "")));
+        }
         result
     }
 

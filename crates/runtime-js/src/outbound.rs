@@ -144,32 +144,70 @@ impl Resource for CountedBody {
     }
 }
 
-/// Work handed to other threads, by id, with when it started; and where
-/// its time is charged (the invocation's CPU meter).
+/// The CPU time the threads that offloaded work runs on have spent so far.
+pub type PoolClock = Box<dyn Fn() -> Duration>;
+
+/// Work handed to other threads, by id, with when it started (wall clock,
+/// and the CPU clock of the threads it may run on); and where its time is
+/// charged (the invocation's CPU meter).
 pub struct Offloaded {
-    started: HashMap<u32, Instant>,
+    started: HashMap<u32, (Instant, Duration)>,
     next: u32,
     charge: Rc<Cell<Duration>>,
+    pool: Option<PoolClock>,
 }
 
 impl Offloaded {
-    /// Charges into `charge` (see `CpuMeter::offloaded`).
-    pub fn new(charge: Rc<Cell<Duration>>) -> Self {
+    /// Charges into `charge` (see `CpuMeter::offloaded`); `pool` reads the
+    /// CPU clock of the threads the work runs on (without it, wall time is
+    /// charged).
+    pub fn new(charge: Rc<Cell<Duration>>, pool: Option<PoolClock>) -> Self {
         Self {
             started: HashMap::new(),
             next: 0,
             charge,
+            pool,
         }
+    }
+
+    fn now(&self) -> (Instant, Duration) {
+        (
+            Instant::now(),
+            self.pool.as_ref().map_or(Duration::ZERO, |pool| pool()),
+        )
+    }
+
+    /// What work that started at `started` cost until `now`: the CPU the
+    /// threads spent meanwhile, at most the wall time that passed (other
+    /// work may have run on those threads too).
+    fn cost(&self, started: (Instant, Duration), now: (Instant, Duration)) -> Duration {
+        let wall = now.0.saturating_duration_since(started.0);
+        match self.pool {
+            Some(_) => wall.min(now.1.saturating_sub(started.1)),
+            None => wall,
+        }
+    }
+
+    fn add(&self, cost: Duration) {
+        self.charge.set(self.charge.get() + cost);
     }
 
     /// Charges the time of work still running (at the end of an
     /// invocation) and starts counting it again from now.
     pub fn charge_running(&mut self) {
-        let now = Instant::now();
+        let now = self.now();
+        let mut total = Duration::ZERO;
         for started in self.started.values_mut() {
-            self.charge.set(self.charge.get() + (now - *started));
+            let wall = now.0.saturating_duration_since(started.0);
+            let cpu = now.1.saturating_sub(started.1);
+            total += if self.pool.is_some() {
+                wall.min(cpu)
+            } else {
+                wall
+            };
             *started = now;
         }
+        self.add(total);
     }
 }
 
@@ -179,7 +217,8 @@ pub fn op_isola_offload_begin(state: &mut OpState) -> u32 {
     let offloaded = state.borrow_mut::<Offloaded>();
     let id = offloaded.next;
     offloaded.next = offloaded.next.wrapping_add(1);
-    offloaded.started.insert(id, Instant::now());
+    let now = offloaded.now();
+    offloaded.started.insert(id, now);
     id
 }
 
@@ -188,8 +227,7 @@ pub fn op_isola_offload_begin(state: &mut OpState) -> u32 {
 pub fn op_isola_offload_end(state: &mut OpState, id: u32) {
     let offloaded = state.borrow_mut::<Offloaded>();
     if let Some(started) = offloaded.started.remove(&id) {
-        offloaded
-            .charge
-            .set(offloaded.charge.get() + started.elapsed());
+        let cost = offloaded.cost(started, offloaded.now());
+        offloaded.add(cost);
     }
 }

@@ -4,10 +4,11 @@
 //! by source hash; a deploy transpiles once, when it is validated.
 //!
 //! swc parses and transforms recursively, and a stack overflow aborts the
-//! whole process. So untrusted TypeScript never reaches it on a worker's
-//! stack: [`transpile`] first bounds how deeply the source nests
-//! ([`check_nesting`]), then runs swc on a thread of its own whose stack
-//! holds that depth with a wide margin.
+//! whole process. So untrusted TypeScript never reaches it in the node's
+//! process: [`transpile`] first bounds how deeply the source nests
+//! ([`check_nesting`], for a clear message in the common case), then runs
+//! swc in a forked child (`contained.rs`) on a thread with a large stack;
+//! should the scan be fooled, the child crashes, not the node.
 
 use deno_ast::{
     EmitOptions, MediaType, ParseParams, SourceMapOption, TranspileModuleOptions, TranspileOptions,
@@ -58,24 +59,79 @@ pub const MAX_NESTING: usize = 1000;
 /// reserved but only touched as deep as a module really nests.
 const TRANSPILE_STACK: usize = 512 << 20;
 
+/// Time a transpile may take.
+const TRANSPILE_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Transpiles one TypeScript module to JavaScript with an inline source map,
-/// on a thread of its own (see the module docs).
+/// in a forked child on a large stack (see the module docs).
 pub fn transpile(specifier: &str, code: &str) -> Result<String, FunctionError> {
     check_nesting(specifier, code)?;
+    // One at a time: the child must not inherit a lock that another thread
+    // held inside swc at the moment of the fork.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("isola-transpile".into())
             .stack_size(TRANSPILE_STACK)
-            .spawn_scoped(scope, || transpile_here(specifier, code))
+            .spawn_scoped(scope, || transpile_in_child(specifier, code))
             .map_err(|e| FunctionError::new(ErrorCode::Internal, format!("transpiling: {e}")))?
             .join()
-            .unwrap_or_else(|_| {
-                Err(FunctionError::new(
-                    ErrorCode::SyntaxError,
-                    format!("{specifier}: the TypeScript compiler failed on this module"),
-                ))
-            })
+            .unwrap_or_else(|_| Err(compiler_failed(specifier)))
     })
+}
+
+fn compiler_failed(specifier: &str) -> FunctionError {
+    FunctionError::new(
+        ErrorCode::SyntaxError,
+        format!("{specifier}: the TypeScript compiler could not handle this module (does it nest too deeply?)"),
+    )
+}
+
+/// Runs [`transpile_here`] in a forked child: its answer is a tag byte
+/// (`J` JavaScript, `E` error code and message) and the text.
+fn transpile_in_child(specifier: &str, code: &str) -> Result<String, FunctionError> {
+    let answer =
+        crate::contained::in_child(TRANSPILE_TIME, || match transpile_here(specifier, code) {
+            Ok(js) => [b"J".as_slice(), js.as_bytes()].concat(),
+            Err(error) => [
+                b"E",
+                error.code.as_str().as_bytes(),
+                b"\n",
+                error.message.as_bytes(),
+            ]
+            .concat(),
+        });
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(crate::contained::ChildFailed::TimedOut(_)) => {
+            return Err(FunctionError::new(
+                ErrorCode::SyntaxError,
+                format!("{specifier}: transpiling took longer than {TRANSPILE_TIME:?}"),
+            ))
+        }
+        Err(crate::contained::ChildFailed::Crashed) => return Err(compiler_failed(specifier)),
+        Err(error) => {
+            return Err(FunctionError::new(
+                ErrorCode::Internal,
+                format!("transpiling: {error}"),
+            ))
+        }
+    };
+    let text = String::from_utf8_lossy(answer.get(1..).unwrap_or_default()).into_owned();
+    match answer.first() {
+        Some(b'J') => Ok(text),
+        Some(b'E') => {
+            let (code, message) = text.split_once('\n').unwrap_or(("syntax_error", &text));
+            let code = if code == ErrorCode::Internal.as_str() {
+                ErrorCode::Internal
+            } else {
+                ErrorCode::SyntaxError
+            };
+            Err(FunctionError::new(code, message))
+        }
+        _ => Err(compiler_failed(specifier)),
+    }
 }
 
 fn transpile_here(specifier: &str, code: &str) -> Result<String, FunctionError> {
@@ -362,6 +418,20 @@ mod tests {
             assert_eq!(error.code, ErrorCode::SyntaxError);
             assert!(error.message.contains("nests more than"), "{error:?}");
         }
+    }
+
+    #[test]
+    fn nesting_that_fools_the_scan_crashes_a_child_not_the_node() {
+        // `{} / (` reads to the scan as a regular expression, to swc as a
+        // division: the scan sees no nesting, swc overflows its stack.
+        let code = format!(
+            "const a: any = {{}} / {}1{} / 1;\nexport default () => 1;\n",
+            "(".repeat(300_000),
+            ")".repeat(300_000)
+        );
+        let error = transpile("isola:///main.ts", &code).unwrap_err();
+        assert_eq!(error.code, ErrorCode::SyntaxError);
+        assert!(error.message.contains("could not handle"), "{error:?}");
     }
 
     #[test]

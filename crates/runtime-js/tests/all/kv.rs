@@ -11,6 +11,7 @@ crate::cases!(
     kv_atomic_conflict_under_concurrent_invocations_loses_no_update,
     kv_namespaces_are_per_function,
     kv_limits_are_clear_errors,
+    kv_commits_are_bounded,
     no_binding_no_kv,
 );
 
@@ -139,6 +140,28 @@ fn kv_limits_are_clear_errors() {
     );
     assert!(errors[3].contains("KV operation limit"), "{errors:?}");
     assert!(value["ops"].as_u64().unwrap() < 1000, "{value}");
+}
+
+fn kv_commits_are_bounded() {
+    let source = kv_function(
+        "kv-bounded",
+        r#"export default async (p, { env }) => {
+            const errors = [];
+            const big = "k".repeat(60_000);
+            try { const op = env.KV.atomic(); for (let i = 0; i < 8000; i++) op.check(big, null); await op.commit(); } catch (e) { errors.push(e.message); }
+            try { const op = env.KV.atomic(); for (let i = 0; i < 200; i++) op.check("k" + i, null); await op.commit(); } catch (e) { errors.push(e.message); }
+            try { const op = env.KV.atomic(); const v = new Uint8Array(1 << 10); for (let i = 0; i < 300; i++) op.set("k" + i, v); await op.commit(); } catch (e) { errors.push(e.message); }
+            try { const op = env.KV.atomic(); const v = new Uint8Array(1 << 20); for (let i = 0; i < 10; i++) op.set("k" + i, v); await op.commit(); } catch (e) { errors.push(e.message); }
+            return errors;
+        }"#,
+    );
+    let mut source = (*source).clone();
+    source.limits.cpu_ms = 10_000;
+    let errors: Vec<String> = serde_json::from_value(run(&Arc::new(source), json!(null))).unwrap();
+    assert!(errors[0].contains("at most 512"), "{errors:?}");
+    assert!(errors[1].contains("at most 128 checks"), "{errors:?}");
+    assert!(errors[2].contains("at most 128 mutations"), "{errors:?}");
+    assert!(errors[3].contains("bytes"), "{errors:?}");
 }
 
 fn no_binding_no_kv() {

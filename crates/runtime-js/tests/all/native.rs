@@ -15,6 +15,12 @@ crate::cases!(
     webcrypto_work_is_bounded_and_charged_as_cpu,
     fetch_counts_decoded_bytes,
     fetch_counts_every_redirect,
+    webcrypto_takes_only_bounded_algorithms,
+    webcrypto_arguments_are_read_once,
+    a_last_crypto_call_past_the_limit_fails_the_invocation,
+    brotli_and_message_channels_are_absent,
+    compressor_state_counts_against_the_memory_limit,
+    streamed_response_chunks_are_bounded_in_bytes,
 );
 
 fn small_memory() -> Limits {
@@ -193,4 +199,106 @@ fn fetch_counts_every_redirect() {
         message.as_str().unwrap().contains("at most 3 subrequests"),
         "{message}"
     );
+}
+
+fn crypto_message(code: &str) -> String {
+    let source = function(&format!(
+        "export default async () => {{ const key = await crypto.subtle.importKey('raw', new Uint8Array(16), 'PBKDF2', false, ['deriveBits']); try {{ {code}; return 'ran' }} catch (e) {{ return e.name + ': ' + e.message }} }}"
+    ));
+    json(&invoke(&source, json!(null)))
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn webcrypto_takes_only_bounded_algorithms() {
+    let argon = crypto_message("await crypto.subtle.deriveBits({ name: 'Argon2id', memory: 262144, passes: 1, parallelism: 1, nonce: new Uint8Array(16) }, key, 256)");
+    assert!(argon.starts_with("NotSupportedError"), "{argon}");
+    let long = crypto_message("await crypto.subtle.deriveBits({ name: 'PBKDF2', hash: 'SHA-256', salt: new Uint8Array(16), iterations: 1000 }, key, 1 << 20)");
+    assert!(long.starts_with("NotSupportedError"), "{long}");
+    let hmac = crypto_message("await crypto.subtle.deriveKey({ name: 'PBKDF2', hash: 'SHA-256', salt: new Uint8Array(16), iterations: 1000 }, key, { name: 'HMAC', hash: 'SHA-256', length: 1 << 20 }, false, ['sign'])");
+    assert!(hmac.starts_with("NotSupportedError"), "{hmac}");
+    let rsa = crypto_message("await crypto.subtle.generateKey({ name: 'RSA-PSS', modulusLength: 8192, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' }, false, ['sign'])");
+    assert!(rsa.starts_with("NotSupportedError"), "{rsa}");
+}
+
+fn webcrypto_arguments_are_read_once() {
+    // A number that is small when checked and large when used.
+    let limits = Limits {
+        cpu_ms: 2_000,
+        ..Limits::default()
+    };
+    let source = function_with(
+        "export default async () => { const key = await crypto.subtle.importKey('raw', new Uint8Array(16), 'PBKDF2', false, ['deriveBits']); let n = 0; const iterations = { valueOf() { return n++ === 0 ? 1 : 3_000_000 } }; await crypto.subtle.deriveBits({ name: 'PBKDF2', hash: 'SHA-256', salt: new Uint8Array(16), iterations }, key, 256); let m = 0; const name = { toString() { return m++ === 0 ? 'HKDF' : 'PBKDF2' } }; try { await crypto.subtle.deriveBits({ name, hash: 'SHA-256', salt: new Uint8Array(16), info: new Uint8Array(0), iterations: 3_000_000 }, key, 256) } catch (e) { return e.name } return 'ran' }",
+        limits,
+    );
+    let outcome = invoke(&source, json!(null));
+    assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+    assert!(outcome.metrics.cpu_us < 1_000_000, "{:?}", outcome.metrics);
+}
+
+fn a_last_crypto_call_past_the_limit_fails_the_invocation() {
+    let limits = Limits {
+        cpu_ms: 5,
+        ..Limits::default()
+    };
+    let source = function_with(
+        "export default async () => { const key = await crypto.subtle.importKey('raw', new Uint8Array(16), 'PBKDF2', false, ['deriveBits']); await crypto.subtle.deriveBits({ name: 'PBKDF2', hash: 'SHA-512', salt: new Uint8Array(16), iterations: 100000 }, key, 512); return 'derived' }",
+        limits,
+    );
+    let outcome = invoke(&source, json!(null));
+    assert_eq!(
+        error(&outcome).code,
+        ErrorCode::CpuLimit,
+        "{:?}",
+        outcome.metrics
+    );
+    assert_node_healthy();
+}
+
+fn brotli_and_message_channels_are_absent() {
+    let source = function(
+        "export default () => { let brotli; try { new DecompressionStream('brotli'); brotli = 'accepted' } catch (e) { brotli = e.name } return [brotli, typeof MessageChannel, typeof MessagePort] }",
+    );
+    assert_eq!(
+        json(&invoke(&source, json!(null))),
+        json!(["TypeError", "undefined", "undefined"])
+    );
+}
+
+fn compressor_state_counts_against_the_memory_limit() {
+    let source = function_with(
+        "export default async () => { const keep = []; for (let i = 0; i < 2000; i++) { const c = new CompressionStream('gzip'); const w = c.writable.getWriter(); w.write(new Uint8Array(1)); keep.push(c, w); } return keep.length }",
+        small_memory(),
+    );
+    assert_fails(&source, ErrorCode::MemoryLimit);
+    assert_node_healthy();
+}
+
+fn streamed_response_chunks_are_bounded_in_bytes() {
+    let source = function(
+        "export default { fetch() { const big = new Uint8Array(1 << 20); return new Response(new ReadableStream({ start(c) { c.enqueue(big); c.close() } })) } }",
+    );
+    let outcome = invoke_http(
+        &source,
+        isola_core::HttpRequest {
+            method: "GET".into(),
+            url: "http://test/".into(),
+            headers: vec![],
+            body: vec![],
+            rest: Default::default(),
+        },
+    );
+    let Ok(isola_core::InvocationOutput::Http(response)) = outcome.result else {
+        panic!("{:?}", outcome.result);
+    };
+    let mut rest = response.rest.take().expect("a streamed body");
+    let (mut total, mut largest) = (response.body.len(), 0);
+    while let Some(chunk) = block_on(rest.recv()) {
+        let chunk = chunk.unwrap();
+        total += chunk.len();
+        largest = largest.max(chunk.len());
+    }
+    assert_eq!(total, 1 << 20);
+    assert!(largest <= 64 * 1024, "a chunk of {largest} bytes");
 }

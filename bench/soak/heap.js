@@ -1,0 +1,1 @@
+export default { fetch() { const all = []; for (;;) all.push(new Array(100000).fill({ x: 1 })); } };

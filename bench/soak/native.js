@@ -1,0 +1,1 @@
+export default { fetch() { const s = "x".repeat(4 << 20); const keep = []; for (let i = 0; i < 100; i++) keep.push(new TextEncoder().encode(s), new Blob([s])); return new Response(String(keep.length)); } };
