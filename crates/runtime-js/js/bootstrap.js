@@ -7,6 +7,7 @@
 // origin, deleting `Deno`) happens in `host.init()`, called at runtime.
 
 import { core, internals, primordials } from "ext:core/mod.js";
+import * as isolaConsole from "ext:isola_runtime/console.js";
 import {
   op_isola_body_end,
   op_isola_body_recv,
@@ -454,23 +455,17 @@ event.saveGlobalThisReference(globalThis);
 core.setWasmStreamingCallback(fetchMod.handleWasmStreaming);
 
 // 4. The console, captured into the invocation's logs, without colours.
-consoleMod.setNoColorFns(() => true, () => true);
-const functionConsole = new consoleMod.Console((message, level) => op_isola_log(level, message));
-core.defineGlobalProperties(globalThis, { console: cls(functionConsole) });
+//    Formatted in JavaScript (console.js), never by Rust code that calls back
+//    into the function's code.
+core.defineGlobalProperties(globalThis, { console: cls(isolaConsole.makeConsole()) });
 
 // 5. Unhandled rejections are logged, never fatal: a result already
 //    produced stands. Stacks keep the function's frames only.
-const { ArrayPrototypeFilter, ArrayPrototypeJoin, StringPrototypeIncludes, StringPrototypeSplit } = primordials;
-function userStack(error) {
-  const stack = error?.stack;
-  if (typeof stack !== "string") return String(error);
-  const lines = StringPrototypeSplit(stack, "\n");
-  return ArrayPrototypeJoin(ArrayPrototypeFilter(lines, (line) => !StringPrototypeIncludes(line, "(ext:") && !StringPrototypeIncludes(line, "at ext:")), "\n");
-}
+const { userStack } = isolaConsole;
 core.setUnhandledPromiseRejectionHandler((_promise, reason) => {
   let text;
   try {
-    text = reason instanceof Error ? userStack(reason) : consoleMod.inspect(reason);
+    text = isolaConsole.inspect(reason);
   } catch {
     text = "<unprintable value>";
   }
@@ -711,7 +706,7 @@ const host = {
     const pending = [];
     const res = await handler.fetch(new Request(url, init), env, makeContext(invocationId, functionName, pending, undefined));
     if (!ObjectPrototypeIsPrototypeOf(Response.prototype, res)) {
-      throw new TypeError("The fetch handler must return a Response, got " + consoleMod.inspect(res));
+      throw new TypeError("The fetch handler must return a Response, got " + isolaConsole.inspect(res));
     }
     const outHeaders = [];
     for (const pair of res.headers) ArrayPrototypePush(outHeaders, pair);

@@ -40,6 +40,8 @@ fn clock_time(clock: libc::clockid_t) -> Duration {
 }
 
 struct Armed {
+    /// Whether the watchdog has terminated this slice already.
+    terminated: bool,
     memory: Option<Arc<MemoryGuard>>,
     deadline: Duration,
     wall_deadline: Option<Instant>,
@@ -75,6 +77,7 @@ impl CpuSlot {
         memory: Option<Arc<MemoryGuard>>,
     ) {
         *self.armed.lock().unwrap() = Some(Armed {
+            terminated: false,
             memory,
             deadline,
             wall_deadline,
@@ -96,25 +99,30 @@ impl CpuSlot {
 
     fn check(&self) -> bool {
         let mut armed = self.armed.lock().unwrap();
-        let Some(current) = armed.as_ref() else {
+        let Some(current) = armed.as_mut() else {
             return false;
         };
+        let memory = current.memory.as_ref().is_some_and(|m| m.exceeded());
         let cpu = clock_time(self.clock) >= current.deadline;
         let wall = current.wall_deadline.is_some_and(|d| Instant::now() >= d);
-        let memory = current.memory.as_ref().is_some_and(|m| m.exceeded());
-        if memory {
-            // The memory guard's flag says why; the isolate is not reusable.
+        if memory || cpu || wall {
+            if !current.terminated {
+                // The first limit broken names the error (the memory
+                // guard keeps its own flag).
+                current.terminated = true;
+                if !memory {
+                    let flag = if cpu {
+                        &current.fired.cpu
+                    } else {
+                        &current.fired.wall
+                    };
+                    flag.store(true, Ordering::SeqCst);
+                }
+            }
+            // Again on every tick until the slice ends: native code that
+            // calls back into JavaScript under a TryCatch can swallow a
+            // termination, and the isolate must not run on.
             current.handle.terminate_execution();
-            *armed = None;
-        } else if cpu || wall {
-            let flag = if cpu {
-                &current.fired.cpu
-            } else {
-                &current.fired.wall
-            };
-            flag.store(true, Ordering::SeqCst);
-            current.handle.terminate_execution();
-            *armed = None;
         } else if let Some(guard) = &current.memory {
             // Native memory is checked on the isolate's own thread.
             let data = Arc::as_ptr(guard) as *mut std::ffi::c_void;

@@ -57,10 +57,14 @@ impl Default for ExecutorConfig {
         Self {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_warm_isolates: 2000,
-            max_warm_memory_mb: 4096,
+            // An eighth of the machine (4 GiB at most) for idle isolates.
+            max_warm_memory_mb: (physical_memory_mb() / 8).clamp(64, 4096),
             max_in_flight_per_worker: 256,
             queue_capacity: 10_000,
-            max_admitted_memory_mb: physical_memory_mb() / 4 * 3,
+            // Three quarters of the machine, less what warm isolates may hold.
+            max_admitted_memory_mb: (physical_memory_mb() / 4 * 3)
+                .saturating_sub((physical_memory_mb() / 8).clamp(64, 4096))
+                .max(256),
             kv: None,
         }
     }

@@ -323,7 +323,7 @@ extension!(
         crate::outbound::op_isola_offload_end,
     ],
     esm_entry_point = "ext:isola_runtime/bootstrap.js",
-    esm = [dir "js", "bootstrap.js"],
+    esm = [dir "js", "bootstrap.js", "console.js"],
     lazy_loaded_js = [dir "js", "ext:deno_net/02_tls.js" = "stub_tls.js"],
     options = { permissions: deno_permissions::PermissionsContainer },
     middleware = op_middleware,

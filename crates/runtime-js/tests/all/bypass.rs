@@ -17,6 +17,7 @@ crate::cases!(
     empty_console_lines_are_capped,
     json_results_that_explode_as_values_are_refused,
     memory_admission_refuses_past_the_node_budget,
+    console_callbacks_cannot_outlive_the_limits,
 );
 
 fn atomics_wait_cannot_block_a_worker() {
@@ -270,4 +271,29 @@ fn memory_admission_refuses_past_the_node_budget() {
         json!("slept")
     );
     executor.shutdown();
+}
+
+fn console_callbacks_cannot_outlive_the_limits() {
+    // Code that runs inside console.log (an inspect hook, a getter) and
+    // loops: a termination there must not be swallowed.
+    for code in [
+        "export default () => { for (;;) console.log() }",
+        "export default () => { const o = { [Symbol.for('Deno.customInspect')]() { for (;;) {} } }; for (;;) { try { console.log(o) } catch {} } }",
+        "export default () => { const o = { get x() { for (;;) {} } }; for (;;) { try { console.log(o) } catch {} } }",
+        "export default async () => { for (;;) { Promise.reject({ get stack() { for (;;) {} } }); await null } }",
+    ] {
+        let limits = Limits {
+            timeout_ms: 2_000,
+            ..Limits::default()
+        };
+        let started = Instant::now();
+        let outcome = invoke(&function_with(code, limits), json!(null));
+        let error = error(&outcome);
+        assert!(
+            matches!(error.code, ErrorCode::CpuLimit | ErrorCode::WallTimeout),
+            "{code}: {error:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{code}: {:?}", started.elapsed());
+    }
+    assert_node_healthy();
 }
