@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 /// How often the watchdog looks at armed threads.
 const TICK: Duration = Duration::from_millis(1);
 
+/// How long a terminated slice may go on before it is reported as stuck.
+const STUCK_AFTER: Duration = Duration::from_secs(2);
+
 /// CPU time consumed so far by the calling thread.
 pub fn thread_cpu_time() -> Duration {
     clock_time(libc::CLOCK_THREAD_CPUTIME_ID)
@@ -40,8 +43,10 @@ fn clock_time(clock: libc::clockid_t) -> Duration {
 }
 
 struct Armed {
-    /// Whether the watchdog has terminated this slice already.
-    terminated: bool,
+    /// When the watchdog first terminated this slice, if it has.
+    terminated: Option<Instant>,
+    /// Whether a slice that outlived its termination was reported.
+    reported: bool,
     memory: Option<Arc<MemoryGuard>>,
     deadline: Duration,
     wall_deadline: Option<Instant>,
@@ -77,7 +82,8 @@ impl CpuSlot {
         memory: Option<Arc<MemoryGuard>>,
     ) {
         *self.armed.lock().unwrap() = Some(Armed {
-            terminated: false,
+            terminated: None,
+            reported: false,
             memory,
             deadline,
             wall_deadline,
@@ -106,10 +112,10 @@ impl CpuSlot {
         let cpu = clock_time(self.clock) >= current.deadline;
         let wall = current.wall_deadline.is_some_and(|d| Instant::now() >= d);
         if memory || cpu || wall {
-            if !current.terminated {
+            if current.terminated.is_none() {
                 // The first limit broken names the error (the memory
                 // guard keeps its own flag).
-                current.terminated = true;
+                current.terminated = Some(Instant::now());
                 if !memory {
                     let flag = if cpu {
                         &current.fired.cpu
@@ -123,6 +129,14 @@ impl CpuSlot {
             // calls back into JavaScript under a TryCatch can swallow a
             // termination, and the isolate must not run on.
             current.handle.terminate_execution();
+            let since = current.terminated.map_or(Duration::ZERO, |t| t.elapsed());
+            if since > STUCK_AFTER && !current.reported {
+                current.reported = true;
+                tracing::error!(
+                    ?since,
+                    "an isolate keeps running after being terminated: its worker thread is stuck"
+                );
+            }
         } else if let Some(guard) = &current.memory {
             // Native memory is checked on the isolate's own thread.
             let data = Arc::as_ptr(guard) as *mut std::ffi::c_void;

@@ -13,6 +13,7 @@
 //! most likely waits; otherwise to the shared queue, to whichever worker is
 //! free first.
 
+use crate::admission::{physical_memory_mb, Admission, Admitted, JsonHandlers, Quarantine};
 use crate::cpu::CpuWatchdog;
 use crate::isolate::{FunctionIsolate, ThreadContext};
 use crate::loader::CodeCache;
@@ -119,84 +120,59 @@ struct WorkerHandle {
     in_flight: Arc<AtomicUsize>,
 }
 
-/// The machine's memory in MiB (4 GiB if unknown).
-fn physical_memory_mb() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let (pages, page) = unsafe {
-        (
-            libc::sysconf(libc::_SC_PHYS_PAGES),
-            libc::sysconf(libc::_SC_PAGESIZE),
-        )
-    };
-    if pages <= 0 || page <= 0 {
-        return 4096;
-    }
-    (pages as usize).saturating_mul(page as usize) >> 20
+/// How long past an invocation's wall-clock limit its caller waits for the
+/// worker's answer.
+const ANSWER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What every worker thread of an executor shares.
+struct Common {
+    watchdog: CpuWatchdog,
+    code_cache: Arc<CodeCache>,
+    transpiled: Arc<TranspileCache>,
+    stats: Arc<ExecutorStats>,
+    json_handlers: Arc<JsonHandlers>,
+    pool_limits: PoolLimits,
+    config: ExecutorConfig,
 }
 
-/// Memory reserved by the invocations under way, in MiB.
-struct Admission {
-    reserved: AtomicUsize,
-    max: usize,
-}
-
-/// One invocation's reservation, released when dropped: after the worker
-/// is done with the invocation, what it left running included.
-struct Admitted {
-    admission: Arc<Admission>,
-    mb: usize,
-}
-
-impl Admission {
-    fn admit(self: &Arc<Self>, mb: usize) -> Option<Admitted> {
-        let mut reserved = self.reserved.load(Ordering::Relaxed);
-        loop {
-            let next = reserved + mb;
-            if next > self.max {
-                return None;
-            }
-            match self.reserved.compare_exchange_weak(
-                reserved,
-                next,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    return Some(Admitted {
-                        admission: self.clone(),
-                        mb,
-                    })
-                }
-                Err(actual) => reserved = actual,
-            }
-        }
-    }
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.admission.reserved.fetch_sub(self.mb, Ordering::AcqRel);
-    }
-}
-
-/// Function versions known to be JSON handlers, so that an HTTP request to
-/// one is refused without touching (or starting) an isolate.
-#[derive(Default)]
-struct JsonHandlers(std::sync::Mutex<std::collections::HashSet<String>>);
-
-impl JsonHandlers {
-    const MAX: usize = 10_000;
-
-    fn contains(&self, id: &str) -> bool {
-        self.0.lock().unwrap().contains(id)
-    }
-
-    fn insert(&self, id: &str) {
-        let mut known = self.0.lock().unwrap();
-        if known.len() >= Self::MAX {
-            known.clear();
-        }
-        known.insert(id.to_string());
+impl Common {
+    /// Starts a worker thread taking jobs from its own queue and `shared`;
+    /// a `quarantine` worker runs at a lower OS priority.
+    fn spawn(
+        &self,
+        name: String,
+        shared: async_channel::Receiver<Job>,
+        quarantine: bool,
+    ) -> (WorkerHandle, std::thread::JoinHandle<()>) {
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let (own_jobs, own_queue) = async_channel::bounded(self.config.queue_capacity.max(1));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let worker = WorkerSetup {
+            queue: shared,
+            own_queue,
+            in_flight: in_flight.clone(),
+            control: control_rx,
+            watchdog: self.watchdog.clone(),
+            code_cache: self.code_cache.clone(),
+            transpiled: self.transpiled.clone(),
+            kv: self.config.kv.clone(),
+            pool_limits: self.pool_limits,
+            max_in_flight: self.config.max_in_flight_per_worker.max(1),
+            stats: self.stats.clone(),
+            json_handlers: self.json_handlers.clone(),
+            quarantine,
+        };
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .stack_size(8 << 20)
+            .spawn(move || worker.run())
+            .expect("spawning a worker thread");
+        let handle = WorkerHandle {
+            jobs: own_jobs,
+            control,
+            in_flight,
+        };
+        (handle, thread)
     }
 }
 
@@ -205,6 +181,10 @@ pub struct Executor {
     jobs: async_channel::Sender<Job>,
     json_handlers: Arc<JsonHandlers>,
     admission: Arc<Admission>,
+    /// Functions that broke a limit recently, and the worker they run on.
+    quarantined: Quarantine,
+    quarantine: WorkerHandle,
+    quarantine_closer: async_channel::Sender<Job>,
     workers: Vec<WorkerHandle>,
     threads: Vec<std::thread::JoinHandle<()>>,
     stats: Arc<ExecutorStats>,
@@ -217,59 +197,43 @@ impl Executor {
     pub fn new(config: ExecutorConfig) -> Self {
         init_platform();
         let workers = config.workers.max(1);
-        let watchdog = CpuWatchdog::start();
-        let code_cache = Arc::new(CodeCache::default());
-        let transpiled = Arc::new(TranspileCache::default());
-        let stats = Arc::new(ExecutorStats::default());
-        let json_handlers = Arc::new(JsonHandlers::default());
         let (jobs, queue) = async_channel::bounded(config.queue_capacity.max(1));
-        let pool_limits = PoolLimits {
-            max_instances: config.max_warm_isolates.div_ceil(workers),
-            max_memory: (config.max_warm_memory_mb << 20) / workers,
+        // The quarantine worker takes no shared work: its shared queue stays
+        // empty until shutdown closes it.
+        let (quarantine_closer, no_shared_work) = async_channel::bounded(1);
+        let common = Common {
+            watchdog: CpuWatchdog::start(),
+            code_cache: Arc::new(CodeCache::default()),
+            transpiled: Arc::new(TranspileCache::default()),
+            stats: Arc::new(ExecutorStats::default()),
+            json_handlers: Arc::new(JsonHandlers::default()),
+            pool_limits: PoolLimits {
+                max_instances: config.max_warm_isolates.div_ceil(workers),
+                max_memory: (config.max_warm_memory_mb << 20) / workers,
+            },
+            config,
         };
         let mut handles = Vec::new();
         let mut threads = Vec::new();
         for index in 0..workers {
-            let (control, control_rx) = mpsc::unbounded_channel();
-            let (own_jobs, own_queue) = async_channel::bounded(config.queue_capacity.max(1));
-            let in_flight = Arc::new(AtomicUsize::new(0));
-            handles.push(WorkerHandle {
-                jobs: own_jobs,
-                control,
-                in_flight: in_flight.clone(),
-            });
-            let worker = WorkerSetup {
-                queue: queue.clone(),
-                own_queue,
-                in_flight,
-                control: control_rx,
-                watchdog: watchdog.clone(),
-                code_cache: code_cache.clone(),
-                transpiled: transpiled.clone(),
-                kv: config.kv.clone(),
-                pool_limits,
-                max_in_flight: config.max_in_flight_per_worker.max(1),
-                stats: stats.clone(),
-                json_handlers: json_handlers.clone(),
-            };
-            let thread = std::thread::Builder::new()
-                .name(format!("isola-worker-{index}"))
-                .stack_size(8 << 20)
-                .spawn(move || worker.run())
-                .expect("spawning a worker thread");
+            let (handle, thread) =
+                common.spawn(format!("isola-worker-{index}"), queue.clone(), false);
+            handles.push(handle);
             threads.push(thread);
         }
+        let (quarantine, thread) = common.spawn("isola-quarantine".into(), no_shared_work, true);
+        threads.push(thread);
         Self {
             jobs,
-            json_handlers,
-            admission: Arc::new(Admission {
-                reserved: AtomicUsize::new(0),
-                max: config.max_admitted_memory_mb.max(1),
-            }),
+            json_handlers: common.json_handlers.clone(),
+            admission: Arc::new(Admission::new(common.config.max_admitted_memory_mb)),
+            quarantined: Quarantine::default(),
+            quarantine,
+            quarantine_closer,
             workers: handles,
             threads,
-            stats,
-            code_cache,
+            stats: common.stats.clone(),
+            code_cache: common.code_cache.clone(),
         }
     }
 
@@ -280,6 +244,8 @@ impl Executor {
         {
             return Outcome::failed(crate::isolate::json_handler_needs_json());
         }
+        let timeout = invocation.function.limits.timeout();
+        let function_id = invocation.function.id.clone();
         let Some(admitted) = self
             .admission
             .admit(invocation.function.limits.memory_mb as usize)
@@ -298,12 +264,25 @@ impl Executor {
         if let Err(error) = self.submit(job) {
             return Outcome::failed(error);
         }
-        outcome.await.unwrap_or_else(|_| {
-            Outcome::failed(FunctionError::new(
+        // The worker answers by the wall deadline; should it not (a thread
+        // stuck in native code), the caller is not kept waiting.
+        let outcome = match tokio::time::timeout(timeout + ANSWER_GRACE, outcome).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Outcome::failed(FunctionError::new(
                 ErrorCode::Internal,
                 "the worker running the invocation stopped",
-            ))
-        })
+            )),
+            Err(_) => Outcome::failed(FunctionError::new(
+                ErrorCode::WallTimeout,
+                "the invocation did not end by its wall-clock limit",
+            )),
+        };
+        if let Err(error) = &outcome.result {
+            if Quarantine::breaks_limit(error.code) {
+                self.quarantined.admit(&function_id);
+            }
+        }
+        outcome
     }
 
     /// Loads a function version on a worker and keeps it warm; see
@@ -326,7 +305,9 @@ impl Executor {
     /// idle, else on the shared queue.
     fn submit(&self, job: Job) -> Result<(), FunctionError> {
         let home = &self.workers[home_worker(job.function_id(), self.workers.len())];
-        let queue = if home.in_flight.load(Ordering::Relaxed) == 0 {
+        let queue = if self.quarantined.holds(job.function_id()) {
+            &self.quarantine.jobs
+        } else if home.in_flight.load(Ordering::Relaxed) == 0 {
             &home.jobs
         } else {
             &self.jobs
@@ -365,6 +346,8 @@ impl Executor {
 impl Executor {
     fn close(&self) {
         self.jobs.close();
+        self.quarantine_closer.close();
+        self.quarantine.jobs.close();
         for worker in &self.workers {
             worker.jobs.close();
         }
@@ -403,7 +386,7 @@ impl Invoker for Executor {
     }
 
     fn evict(&self, function_id: &str) {
-        for worker in &self.workers {
+        for worker in self.workers.iter().chain([&self.quarantine]) {
             let _ = worker.control.send(Control::Evict(function_id.to_string()));
         }
     }
@@ -433,6 +416,8 @@ struct WorkerSetup {
     max_in_flight: usize,
     stats: Arc<ExecutorStats>,
     json_handlers: Arc<JsonHandlers>,
+    /// Whether this is the quarantine worker (lower priority).
+    quarantine: bool,
 }
 
 /// A worker thread's state, shared by its in-flight invocations.
@@ -446,11 +431,20 @@ struct Worker {
 
 impl WorkerSetup {
     fn run(self) {
+        let quarantine = self.quarantine;
+        if quarantine {
+            crate::admission::lower_thread_priority();
+        }
         let blocking = Arc::new(crate::cpu::BlockingClocks::default());
         let (started, stopped) = (blocking.clone(), blocking.clone());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .on_thread_start(move || started.thread_started())
+            .on_thread_start(move || {
+                if quarantine {
+                    crate::admission::lower_thread_priority();
+                }
+                started.thread_started()
+            })
             .on_thread_stop(move || stopped.thread_stopped())
             .build()
             .expect("building a worker's tokio runtime");

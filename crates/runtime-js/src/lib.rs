@@ -20,6 +20,7 @@
 //!
 //! Call [`init_platform`] on the main thread before any other thread exists.
 
+mod admission;
 mod contained;
 pub mod cpu;
 mod errors;

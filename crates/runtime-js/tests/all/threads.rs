@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 crate::cases!(
     waiting_invocation_frees_its_thread,
     evicted_functions_start_cold,
-    many_functions_share_few_threads
+    many_functions_share_few_threads,
+    functions_that_break_limits_do_not_hold_up_others,
 );
 
 fn waiting_invocation_frees_its_thread() {
@@ -102,4 +103,57 @@ fn many_functions_share_few_threads() {
         .warm_isolates
         .load(std::sync::atomic::Ordering::Relaxed);
     assert!(warm <= 8, "pool bound exceeded: {warm}");
+}
+
+fn functions_that_break_limits_do_not_hold_up_others() {
+    let executor = isola_runtime_js::Executor::new(isola_runtime_js::ExecutorConfig {
+        workers: 1,
+        ..Default::default()
+    });
+    let limits = isola_core::Limits {
+        cpu_ms: 400,
+        ..isola_core::Limits::default()
+    };
+    let spinner = function_with("export default () => { for (;;) {} }", limits);
+    let hello = function("export default () => 'hello'");
+    assert_eq!(
+        json(&invoke_on(&executor, &hello, serde_json::json!(null))),
+        serde_json::json!("hello")
+    );
+    // The first time, it breaks its limit on the only worker...
+    let outcome = invoke_on(&executor, &spinner, serde_json::json!(null));
+    assert_eq!(error(&outcome).code, isola_core::ErrorCode::CpuLimit);
+    // ...from then on it runs in quarantine, beside the worker.
+    let slowest = block_on(async {
+        let spin = executor.run(isola_core::Invocation {
+            id: "spin".into(),
+            function: spinner.clone(),
+            input: isola_core::InvocationInput::Json(serde_json::json!(null)),
+        });
+        let hellos = async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let mut slowest = std::time::Duration::ZERO;
+            for _ in 0..10 {
+                let started = std::time::Instant::now();
+                let outcome = executor
+                    .run(isola_core::Invocation {
+                        id: "hello".into(),
+                        function: hello.clone(),
+                        input: isola_core::InvocationInput::Json(serde_json::json!(null)),
+                    })
+                    .await;
+                assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+                slowest = slowest.max(started.elapsed());
+            }
+            slowest
+        };
+        let (spun, slowest) = tokio::join!(spin, hellos);
+        assert_eq!(error(&spun).code, isola_core::ErrorCode::CpuLimit);
+        slowest
+    });
+    assert!(
+        slowest < std::time::Duration::from_millis(200),
+        "a call waited {slowest:?} behind a function in quarantine"
+    );
+    executor.shutdown();
 }

@@ -1,0 +1,172 @@
+//! Who gets in, and where: the node-wide memory admission, function
+//! versions known to be JSON handlers, and the quarantine for functions that
+//! break their limits.
+//!
+//! A function that broke its CPU, memory or wall-clock limit recently runs
+//! on a quarantine worker thread of its own, at a lower OS priority, so that
+//! the functions that behave keep their latency while it burns its budget.
+
+use isola_core::ErrorCode;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The machine's memory in MiB (4 GiB if unknown).
+pub fn physical_memory_mb() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    if pages <= 0 || page <= 0 {
+        return 4096;
+    }
+    (pages as usize).saturating_mul(page as usize) >> 20
+}
+
+/// Memory reserved by the invocations under way, in MiB.
+pub struct Admission {
+    reserved: AtomicUsize,
+    max: usize,
+}
+
+/// One invocation's reservation, released when dropped: after the worker
+/// is done with the invocation, what it left running included.
+pub struct Admitted {
+    admission: Arc<Admission>,
+    mb: usize,
+}
+
+impl Admission {
+    /// A budget of `max` MiB.
+    pub fn new(max: usize) -> Self {
+        Self {
+            reserved: AtomicUsize::new(0),
+            max: max.max(1),
+        }
+    }
+
+    /// Reserves `mb`, or `None` when it does not fit.
+    pub fn admit(self: &Arc<Self>, mb: usize) -> Option<Admitted> {
+        let mut reserved = self.reserved.load(Ordering::Relaxed);
+        loop {
+            let next = reserved + mb;
+            if next > self.max {
+                return None;
+            }
+            match self.reserved.compare_exchange_weak(
+                reserved,
+                next,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return Some(Admitted {
+                        admission: self.clone(),
+                        mb,
+                    })
+                }
+                Err(actual) => reserved = actual,
+            }
+        }
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.admission.reserved.fetch_sub(self.mb, Ordering::AcqRel);
+    }
+}
+
+/// Function versions known to be JSON handlers, so that an HTTP request to
+/// one is refused without touching (or starting) an isolate.
+#[derive(Default)]
+pub struct JsonHandlers(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl JsonHandlers {
+    const MAX: usize = 10_000;
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.0.lock().unwrap().contains(id)
+    }
+
+    pub fn insert(&self, id: &str) {
+        let mut known = self.0.lock().unwrap();
+        if known.len() >= Self::MAX {
+            known.clear();
+        }
+        known.insert(id.to_string());
+    }
+}
+
+/// Functions that broke a limit recently, by id, with when they may leave.
+#[derive(Default)]
+pub struct Quarantine(Mutex<HashMap<String, Instant>>);
+
+impl Quarantine {
+    /// How long a function stays after its last broken limit.
+    pub const STAY: Duration = Duration::from_secs(60);
+    const MAX: usize = 10_000;
+
+    /// Whether an error means the function broke one of its limits.
+    pub fn breaks_limit(code: ErrorCode) -> bool {
+        matches!(
+            code,
+            ErrorCode::CpuLimit | ErrorCode::MemoryLimit | ErrorCode::WallTimeout
+        )
+    }
+
+    /// Puts (or keeps) `id` in quarantine.
+    pub fn admit(&self, id: &str) {
+        let mut held = self.0.lock().unwrap();
+        if held.len() >= Self::MAX {
+            let now = Instant::now();
+            held.retain(|_, until| *until > now);
+        }
+        held.insert(id.to_string(), Instant::now() + Self::STAY);
+    }
+
+    /// Whether `id` is in quarantine now.
+    pub fn holds(&self, id: &str) -> bool {
+        let held = self.0.lock().unwrap();
+        held.get(id).is_some_and(|until| *until > Instant::now())
+    }
+}
+
+/// Lowers the calling thread's scheduling priority (Linux: per thread).
+pub fn lower_thread_priority() {
+    // SAFETY: gettid has no preconditions; setpriority on our own thread.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_breakers_are_held_for_a_while() {
+        let quarantine = Quarantine::default();
+        assert!(!quarantine.holds("f"));
+        quarantine.admit("f");
+        assert!(quarantine.holds("f"));
+        assert!(!quarantine.holds("g"));
+        assert!(Quarantine::breaks_limit(ErrorCode::CpuLimit));
+        assert!(!Quarantine::breaks_limit(ErrorCode::UncaughtException));
+    }
+
+    #[test]
+    fn admission_refuses_past_its_budget_and_releases_on_drop() {
+        let admission = Arc::new(Admission::new(300));
+        let first = admission.admit(128).unwrap();
+        let _second = admission.admit(128).unwrap();
+        assert!(admission.admit(128).is_none());
+        drop(first);
+        assert!(admission.admit(128).is_some());
+    }
+}
