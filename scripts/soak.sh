@@ -28,24 +28,14 @@ printf "%-14s %12s %10s %10s %10s\n" phase "requests/s" p50 p90 p99
 wrk_row quiet http://127.0.0.1:$port/fn/hello/ 10 "$connections"
 baseline="$(rss)"
 
-# Attackers: 4 loops, each bounded by the deadline and by a request count.
-deadline=$((SECONDS + seconds))
-attack() {
-  local n=0
-  while [ $SECONDS -lt $deadline ] && [ $n -lt 5000 ]; do
-    for name in cpu heap native bomb logs crypto wait; do
-      curl -s -o /dev/null --max-time 40 "http://127.0.0.1:$port/fn/$name/" || true
-    done
-    curl -s -o /dev/null --max-time 40 -X POST --data-binary @"$work/upload.bin" "http://127.0.0.1:$port/fn/hello/" || true
-    curl -s -o /dev/null --max-time 40 -X POST -H "authorization: Bearer soak" -d '{}' "http://127.0.0.1:$port/v1/functions/explode/invoke" || true
-    n=$((n + 1))
-  done
-}
-attackers=()
-for _ in 1 2 3 4; do attack & attackers+=($!); done
+# Attackers: 4 concurrent loops in one Deno process (bounded by the
+# deadline and by a round count), while wrk loads hello.
+"$DENO" run --allow-net --allow-env attack.js "http://127.0.0.1:$port" soak "$seconds" 4 >"$work/attack.log" 2>&1 &
+attackers=($!)
 wrk_row "under attack" http://127.0.0.1:$port/fn/hello/ "$seconds" "$connections"
 during="$(rss)"
 wait "${attackers[@]}" || true
+cat "$work/attack.log"
 sleep 5
 wrk_row after http://127.0.0.1:$port/fn/hello/ 10 "$connections"
 echo "RSS: baseline $baseline, end of attack $during, 5 s after $(rss)"

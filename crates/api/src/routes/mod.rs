@@ -73,16 +73,43 @@ async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResp
 
 /// Reads a request body, refusing it past `limit` bytes with 413.
 pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|error| {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
-        while let Some(current) = cause {
-            if current.is::<http_body_util::LengthLimitError>() {
-                return ApiError::too_large(limit);
-            }
-            cause = current.source();
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut read = bytes::BytesMut::new();
+    while let Some(frame) = stream.next().await {
+        let frame = frame.map_err(|error| {
+            ApiError::bad_request(format!("could not read the request body: {error}"))
+        })?;
+        if read.len() + frame.len() > limit {
+            drain(stream);
+            return Err(ApiError::too_large(limit));
         }
-        ApiError::bad_request(format!("could not read the request body: {error}"))
-    })
+        read.extend_from_slice(&frame);
+    }
+    Ok(read.freeze())
+}
+
+/// Most of a refused body read and thrown away, and for how long.
+const DRAIN_BYTES: usize = 16 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and discards the rest of a refused body (a bounded amount, for a
+/// bounded time) while the refusal goes out, so that a client still sending
+/// it reads the 413 instead of a broken pipe.
+pub(crate) fn drain(mut stream: axum::body::BodyDataStream) {
+    use futures::StreamExt;
+    tokio::spawn(async move {
+        let discard = async {
+            let mut discarded = 0;
+            while let Some(Ok(frame)) = stream.next().await {
+                discarded += frame.len();
+                if discarded > DRAIN_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
+    });
 }
 
 /// A new invocation id.

@@ -93,6 +93,7 @@ pub async fn to_invocation_input(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|length| length > limit) {
+        super::drain(body.into_data_stream());
         return Err(ApiError::too_large(limit));
     }
     let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
