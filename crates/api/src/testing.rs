@@ -57,6 +57,9 @@ impl Registry for Counting {
             .create_deployment(name, deployment, activate)
             .await
     }
+    fn deployment_hash(&self, deployment: &NewDeployment) -> String {
+        self.inner.deployment_hash(deployment)
+    }
     async fn deployments(&self, name: &str) -> Result<Vec<DeploymentInfo>> {
         self.inner.deployments(name).await
     }

@@ -45,6 +45,9 @@ pub trait Registry: Send + Sync + 'static {
         deployment: NewDeployment,
         activate: bool,
     ) -> Result<DeploymentInfo>;
+    /// The content hash a deployment is stored under (secret values enter
+    /// it through a keyed digest only).
+    fn deployment_hash(&self, deployment: &NewDeployment) -> String;
     /// The function's deployments, newest first.
     async fn deployments(&self, name: &str) -> Result<Vec<DeploymentInfo>>;
     /// Makes `version` the active deployment (a rollback when it is older).

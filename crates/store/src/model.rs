@@ -108,13 +108,19 @@ impl NewDeployment {
         self.limits.validate().map_err(StoreError::Invalid)
     }
 
-    /// SHA-256 over the files, entry, limits and variables.
-    pub fn content_hash(&self) -> String {
+    /// SHA-256 over the files, entry, limits and variables, with each
+    /// secret value replaced by `digest(name, value)`: a keyed digest, so
+    /// that the hash (stored, and shown by the API) cannot be used to test
+    /// guesses of a secret, while deployments whose secrets differ still
+    /// hash differently.
+    pub fn content_hash(&self, digest: impl Fn(&str, &str) -> String) -> String {
         use sha2::{Digest, Sha256};
-        let mut hasher = Sha256::new();
-        let canonical = serde_json::to_vec(self).expect("deployments serialise");
-        hasher.update(&canonical);
-        hex::encode(hasher.finalize())
+        let mut hashed = self.clone();
+        for (name, value) in hashed.secrets.iter_mut() {
+            *value = digest(name, value);
+        }
+        let canonical = serde_json::to_vec(&hashed).expect("deployments serialise");
+        hex::encode(Sha256::digest(&canonical))
     }
 }
 
@@ -289,10 +295,21 @@ mod tests {
 
     #[test]
     fn content_hash_covers_code_and_config() {
+        let digest = |name: &str, value: &str| format!("{name}:{}", value.len());
         let a = deployment(&[("main.js", "export default () => 1")], "main.js");
         let mut b = a.clone();
-        assert_eq!(a.content_hash(), b.content_hash());
+        assert_eq!(a.content_hash(digest), b.content_hash(digest));
         b.limits.cpu_ms = 7;
-        assert_ne!(a.content_hash(), b.content_hash());
+        assert_ne!(a.content_hash(digest), b.content_hash(digest));
+        // Secret values count through the digest only.
+        let mut c = a.clone();
+        c.secrets.insert("KEY".into(), "one".into());
+        let mut d = a.clone();
+        d.secrets.insert("KEY".into(), "two".into());
+        assert_eq!(c.content_hash(digest), d.content_hash(digest));
+        assert_ne!(
+            c.content_hash(|_, v| v.into()),
+            d.content_hash(|_, v| v.into())
+        );
     }
 }

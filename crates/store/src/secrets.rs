@@ -84,6 +84,24 @@ impl NodeKey {
         Aes256Gcm::new_from_slice(&self.0).expect("a 32-byte key")
     }
 
+    /// A keyed digest of secret `name`'s value (HMAC-SHA-256 under a key
+    /// derived from the node key): equal values give equal digests, and
+    /// without the node key a digest says nothing about its value.
+    pub fn digest(&self, name: &str, value: &str) -> String {
+        use hmac::{Hmac, Mac};
+        use sha2::{Digest, Sha256};
+        // A key of its own for digests, apart from the sealing key.
+        let key = Sha256::new()
+            .chain_update(b"isola secret digest v1")
+            .chain_update(self.0)
+            .finalize();
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes any key length");
+        mac.update(name.as_bytes());
+        mac.update(&[0]);
+        mac.update(value.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
     /// Seals the value of secret `name`.
     pub fn seal(&self, name: &str, value: &str) -> String {
         let mut nonce = [0u8; NONCE_LEN];
@@ -200,25 +218,49 @@ pub fn prepare(conn: &mut Connection, key: &NodeKey) -> Result<()> {
     scrub(conn)
 }
 
-/// Seals every deployment's secrets and records the check value, in one
-/// transaction.
+/// Seals every deployment's secrets, hashes it again with secret values
+/// entering through the keyed digest (the old hash covered them in plain),
+/// and records the check value, in one transaction.
 fn seal_plaintext(conn: &mut Connection, key: &NodeKey) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let rows = {
-        let mut stmt = tx.prepare("SELECT rowid, secrets FROM deployments")?;
+        let mut stmt = tx.prepare(
+            "SELECT rowid, secrets, files, entry, limits, env, kv_binding, allowed_hosts FROM deployments",
+        )?;
         let rows = stmt
             .query_map([], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    [
+                        row.get::<_, String>(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                        row.get(5)?,
+                        row.get(7)?,
+                    ],
+                    row.get::<_, Option<String>>(6)?,
+                ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         rows
     };
-    for (rowid, secrets) in rows {
+    for (rowid, secrets, [files, entry, limits, env, allowed_hosts], kv_binding) in rows {
         let plain: BTreeMap<String, String> = serde_json::from_str(&secrets)?;
-        let sealed = serde_json::to_string(&key.seal_all(&plain))?;
+        let deployment = crate::NewDeployment {
+            files: serde_json::from_str(&files)?,
+            entry,
+            limits: serde_json::from_str(&limits)?,
+            env: serde_json::from_str(&env)?,
+            secrets: plain,
+            kv_binding,
+            allowed_hosts: serde_json::from_str(&allowed_hosts)?,
+        };
+        let hash = deployment.content_hash(|name, value| key.digest(name, value));
+        let sealed = serde_json::to_string(&key.seal_all(&deployment.secrets))?;
         tx.execute(
-            "UPDATE deployments SET secrets = ?1 WHERE rowid = ?2",
-            params![sealed, rowid],
+            "UPDATE deployments SET secrets = ?1, hash = ?2 WHERE rowid = ?3",
+            params![sealed, hash, rowid],
         )?;
     }
     tx.execute(

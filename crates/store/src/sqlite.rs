@@ -192,7 +192,7 @@ fn insert_deployment(
         params![
             id,
             version,
-            deployment.content_hash(),
+            deployment.content_hash(|name, value| key.digest(name, value)),
             deployment.entry,
             serde_json::to_string(&deployment.files)?,
             serde_json::to_string(&deployment.limits)?,
@@ -282,6 +282,10 @@ impl Registry for SqliteRegistry {
             Ok(load_deployment(conn, &name, version)?.info)
         })
         .await
+    }
+
+    fn deployment_hash(&self, deployment: &NewDeployment) -> String {
+        deployment.content_hash(|name, value| self.key.digest(name, value))
     }
 
     async fn deployments(&self, name: &str) -> Result<Vec<DeploymentInfo>> {

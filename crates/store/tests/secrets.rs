@@ -93,6 +93,9 @@ async fn an_old_database_is_sealed_and_scrubbed_when_opened() {
     let registry = SqliteRegistry::open(&db, key).unwrap();
     assert_eq!(files_containing(dir.path(), SECRET), Vec::<String>::new());
     assert_eq!(secret_of(&registry, "old").await, SECRET);
+    // Its hash is the keyed one now.
+    let (info, _) = registry.active_source("old").await.unwrap().unwrap();
+    assert_eq!(info.hash, registry.deployment_hash(&deployment()));
 }
 
 #[tokio::test]
@@ -118,4 +121,26 @@ async fn another_key_is_refused_and_nothing_is_lost() {
     );
     let registry = SqliteRegistry::open(&db, NodeKey::load(&key_file).unwrap()).unwrap();
     assert_eq!(secret_of(&registry, "f").await, SECRET);
+}
+
+#[tokio::test]
+async fn the_deployment_hash_cannot_confirm_a_guessed_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = NodeKey::create(&dir.path().join("node.key")).unwrap();
+    let registry = SqliteRegistry::open(&dir.path().join("isola.db"), key).unwrap();
+    registry.create_function("f").await.unwrap();
+    let stored = registry
+        .create_deployment("f", deployment(), true)
+        .await
+        .unwrap()
+        .hash;
+    // What someone holding the database (or the API's answer) could compute
+    // for a right guess, without the node key.
+    let guessed = deployment().content_hash(|_, value| value.to_string());
+    assert_ne!(stored, guessed);
+    assert_eq!(stored, registry.deployment_hash(&deployment()));
+    // Another secret value is another deployment.
+    let mut other = deployment();
+    other.secrets.insert("API_KEY".into(), "another".into());
+    assert_ne!(stored, registry.deployment_hash(&other));
 }

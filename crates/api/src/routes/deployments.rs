@@ -58,7 +58,7 @@ pub async fn upload(
     let deployment = parse_upload(&headers, &body)?;
     deployment.validate()?;
     // Compile, link and evaluate it in an isolate before anything is stored.
-    let hash = deployment.content_hash();
+    let hash = state.registry.deployment_hash(&deployment);
     let mut env = deployment.env.clone();
     env.extend(deployment.secrets.clone());
     let source = FunctionSource {

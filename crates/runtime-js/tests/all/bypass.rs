@@ -129,16 +129,6 @@ fn unread_request_bodies_are_dropped_with_the_invocation() {
     assert_node_healthy();
 }
 
-fn http_request(method: &str) -> HttpRequest {
-    HttpRequest {
-        method: method.into(),
-        url: "http://test/".into(),
-        headers: vec![],
-        body: vec![],
-        rest: BodyStream::default(),
-    }
-}
-
 fn http_requests_to_a_json_function_force_no_cold_start() {
     let executor = isola_runtime_js::Executor::new(isola_runtime_js::ExecutorConfig {
         workers: 1,

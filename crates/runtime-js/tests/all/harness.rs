@@ -93,6 +93,17 @@ pub fn invoke(function: &Arc<FunctionSource>, payload: serde_json::Value) -> Out
     invoke_on(executor(), function, payload)
 }
 
+/// A bodiless HTTP request to `http://test/`.
+pub fn http_request(method: &str) -> HttpRequest {
+    HttpRequest {
+        method: method.into(),
+        url: "http://test/".into(),
+        headers: vec![],
+        body: vec![],
+        rest: Default::default(),
+    }
+}
+
 /// Invokes `function` with an HTTP request on the shared executor.
 pub fn invoke_http(function: &Arc<FunctionSource>, request: HttpRequest) -> Outcome {
     block_on(executor().run(Invocation {

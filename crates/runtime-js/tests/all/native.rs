@@ -279,16 +279,7 @@ fn streamed_response_chunks_are_bounded_in_bytes() {
     let source = function(
         "export default { fetch() { const big = new Uint8Array(1 << 20); return new Response(new ReadableStream({ start(c) { c.enqueue(big); c.close() } })) } }",
     );
-    let outcome = invoke_http(
-        &source,
-        isola_core::HttpRequest {
-            method: "GET".into(),
-            url: "http://test/".into(),
-            headers: vec![],
-            body: vec![],
-            rest: Default::default(),
-        },
-    );
+    let outcome = invoke_http(&source, http_request("GET"));
     let Ok(isola_core::InvocationOutput::Http(response)) = outcome.result else {
         panic!("{:?}", outcome.result);
     };
