@@ -38,5 +38,7 @@ wait "${attackers[@]}" || true
 cat "$work/attack.log"
 sleep 5
 wrk_row after http://127.0.0.1:$port/fn/hello/ 10 "$connections"
-echo "RSS: baseline $baseline, end of attack $during, 5 s after $(rss)"
+after5="$(rss)"
+sleep 25
+echo "RSS: baseline $baseline, end of attack $during, 5 s after $after5, 30 s after $(rss)"
 curl -s -H "authorization: Bearer soak" http://127.0.0.1:$port/metrics | grep -E '^isola_invocations_total' | sed 's/^/  /' | head -40

@@ -120,6 +120,10 @@ struct WorkerHandle {
     in_flight: Arc<AtomicUsize>,
 }
 
+/// Memory an idle isolate may hold before its garbage is collected on its
+/// way back to the pool.
+const TRIM_ABOVE: usize = 8 << 20;
+
 /// How long past an invocation's wall-clock limit its caller waits for the
 /// worker's answer.
 const ANSWER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -545,6 +549,7 @@ impl Worker {
         if let Some(mut isolate) = isolate {
             isolate.drain(deadline).await;
             isolate.release_bodies();
+            isolate.trim(TRIM_ABOVE);
             isolate.take_logs();
             if isolate.is_reusable() {
                 self.checkin(isolate);

@@ -84,6 +84,8 @@ pub struct FunctionIsolate {
     /// Whether the event loop had nothing left to do after the last invocation.
     idle: bool,
     memory_in_use: usize,
+    /// Of that, buffers and other memory outside the V8 heap.
+    native_in_use: usize,
     /// CPU time the module's evaluation took when the isolate was created.
     startup_cpu: Duration,
     /// KV operations left to the current invocation, if the function has KV.
@@ -275,6 +277,7 @@ impl FunctionIsolate {
             broken: false,
             idle: true,
             memory_in_use: 0,
+            native_in_use: 0,
             startup_cpu: Duration::ZERO,
             kv_budget,
         })
@@ -496,12 +499,13 @@ impl FunctionIsolate {
             ..
         } = self;
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        let (polled, heap) = entered(*raw, meter, || {
+        let (polled, heap, external) = entered(*raw, meter, || {
             let polled = runtime.poll_event_loop(&mut cx, PollEventLoopOptions::default());
             let stats = runtime.v8_isolate().get_heap_statistics();
-            (polled, stats.used_heap_size() + stats.external_memory())
+            (polled, stats.used_heap_size(), stats.external_memory())
         });
-        self.memory_in_use = heap + guard.extra();
+        self.native_in_use = external + guard.extra();
+        self.memory_in_use = heap + self.native_in_use;
         if self.memory_in_use > self.source.limits.memory_bytes() * 2 {
             // Held past the invocation: not worth keeping warm.
             self.broken = true;
@@ -557,6 +561,21 @@ impl FunctionIsolate {
         self.meter.charge(offloaded);
     }
 
+    /// Collects the isolate's garbage before it goes back to the pool, when
+    /// it holds more than `above` bytes outside its heap: buffers an
+    /// invocation dropped (a streamed upload's chunks) otherwise stay until
+    /// V8 next feels heap pressure, held by an idle isolate.
+    pub fn trim(&mut self, above: usize) {
+        if self.native_in_use <= above {
+            return;
+        }
+        let runtime = &mut self.runtime;
+        entered(self.raw, &mut self.meter, || {
+            runtime.v8_isolate().low_memory_notification()
+        });
+        self.measure_memory();
+    }
+
     /// Drops the request bodies and response sinks the last invocation left
     /// open (a body the function never read, a stream it never finished), so
     /// that their connections end and their memory is freed with the
@@ -595,7 +614,8 @@ impl FunctionIsolate {
         let stats = entered(self.raw, &mut self.meter, || {
             runtime.v8_isolate().get_heap_statistics()
         });
-        self.memory_in_use = stats.used_heap_size() + stats.external_memory() + self.guard.extra();
+        self.native_in_use = stats.external_memory() + self.guard.extra();
+        self.memory_in_use = stats.used_heap_size() + self.native_in_use;
     }
 
     /// Maps a failure to the limit it broke, if any.

@@ -95,7 +95,8 @@ impl NodeKey {
             .chain_update(b"isola secret digest v1")
             .chain_update(self.0)
             .finalize();
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes any key length");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes any key length");
         mac.update(name.as_bytes());
         mac.update(&[0]);
         mac.update(value.as_bytes());
