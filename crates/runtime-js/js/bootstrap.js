@@ -302,29 +302,76 @@ function boundedAlgorithm(algorithm, method, position) {
     if (!(iterations <= MAX_PBKDF2_ITERATIONS)) {
       throw notSupported(`PBKDF2 iteration counts above ${MAX_PBKDF2_ITERATIONS} are not supported`);
     }
-    return { name, hash: algorithm.hash, salt: algorithm.salt, iterations };
+    return { name, hash: plainHash(algorithm.hash), salt: algorithm.salt, iterations };
   }
   if (ArrayPrototypeIncludes(RSA_NAMES, lower) && method === "generateKey") {
     const modulusLength = Number(algorithm.modulusLength);
     if (!(modulusLength <= MAX_RSA_MODULUS_BITS)) {
       throw notSupported(`RSA keys above ${MAX_RSA_MODULUS_BITS} bits are not supported`);
     }
-    return { name, modulusLength, publicExponent: algorithm.publicExponent, hash: algorithm.hash };
+    return { name, modulusLength, publicExponent: algorithm.publicExponent, hash: plainHash(algorithm.hash) };
   }
   if (method === "deriveKey" && position === 2) {
     const length = algorithm.length === undefined ? undefined : Number(algorithm.length);
     if (length !== undefined && !(length <= MAX_DERIVED_BITS)) {
       throw notSupported(`derived keys above ${MAX_DERIVED_BITS} bits are not supported`);
     }
-    return { __proto__: algorithm, name, length };
+    return { ...plainAlgorithm(algorithm), name, length };
   }
-  return { __proto__: algorithm, name };
+  return { ...plainAlgorithm(algorithm), name };
 }
+
+/** Members of WebCrypto's algorithm dictionaries. */
+const ALGORITHM_MEMBERS = [
+  "hash", "salt", "info", "iterations", "length", "namedCurve", "modulusLength", "publicExponent",
+  "iv", "counter", "additionalData", "tagLength", "label", "saltLength", "public",
+];
+/** Members of a JSON Web Key. */
+const JWK_MEMBERS = ["kty", "use", "alg", "ext", "crv", "x", "y", "d", "n", "e", "p", "q", "dp", "dq", "qi", "k"];
+
+/**
+ * A plain copy of a dictionary, each member read here, in JavaScript. The
+ * native code that converts WebCrypto's arguments reads some of them under
+ * a V8 TryCatch, where a getter that loops would swallow the termination
+ * that ends it; a plain copy runs no function code there.
+ */
+function plainDictionary(value, members) {
+  const copy = {};
+  for (const member of new SafeArrayIterator(members)) {
+    const item = value[member];
+    if (item === undefined) continue;
+    copy[member] = member === "hash" ? plainHash(item) : item;
+  }
+  return copy;
+}
+
+function plainHash(hash) {
+  return hash !== null && typeof hash === "object" ? { name: String(hash.name) } : hash;
+}
+
+function plainAlgorithm(algorithm) {
+  return plainDictionary(algorithm, ALGORITHM_MEMBERS);
+}
+
+/** A plain array of strings for a sequence argument (key usages, key_ops). */
+function plainStrings(value) {
+  return value !== null && typeof value === "object" ? ArrayFrom(value, (item) => String(item)) : value;
+}
+
+/** Where each SubtleCrypto method takes key usages. */
+const USAGES_ARGUMENT = { generateKey: 2, importKey: 4, deriveKey: 4, unwrapKey: 6 };
 
 /** Checks and fixes the arguments of a SubtleCrypto call (see above). */
 function boundedArguments(method, args) {
   for (const position of new SafeArrayIterator(ALGORITHM_ARGUMENTS[method] ?? [])) {
     args[position] = boundedAlgorithm(args[position], method, position);
+  }
+  const usages = USAGES_ARGUMENT[method];
+  if (usages !== undefined) args[usages] = plainStrings(args[usages]);
+  if (method === "importKey" && args[0] === "jwk" && args[1] !== null && typeof args[1] === "object") {
+    const jwk = plainDictionary(args[1], JWK_MEMBERS);
+    if (args[1].key_ops !== undefined) jwk.key_ops = plainStrings(args[1].key_ops);
+    args[1] = jwk;
   }
   if (method === "deriveBits" && args[2] !== undefined && args[2] !== null) {
     args[2] = Number(args[2]);

@@ -271,6 +271,10 @@ fn console_callbacks_cannot_outlive_the_limits() {
         "export default () => { const o = { [Symbol.for('Deno.customInspect')]() { for (;;) {} } }; for (;;) { try { console.log(o) } catch {} } }",
         "export default () => { const o = { get x() { for (;;) {} } }; for (;;) { try { console.log(o) } catch {} } }",
         "export default async () => { for (;;) { Promise.reject({ get stack() { for (;;) {} } }); await null } }",
+        // Arguments WebCrypto's native code converts: a sequence whose
+        // `next` getter loops, a dictionary member that loops.
+        "export default async () => { const usages = { [Symbol.iterator]() { return { get next() { for (;;) {} } } } }; for (;;) { try { await crypto.subtle.generateKey({ name: 'HMAC', hash: 'SHA-256' }, false, usages) } catch {} } }",
+        "export default async () => { const hash = { get name() { for (;;) {} } }; for (;;) { try { await crypto.subtle.generateKey({ name: 'HMAC', hash }, false, ['sign']) } catch {} } }",
     ] {
         let limits = Limits {
             timeout_ms: 2_000,
