@@ -1,0 +1,229 @@
+//! Between Rust and JavaScript: a handler's arguments, made from an
+//! invocation's input, and its result read back; streamed bodies' channels.
+
+use super::*;
+
+pub(super) type Args = Vec<v8::Global<v8::Value>>;
+
+pub(super) fn global_of(
+    scope: &mut v8::PinScope,
+    value: v8::Local<v8::Value>,
+) -> v8::Global<v8::Value> {
+    v8::Global::new(scope, value)
+}
+
+pub(super) fn string_arg(
+    scope: &mut v8::PinScope,
+    text: &str,
+) -> Result<v8::Global<v8::Value>, FunctionError> {
+    let string = v8::String::new(scope, text).ok_or_else(|| {
+        FunctionError::new(
+            ErrorCode::InvalidInput,
+            "input too large for a JavaScript string",
+        )
+    })?;
+    Ok(global_of(scope, string.into()))
+}
+
+pub(super) fn serde_arg(
+    scope: &mut v8::PinScope,
+    value: &impl serde::Serialize,
+) -> Result<v8::Global<v8::Value>, FunctionError> {
+    let local = deno_core::serde_v8::to_v8(scope, value)
+        .map_err(|e| FunctionError::new(ErrorCode::InvalidInput, e.to_string()))?;
+    Ok(global_of(scope, local))
+}
+
+pub(super) fn json_args(
+    scope: &mut v8::PinScope,
+    handler: &v8::Global<v8::Value>,
+    payload: &serde_json::Value,
+    [invocation_id, function_name]: [&str; 2],
+    env: &v8::Global<v8::Value>,
+) -> Result<Args, FunctionError> {
+    let text = serde_json::to_string(payload)
+        .map_err(|e| FunctionError::new(ErrorCode::InvalidInput, e.to_string()))?;
+    Ok(vec![
+        handler.clone(),
+        string_arg(scope, &text)?,
+        string_arg(scope, invocation_id)?,
+        string_arg(scope, function_name)?,
+        env.clone(),
+    ])
+}
+
+pub(super) fn fetch_args(
+    scope: &mut v8::PinScope,
+    handler: &v8::Global<v8::Value>,
+    request: &HttpRequest,
+    [invocation_id, function_name]: [&str; 2],
+    env: &v8::Global<v8::Value>,
+    sink_id: u32,
+) -> Result<Args, FunctionError> {
+    let bodiless = matches!(request.method.as_str(), "GET" | "HEAD");
+    let body: v8::Local<v8::Value> = if bodiless {
+        // Never readable by the function: dropped now, which ends its upload.
+        drop(request.rest.take());
+        v8::null(scope).into()
+    } else if let Some(receiver) = request.rest.take() {
+        // A streamed body: the bootstrap pulls it with op_isola_body_recv.
+        let id = open_request_body(scope, request.body.clone(), receiver);
+        v8::Integer::new_from_unsigned(scope, id).into()
+    } else if request.body.is_empty() {
+        v8::null(scope).into()
+    } else {
+        let store = v8::ArrayBuffer::new_backing_store_from_vec(request.body.clone()).make_shared();
+        let buffer = v8::ArrayBuffer::with_backing_store(scope, &store);
+        v8::Uint8Array::new(scope, buffer, 0, request.body.len())
+            .ok_or_else(|| FunctionError::new(ErrorCode::InvalidInput, "request body too large"))?
+            .into()
+    };
+    let body = global_of(scope, body);
+    Ok(vec![
+        handler.clone(),
+        string_arg(scope, &request.method)?,
+        string_arg(scope, &request.url)?,
+        serde_arg(scope, &request.headers)?,
+        body,
+        string_arg(scope, invocation_id)?,
+        string_arg(scope, function_name)?,
+        env.clone(),
+        global_of(scope, v8::Integer::new_from_unsigned(scope, sink_id).into()),
+    ])
+}
+
+/// A JSON payload given to a Workers-style function: a POST with a JSON body.
+pub(super) fn json_as_request(payload: &serde_json::Value) -> HttpRequest {
+    HttpRequest {
+        method: "POST".into(),
+        url: "http://localhost/".into(),
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: serde_json::to_vec(payload).unwrap_or_default(),
+        rest: Default::default(),
+    }
+}
+
+pub(super) fn array_item<'s>(
+    scope: &mut v8::PinScope<'s, '_>,
+    array: v8::Local<'s, v8::Array>,
+    index: u32,
+) -> Result<v8::Local<'s, v8::Value>, FunctionError> {
+    array
+        .get_index(scope, index)
+        .ok_or_else(|| internal("reading a handler result", index))
+}
+
+/// What parsing a JSON text into a `serde_json::Value` may take at most:
+/// every value (one per `[`, `{`, `,` or `:` at most) costs a node of its
+/// own, besides the text. A result small as text can be huge as values
+/// (`[[],[],...]`), so this is checked before parsing.
+pub(super) fn json_value_bytes(text: &str) -> usize {
+    let nodes = text
+        .bytes()
+        .filter(|b| matches!(b, b'[' | b'{' | b',' | b':'))
+        .count();
+    text.len() + (nodes + 1) * 80
+}
+
+pub(super) fn decode_json<'s>(
+    scope: &mut v8::PinScope<'s, '_>,
+    value: v8::Local<'s, v8::Value>,
+    limit: usize,
+) -> Result<InvocationOutput, FunctionError> {
+    let array = v8::Local::<v8::Array>::try_from(value)
+        .map_err(|e| internal("reading a JSON result", e))?;
+    let text = array_item(scope, array, 0)?;
+    if text.is_undefined() {
+        let reason = array_item(scope, array, 2)?.to_rust_string_lossy(scope);
+        return Err(FunctionError::new(
+            ErrorCode::InvalidOutput,
+            format!("the function's result cannot be serialised as JSON: {reason}"),
+        ));
+    }
+    let text = text.to_rust_string_lossy(scope);
+    if json_value_bytes(&text) > limit {
+        return Err(FunctionError::new(
+            ErrorCode::InvalidOutput,
+            format!(
+                "the function's result is too large: its JSON ({} bytes) would take more than the function's memory limit to hold",
+                text.len()
+            ),
+        ));
+    }
+    let json = serde_json::from_str(&text).map_err(|e| {
+        FunctionError::new(
+            ErrorCode::InvalidOutput,
+            format!("the function's result is not valid JSON: {e}"),
+        )
+    })?;
+    Ok(InvocationOutput::Json(json))
+}
+
+/// The response head and whole body, and whether more of the body streams.
+pub(super) fn decode_response<'s>(
+    scope: &mut v8::PinScope<'s, '_>,
+    value: v8::Local<'s, v8::Value>,
+) -> Result<(InvocationOutput, bool), FunctionError> {
+    let array =
+        v8::Local::<v8::Array>::try_from(value).map_err(|e| internal("reading a response", e))?;
+    let status = array_item(scope, array, 0)?
+        .uint32_value(scope)
+        .unwrap_or(500) as u16;
+    let headers = array_item(scope, array, 1)?;
+    let headers: Vec<(String, String)> = deno_core::serde_v8::from_v8(scope, headers)
+        .map_err(|e| internal("reading response headers", e))?;
+    let body = array_item(scope, array, 2)?;
+    let body = v8::Local::<v8::Uint8Array>::try_from(body)
+        .map_err(|e| internal("reading a response body", e))?;
+    let mut bytes = vec![0; body.byte_length()];
+    body.copy_contents(&mut bytes);
+    let streaming = array_item(scope, array, 3)?.is_true();
+    let response = HttpResponse {
+        status,
+        headers,
+        body: bytes,
+        rest: isola_core::BodyStream::default(),
+    };
+    Ok((InvocationOutput::Http(response), streaming))
+}
+
+/// Opens a channel for a streamed response body; returns its id and receiver.
+pub(super) fn open_body_sink(
+    runtime: &mut JsRuntime,
+) -> (u32, tokio::sync::mpsc::Receiver<isola_core::BodyChunk>) {
+    let (sender, receiver) = tokio::sync::mpsc::channel(16);
+    let state = runtime.op_state();
+    let mut state = state.borrow_mut();
+    let sinks = state.borrow_mut::<BodySinks>();
+    let id = sinks.next;
+    sinks.next = sinks.next.wrapping_add(1);
+    sinks.senders.insert(id, sender);
+    (id, receiver)
+}
+
+/// Registers a streamed request body (its first bytes and the rest);
+/// returns the id the bootstrap pulls it by.
+pub(super) fn open_request_body(
+    scope: &mut v8::PinScope,
+    first: Vec<u8>,
+    rest: tokio::sync::mpsc::Receiver<isola_core::BodyChunk>,
+) -> u32 {
+    let state = JsRuntime::op_state_from(scope);
+    let mut state = state.borrow_mut();
+    let bodies = state.borrow_mut::<RequestBodies>();
+    let id = bodies.next;
+    bodies.next = bodies.next.wrapping_add(1);
+    let first = (!first.is_empty()).then_some(first);
+    bodies.streams.insert(id, (first, rest));
+    id
+}
+
+/// Drops an unused body channel.
+pub(super) fn close_body_sink(runtime: &mut JsRuntime, id: u32) {
+    runtime
+        .op_state()
+        .borrow_mut()
+        .borrow_mut::<BodySinks>()
+        .senders
+        .remove(&id);
+}
