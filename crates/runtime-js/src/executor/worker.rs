@@ -1,0 +1,258 @@
+//! A worker thread: its tokio runtime and warm pool, taking jobs from its
+//! own queue and the shared one, and running each invocation to its end
+//! (and what it left behind) before the isolate goes back to the pool.
+
+use super::*;
+
+impl Pooled for FunctionIsolate {
+    fn key(&self) -> &str {
+        &self.source().id
+    }
+
+    fn memory(&self) -> usize {
+        self.memory_in_use()
+    }
+}
+
+/// What a worker thread starts with.
+pub(super) struct WorkerSetup {
+    pub(super) queue: async_channel::Receiver<Job>,
+    pub(super) own_queue: async_channel::Receiver<Job>,
+    pub(super) in_flight: Arc<AtomicUsize>,
+    pub(super) control: mpsc::UnboundedReceiver<Control>,
+    pub(super) watchdog: CpuWatchdog,
+    pub(super) code_cache: Arc<CodeCache>,
+    pub(super) transpiled: Arc<TranspileCache>,
+    pub(super) kv: Option<Arc<dyn isola_kv::KvStore>>,
+    pub(super) pool_limits: PoolLimits,
+    pub(super) max_in_flight: usize,
+    pub(super) stats: Arc<ExecutorStats>,
+    pub(super) json_handlers: Arc<JsonHandlers>,
+    /// Whether this is the quarantine worker (lower priority).
+    pub(super) quarantine: bool,
+}
+
+/// A worker thread's state, shared by its in-flight invocations.
+pub(super) struct Worker {
+    thread: ThreadContext,
+    pool: RefCell<WarmPool<FunctionIsolate>>,
+    stats: Arc<ExecutorStats>,
+    in_flight: Arc<AtomicUsize>,
+    json_handlers: Arc<JsonHandlers>,
+}
+
+impl WorkerSetup {
+    pub(super) fn run(self) {
+        let quarantine = self.quarantine;
+        if quarantine {
+            crate::admission::lower_thread_priority();
+        }
+        let blocking = Arc::new(crate::cpu::BlockingClocks::default());
+        let (started, stopped) = (blocking.clone(), blocking.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .on_thread_start(move || {
+                if quarantine {
+                    crate::admission::lower_thread_priority();
+                }
+                started.thread_started()
+            })
+            .on_thread_stop(move || stopped.thread_stopped())
+            .build()
+            .expect("building a worker's tokio runtime");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&runtime, self.serve(blocking));
+    }
+
+    async fn serve(mut self, blocking: Arc<crate::cpu::BlockingClocks>) {
+        let worker = Rc::new(Worker {
+            thread: ThreadContext {
+                cpu_slot: self.watchdog.register_current_thread(),
+                code_cache: self.code_cache.clone(),
+                transpiled: self.transpiled.clone(),
+                kv: self.kv.clone(),
+                blocking,
+            },
+            pool: RefCell::new(WarmPool::new(self.pool_limits)),
+            stats: self.stats.clone(),
+            in_flight: self.in_flight.clone(),
+            json_handlers: self.json_handlers.clone(),
+        });
+        let slots = Arc::new(Semaphore::new(self.max_in_flight));
+        loop {
+            let permit = slots.clone().acquire_owned().await.expect("never closed");
+            tokio::select! {
+                biased;
+                Some(control) = self.control.recv() => match control {
+                    Control::Evict(id) => worker.evict(&id),
+                },
+                Ok(job) = self.own_queue.recv() => worker.start(job, permit),
+                job = self.queue.recv() => match job {
+                    Ok(job) => worker.start(job, permit),
+                    Err(_) => break,
+                },
+            }
+        }
+        // Let the invocations under way finish, then drop the warm isolates.
+        let _all = slots.acquire_many(self.max_in_flight as u32).await;
+        let idle = worker.pool.borrow_mut().clear();
+        drop(idle);
+    }
+}
+
+impl Worker {
+    fn start(self: &Rc<Self>, job: Job, permit: OwnedSemaphorePermit) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        match job {
+            Job::Invoke {
+                invocation,
+                reply,
+                admitted,
+            } => {
+                let job = self.clone().run_job(invocation, reply, (permit, admitted));
+                tokio::task::spawn_local(job);
+            }
+            Job::Prepare { function, reply } => {
+                tokio::task::spawn_local(self.clone().prepare(function, reply, permit));
+            }
+        }
+    }
+
+    async fn prepare(
+        self: Rc<Self>,
+        function: Arc<FunctionSource>,
+        reply: oneshot::Sender<Result<(), FunctionError>>,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        let result = match function.limits.validate() {
+            Err(message) => Err(FunctionError::new(ErrorCode::InvalidInput, message)),
+            Ok(()) => {
+                let deadline = Instant::now() + function.limits.timeout();
+                self.stats.cold_starts.fetch_add(1, Ordering::Relaxed);
+                FunctionIsolate::create(function, &self.thread, deadline).await
+            }
+        };
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let reply_result = result.as_ref().map(|_| ()).map_err(Clone::clone);
+        if let Ok(isolate) = result {
+            self.checkin(isolate);
+        }
+        let _ = reply.send(reply_result);
+    }
+
+    async fn run_job(
+        self: Rc<Self>,
+        invocation: Invocation,
+        reply: oneshot::Sender<Outcome>,
+        _held: (OwnedSemaphorePermit, Admitted),
+    ) {
+        let started = Instant::now();
+        let deadline = started + invocation.function.limits.timeout();
+        let (outcome, isolate) = self.execute(&invocation, started, deadline).await;
+        // Answered: the dispatcher may send this function's next invocation here.
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.stats.invocations.fetch_add(1, Ordering::Relaxed);
+        let _ = reply.send(outcome);
+
+        if let Some(mut isolate) = isolate {
+            isolate.drain(deadline).await;
+            isolate.release_bodies();
+            isolate.trim(TRIM_ABOVE);
+            isolate.take_logs();
+            if isolate.is_reusable() {
+                self.checkin(isolate);
+            }
+        }
+    }
+
+    /// Runs an invocation in a warm or new isolate; returns the outcome and
+    /// the isolate, if there is one to keep.
+    async fn execute(
+        &self,
+        invocation: &Invocation,
+        started: Instant,
+        deadline: Instant,
+    ) -> (Outcome, Option<FunctionIsolate>) {
+        let source = invocation.function.clone();
+        if let Err(message) = source.limits.validate() {
+            return (
+                Outcome::failed(FunctionError::new(ErrorCode::InvalidInput, message)),
+                None,
+            );
+        }
+        let warm = self.checkout(&source.id);
+        let cold_start = warm.is_none();
+        let mut isolate = match warm {
+            Some(isolate) => isolate,
+            None => {
+                self.stats.cold_starts.fetch_add(1, Ordering::Relaxed);
+                match FunctionIsolate::create(source, &self.thread, deadline).await {
+                    Ok(isolate) => isolate,
+                    Err(error) => {
+                        let mut outcome = Outcome::failed(error);
+                        outcome.metrics.cold_start = true;
+                        outcome.metrics.duration_us = started.elapsed().as_micros() as u64;
+                        return (outcome, None);
+                    }
+                }
+            }
+        };
+        let result = isolate.invoke(invocation, deadline).await;
+        // A cold start's module evaluation is part of the invocation's cost.
+        let startup = if cold_start {
+            isolate.startup_cpu()
+        } else {
+            std::time::Duration::ZERO
+        };
+        let metrics = InvocationMetrics {
+            cold_start,
+            duration_us: started.elapsed().as_micros() as u64,
+            cpu_us: (isolate.cpu_used() + startup).as_micros() as u64,
+            peak_heap_bytes: isolate.memory_in_use() as u64,
+        };
+        let logs = isolate.take_logs();
+        (
+            Outcome {
+                result,
+                logs,
+                metrics,
+            },
+            Some(isolate),
+        )
+    }
+
+    fn checkout(&self, key: &str) -> Option<FunctionIsolate> {
+        let isolate = self.pool.borrow_mut().checkout(key)?;
+        self.stats.warm_isolates.fetch_sub(1, Ordering::Relaxed);
+        self.stats
+            .warm_memory
+            .fetch_sub(isolate.memory(), Ordering::Relaxed);
+        Some(isolate)
+    }
+
+    fn checkin(&self, isolate: FunctionIsolate) {
+        if isolate.is_json_handler() {
+            self.json_handlers.insert(&isolate.source().id);
+        }
+        self.stats.warm_isolates.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .warm_memory
+            .fetch_add(isolate.memory(), Ordering::Relaxed);
+        let evicted = self.pool.borrow_mut().checkin(isolate);
+        self.forget(evicted);
+    }
+
+    fn evict(&self, key: &str) {
+        let evicted = self.pool.borrow_mut().evict(key);
+        self.forget(evicted);
+    }
+
+    fn forget(&self, evicted: Vec<FunctionIsolate>) {
+        for isolate in evicted {
+            self.stats.warm_isolates.fetch_sub(1, Ordering::Relaxed);
+            self.stats
+                .warm_memory
+                .fetch_sub(isolate.memory(), Ordering::Relaxed);
+        }
+    }
+}
