@@ -9,7 +9,7 @@
 use isola_core::ErrorCode;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// The machine's memory in MiB (4 GiB if unknown).
@@ -81,35 +81,52 @@ impl Drop for Admitted {
     }
 }
 
-/// Function versions known to be JSON handlers, so that an HTTP request to
-/// one is refused without touching (or starting) an isolate.
+/// Function versions (by id) marked until some time: bounded in size, and
+/// free to ask about while empty (no lock), since it is asked on every
+/// invocation and usually holds nothing or little.
 #[derive(Default)]
-pub struct JsonHandlers(std::sync::Mutex<std::collections::HashSet<String>>);
+pub struct FunctionSet {
+    marked: RwLock<HashMap<String, Option<Instant>>>,
+    len: AtomicUsize,
+}
 
-impl JsonHandlers {
+impl FunctionSet {
     const MAX: usize = 10_000;
 
-    pub fn contains(&self, id: &str) -> bool {
-        self.0.lock().unwrap().contains(id)
+    /// Marks `id` until `until` (`None`: for good); past the bound, entries
+    /// that expired go first, then all.
+    pub fn mark(&self, id: &str, until: Option<Instant>) {
+        let mut marked = self.marked.write().unwrap();
+        if marked.len() >= Self::MAX {
+            let now = Instant::now();
+            marked.retain(|_, until| until.is_none_or(|t| t > now));
+            if marked.len() >= Self::MAX {
+                marked.clear();
+            }
+        }
+        marked.insert(id.to_string(), until);
+        self.len.store(marked.len(), Ordering::Relaxed);
     }
 
-    pub fn insert(&self, id: &str) {
-        let mut known = self.0.lock().unwrap();
-        if known.len() >= Self::MAX {
-            known.clear();
+    /// Whether `id` is marked now.
+    pub fn holds(&self, id: &str) -> bool {
+        if self.len.load(Ordering::Relaxed) == 0 {
+            return false;
         }
-        known.insert(id.to_string());
+        let marked = self.marked.read().unwrap();
+        marked
+            .get(id)
+            .is_some_and(|until| until.is_none_or(|t| t > Instant::now()))
     }
 }
 
-/// Functions that broke a limit recently, by id, with when they may leave.
+/// Functions that broke a limit recently: they run in quarantine.
 #[derive(Default)]
-pub struct Quarantine(Mutex<HashMap<String, Instant>>);
+pub struct Quarantine(FunctionSet);
 
 impl Quarantine {
     /// How long a function stays after its last broken limit.
     pub const STAY: Duration = Duration::from_secs(60);
-    const MAX: usize = 10_000;
 
     /// Whether an error means the function broke one of its limits.
     pub fn breaks_limit(code: ErrorCode) -> bool {
@@ -121,18 +138,12 @@ impl Quarantine {
 
     /// Puts (or keeps) `id` in quarantine.
     pub fn admit(&self, id: &str) {
-        let mut held = self.0.lock().unwrap();
-        if held.len() >= Self::MAX {
-            let now = Instant::now();
-            held.retain(|_, until| *until > now);
-        }
-        held.insert(id.to_string(), Instant::now() + Self::STAY);
+        self.0.mark(id, Some(Instant::now() + Self::STAY));
     }
 
     /// Whether `id` is in quarantine now.
     pub fn holds(&self, id: &str) -> bool {
-        let held = self.0.lock().unwrap();
-        held.get(id).is_some_and(|until| *until > Instant::now())
+        self.0.holds(id)
     }
 }
 
@@ -158,6 +169,19 @@ mod tests {
         assert!(!quarantine.holds("g"));
         assert!(Quarantine::breaks_limit(ErrorCode::CpuLimit));
         assert!(!Quarantine::breaks_limit(ErrorCode::UncaughtException));
+    }
+
+    #[test]
+    fn marks_end_when_they_expire_and_the_set_stays_bounded() {
+        let set = FunctionSet::default();
+        set.mark("gone", Some(Instant::now()));
+        set.mark("kept", None);
+        assert!(!set.holds("gone"));
+        assert!(set.holds("kept"));
+        for i in 0..FunctionSet::MAX + 5 {
+            set.mark(&format!("f{i}"), None);
+        }
+        assert!(set.marked.read().unwrap().len() <= FunctionSet::MAX);
     }
 
     #[test]

@@ -343,13 +343,13 @@ impl CpuMeter {
     }
 
     /// Adds CPU time spent for this invocation outside its slices (work an
-    /// op handed to another thread); past the limit, the isolate is
-    /// terminated as if its own thread had spent it.
+    /// op handed to another thread). Past the limit, the next slice's
+    /// deadline has passed already, so the watchdog ends it on its first
+    /// tick, as if the isolate's own thread had spent the time.
     pub fn charge(&mut self, extra: Duration) {
         self.used += extra;
         if self.used > self.limit {
             self.fired.cpu.store(true, Ordering::SeqCst);
-            self.handle.terminate_execution();
         }
     }
 

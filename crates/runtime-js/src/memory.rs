@@ -134,7 +134,6 @@ pub struct MemoryGuard {
     /// Bytes held in Rust for the function (blob parts).
     extra: AtomicUsize,
     exceeded: AtomicBool,
-    handle: std::sync::OnceLock<v8::IsolateHandle>,
 }
 
 impl MemoryGuard {
@@ -144,13 +143,7 @@ impl MemoryGuard {
             limit,
             extra: AtomicUsize::new(0),
             exceeded: AtomicBool::new(false),
-            handle: std::sync::OnceLock::new(),
         })
-    }
-
-    /// Binds the guard to its isolate, which it terminates past the limit.
-    pub fn bind(&self, handle: v8::IsolateHandle) {
-        let _ = self.handle.set(handle);
     }
 
     /// Bytes held in Rust for the function.
@@ -170,7 +163,7 @@ impl MemoryGuard {
     }
 
     /// Charges `len` bytes held in Rust; past the limit, the isolate is
-    /// terminated.
+    /// terminated (by the watchdog).
     pub fn charge(&self, len: usize) {
         let total = self.extra.fetch_add(len, Ordering::Relaxed) + len;
         if total > self.limit {
@@ -183,11 +176,10 @@ impl MemoryGuard {
         self.extra.fetch_sub(len, Ordering::Relaxed);
     }
 
+    /// Marks the limit broken; the watchdog terminates the isolate on its
+    /// next tick (it checks this flag for every running isolate).
     fn fail(&self) {
         self.exceeded.store(true, Ordering::Relaxed);
-        if let Some(handle) = self.handle.get() {
-            handle.terminate_execution();
-        }
     }
 
     /// Checks the isolate's native memory (after a full collection, if it
@@ -199,9 +191,8 @@ impl MemoryGuard {
         isolate.low_memory_notification();
         if self.native_in_use(isolate) > self.limit {
             // Terminating from inside an interrupt does not take: the
-            // watchdog terminates the isolate from its own thread on its
-            // next tick (see `cpu.rs`).
-            self.exceeded.store(true, Ordering::Relaxed);
+            // watchdog does it from its own thread on its next tick.
+            self.fail();
         }
     }
 }

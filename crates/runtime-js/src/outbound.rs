@@ -196,17 +196,12 @@ impl Offloaded {
     /// invocation) and starts counting it again from now.
     pub fn charge_running(&mut self) {
         let now = self.now();
-        let mut total = Duration::ZERO;
-        for started in self.started.values_mut() {
-            let wall = now.0.saturating_duration_since(started.0);
-            let cpu = now.1.saturating_sub(started.1);
-            total += if self.pool.is_some() {
-                wall.min(cpu)
-            } else {
-                wall
-            };
-            *started = now;
-        }
+        let running: Vec<_> = self.started.values().copied().collect();
+        let total = running
+            .into_iter()
+            .map(|started| self.cost(started, now))
+            .sum();
+        self.started.values_mut().for_each(|started| *started = now);
         self.add(total);
     }
 }

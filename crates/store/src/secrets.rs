@@ -184,27 +184,25 @@ pub fn database_is_sealed(path: &Path) -> Result<bool> {
     if !has_settings {
         return Ok(false);
     }
-    let check: Option<String> = conn
+    Ok(check_value(&conn)?.is_some())
+}
+
+/// The sealed check value, when the database has been sealed.
+fn check_value(conn: &Connection) -> Result<Option<String>> {
+    Ok(conn
         .query_row(
             "SELECT value FROM settings WHERE key = ?1",
             [CHECK_KEY],
             |row| row.get(0),
         )
-        .optional()?;
-    Ok(check.is_some())
+        .optional()?)
 }
 
 /// Checks that `key` is the database's key; on a database never sealed,
 /// seals its plaintext secrets, records the check value and scrubs the
 /// files. Nothing is written when the key is the wrong one.
 pub fn prepare(conn: &mut Connection, key: &NodeKey) -> Result<()> {
-    let check: Option<String> = conn
-        .query_row(
-            "SELECT value FROM settings WHERE key = ?1",
-            [CHECK_KEY],
-            |row| row.get(0),
-        )
-        .optional()?;
+    let check = check_value(conn)?;
     if let Some(check) = check {
         return match key.open(CHECK_KEY, &check) {
             Ok(plain) if plain == CHECK_PLAINTEXT => Ok(()),

@@ -17,7 +17,7 @@ mod worker;
 
 use worker::WorkerSetup;
 
-use crate::admission::{physical_memory_mb, Admission, Admitted, JsonHandlers, Quarantine};
+use crate::admission::{physical_memory_mb, Admission, Admitted, FunctionSet, Quarantine};
 use crate::cpu::CpuWatchdog;
 use crate::isolate::{FunctionIsolate, ThreadContext};
 use crate::loader::CodeCache;
@@ -138,7 +138,7 @@ struct Common {
     code_cache: Arc<CodeCache>,
     transpiled: Arc<TranspileCache>,
     stats: Arc<ExecutorStats>,
-    json_handlers: Arc<JsonHandlers>,
+    json_handlers: Arc<FunctionSet>,
     pool_limits: PoolLimits,
     config: ExecutorConfig,
 }
@@ -187,7 +187,7 @@ impl Common {
 /// Runs invocations on worker threads; see the module docs.
 pub struct Executor {
     jobs: async_channel::Sender<Job>,
-    json_handlers: Arc<JsonHandlers>,
+    json_handlers: Arc<FunctionSet>,
     admission: Arc<Admission>,
     /// Functions that broke a limit recently, and the worker they run on.
     quarantined: Quarantine,
@@ -214,7 +214,7 @@ impl Executor {
             code_cache: Arc::new(CodeCache::default()),
             transpiled: Arc::new(TranspileCache::default()),
             stats: Arc::new(ExecutorStats::default()),
-            json_handlers: Arc::new(JsonHandlers::default()),
+            json_handlers: Arc::new(FunctionSet::default()),
             pool_limits: PoolLimits {
                 max_instances: config.max_warm_isolates.div_ceil(workers),
                 max_memory: (config.max_warm_memory_mb << 20) / workers,
@@ -248,12 +248,12 @@ impl Executor {
     /// Runs one invocation to its end.
     pub async fn run(&self, invocation: Invocation) -> Outcome {
         if matches!(invocation.input, isola_core::InvocationInput::Http(_))
-            && self.json_handlers.contains(&invocation.function.id)
+            && self.json_handlers.holds(&invocation.function.id)
         {
             return Outcome::failed(crate::isolate::json_handler_needs_json());
         }
         let timeout = invocation.function.limits.timeout();
-        let function_id = invocation.function.id.clone();
+        let function = invocation.function.clone();
         let Some(admitted) = self
             .admission
             .admit(invocation.function.limits.memory_mb as usize)
@@ -287,7 +287,7 @@ impl Executor {
         };
         if let Err(error) = &outcome.result {
             if Quarantine::breaks_limit(error.code) {
-                self.quarantined.admit(&function_id);
+                self.quarantined.admit(&function.id);
             }
         }
         outcome

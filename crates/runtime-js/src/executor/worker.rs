@@ -27,7 +27,7 @@ pub(super) struct WorkerSetup {
     pub(super) pool_limits: PoolLimits,
     pub(super) max_in_flight: usize,
     pub(super) stats: Arc<ExecutorStats>,
-    pub(super) json_handlers: Arc<JsonHandlers>,
+    pub(super) json_handlers: Arc<FunctionSet>,
     /// Whether this is the quarantine worker (lower priority).
     pub(super) quarantine: bool,
 }
@@ -38,7 +38,7 @@ pub(super) struct Worker {
     pool: RefCell<WarmPool<FunctionIsolate>>,
     stats: Arc<ExecutorStats>,
     in_flight: Arc<AtomicUsize>,
-    json_handlers: Arc<JsonHandlers>,
+    json_handlers: Arc<FunctionSet>,
 }
 
 impl WorkerSetup {
@@ -135,6 +135,7 @@ impl Worker {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         let reply_result = result.as_ref().map(|_| ()).map_err(Clone::clone);
         if let Ok(isolate) = result {
+            self.learn_kind(&isolate);
             self.checkin(isolate);
         }
         let _ = reply.send(reply_result);
@@ -187,7 +188,10 @@ impl Worker {
             None => {
                 self.stats.cold_starts.fetch_add(1, Ordering::Relaxed);
                 match FunctionIsolate::create(source, &self.thread, deadline).await {
-                    Ok(isolate) => isolate,
+                    Ok(isolate) => {
+                        self.learn_kind(&isolate);
+                        isolate
+                    }
                     Err(error) => {
                         let mut outcome = Outcome::failed(error);
                         outcome.metrics.cold_start = true;
@@ -230,10 +234,14 @@ impl Worker {
         Some(isolate)
     }
 
-    fn checkin(&self, isolate: FunctionIsolate) {
+    /// Notes, once per new isolate, that its function is a JSON handler.
+    fn learn_kind(&self, isolate: &FunctionIsolate) {
         if isolate.is_json_handler() {
-            self.json_handlers.insert(&isolate.source().id);
+            self.json_handlers.mark(&isolate.source().id, None);
         }
+    }
+
+    fn checkin(&self, isolate: FunctionIsolate) {
         self.stats.warm_isolates.fetch_add(1, Ordering::Relaxed);
         self.stats
             .warm_memory

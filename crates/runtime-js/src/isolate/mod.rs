@@ -212,7 +212,6 @@ impl FunctionIsolate {
         .map_err(|e| internal("creating an isolate", e))?;
 
         let handle = runtime.v8_isolate().thread_safe_handle();
-        guard.bind(handle.clone());
         let heap_exceeded = Arc::new(AtomicBool::new(false));
         let flag = heap_exceeded.clone();
         let terminate = handle.clone();

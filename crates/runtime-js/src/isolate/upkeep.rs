@@ -24,10 +24,6 @@ impl FunctionIsolate {
         });
         self.native_in_use = external + guard.extra();
         self.memory_in_use = heap + self.native_in_use;
-        if self.memory_in_use > self.source.limits.memory_bytes() * 2 {
-            // Held past the invocation: not worth keeping warm.
-            self.broken = true;
-        }
         match polled {
             Poll::Ready(Ok(())) => self.idle = true,
             Poll::Ready(Err(_)) => self.broken = true,
