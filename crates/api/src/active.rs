@@ -119,7 +119,7 @@ impl ActiveFunctions {
     }
 
     /// What the caches know: the deployment, "none" (an error), or nothing.
-    fn cached(&self, name: &str) -> Result<Option<Arc<Active>>, ApiError> {
+    pub(crate) fn cached(&self, name: &str) -> Result<Option<Arc<Active>>, ApiError> {
         if let Some(active) = self.cache.read().unwrap().get(name) {
             return Ok(Some(active.clone()));
         }

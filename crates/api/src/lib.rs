@@ -14,6 +14,7 @@ mod active;
 mod auth;
 pub mod dev;
 mod error;
+mod local;
 mod metrics;
 mod recorder;
 mod respond;
@@ -24,6 +25,7 @@ mod testing;
 
 pub use auth::{hash_token, new_token, TOKEN_HASH_KEY};
 pub use error::ApiError;
+pub use local::serve_local;
 pub use state::{AppState, ServerConfig};
 
 use isola_core::Invoker;
@@ -38,8 +40,46 @@ pub async fn app(
     invoker: Arc<dyn Invoker>,
     kv: Option<Arc<dyn isola_kv::KvStore>>,
 ) -> axum::Router {
-    let state = AppState::new(config, registry, invoker, kv);
-    routes::router(state)
+    Node::new(config, registry, invoker, kv).router()
+}
+
+/// A node's server: one state, served from the main runtime and from the
+/// threads that run the functions. Create it on the main runtime, which
+/// then does the storage work (records, lookups, management requests).
+#[derive(Clone)]
+pub struct Node {
+    state: AppState,
+}
+
+impl Node {
+    /// The server for a registry, an invoker and, optionally, the KV store
+    /// the invoker's functions use (for the `/kv` endpoints).
+    pub fn new(
+        config: ServerConfig,
+        registry: Arc<dyn Registry>,
+        invoker: Arc<dyn Invoker>,
+        kv: Option<Arc<dyn isola_kv::KvStore>>,
+    ) -> Self {
+        Self {
+            state: AppState::new(config, registry, invoker, kv),
+        }
+    }
+
+    /// Every route, answered on the runtime that serves it.
+    pub fn router(&self) -> axum::Router {
+        routes::router(self.state.clone())
+    }
+
+    /// The router for the threads that run functions ([`serve_local`]):
+    /// function traffic and the invoke route are answered there; the rest
+    /// is handed to the runtime this node was created on.
+    pub fn worker_router(&self) -> axum::Router {
+        local::worker_router(
+            self.state.clone(),
+            self.router(),
+            self.state.storage.clone(),
+        )
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves.

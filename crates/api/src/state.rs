@@ -68,6 +68,9 @@ pub struct AppState {
     pub token_hash: Arc<str>,
     /// Functions' KV storage, if the node has one.
     pub kv: Option<Arc<dyn isola_kv::KvStore>>,
+    /// The runtime that does storage work (the one the state was made on):
+    /// requests served on other threads hand it their lookups.
+    pub storage: tokio::runtime::Handle,
 }
 
 impl AppState {
@@ -92,6 +95,7 @@ impl AppState {
             token_hash: config.token_hash.clone().into(),
             config: Arc::new(config),
             active: Arc::new(ActiveFunctions::new(registry.clone(), invoker.clone())),
+            storage: tokio::runtime::Handle::current(),
             recorder,
             metrics,
             registry,

@@ -2,7 +2,7 @@
 
 mod deployments;
 mod functions;
-mod invoke;
+pub(crate) mod invoke;
 mod kv;
 mod logs;
 mod openapi;
@@ -17,7 +17,9 @@ use axum::routing::{any, get, post};
 use axum::Router;
 use isola_core::{Invocation, InvocationInput, LogEntry, LogLevel, Outcome};
 use isola_store::InvocationRecord;
+use crate::active::Active;
 use rand::RngCore;
+use std::sync::Arc;
 
 /// The whole router.
 pub fn router(state: AppState) -> Router {
@@ -131,7 +133,7 @@ pub async fn run(
     name: &str,
     input: InvocationInput,
 ) -> Result<(String, Outcome), ApiError> {
-    let active = state.active.get(name).await?;
+    let active = active(state, name).await?;
     let id = invocation_id();
     let created_at = now_ms();
     let mut outcome = state
@@ -155,6 +157,27 @@ pub async fn run(
     );
     state.recorder.record(record);
     Ok((id, outcome))
+}
+
+/// The function's active deployment: from the cache, or else looked up on
+/// the storage runtime (this may be a worker thread, which does no storage
+/// work of its own).
+async fn active(state: &AppState, name: &str) -> Result<Arc<Active>, ApiError> {
+    if let Some(found) = state.active.cached(name)? {
+        return Ok(found);
+    }
+    let (active, name) = (state.active.clone(), name.to_string());
+    state
+        .storage
+        .spawn(async move { active.get(&name).await })
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "looking up the function failed",
+            ))
+        })
 }
 
 /// The record of a finished invocation. A failure's message and stack are

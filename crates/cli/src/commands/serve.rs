@@ -185,17 +185,59 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
     }
     let executor = Arc::new(Executor::new(executor_config));
     let config = server_config(&args, token_hash);
-    let app = isola_api::app(config, Arc::new(registry), executor, Some(kv)).await;
-    let listener = tokio::net::TcpListener::bind(args.addr)
-        .await
-        .with_context(|| format!("listening on {}", args.addr))?;
-    let local = listener.local_addr()?;
+    let node = isola_api::Node::new(config, Arc::new(registry), executor.clone(), Some(kv));
+    let listener = listen(args.addr).with_context(|| format!("listening on {}", args.addr))?;
     eprintln!(
-        "isola listening on http://{local} (data in {})",
+        "isola listening on http://{} (data in {})",
+        listener.local_addr()?,
         args.data.display()
     );
-    isola_api::serve(listener, app, shutdown_signal()).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let served = serve_on_workers(&executor, &node, listener, stopped);
+    shutdown_signal().await;
+    let _ = stop.send(true);
+    served.await;
     Ok(crate::ExitStatus::Success)
+}
+
+/// The node's listening socket, with a deep accept queue.
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)?.into_std()
+}
+
+/// Serves the node on every worker thread, all accepting from `listener`,
+/// until `stopped` turns true; the future ends when they all have.
+fn serve_on_workers(
+    executor: &Executor,
+    node: &isola_api::Node,
+    listener: std::net::TcpListener,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> {
+    let router = node.worker_router();
+    executor.serve_on_workers(move |worker| {
+        let listener = listener.try_clone();
+        let router = router.clone();
+        let mut stopped = stopped.clone();
+        async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|stopped| *stopped).await;
+            };
+            let served = match listener {
+                Ok(listener) => isola_api::serve_local(listener, router, shutdown).await,
+                Err(error) => Err(error),
+            };
+            if let Err(error) = served {
+                tracing::error!(worker, %error, "a worker could not serve");
+            }
+        }
+    })
 }
 
 async fn shutdown_signal() {

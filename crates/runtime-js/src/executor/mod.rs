@@ -12,6 +12,11 @@
 //! worker is idle, the job goes to its own queue, where its warm isolate
 //! most likely waits; otherwise to the shared queue, to whichever worker is
 //! free first.
+//!
+//! A server can run *on* the worker threads ([`Executor::serve_on_workers`]):
+//! an invocation asked for on a worker thread then runs on that same thread,
+//! with no queue and no thread switch, unless its function is quarantined
+//! or the worker is at its limit of invocations in flight.
 
 mod worker;
 
@@ -113,9 +118,18 @@ impl Job {
     }
 }
 
+/// A future to run on a worker thread, made there (it need not be `Send`).
+type LocalTask = Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> + Send>;
+
 enum Control {
     Evict(String),
+    /// Run a task beside the invocations, e.g. an HTTP server.
+    Spawn(LocalTask),
 }
+
+/// Tells executors apart, so a worker thread runs locally only the
+/// invocations of its own executor.
+static NEXT_EXECUTOR: AtomicU64 = AtomicU64::new(1);
 
 /// The executor's side of a worker thread.
 struct WorkerHandle {
@@ -134,6 +148,7 @@ const ANSWER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What every worker thread of an executor shares.
 struct Common {
+    executor: u64,
     watchdog: CpuWatchdog,
     code_cache: Arc<CodeCache>,
     transpiled: Arc<TranspileCache>,
@@ -156,6 +171,7 @@ impl Common {
         let (own_jobs, own_queue) = async_channel::bounded(self.config.queue_capacity.max(1));
         let in_flight = Arc::new(AtomicUsize::new(0));
         let worker = WorkerSetup {
+            executor: self.executor,
             queue: shared,
             own_queue,
             in_flight: in_flight.clone(),
@@ -186,6 +202,7 @@ impl Common {
 
 /// Runs invocations on worker threads; see the module docs.
 pub struct Executor {
+    id: u64,
     jobs: async_channel::Sender<Job>,
     json_handlers: Arc<FunctionSet>,
     admission: Arc<Admission>,
@@ -209,7 +226,9 @@ impl Executor {
         // The quarantine worker takes no shared work: its shared queue stays
         // empty until shutdown closes it.
         let (quarantine_closer, no_shared_work) = async_channel::bounded(1);
+        let id = NEXT_EXECUTOR.fetch_add(1, Ordering::Relaxed);
         let common = Common {
+            executor: id,
             watchdog: CpuWatchdog::start(),
             code_cache: Arc::new(CodeCache::default()),
             transpiled: Arc::new(TranspileCache::default()),
@@ -232,6 +251,7 @@ impl Executor {
         let (quarantine, thread) = common.spawn("isola-quarantine".into(), no_shared_work, true);
         threads.push(thread);
         Self {
+            id,
             jobs,
             json_handlers: common.json_handlers.clone(),
             admission: Arc::new(Admission::new(common.config.max_admitted_memory_mb)),
@@ -269,8 +289,15 @@ impl Executor {
             reply,
             admitted,
         };
-        if let Err(error) = self.submit(job) {
-            return Outcome::failed(error);
+        let job = if self.quarantined.holds(&function.id) {
+            Some(job)
+        } else {
+            worker::run_here(self.id, job)
+        };
+        if let Some(job) = job {
+            if let Err(error) = self.submit(job) {
+                return Outcome::failed(error);
+            }
         }
         // The worker answers by the wall deadline; should it not (a thread
         // stuck in native code), the caller is not kept waiting.
@@ -329,6 +356,38 @@ impl Executor {
             };
             FunctionError::new(ErrorCode::Unavailable, message)
         })
+    }
+
+    /// Runs a task on each worker thread (not the quarantine one), beside
+    /// its invocations: `make(index)` is called on the thread and its
+    /// future spawned there. Invocations it asks for run on that thread.
+    /// The returned future ends when every task has ended (or its worker
+    /// stopped).
+    pub fn serve_on_workers<F, Fut>(&self, make: F) -> impl std::future::Future<Output = ()>
+    where
+        F: Fn(usize) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        let make = Arc::new(make);
+        let mut ended = Vec::new();
+        for (index, worker) in self.workers.iter().enumerate() {
+            let (done, end) = oneshot::channel::<()>();
+            let make = make.clone();
+            let task: LocalTask = Box::new(move || {
+                Box::pin(async move {
+                    make(index).await;
+                    let _ = done.send(());
+                })
+            });
+            if worker.control.send(Control::Spawn(task)).is_ok() {
+                ended.push(end);
+            }
+        }
+        async move {
+            for end in ended {
+                let _ = end.await;
+            }
+        }
     }
 
     /// Modules whose compiled code is cached for the next cold start.

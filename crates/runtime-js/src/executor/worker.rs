@@ -16,6 +16,7 @@ impl Pooled for FunctionIsolate {
 
 /// What a worker thread starts with.
 pub(super) struct WorkerSetup {
+    pub(super) executor: u64,
     pub(super) queue: async_channel::Receiver<Job>,
     pub(super) own_queue: async_channel::Receiver<Job>,
     pub(super) in_flight: Arc<AtomicUsize>,
@@ -39,6 +40,32 @@ pub(super) struct Worker {
     stats: Arc<ExecutorStats>,
     in_flight: Arc<AtomicUsize>,
     json_handlers: Arc<FunctionSet>,
+    /// Invocations this worker may run at once.
+    slots: Arc<Semaphore>,
+}
+
+thread_local! {
+    /// The worker running on this thread, and its executor's id.
+    static HERE: RefCell<Option<(u64, Rc<Worker>)>> = const { RefCell::new(None) };
+}
+
+/// Starts `job` on this thread when it is a worker thread of executor
+/// `executor` with a free slot; gives the job back otherwise.
+pub(super) fn run_here(executor: u64, job: Job) -> Option<Job> {
+    HERE.with(|here| {
+        let here = here.borrow();
+        let Some((owner, worker)) = here.as_ref().filter(|(owner, _)| *owner == executor) else {
+            return Some(job);
+        };
+        debug_assert_eq!(*owner, executor);
+        match worker.slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                worker.start(job, permit);
+                None
+            }
+            Err(_) => Some(job),
+        }
+    })
 }
 
 impl WorkerSetup {
@@ -77,14 +104,21 @@ impl WorkerSetup {
             stats: self.stats.clone(),
             in_flight: self.in_flight.clone(),
             json_handlers: self.json_handlers.clone(),
+            slots: Arc::new(Semaphore::new(self.max_in_flight)),
         });
-        let slots = Arc::new(Semaphore::new(self.max_in_flight));
+        let slots = worker.slots.clone();
+        if !self.quarantine {
+            HERE.with(|here| *here.borrow_mut() = Some((self.executor, worker.clone())));
+        }
         loop {
             let permit = slots.clone().acquire_owned().await.expect("never closed");
             tokio::select! {
                 biased;
                 Some(control) = self.control.recv() => match control {
                     Control::Evict(id) => worker.evict(&id),
+                    Control::Spawn(task) => {
+                        tokio::task::spawn_local(task());
+                    }
                 },
                 Ok(job) = self.own_queue.recv() => worker.start(job, permit),
                 job = self.queue.recv() => match job {
@@ -95,6 +129,7 @@ impl WorkerSetup {
         }
         // Let the invocations under way finish, then drop the warm isolates.
         let _all = slots.acquire_many(self.max_in_flight as u32).await;
+        HERE.with(|here| here.borrow_mut().take());
         let idle = worker.pool.borrow_mut().clear();
         drop(idle);
     }
