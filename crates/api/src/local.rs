@@ -136,7 +136,10 @@ pub async fn serve_local(
         .await
         .is_err()
     {
-        tracing::warn!("connections still open {:?} after the shutdown signal: closing them", crate::SHUTDOWN_GRACE);
+        tracing::warn!(
+            "connections still open {:?} after the shutdown signal: closing them",
+            crate::SHUTDOWN_GRACE
+        );
     }
     Ok(())
 }

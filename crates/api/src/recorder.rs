@@ -14,7 +14,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 const CAPACITY: usize = 65_536;
-const BATCH: usize = 512;
+const BATCH: usize = 4096;
+/// How long the writer lets records gather before writing a batch.
+const GATHER: Duration = Duration::from_millis(25);
 /// What a record costs besides its text, roughly.
 const RECORD_OVERHEAD: usize = 256;
 /// What a console line costs besides its text, roughly.
@@ -83,7 +85,7 @@ async fn write_batches(
     let mut batch = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
         // Give a burst a moment to gather into one transaction.
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(GATHER).await;
         while batch.len() < BATCH {
             match receiver.try_recv() {
                 Ok(item) => batch.push(item),

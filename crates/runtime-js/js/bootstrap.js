@@ -131,6 +131,7 @@ const performanceMod = load("ext:deno_web/15_performance.js");
 const cryptoMod = load("ext:deno_crypto/00_crypto.js");
 const headers = load("ext:deno_fetch/20_headers.js");
 const formData = load("ext:deno_fetch/21_formdata.js");
+const bodyMod = load("ext:deno_fetch/22_body.js");
 const request = load("ext:deno_fetch/23_request.js");
 const response = load("ext:deno_fetch/23_response.js");
 const fetchMod = load("ext:deno_fetch/26_fetch.js");
@@ -432,7 +433,8 @@ function meterSubtleCrypto(SubtleCrypto) {
 }
 meterSubtleCrypto(cryptoMod.SubtleCrypto);
 
-const { Request } = request;
+const { Request, fromInnerRequest, newInnerRequest } = request;
+const { InnerBody } = bodyMod;
 const { Response, toInnerResponse } = response;
 const { ReadableStream } = streams;
 
@@ -703,6 +705,26 @@ async function pumpBody(stream, sinkId) {
   }
 }
 
+/**
+ * The function's view of an incoming request, built as `deno serve` builds
+ * it: from the parts, with its URL and headers taken as they are (the host
+ * made them) and its headers immutable, as in Workers and Deno.
+ */
+function incomingRequest(method, url, headerList, body) {
+  let innerBody = null;
+  if (body !== null && method !== "GET" && method !== "HEAD") {
+    if (typeof body === "number") {
+      innerBody = new InnerBody(streamedRequestBody(body));
+    } else {
+      innerBody = new InnerBody({ body, consumed: false });
+      innerBody.source = body;
+      innerBody.length = TypedArrayPrototypeGetByteLength(body);
+    }
+  }
+  const inner = newInnerRequest(method, url, () => headerList, innerBody, false);
+  return fromInnerRequest(inner, "immutable");
+}
+
 function settle(pending) {
   return pending.length === 0 ? undefined : SafePromiseAll(pending);
 }
@@ -744,30 +766,31 @@ const host = {
     return [text ?? "null", settle(pending)];
   },
 
-  /** Runs a Workers-style handler: a request in, [status, headers, body] out. */
+  /**
+   * Runs a Workers-style handler: a request in, [status, headers, body,
+   * streaming, settled] out. The headers are one flat list of names and
+   * values; a body given whole is a string or bytes.
+   */
   async invokeFetch(handler, method, url, headerList, body, invocationId, functionName, env, sinkId) {
-    const init = { method, headers: headerList };
-    if (body !== null && method !== "GET" && method !== "HEAD") {
-      init.body = typeof body === "number" ? streamedRequestBody(body) : body;
-    }
     const pending = [];
-    const res = await handler.fetch(new Request(url, init), env, makeContext(invocationId, functionName, pending, undefined));
+    const res = await handler.fetch(incomingRequest(method, url, headerList, body), env, makeContext(invocationId, functionName, pending, undefined));
     if (!ObjectPrototypeIsPrototypeOf(Response.prototype, res)) {
       throw new TypeError("The fetch handler must return a Response, got " + isolaConsole.inspect(res));
     }
+    const inner = toInnerResponse(res);
+    const list = inner.headerList;
     const outHeaders = [];
-    for (const pair of res.headers) ArrayPrototypePush(outHeaders, pair);
+    for (let i = 0; i < list.length; i++) ArrayPrototypePush(outHeaders, list[i][0], list[i][1]);
     // A body given whole (text, bytes) goes back at once; a stream is sent
     // chunk by chunk after the head, while the host relays it.
-    const inner = toInnerResponse(res).body;
-    if (inner === null) return [res.status, outHeaders, new Uint8Array(0), false, settle(pending)];
-    if (!ObjectPrototypeIsPrototypeOf(ReadableStream.prototype, inner.streamOrStatic) && !inner.streamOrStatic.consumed) {
-      const whole = inner.streamOrStatic.body;
-      const bytes = typeof whole === "string" ? textEncoder.encode(whole) : whole;
-      return [res.status, outHeaders, bytes, false, settle(pending)];
+    const innerBody = inner.body;
+    if (innerBody === null) return [inner.status, outHeaders, "", false, settle(pending)];
+    const whole = innerBody.streamOrStatic;
+    if (!ObjectPrototypeIsPrototypeOf(ReadableStream.prototype, whole) && !whole.consumed) {
+      return [inner.status, outHeaders, whole.body, false, settle(pending)];
     }
     pumpBody(res.body, sinkId);
-    return [res.status, outHeaders, new Uint8Array(0), true, settle(pending)];
+    return [inner.status, outHeaders, "", true, settle(pending)];
   },
 
   KIND_INVALID,

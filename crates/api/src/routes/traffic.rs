@@ -21,9 +21,17 @@ pub async fn by_path_root(
 
 pub async fn by_path(
     State(state): State<AppState>,
-    Path((name, path)): Path<(String, String)>,
+    Path((name, _)): Path<(String, String)>,
     request: Request,
 ) -> Response {
+    // The path as it came, still percent-encoded: the function's URL.
+    let path = request
+        .uri()
+        .path()
+        .strip_prefix("/fn/")
+        .and_then(|rest| rest.split_once('/'))
+        .map_or("", |(_, path)| path)
+        .to_string();
     forward(state, name, path, request).await
 }
 
@@ -70,10 +78,13 @@ pub async fn to_invocation_input(
     limit: usize,
 ) -> Result<InvocationInput, ApiError> {
     let (parts, body) = request.into_parts();
+    // The function gets the URL as it is, unparsed (as `deno serve` gives
+    // it), so only a Host that makes a valid URL goes in it.
     let host = parts
         .headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
+        .filter(|host| is_url_host(host))
         .unwrap_or("localhost")
         .to_string();
     let query = parts
@@ -112,6 +123,16 @@ pub async fn to_invocation_input(
         body,
         rest,
     }))
+}
+
+/// Whether `host` (a Host header) is a host name or address, with an
+/// optional port, that can stand in a URL as it is.
+fn is_url_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']' | b'_')
+        })
 }
 
 /// Request bodies larger than this (or of unknown length) are streamed to

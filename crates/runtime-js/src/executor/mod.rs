@@ -119,7 +119,8 @@ impl Job {
 }
 
 /// A future to run on a worker thread, made there (it need not be `Send`).
-type LocalTask = Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> + Send>;
+type LocalTask =
+    Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> + Send>;
 
 enum Control {
     Evict(String),

@@ -3,63 +3,60 @@
 
 use super::*;
 
-pub(super) type Args = Vec<v8::Global<v8::Value>>;
+pub(super) type Args<'s> = Vec<v8::Local<'s, v8::Value>>;
 
-pub(super) fn global_of(
-    scope: &mut v8::PinScope,
-    value: v8::Local<v8::Value>,
-) -> v8::Global<v8::Value> {
-    v8::Global::new(scope, value)
-}
-
-pub(super) fn string_arg(
-    scope: &mut v8::PinScope,
+pub(super) fn string_arg<'s>(
+    scope: &mut v8::PinScope<'s, '_>,
     text: &str,
-) -> Result<v8::Global<v8::Value>, FunctionError> {
+) -> Result<v8::Local<'s, v8::Value>, FunctionError> {
     let string = v8::String::new(scope, text).ok_or_else(|| {
         FunctionError::new(
             ErrorCode::InvalidInput,
             "input too large for a JavaScript string",
         )
     })?;
-    Ok(global_of(scope, string.into()))
+    Ok(string.into())
 }
 
-pub(super) fn serde_arg(
-    scope: &mut v8::PinScope,
-    value: &impl serde::Serialize,
-) -> Result<v8::Global<v8::Value>, FunctionError> {
-    let local = deno_core::serde_v8::to_v8(scope, value)
-        .map_err(|e| FunctionError::new(ErrorCode::InvalidInput, e.to_string()))?;
-    Ok(global_of(scope, local))
+/// Header pairs as an array of `[name, value]` arrays (a Fetch header list).
+fn header_list_arg<'s>(
+    scope: &mut v8::PinScope<'s, '_>,
+    headers: &[(String, String)],
+) -> Result<v8::Local<'s, v8::Value>, FunctionError> {
+    let mut pairs = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        let pair = [string_arg(scope, name)?, string_arg(scope, value)?];
+        pairs.push(v8::Array::new_with_elements(scope, &pair).into());
+    }
+    Ok(v8::Array::new_with_elements(scope, &pairs).into())
 }
 
-pub(super) fn json_args(
-    scope: &mut v8::PinScope,
+pub(super) fn json_args<'s>(
+    scope: &mut v8::PinScope<'s, '_>,
     handler: &v8::Global<v8::Value>,
     payload: &serde_json::Value,
     [invocation_id, function_name]: [&str; 2],
     env: &v8::Global<v8::Value>,
-) -> Result<Args, FunctionError> {
+) -> Result<Args<'s>, FunctionError> {
     let text = serde_json::to_string(payload)
         .map_err(|e| FunctionError::new(ErrorCode::InvalidInput, e.to_string()))?;
     Ok(vec![
-        handler.clone(),
+        v8::Local::new(scope, handler),
         string_arg(scope, &text)?,
         string_arg(scope, invocation_id)?,
         string_arg(scope, function_name)?,
-        env.clone(),
+        v8::Local::new(scope, env),
     ])
 }
 
-pub(super) fn fetch_args(
-    scope: &mut v8::PinScope,
+pub(super) fn fetch_args<'s>(
+    scope: &mut v8::PinScope<'s, '_>,
     handler: &v8::Global<v8::Value>,
     request: &HttpRequest,
     [invocation_id, function_name]: [&str; 2],
     env: &v8::Global<v8::Value>,
     sink_id: u32,
-) -> Result<Args, FunctionError> {
+) -> Result<Args<'s>, FunctionError> {
     let bodiless = matches!(request.method.as_str(), "GET" | "HEAD");
     let body: v8::Local<v8::Value> = if bodiless {
         // Never readable by the function: dropped now, which ends its upload.
@@ -78,17 +75,16 @@ pub(super) fn fetch_args(
             .ok_or_else(|| FunctionError::new(ErrorCode::InvalidInput, "request body too large"))?
             .into()
     };
-    let body = global_of(scope, body);
     Ok(vec![
-        handler.clone(),
+        v8::Local::new(scope, handler),
         string_arg(scope, &request.method)?,
         string_arg(scope, &request.url)?,
-        serde_arg(scope, &request.headers)?,
+        header_list_arg(scope, &request.headers)?,
         body,
         string_arg(scope, invocation_id)?,
         string_arg(scope, function_name)?,
-        env.clone(),
-        global_of(scope, v8::Integer::new_from_unsigned(scope, sink_id).into()),
+        v8::Local::new(scope, env),
+        v8::Integer::new_from_unsigned(scope, sink_id).into(),
     ])
 }
 
@@ -169,14 +165,25 @@ pub(super) fn decode_response<'s>(
     let status = array_item(scope, array, 0)?
         .uint32_value(scope)
         .unwrap_or(500) as u16;
-    let headers = array_item(scope, array, 1)?;
-    let headers: Vec<(String, String)> = deno_core::serde_v8::from_v8(scope, headers)
+    let list = array_item(scope, array, 1)?;
+    let list = v8::Local::<v8::Array>::try_from(list)
         .map_err(|e| internal("reading response headers", e))?;
+    let mut headers = Vec::with_capacity(list.length() as usize / 2);
+    for index in (0..list.length().saturating_sub(1)).step_by(2) {
+        let name = array_item(scope, list, index)?.to_rust_string_lossy(scope);
+        let value = array_item(scope, list, index + 1)?.to_rust_string_lossy(scope);
+        headers.push((name, value));
+    }
     let body = array_item(scope, array, 2)?;
-    let body = v8::Local::<v8::Uint8Array>::try_from(body)
-        .map_err(|e| internal("reading a response body", e))?;
-    let mut bytes = vec![0; body.byte_length()];
-    body.copy_contents(&mut bytes);
+    let bytes = if let Ok(text) = v8::Local::<v8::String>::try_from(body) {
+        text.to_rust_string_lossy(scope).into_bytes()
+    } else {
+        let body = v8::Local::<v8::Uint8Array>::try_from(body)
+            .map_err(|e| internal("reading a response body", e))?;
+        let mut bytes = vec![0; body.byte_length()];
+        body.copy_contents(&mut bytes);
+        bytes
+    };
     let streaming = array_item(scope, array, 3)?.is_true();
     let response = HttpResponse {
         status,
