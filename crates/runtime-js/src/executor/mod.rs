@@ -295,24 +295,30 @@ impl Executor {
         } else {
             worker::run_here(self.id, job)
         };
-        if let Some(job) = job {
-            if let Err(error) = self.submit(job) {
-                return Outcome::failed(error);
+        // Another worker answers by the wall deadline; should it not (a
+        // thread stuck in native code), the caller is not kept waiting.
+        // Run here, the answer comes from this very thread.
+        let answer = match job {
+            None => outcome.await.ok(),
+            Some(job) => {
+                if let Err(error) = self.submit(job) {
+                    return Outcome::failed(error);
+                }
+                match tokio::time::timeout(timeout + ANSWER_GRACE, outcome).await {
+                    Ok(answer) => answer.ok(),
+                    Err(_) => Some(Outcome::failed(FunctionError::new(
+                        ErrorCode::WallTimeout,
+                        "the invocation did not end by its wall-clock limit",
+                    ))),
+                }
             }
-        }
-        // The worker answers by the wall deadline; should it not (a thread
-        // stuck in native code), the caller is not kept waiting.
-        let outcome = match tokio::time::timeout(timeout + ANSWER_GRACE, outcome).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Outcome::failed(FunctionError::new(
+        };
+        let outcome = answer.unwrap_or_else(|| {
+            Outcome::failed(FunctionError::new(
                 ErrorCode::Internal,
                 "the worker running the invocation stopped",
-            )),
-            Err(_) => Outcome::failed(FunctionError::new(
-                ErrorCode::WallTimeout,
-                "the invocation did not end by its wall-clock limit",
-            )),
-        };
+            ))
+        });
         if let Err(error) = &outcome.result {
             if Quarantine::breaks_limit(error.code) {
                 self.quarantined.admit(&function.id);

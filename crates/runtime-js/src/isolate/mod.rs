@@ -448,12 +448,17 @@ impl FunctionIsolate {
             Ok(result) => result.map_err(|e| self.classify(e)),
             Err(_) => Err(wall_timeout(&self.source)),
         };
-        if result.is_err() {
-            self.broken = true;
-            self.measure_memory();
-        } else {
-            self.settle();
-        }
+        let result = match result {
+            Ok((output, tick)) => {
+                self.settle(tick);
+                Ok(output)
+            }
+            Err(error) => {
+                self.broken = true;
+                self.measure_memory();
+                Err(error)
+            }
+        };
         self.charge_offloaded();
         if result.is_ok() && self.meter.exceeded() {
             // Work charged after the last slice (a WebCrypto call finishing)
@@ -464,13 +469,14 @@ impl FunctionIsolate {
         result
     }
 
-    /// Calls the handler, drives the event loop until its result settles and
-    /// decodes it: all inside one metered future, so that a handler that
-    /// finishes without awaiting I/O costs a single CPU slice.
+    /// Calls the handler, drives the event loop until its result settles,
+    /// decodes it and runs one more event-loop tick: all inside one metered
+    /// future, so that a handler that finishes without awaiting I/O costs a
+    /// single CPU slice.
     async fn run_handler(
         &mut self,
         invocation: &Invocation,
-    ) -> Result<InvocationOutput, FunctionError> {
+    ) -> Result<(InvocationOutput, upkeep::Tick), FunctionError> {
         let Self {
             runtime,
             raw,
@@ -532,7 +538,7 @@ impl FunctionIsolate {
                 }
             };
             let streaming = matches!(decoded, Ok((_, true)));
-            match sink {
+            let output = match sink {
                 // The bootstrap pumps the body into the sink after the head.
                 Some((_, receiver)) if streaming => decoded.map(|(output, _)| match output {
                     InvocationOutput::Http(mut response) => {
@@ -547,7 +553,8 @@ impl FunctionIsolate {
                     }
                     decoded.map(|(output, _)| output)
                 }
-            }
+            };
+            output.map(|output| (output, upkeep::tick(runtime)))
         };
         Metered {
             raw: *raw,

@@ -4,29 +4,38 @@
 
 use super::*;
 
+/// What one more event-loop tick after a successful invocation found.
+pub(super) struct Tick {
+    polled: Poll<Result<(), ()>>,
+    heap: usize,
+    external: usize,
+}
+
+/// Runs one more event-loop tick, so that rejections left unhandled by a
+/// successful invocation reach its log, and measures memory. Called inside
+/// the invocation's last slice, with the isolate entered.
+pub(super) fn tick(runtime: &mut JsRuntime) -> Tick {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let polled = runtime
+        .poll_event_loop(&mut cx, PollEventLoopOptions::default())
+        .map(|done| done.map_err(|_| ()));
+    let stats = runtime.v8_isolate().get_heap_statistics();
+    Tick {
+        polled,
+        heap: stats.used_heap_size(),
+        external: stats.external_memory(),
+    }
+}
+
 impl FunctionIsolate {
-    /// Runs one more event-loop tick, so that rejections left unhandled by a
-    /// successful invocation reach its log, and measures memory; all in one
-    /// slice. Records whether the event loop is idle afterwards.
-    pub(super) fn settle(&mut self) {
-        let Self {
-            runtime,
-            raw,
-            meter,
-            guard,
-            ..
-        } = self;
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let (polled, heap, external) = entered(*raw, meter, || {
-            let polled = runtime.poll_event_loop(&mut cx, PollEventLoopOptions::default());
-            let stats = runtime.v8_isolate().get_heap_statistics();
-            (polled, stats.used_heap_size(), stats.external_memory())
-        });
-        self.native_in_use = external + guard.extra();
-        self.memory_in_use = heap + self.native_in_use;
-        match polled {
+    /// Takes in what the tick after a successful invocation found: its
+    /// memory, and whether the event loop is idle.
+    pub(super) fn settle(&mut self, tick: Tick) {
+        self.native_in_use = tick.external + self.guard.extra();
+        self.memory_in_use = tick.heap + self.native_in_use;
+        match tick.polled {
             Poll::Ready(Ok(())) => self.idle = true,
-            Poll::Ready(Err(_)) => self.broken = true,
+            Poll::Ready(Err(())) => self.broken = true,
             Poll::Pending => self.idle = false,
         }
     }
