@@ -7,8 +7,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Outcomes {
@@ -46,6 +47,17 @@ pub struct Metrics {
     resident_memory: Gauge<u64, AtomicU64>,
     /// Invocation records dropped because the writer was behind.
     pub records_dropped: Counter,
+    /// Each function's series, found without building labels.
+    by_function: RwLock<HashMap<String, Arc<FunctionSeries>>>,
+}
+
+/// One function's series of the families (handles sharing their values).
+struct FunctionSeries {
+    ok: Counter,
+    cold: Counter,
+    warm: Counter,
+    duration: Histogram,
+    cpu: Histogram,
 }
 
 impl Metrics {
@@ -62,6 +74,7 @@ impl Metrics {
             resident_memory: Gauge::default(),
             records_dropped: Counter::default(),
             registry: Mutex::new(Registry::default()),
+            by_function: RwLock::default(),
         };
         registry.register(
             "invocations",
@@ -109,35 +122,62 @@ impl Metrics {
 
     /// Counts one invocation.
     pub fn observe(&self, function: &str, outcome: &Outcome) {
-        let label = match &outcome.result {
-            Ok(_) => "ok".to_string(),
-            Err(error) => error.code.as_str().to_string(),
+        let series = self.series(function);
+        match &outcome.result {
+            Ok(_) => series.ok.inc(),
+            Err(error) => self
+                .invocations
+                .get_or_create(&Outcomes {
+                    function: function.to_string(),
+                    outcome: error.code.as_str().to_string(),
+                })
+                .inc(),
         };
-        let function = function.to_string();
-        self.invocations
-            .get_or_create(&Outcomes {
-                function: function.clone(),
-                outcome: label,
-            })
-            .inc();
-        let start = if outcome.metrics.cold_start {
-            "cold"
+        if outcome.metrics.cold_start {
+            series.cold.inc();
         } else {
-            "warm"
-        };
-        self.starts
-            .get_or_create(&Starts {
-                function: function.clone(),
-                start: start.into(),
-            })
-            .inc();
-        let key = Function { function };
-        self.duration
-            .get_or_create(&key)
+            series.warm.inc();
+        }
+        series
+            .duration
             .observe(outcome.metrics.duration_us as f64 / 1e6);
-        self.cpu
-            .get_or_create(&key)
-            .observe(outcome.metrics.cpu_us as f64 / 1e6);
+        series.cpu.observe(outcome.metrics.cpu_us as f64 / 1e6);
+    }
+
+    /// The function's series, made on its first invocation.
+    fn series(&self, function: &str) -> Arc<FunctionSeries> {
+        if let Some(series) = self.by_function.read().unwrap().get(function) {
+            return series.clone();
+        }
+        let name = || function.to_string();
+        let starts = |start: &str| {
+            self.starts
+                .get_or_create(&Starts {
+                    function: name(),
+                    start: start.into(),
+                })
+                .clone()
+        };
+        let key = Function { function: name() };
+        let series = Arc::new(FunctionSeries {
+            ok: self
+                .invocations
+                .get_or_create(&Outcomes {
+                    function: name(),
+                    outcome: "ok".into(),
+                })
+                .clone(),
+            cold: starts("cold"),
+            warm: starts("warm"),
+            duration: self.duration.get_or_create(&key).clone(),
+            cpu: self.cpu.get_or_create(&key).clone(),
+        });
+        self.by_function
+            .write()
+            .unwrap()
+            .entry(name())
+            .or_insert(series)
+            .clone()
     }
 
     /// The text exposition, with gauges read from `stats`.

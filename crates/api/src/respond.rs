@@ -38,7 +38,7 @@ pub fn invocation(audience: Audience, limit: usize, id: &str, outcome: Outcome) 
             Audience::Public => plain(StatusCode::INTERNAL_SERVER_ERROR),
         },
     };
-    add_metadata(&mut response, id, &outcome.metrics);
+    add_metadata(&mut response, audience, id, &outcome.metrics);
     response
 }
 
@@ -86,8 +86,16 @@ pub fn error_detail(error: &FunctionError) -> String {
     }
 }
 
-/// Adds the `x-isola-*` headers describing an invocation.
-pub fn add_metadata(response: &mut Response, id: &str, metrics: &InvocationMetrics) {
+/// Adds the `x-isola-*` headers describing an invocation: its id for
+/// everyone (the key to its record and logs), and its duration, CPU time
+/// and cold start for the owner only (timings of a function's work are not
+/// for the public).
+pub fn add_metadata(
+    response: &mut Response,
+    audience: Audience,
+    id: &str,
+    metrics: &InvocationMetrics,
+) {
     let headers = response.headers_mut();
     let mut set = |name: &'static str, value: String| {
         if let Ok(value) = HeaderValue::from_str(&value) {
@@ -95,6 +103,9 @@ pub fn add_metadata(response: &mut Response, id: &str, metrics: &InvocationMetri
         }
     };
     set("x-isola-invocation-id", id.to_string());
+    if audience == Audience::Public {
+        return;
+    }
     set("x-isola-duration-us", metrics.duration_us.to_string());
     set("x-isola-cpu-us", metrics.cpu_us.to_string());
     set("x-isola-cold-start", metrics.cold_start.to_string());
@@ -200,6 +211,8 @@ mod tests {
         assert_eq!(public.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(public.headers().get(header::CONTENT_TYPE).is_none());
         assert_eq!(public.headers()["x-isola-invocation-id"], "inv_1");
+        assert!(public.headers().get("x-isola-cpu-us").is_none());
+        assert!(public.headers().get("x-isola-duration-us").is_none());
         assert_eq!(body_of(public).await, "Internal Server Error");
         let owner = invocation(
             Audience::Owner,
@@ -208,6 +221,7 @@ mod tests {
             failed(ErrorCode::UncaughtException),
         );
         assert_eq!(owner.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(owner.headers().get("x-isola-cpu-us").is_some());
         let body = body_of(owner).await;
         assert!(body.contains("uncaught_exception") && body.contains("secret detail"));
     }

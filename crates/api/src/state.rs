@@ -49,9 +49,21 @@ impl Default for ServerConfig {
     }
 }
 
-/// What every handler can reach.
+/// What every handler can reach: one `Arc`, so handing it to a handler
+/// costs one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The state behind [`AppState`].
+pub struct Shared {
     /// Configuration.
     pub config: Arc<ServerConfig>,
     /// Where functions are kept.
@@ -90,7 +102,7 @@ impl AppState {
         if let Some(retention) = config.retention {
             crate::recorder::spawn_pruner(registry.clone(), retention, PRUNE_EVERY);
         }
-        Self {
+        Self(Arc::new(Shared {
             kv,
             token_hash: config.token_hash.clone().into(),
             config: Arc::new(config),
@@ -100,6 +112,6 @@ impl AppState {
             metrics,
             registry,
             invoker,
-        }
+        }))
     }
 }
