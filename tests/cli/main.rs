@@ -9,6 +9,7 @@ mod metrics;
 mod public_errors;
 mod serve_journey;
 mod server;
+mod traffic;
 mod unknown_functions;
 
 use std::io::Write;

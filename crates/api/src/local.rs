@@ -24,7 +24,7 @@ use axum::middleware::from_fn_with_state;
 use axum::response::Response;
 use axum::routing::{any, get, post};
 use axum::Router;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::future::Future;
 use tokio::runtime::Handle;
@@ -57,6 +57,12 @@ pub(crate) fn worker_router(state: AppState, router: Router, runtime: Handle) ->
         .with_state(state)
         .merge(main)
 }
+
+/// How long a client may take to send a request's head.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Requests one HTTP/2 connection may have open at once.
+const H2_STREAMS: u32 = 128;
 
 /// Frames of a management response's body in flight between the runtimes.
 const RELAY_FRAMES: usize = 8;
@@ -105,7 +111,18 @@ pub async fn serve_local(
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let builder = auto::Builder::new(LocalExecutor);
+    let mut builder = auto::Builder::new(LocalExecutor);
+    builder
+        .http1()
+        // A response's head and body in one write.
+        .writev(false)
+        // A client that takes this long to send a request's head is cut off.
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_STREAMS);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let service = hyper_util::service::TowerToHyperService::new(router);
     tokio::pin!(shutdown);

@@ -91,6 +91,9 @@ pub struct ExecutorStats {
     pub cold_starts: AtomicU64,
     /// Invocations finished so far.
     pub invocations: AtomicU64,
+    /// Invocations run on the very thread that asked for them (a server
+    /// running on the workers), with no queue and no thread switch.
+    pub in_place: AtomicU64,
 }
 
 /// Work for a worker thread.

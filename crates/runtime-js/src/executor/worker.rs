@@ -60,6 +60,7 @@ pub(super) fn run_here(executor: u64, job: Job) -> Option<Job> {
         debug_assert_eq!(*owner, executor);
         match worker.slots.clone().try_acquire_owned() {
             Ok(permit) => {
+                worker.stats.in_place.fetch_add(1, Ordering::Relaxed);
                 worker.start(job, permit);
                 None
             }

@@ -11,7 +11,42 @@ crate::cases!(
     evicted_functions_start_cold,
     many_functions_share_few_threads,
     functions_that_break_limits_do_not_hold_up_others,
+    invocations_asked_for_on_a_worker_run_there,
 );
+
+fn invocations_asked_for_on_a_worker_run_there() {
+    use std::sync::atomic::Ordering;
+    let executor = std::sync::Arc::new(Executor::new(ExecutorConfig {
+        workers: 2,
+        ..ExecutorConfig::default()
+    }));
+    let source = function("export default () => 'here'");
+    let ask = |id: &str| Invocation {
+        id: id.into(),
+        function: source.clone(),
+        input: InvocationInput::Json(json!(null)),
+    };
+    // From a thread of its own, an invocation goes through the queues.
+    assert_eq!(json(&block_on(executor.run(ask("outside")))), json!("here"));
+    assert_eq!(executor.stats().in_place.load(Ordering::Relaxed), 0);
+
+    // From a task on each worker, it runs where it was asked for.
+    let (answers, answered) = std::sync::mpsc::channel();
+    let on_workers = executor.clone();
+    let invocation = ask("inside");
+    let served = executor.serve_on_workers(move |_| {
+        let (executor, answers, invocation) =
+            (on_workers.clone(), answers.clone(), invocation.clone());
+        async move {
+            let outcome = executor.run(invocation).await;
+            answers.send(json(&outcome)).unwrap();
+        }
+    });
+    block_on(served);
+    let answers: Vec<_> = answered.try_iter().collect();
+    assert_eq!(answers, vec![json!("here"), json!("here")]);
+    assert_eq!(executor.stats().in_place.load(Ordering::Relaxed), 2);
+}
 
 fn waiting_invocation_frees_its_thread() {
     let executor = Executor::new(ExecutorConfig {

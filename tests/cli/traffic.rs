@@ -1,0 +1,127 @@
+//! Function traffic as the worker threads serve it: the request a function
+//! sees, and every request served leaving a record (or a counted drop).
+
+use crate::server::Server;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const ECHO: &str = r#"export default { async fetch(request) {
+  let immutable = false;
+  try { request.headers.set("x-added", "1"); } catch (e) { immutable = e instanceof TypeError; }
+  return Response.json({
+    method: request.method,
+    url: request.url,
+    parsed: new URL(request.url).pathname,
+    test: request.headers.get("x-test"),
+    immutable,
+    body: await request.text(),
+  });
+} }"#;
+
+#[test]
+fn a_function_sees_the_request_as_it_came() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.create_function("echo");
+    assert_eq!(
+        server.deploy_module("echo", ECHO).status(),
+        StatusCode::CREATED
+    );
+    let host = server.url.trim_start_matches("http://");
+    let seen: Value = server
+        .http()
+        .post(format!("{}/fn/echo/a%20b/c?x=1&y=%2F", server.url))
+        .header("x-test", "yes")
+        .body("payload")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(seen["method"], "POST");
+    assert_eq!(seen["url"], format!("http://{host}/a%20b/c?x=1&y=%2F"));
+    assert_eq!(seen["parsed"], "/a%20b/c");
+    assert_eq!(seen["test"], "yes");
+    assert_eq!(seen["immutable"], true, "{seen}");
+    assert_eq!(seen["body"], "payload");
+
+    // A Host that cannot stand in a URL is not put in one.
+    let odd: Value = server
+        .http()
+        .get(format!("{}/fn/echo/", server.url))
+        .header("host", "evil/path@x")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(odd["url"], "http://localhost/");
+}
+
+/// `isola_records_dropped_total` from /metrics.
+fn dropped(server: &Server) -> u64 {
+    let text = server
+        .api(Method::GET, "/metrics")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("isola_records_dropped_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("the drop counter")
+}
+
+#[test]
+fn every_request_served_leaves_a_record_or_a_counted_drop() {
+    const THREADS: usize = 4;
+    const EACH: usize = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.create_function("counted");
+    let hello = "export default { fetch() { return new Response('hi') } }";
+    assert_eq!(
+        server.deploy_module("counted", hello).status(),
+        StatusCode::CREATED
+    );
+    let url = format!("{}/fn/counted/", server.url);
+    let served: usize = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                scope.spawn(|| {
+                    let http = server.http();
+                    (0..EACH)
+                        .filter(|_| {
+                            http.get(&url)
+                                .send()
+                                .is_ok_and(|r| r.status() == StatusCode::OK)
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    assert_eq!(served, THREADS * EACH);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let records: Vec<Value> = server
+            .api(Method::GET, "/v1/functions/counted/invocations?limit=1000")
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let accounted = records.len() as u64 + dropped(&server);
+        if accounted == served as u64 {
+            break;
+        }
+        assert!(
+            accounted < served as u64,
+            "{accounted} records for {served} requests"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{accounted} of {served} requests accounted for"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
