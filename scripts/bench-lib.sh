@@ -10,33 +10,85 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-# wait_for URL: until it answers (10 s at most).
-wait_for() { for _ in $(seq 100); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+# start NAME COMMAND...: runs COMMAND in the background, its output in $work/NAME.log.
+start() { local log="$work/$1.log"; shift; "$@" >"$log" 2>&1 & pids+=($!); }
 
-# wrk_row NAME URL DURATION CONNECTIONS: one line of requests/s and latency.
-wrk_row() {
-  local out
-  out="$(wrk -t2 -c"$4" -d"$3s" --latency "$2")"
-  printf "%-8s %12s %10s %10s %10s %s\n" "$1" "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" \
-    "$(awk '$1=="50%" {print $2}' <<<"$out")" "$(awk '$1=="90%" {print $2}' <<<"$out")" \
-    "$(awk '$1=="99%" {print $2}' <<<"$out")" "$(grep -E "Non-2xx|Socket errors" <<<"$out" || true)"
+# stop_from N: stops the processes started after the first N (5 s each at most,
+# then killed outright) and forgets them.
+stop_from() {
+  local pid
+  for pid in "${pids[@]:$1}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]:$1}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  pids=("${pids[@]:0:$1}")
 }
 
-# compare DURATION CONNECTIONS "NAME URL"...: checks each answers hello world,
-# warms each up for 2 s, then measures each in turn.
+# wait_for URL: until it answers at all, any status (10 s at most).
+wait_for() { for _ in $(seq 100); do curl -s -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+
+# request URL PAYLOAD TOKEN: the body of a GET of URL or, with a PAYLOAD, of a
+# POST of it as JSON; with a TOKEN, as `authorization: Bearer TOKEN`.
+request() {
+  local args=(-s --max-time 5)
+  [ -z "$2" ] || args+=(-X POST -H "content-type: application/json" --data-raw "$2")
+  [ -z "$3" ] || args+=(-H "authorization: Bearer $3")
+  curl "${args[@]}" "$1"
+}
+
+# load URL PAYLOAD TOKEN WRK_ARGS...: wrk on URL, the same request as `request`
+# (bench/peers/post-json.lua when there is a PAYLOAD).
+load() {
+  local url="$1" payload="$2" token="$3"; shift 3
+  [ -z "$payload" ] || set -- "$@" -s "$root/bench/peers/post-json.lua"
+  BENCH_BODY="$payload" BENCH_TOKEN="$token" wrk -t2 "$@" "$url"
+}
+
+# wrk_row NAME URL PAYLOAD TOKEN DURATION CONNECTIONS: one line of requests/s,
+# latency and errors; keeps requests/s and p99 in rps[NAME] and p99[NAME].
+declare -A rps p99
+wrk_row() {
+  local out
+  out="$(load "$2" "$3" "$4" -c"$6" -d"$5s" --latency)"
+  rps[$1]="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
+  p99[$1]="$(awk '$1=="99%" {print $2}' <<<"$out")"
+  printf "%-8s %12s %10s %10s %10s %8s  %s\n" "$1" "${rps[$1]}" \
+    "$(awk '$1=="50%" {print $2}' <<<"$out")" "$(awk '$1=="90%" {print $2}' <<<"$out")" "${p99[$1]}" \
+    "$(awk '/Non-2xx/ {print $NF}' <<<"$out" | grep . || echo 0)" \
+    "$(sed -n 's/.*Socket errors: //p' <<<"$out" | grep . || echo none)"
+}
+
+# ratios NAME...: requests/s of the first NAME over each other one's, and every p99.
+ratios() {
+  local first="$1" name line="" p99s=""
+  for name in "${@:2}"; do
+    line+="${line:+, }$first/$name = $(awk -v a="${rps[$first]}" -v b="${rps[$name]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "?" }')×"
+  done
+  for name in "$@"; do p99s+="${p99s:+, }$name ${p99[$name]}"; done
+  echo "$line   (p99: $p99s)"
+}
+
+# compare DURATION CONNECTIONS EXPECTED PAYLOAD "NAME URL [TOKEN]"...: checks
+# each answers exactly EXPECTED (see `request`), warms each up for 2 s, then
+# measures each in turn and prints the first one's ratios to the others.
 compare() {
-  local duration="$1" connections="$2"; shift 2
-  local targets=("$@") target
+  local duration="$1" connections="$2" expected="$3" payload="$4"; shift 4
+  local targets=("$@") target name url token got names=()
   for target in "${targets[@]}"; do
-    set -- $target
-    wait_for "$2"
-    [ "$(curl -s "$2")" = "hello world" ] || { echo "$1 did not answer hello world" >&2; exit 1; }
-    wrk -t2 -c"$connections" -d2s "$2" >/dev/null
+    read -r name url token <<<"$target"
+    wait_for "$url"
+    got="$(request "$url" "$payload" "$token")"
+    [ "$got" = "$expected" ] || { echo "$name answered '$got', not '$expected' ($url)" >&2; exit 1; }
+    load "$url" "$payload" "$token" -c"$connections" -d2s >/dev/null
+    names+=("$name")
   done
   echo "wrk -t2 -c$connections -d${duration}s, $(nproc) cores"
-  printf "%-8s %12s %10s %10s %10s\n" peer "requests/s" p50 p90 p99
+  printf "%-8s %12s %10s %10s %10s %8s  %s\n" peer "requests/s" p50 p90 p99 non-2xx "socket errors"
   for target in "${targets[@]}"; do
-    set -- $target
-    wrk_row "$1" "$2" "$duration" "$connections"
+    read -r name url token <<<"$target"
+    wrk_row "$name" "$url" "$payload" "$token" "$duration" "$connections"
   done
+  ratios "${names[@]}"
 }
