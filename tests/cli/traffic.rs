@@ -125,3 +125,44 @@ fn every_request_served_leaves_a_record_or_a_counted_drop() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_stalled_request_body_is_given_up_and_a_used_body_is_an_error() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.create_function("echo");
+    assert_eq!(
+        server.deploy_module("echo", ECHO).status(),
+        StatusCode::CREATED
+    );
+    let host = server.url.trim_start_matches("http://");
+    let mut stalled = std::net::TcpStream::connect(host).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let started = Instant::now();
+    write!(
+        stalled,
+        "POST /fn/echo/ HTTP/1.1\r\nhost: {host}\r\ncontent-length: 10\r\n\r\na"
+    )
+    .unwrap();
+    let mut answer = [0u8; 64];
+    let read = stalled.read(&mut answer).unwrap();
+    let head = String::from_utf8_lossy(&answer[..read]).to_string();
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+
+    server.create_function("used");
+    let used = "export default { async fetch() { const r = new Response('x'); await r.text(); return r; } }";
+    assert_eq!(
+        server.deploy_module("used", used).status(),
+        StatusCode::CREATED
+    );
+    let response = server
+        .http()
+        .get(format!("{}/fn/used/", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+}

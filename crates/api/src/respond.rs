@@ -52,9 +52,10 @@ pub fn failure(audience: Audience, error: ApiError) -> Response {
         // What the client can act on, and says nothing about the function.
         StatusCode::PAYLOAD_TOO_LARGE => error.into_response(),
         StatusCode::BAD_GATEWAY if error.code == "response_too_large" => error.into_response(),
-        StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::BAD_GATEWAY => {
-            plain(error.status)
-        }
+        StatusCode::NOT_FOUND
+        | StatusCode::BAD_REQUEST
+        | StatusCode::BAD_GATEWAY
+        | StatusCode::REQUEST_TIMEOUT => plain(error.status),
         StatusCode::SERVICE_UNAVAILABLE => unavailable(),
         _ => plain(StatusCode::INTERNAL_SERVER_ERROR),
     }
@@ -133,10 +134,7 @@ pub fn into_response(limit: usize, http: HttpResponse) -> Result<Response, ApiEr
         ) else {
             continue;
         };
-        if name == header::CONTENT_LENGTH
-            || name == header::TRANSFER_ENCODING
-            || name == header::CONNECTION
-        {
+        if !passes_through(&name) {
             continue;
         }
         response = response.header(name, value);
@@ -148,6 +146,25 @@ pub fn into_response(limit: usize, http: HttpResponse) -> Result<Response, ApiEr
     response
         .body(body)
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "invalid_response", e.to_string()))
+}
+
+/// Whether a header a function sets goes out: not the framing and
+/// hop-by-hop headers (RFC 9110 §7.6.1), which the server sets for the
+/// connection, and not isola's own `x-isola-*`, which only the node sets.
+fn passes_through(name: &HeaderName) -> bool {
+    const HOP_BY_HOP: [&str; 6] = [
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authenticate",
+    ];
+    !(name == header::CONTENT_LENGTH
+        || name == header::TRANSFER_ENCODING
+        || name == header::CONNECTION
+        || HOP_BY_HOP.contains(&name.as_str())
+        || name.as_str().starts_with("x-isola-"))
 }
 
 /// A streamed body as the function produces it, cut off (the connection
@@ -224,6 +241,27 @@ mod tests {
         assert!(owner.headers().get("x-isola-cpu-us").is_some());
         let body = body_of(owner).await;
         assert!(body.contains("uncaught_exception") && body.contains("secret detail"));
+    }
+
+    #[test]
+    fn a_function_cannot_set_hop_by_hop_or_isola_headers() {
+        let http = HttpResponse {
+            status: 200,
+            headers: [
+                ("Upgrade", "h2c"),
+                ("keep-alive", "timeout=1"),
+                ("X-Isola-Cpu-Us", "1"),
+                ("x-kept", "yes"),
+            ]
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+            body: Vec::new(),
+            rest: Default::default(),
+        };
+        let response = into_response(1024, http).unwrap();
+        let names: Vec<_> = response.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
     }
 
     #[tokio::test]

@@ -777,6 +777,7 @@ const host = {
     if (!ObjectPrototypeIsPrototypeOf(Response.prototype, res)) {
       throw new TypeError("The fetch handler must return a Response, got " + isolaConsole.inspect(res));
     }
+    if (res.bodyUsed) throw new TypeError("The response body was already used");
     const inner = toInnerResponse(res);
     const list = inner.headerList;
     const outHeaders = [];
@@ -789,6 +790,7 @@ const host = {
     if (!ObjectPrototypeIsPrototypeOf(ReadableStream.prototype, whole) && !whole.consumed) {
       return [inner.status, outHeaders, whole.body, false, settle(pending)];
     }
+    if (res.body.locked) throw new TypeError("The response body is locked to a reader");
     pumpBody(res.body, sinkId);
     return [inner.status, outHeaders, "", true, settle(pending)];
   },

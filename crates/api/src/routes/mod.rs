@@ -78,7 +78,13 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiErro
     use futures::StreamExt;
     let mut stream = body.into_data_stream();
     let mut read = bytes::BytesMut::new();
-    while let Some(frame) = stream.next().await {
+    loop {
+        let Ok(next) = tokio::time::timeout(BODY_IDLE, stream.next()).await else {
+            return Err(body_stalled());
+        };
+        let Some(frame) = next else {
+            break;
+        };
         let frame = frame.map_err(|error| {
             ApiError::bad_request(format!("could not read the request body: {error}"))
         })?;
@@ -89,6 +95,21 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiErro
         read.extend_from_slice(&frame);
     }
     Ok(read.freeze())
+}
+
+/// How long a request body may send nothing before it is given up.
+pub(crate) const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The error for a request body that stopped arriving.
+pub(crate) fn body_stalled() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        "body_timeout",
+        format!(
+            "the request body sent nothing for {} s",
+            BODY_IDLE.as_secs()
+        ),
+    )
 }
 
 /// Most of a refused body read and thrown away, and for how long.

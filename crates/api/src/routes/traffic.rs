@@ -125,14 +125,72 @@ pub async fn to_invocation_input(
     }))
 }
 
-/// Whether `host` (a Host header) is a host name or address, with an
-/// optional port, that can stand in a URL as it is.
+/// Whether `host` (a Host header) is a host name, an IPv4 address or a
+/// bracketed IPv6 address, with an optional numeric port: what can stand
+/// in a URL as it is.
 fn is_url_host(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 255
-        && host.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'[' | b']' | b'_')
-        })
+    let (name, port) = if host.starts_with('[') {
+        let Some(end) = host.find(']') else {
+            return false;
+        };
+        match &host[end + 1..] {
+            "" => (&host[..=end], None),
+            rest => match rest.strip_prefix(':') {
+                Some(port) => (&host[..=end], Some(port)),
+                None => return false,
+            },
+        }
+    } else {
+        match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }
+    };
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.parse::<u16>().is_ok());
+    let name_ok = match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        }
+    };
+    port_ok && name_ok
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_hosts_that_make_a_url() {
+        for good in [
+            "a",
+            "a.example",
+            "a.example:8080",
+            "127.0.0.1:1",
+            "[::1]",
+            "[::1]:80",
+            "x_y",
+        ] {
+            assert!(super::is_url_host(good), "{good}");
+        }
+        for bad in [
+            "",
+            "a:b:c",
+            "[",
+            "]]:::",
+            "a:",
+            "a:99999",
+            "a b",
+            "evil/path@x",
+            "[zz]",
+            "a@b",
+            "::1",
+        ] {
+            assert!(!super::is_url_host(bad), "{bad}");
+        }
+    }
 }
 
 /// Request bodies larger than this (or of unknown length) are streamed to
@@ -147,7 +205,15 @@ fn stream_request_body(body: Body, limit: usize) -> BodyStream {
     tokio::spawn(async move {
         let mut frames = body.into_data_stream();
         let mut received = 0usize;
-        while let Some(frame) = frames.next().await {
+        loop {
+            let frame = match tokio::time::timeout(super::BODY_IDLE, frames.next()).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(_) => {
+                    let _ = sender.send(Err(super::body_stalled().message)).await;
+                    break;
+                }
+            };
             let chunk = match frame {
                 Ok(bytes) => {
                     received += bytes.len();

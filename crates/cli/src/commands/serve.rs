@@ -193,9 +193,13 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
         args.data.display()
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let served = serve_on_workers(&executor, &node, listener, stopped);
+    let listener = Arc::new(std::sync::Mutex::new(Some(listener)));
+    let served = serve_on_workers(&executor, &node, listener.clone(), stopped);
     shutdown_signal().await;
     let _ = stop.send(true);
+    // With every copy of the socket closed, new connections are refused at
+    // once rather than queued where nobody will accept them.
+    listener.lock().unwrap().take();
     served.await;
     Ok(crate::ExitStatus::Success)
 }
@@ -212,17 +216,21 @@ fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket.listen(1024)?.into_std()
 }
 
-/// Serves the node on every worker thread, all accepting from `listener`,
-/// until `stopped` turns true; the future ends when they all have.
+/// Serves the node on every worker thread, each accepting from its own copy
+/// of `listener`, until `stopped` turns true; the future ends when they all
+/// have. Each worker closes its copy when it stops accepting.
 fn serve_on_workers(
     executor: &Executor,
     node: &isola_api::Node,
-    listener: std::net::TcpListener,
+    listener: Arc<std::sync::Mutex<Option<std::net::TcpListener>>>,
     stopped: tokio::sync::watch::Receiver<bool>,
 ) -> impl std::future::Future<Output = ()> {
     let router = node.worker_router();
     executor.serve_on_workers(move |worker| {
-        let listener = listener.try_clone();
+        let listener = match listener.lock().unwrap().as_ref() {
+            Some(listener) => listener.try_clone(),
+            None => Err(std::io::Error::other("the node is shutting down")),
+        };
         let router = router.clone();
         let mut stopped = stopped.clone();
         async move {

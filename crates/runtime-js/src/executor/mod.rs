@@ -33,7 +33,7 @@ use isola_core::{
     BoxFuture, ErrorCode, FunctionError, FunctionSource, Invocation, InvocationMetrics, Invoker,
     InvokerStats, Outcome,
 };
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;

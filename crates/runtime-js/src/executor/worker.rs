@@ -42,7 +42,16 @@ pub(super) struct Worker {
     json_handlers: Arc<FunctionSet>,
     /// Invocations this worker may run at once.
     slots: Arc<Semaphore>,
+    /// Invocations started on this thread by its own callers that have not
+    /// begun to run yet.
+    waiting_in_place: Cell<usize>,
 }
+
+/// Most invocations asked for on a worker thread that wait there to begin;
+/// past them, the next go to the shared queue, to whichever worker is free
+/// first, so that one connection (an HTTP/2 one with many streams) cannot
+/// pile work onto one thread while another idles.
+const MAX_WAITING_IN_PLACE: usize = 2;
 
 thread_local! {
     /// The worker running on this thread, and its executor's id.
@@ -54,14 +63,19 @@ thread_local! {
 pub(super) fn run_here(executor: u64, job: Job) -> Option<Job> {
     HERE.with(|here| {
         let here = here.borrow();
-        let Some((owner, worker)) = here.as_ref().filter(|(owner, _)| *owner == executor) else {
+        let Some((_, worker)) = here.as_ref().filter(|(owner, _)| *owner == executor) else {
             return Some(job);
         };
-        debug_assert_eq!(*owner, executor);
+        if worker.waiting_in_place.get() >= MAX_WAITING_IN_PLACE {
+            return Some(job);
+        }
         match worker.slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 worker.stats.in_place.fetch_add(1, Ordering::Relaxed);
-                worker.start(job, permit);
+                worker
+                    .waiting_in_place
+                    .set(worker.waiting_in_place.get() + 1);
+                worker.start_in_place(job, permit);
                 None
             }
             Err(_) => Some(job),
@@ -106,6 +120,7 @@ impl WorkerSetup {
             in_flight: self.in_flight.clone(),
             json_handlers: self.json_handlers.clone(),
             slots: Arc::new(Semaphore::new(self.max_in_flight)),
+            waiting_in_place: Cell::new(0),
         });
         let slots = worker.slots.clone();
         if !self.quarantine {
@@ -137,8 +152,30 @@ impl WorkerSetup {
 }
 
 impl Worker {
+    /// Starts a job asked for on this thread; it stops counting as waiting
+    /// when it begins to run.
+    fn start_in_place(self: &Rc<Self>, job: Job, permit: OwnedSemaphorePermit) {
+        let this = self.clone();
+        let begun = move || this.waiting_in_place.set(this.waiting_in_place.get() - 1);
+        self.start_with(job, permit, Some(Box::new(begun)));
+    }
+
     fn start(self: &Rc<Self>, job: Job, permit: OwnedSemaphorePermit) {
+        self.start_with(job, permit, None);
+    }
+
+    fn start_with(
+        self: &Rc<Self>,
+        job: Job,
+        permit: OwnedSemaphorePermit,
+        begun: Option<Box<dyn FnOnce()>>,
+    ) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let begin = move || {
+            if let Some(begun) = begun {
+                begun();
+            }
+        };
         match job {
             Job::Invoke {
                 invocation,
@@ -146,10 +183,17 @@ impl Worker {
                 admitted,
             } => {
                 let job = self.clone().run_job(invocation, reply, (permit, admitted));
-                tokio::task::spawn_local(job);
+                tokio::task::spawn_local(async move {
+                    begin();
+                    job.await
+                });
             }
             Job::Prepare { function, reply } => {
-                tokio::task::spawn_local(self.clone().prepare(function, reply, permit));
+                let job = self.clone().prepare(function, reply, permit);
+                tokio::task::spawn_local(async move {
+                    begin();
+                    job.await
+                });
             }
         }
     }

@@ -46,6 +46,23 @@ fn invocations_asked_for_on_a_worker_run_there() {
     let answers: Vec<_> = answered.try_iter().collect();
     assert_eq!(answers, vec![json!("here"), json!("here")]);
     assert_eq!(executor.stats().in_place.load(Ordering::Relaxed), 2);
+
+    // Many asked for at once on one worker: two wait there, the rest go to
+    // whichever worker is free.
+    let on_workers = executor.clone();
+    let invocation = ask("burst");
+    let served = executor.serve_on_workers(move |worker| {
+        let (executor, invocation) = (on_workers.clone(), invocation.clone());
+        async move {
+            if worker == 0 {
+                let runs = (0..8).map(|_| executor.run(invocation.clone()));
+                let outcomes = futures::future::join_all(runs).await;
+                assert!(outcomes.iter().all(|o| json(o) == json!("here")));
+            }
+        }
+    });
+    block_on(served);
+    assert_eq!(executor.stats().in_place.load(Ordering::Relaxed), 4);
 }
 
 fn waiting_invocation_frees_its_thread() {
