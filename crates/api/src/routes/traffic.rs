@@ -160,39 +160,6 @@ fn is_url_host(host: &str) -> bool {
     port_ok && name_ok
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn only_hosts_that_make_a_url() {
-        for good in [
-            "a",
-            "a.example",
-            "a.example:8080",
-            "127.0.0.1:1",
-            "[::1]",
-            "[::1]:80",
-            "x_y",
-        ] {
-            assert!(super::is_url_host(good), "{good}");
-        }
-        for bad in [
-            "",
-            "a:b:c",
-            "[",
-            "]]:::",
-            "a:",
-            "a:99999",
-            "a b",
-            "evil/path@x",
-            "[zz]",
-            "a@b",
-            "::1",
-        ] {
-            assert!(!super::is_url_host(bad), "{bad}");
-        }
-    }
-}
-
 /// Request bodies larger than this (or of unknown length) are streamed to
 /// the function as they arrive instead of being read first.
 const STREAM_FROM: usize = 64 * 1024;
@@ -234,4 +201,37 @@ fn stream_request_body(body: Body, limit: usize) -> BodyStream {
         }
     });
     BodyStream::new(receiver)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_hosts_that_make_a_url() {
+        for good in [
+            "a",
+            "a.example",
+            "a.example:8080",
+            "127.0.0.1:1",
+            "[::1]",
+            "[::1]:80",
+            "x_y",
+        ] {
+            assert!(super::is_url_host(good), "{good}");
+        }
+        for bad in [
+            "",
+            "a:b:c",
+            "[",
+            "]]:::",
+            "a:",
+            "a:99999",
+            "a b",
+            "evil/path@x",
+            "[zz]",
+            "a@b",
+            "::1",
+        ] {
+            assert!(!super::is_url_host(bad), "{bad}");
+        }
+    }
 }
