@@ -45,13 +45,50 @@ pub(super) struct Worker {
     /// Invocations started on this thread by its own callers that have not
     /// begun to run yet.
     waiting_in_place: Cell<usize>,
+    /// Recent CPU time per invocation of each function run here, in µs
+    /// (a moving average).
+    cpu_estimates: RefCell<std::collections::HashMap<String, u64>>,
 }
 
-/// Most invocations asked for on a worker thread that wait there to begin;
-/// past them, the next go to the shared queue, to whichever worker is free
-/// first, so that one connection (an HTTP/2 one with many streams) cannot
-/// pile work onto one thread while another idles.
-const MAX_WAITING_IN_PLACE: usize = 2;
+impl Worker {
+    /// How many invocations of `function` may wait to begin in place: none
+    /// known costs as much as the budget allows.
+    fn may_wait_in_place(&self, function: &str) -> usize {
+        let estimate = self.cpu_estimates.borrow().get(function).copied();
+        match estimate {
+            None => MIN_WAITING_IN_PLACE,
+            Some(cpu_us) => ((IN_PLACE_BUDGET_US / cpu_us.max(1)) as usize)
+                .clamp(MIN_WAITING_IN_PLACE, MAX_WAITING_IN_PLACE),
+        }
+    }
+
+    /// Folds an invocation's CPU time into its function's estimate.
+    fn note_cpu(&self, function: &str, cpu_us: u64) {
+        let mut estimates = self.cpu_estimates.borrow_mut();
+        if let Some(estimate) = estimates.get_mut(function) {
+            *estimate = (*estimate * 3 + cpu_us) / 4;
+            return;
+        }
+        if estimates.len() >= CPU_ESTIMATES {
+            estimates.clear();
+        }
+        estimates.insert(function.to_string(), cpu_us);
+    }
+}
+
+/// How much work (by the CPU time recent invocations of the same function
+/// took) may wait to begin on the worker thread that asked for it; past
+/// it, the next invocations go to the shared queue, to whichever worker is
+/// free first, so that one connection (an HTTP/2 one with many streams)
+/// cannot pile work onto one thread while another idles.
+const IN_PLACE_BUDGET_US: u64 = 2_000;
+
+/// Invocations that may always wait in place, and most that ever may.
+const MIN_WAITING_IN_PLACE: usize = 2;
+const MAX_WAITING_IN_PLACE: usize = 32;
+
+/// Functions whose CPU time a worker remembers (then it starts afresh).
+const CPU_ESTIMATES: usize = 1024;
 
 thread_local! {
     /// The worker running on this thread, and its executor's id.
@@ -66,7 +103,7 @@ pub(super) fn run_here(executor: u64, job: Job) -> Option<Job> {
         let Some((_, worker)) = here.as_ref().filter(|(owner, _)| *owner == executor) else {
             return Some(job);
         };
-        if worker.waiting_in_place.get() >= MAX_WAITING_IN_PLACE {
+        if worker.waiting_in_place.get() >= worker.may_wait_in_place(job.function_id()) {
             return Some(job);
         }
         match worker.slots.clone().try_acquire_owned() {
@@ -121,6 +158,7 @@ impl WorkerSetup {
             json_handlers: self.json_handlers.clone(),
             slots: Arc::new(Semaphore::new(self.max_in_flight)),
             waiting_in_place: Cell::new(0),
+            cpu_estimates: RefCell::default(),
         });
         let slots = worker.slots.clone();
         if !self.quarantine {
@@ -230,6 +268,10 @@ impl Worker {
         let started = Instant::now();
         let deadline = started + invocation.function.limits.timeout();
         let (outcome, isolate) = self.execute(&invocation, started, deadline).await;
+        if !outcome.metrics.cold_start {
+            // A cold start's module evaluation is not what the next one costs.
+            self.note_cpu(&invocation.function.id, outcome.metrics.cpu_us);
+        }
         // Answered: the dispatcher may send this function's next invocation here.
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.stats.invocations.fetch_add(1, Ordering::Relaxed);
