@@ -25,19 +25,19 @@ head -c $((1 << 20)) /dev/zero >"$work/upload.bin"
 wrk -t2 -c"$connections" -d3s http://127.0.0.1:$port/fn/hello/ >/dev/null
 echo "soak: ${seconds}s, wrk -t2 -c$connections, $(nproc) cores"
 printf "%-14s %12s %10s %10s %10s\n" phase "requests/s" p50 p90 p99
-wrk_row quiet http://127.0.0.1:$port/fn/hello/ 10 "$connections"
+wrk_row quiet http://127.0.0.1:$port/fn/hello/ "" "" 10 "$connections"
 baseline="$(rss)"
 
 # Attackers: 4 concurrent loops in one Deno process (bounded by the
 # deadline and by a round count), while wrk loads hello.
 "$DENO" run --allow-net --allow-env attack.js "http://127.0.0.1:$port" soak "$seconds" 4 >"$work/attack.log" 2>&1 &
 attackers=($!)
-wrk_row "under attack" http://127.0.0.1:$port/fn/hello/ "$seconds" "$connections"
+wrk_row "under attack" http://127.0.0.1:$port/fn/hello/ "" "" "$seconds" "$connections"
 during="$(rss)"
 wait "${attackers[@]}" || true
 cat "$work/attack.log"
 sleep 5
-wrk_row after http://127.0.0.1:$port/fn/hello/ 10 "$connections"
+wrk_row after http://127.0.0.1:$port/fn/hello/ "" "" 10 "$connections"
 after5="$(rss)"
 sleep 25
 echo "RSS: baseline $baseline, end of attack $during, 5 s after $after5, 30 s after $(rss)"
