@@ -19,15 +19,21 @@ const ECHO: &str = r#"export default { async fetch(request) {
   });
 } }"#;
 
-#[test]
-fn a_function_sees_the_request_as_it_came() {
+/// A node serving one function.
+fn serving(name: &str, code: &str) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    server.create_function("echo");
+    server.create_function(name);
     assert_eq!(
-        server.deploy_module("echo", ECHO).status(),
+        server.deploy_module(name, code).status(),
         StatusCode::CREATED
     );
+    (dir, server)
+}
+
+#[test]
+fn a_function_sees_the_request_as_it_came() {
+    let (_dir, server) = serving("echo", ECHO);
     let host = server.url.trim_start_matches("http://");
     let seen: Value = server
         .http()
@@ -75,14 +81,8 @@ fn dropped(server: &Server) -> u64 {
 fn every_request_served_leaves_a_record_or_a_counted_drop() {
     const THREADS: usize = 4;
     const EACH: usize = 100;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
-    server.create_function("counted");
     let hello = "export default { fetch() { return new Response('hi') } }";
-    assert_eq!(
-        server.deploy_module("counted", hello).status(),
-        StatusCode::CREATED
-    );
+    let (_dir, server) = serving("counted", hello);
     let url = format!("{}/fn/counted/", server.url);
     let served: usize = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..THREADS)
@@ -129,13 +129,7 @@ fn every_request_served_leaves_a_record_or_a_counted_drop() {
 #[test]
 fn a_stalled_request_body_is_given_up_and_a_used_body_is_an_error() {
     use std::io::{Read, Write};
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
-    server.create_function("echo");
-    assert_eq!(
-        server.deploy_module("echo", ECHO).status(),
-        StatusCode::CREATED
-    );
+    let (_dir, server) = serving("echo", ECHO);
     let host = server.url.trim_start_matches("http://");
     let mut stalled = std::net::TcpStream::connect(host).unwrap();
     stalled
