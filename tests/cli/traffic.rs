@@ -20,7 +20,7 @@ const ECHO: &str = r#"export default { async fetch(request) {
 } }"#;
 
 /// A node serving one function.
-fn serving(name: &str, code: &str) -> (tempfile::TempDir, Server) {
+fn serving(name: &str, code: &'static str) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     server.create_function(name);
