@@ -10,12 +10,10 @@ use std::time::Duration;
 fn unread_bodies_do_not_pile_up() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(data.path(), &[]);
-    server.create_function("ignores");
-    let deployed = server.deploy_module(
+    server.deploy_function(
         "ignores",
         "export default { fetch() { return new Response('ignored') } }",
     );
-    assert!(deployed.status().is_success());
     let url = format!("{}/fn/ignores/", server.url);
     let client = server.http();
     let body = vec![7u8; 1 << 20];
@@ -43,8 +41,7 @@ fn unread_bodies_do_not_pile_up() {
 fn a_stalled_upload_does_not_keep_the_node_from_stopping() {
     let data = tempfile::tempdir().unwrap();
     let mut server = Server::start(data.path(), &[]);
-    server.create_function("ignores");
-    server.deploy_module(
+    server.deploy_function(
         "ignores",
         "export default { fetch() { return new Response('ignored') } }",
     );

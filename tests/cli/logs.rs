@@ -6,7 +6,6 @@ use reqwest::blocking::Client;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
-use std::time::{Duration, Instant};
 
 /// Invokes `name` with `{n}` through the management API.
 fn invoke(server: &Server, name: &str, n: &str) {
@@ -18,37 +17,17 @@ fn invoke(server: &Server, name: &str, n: &str) {
     assert_eq!(response.status(), StatusCode::OK);
 }
 
-/// The stored log lines of `name`, waiting until there are `count`.
-fn stored_lines(server: &Server, name: &str, count: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let lines: Vec<Value> = server
-            .api(Method::GET, &format!("/v1/functions/{name}/logs"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        if lines.len() >= count {
-            return lines;
-        }
-        assert!(Instant::now() < deadline, "only {} lines", lines.len());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn follow_after_the_last_line_sends_only_new_lines() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    server.create_function("chatty");
-    let response = server.deploy_module(
+    server.deploy_function(
         "chatty",
         "export default (p) => { console.log('said', p.n); return p.n }",
     );
-    assert_eq!(response.status(), StatusCode::CREATED);
     invoke(&server, "chatty", "old-1");
     invoke(&server, "chatty", "old-2");
-    let lines = stored_lines(&server, "chatty", 2);
+    let lines = server.list_of("/v1/functions/chatty/logs", 2);
     let last = lines.last().unwrap()["seq"].as_i64().unwrap();
 
     // Nothing comes after `last` yet: the first page is empty.

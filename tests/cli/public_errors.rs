@@ -5,37 +5,14 @@
 use crate::server::Server;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use std::time::{Duration, Instant};
 
 const THROWING: &str = "export default { fetch() { throw new Error('db password is hunter2') } }";
-
-/// The function's latest invocation records, once there are `count`.
-fn records(server: &Server, name: &str, count: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let records: Vec<Value> = server
-            .api(Method::GET, &format!("/v1/functions/{name}/invocations"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        if records.len() >= count {
-            return records;
-        }
-        assert!(Instant::now() < deadline, "only {} records", records.len());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[test]
 fn a_throwing_handler_gets_a_bare_500_in_public_and_details_for_its_owner() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    server.create_function("thrower");
-    assert_eq!(
-        server.deploy_module("thrower", THROWING).status(),
-        StatusCode::CREATED
-    );
+    server.deploy_function("thrower", THROWING);
 
     let public = server
         .http()
@@ -64,7 +41,7 @@ fn a_throwing_handler_gets_a_bare_500_in_public_and_details_for_its_owner() {
         .unwrap()
         .contains("hunter2"));
 
-    let records = records(&server, "thrower", 2);
+    let records = server.list_of("/v1/functions/thrower/invocations", 2);
     let record = records.iter().find(|r| r["id"] == id.as_str()).unwrap();
     assert_eq!(record["error_code"], "uncaught_exception");
     assert!(

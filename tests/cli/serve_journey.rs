@@ -220,12 +220,10 @@ fn deploy_invoke_rollback_and_logs_journey() {
 fn logs_follow_streams_new_lines() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    server.create_function("chatty");
-    let response = server.deploy_module(
+    server.deploy_function(
         "chatty",
         "export default (p) => { console.log('said', p.n); return p.n }",
     );
-    assert_eq!(response.status(), StatusCode::CREATED);
     let stream = Client::builder()
         .build()
         .unwrap()

@@ -132,6 +132,36 @@ impl Server {
         .unwrap()
     }
 
+    /// Creates `name` and deploys `code` as its one module.
+    pub fn deploy_function(&self, name: &str, code: &'static str) {
+        self.create_function(name);
+        let response = self.deploy_module(name, code);
+        assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    }
+
+    /// The JSON list at `path` (admin token), once it has `count` items
+    /// (10 s at most: records and logs are written in the background).
+    pub fn list_of(&self, path: &str, count: usize) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let items: Vec<serde_json::Value> = self
+                .api(reqwest::Method::GET, path)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            if items.len() >= count {
+                return items;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} of {count} items at {path}",
+                items.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Runs the CLI against this server.
     pub fn cli(&self, args: &[&str], stdin: &str) -> Output {
         let config = self.data.join("cli-config.json");

@@ -23,11 +23,7 @@ const ECHO: &str = r#"export default { async fetch(request) {
 fn serving(name: &str, code: &'static str) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    server.create_function(name);
-    assert_eq!(
-        server.deploy_module(name, code).status(),
-        StatusCode::CREATED
-    );
+    server.deploy_function(name, code);
     (dir, server)
 }
 
@@ -147,12 +143,8 @@ fn a_stalled_request_body_is_given_up_and_a_used_body_is_an_error() {
     assert!(head.starts_with("HTTP/1.1 408"), "{head}");
     assert!(started.elapsed() < Duration::from_secs(15));
 
-    server.create_function("used");
     let used = "export default { async fetch() { const r = new Response('x'); await r.text(); return r; } }";
-    assert_eq!(
-        server.deploy_module("used", used).status(),
-        StatusCode::CREATED
-    );
+    server.deploy_function("used", used);
     let response = server
         .http()
         .get(format!("{}/fn/used/", server.url))

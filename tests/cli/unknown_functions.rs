@@ -12,12 +12,10 @@ const PER_THREAD: usize = 400;
 fn a_flood_of_unknown_names_does_not_hold_up_real_traffic() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    server.create_function("real");
-    let deployed = server.deploy_module(
+    server.deploy_function(
         "real",
         "export default { fetch: () => new Response('real') }",
     );
-    assert_eq!(deployed.status(), StatusCode::CREATED);
 
     let started = Instant::now();
     let flood: Vec<_> = (0..THREADS)
@@ -56,12 +54,10 @@ fn a_flood_of_unknown_names_does_not_hold_up_real_traffic() {
     );
 
     // A name that was looked up (and found absent) is served once deployed.
-    server.create_function("ghost-0-0");
-    let deployed = server.deploy_module(
+    server.deploy_function(
         "ghost-0-0",
         "export default { fetch: () => new Response('here now') }",
     );
-    assert_eq!(deployed.status(), StatusCode::CREATED);
     let response = http
         .get(format!("{}/fn/ghost-0-0/", server.url))
         .send()
