@@ -51,7 +51,6 @@ const {
   Promise,
   PromisePrototypeThen,
   SafeArrayIterator,
-  SafePromiseAll,
   String,
   TypeError,
   Uint8Array,
@@ -644,19 +643,17 @@ class KvNamespace {
 
 // 7. The host object: how Rust drives a function. Kept off `globalThis`
 //    once `init` has run.
-const KIND_INVALID = 0;
-const KIND_JSON = 1;
-const KIND_FETCH = 2;
-
-function makeContext(invocationId, functionName, pending, env) {
+function makeContext(invocationId, functionName, env) {
   return ObjectFreeze({
     env,
     invocationId,
     functionName,
+    // What it waits for runs on after the response: the worker drives the
+    // event loop until it is idle (or the deadline passes).
     waitUntil(promise) {
-      pending.push(PromisePrototypeThen(Promise.resolve(promise), noop, (e) => {
+      PromisePrototypeThen(PromiseResolve(promise), noop, (e) => {
         op_isola_log(3, `waitUntil promise rejected: ${userStack(e)}`);
-      }));
+      });
     },
     passThroughOnException: noop,
   });
@@ -725,10 +722,6 @@ function incomingRequest(method, url, headerList, body) {
   return fromInnerRequest(inner, "immutable");
 }
 
-function settle(pending) {
-  return pending.length === 0 ? undefined : SafePromiseAll(pending);
-}
-
 const host = {
   /** Called once per isolate, outside the snapshot; returns the frozen `env`. */
   init(envJson, kvBinding) {
@@ -741,39 +734,27 @@ const host = {
     return ObjectFreeze(env);
   },
 
-  /** Which kind of function a module namespace holds. */
-  classify(namespace) {
-    const handler = namespace.default;
-    if (typeof handler === "function") return KIND_JSON;
-    if (handler !== null && typeof handler === "object" && typeof handler.fetch === "function") {
-      return KIND_FETCH;
-    }
-    return KIND_INVALID;
-  },
-
   /** Runs a JSON handler: JSON text in, JSON text out. */
   async invokeJson(handler, payloadText, invocationId, functionName, env) {
     const payload = payloadText === "" ? null : JSONParse(payloadText);
-    const pending = [];
-    const value = await handler(payload, makeContext(invocationId, functionName, pending, env));
+    const value = await handler(payload, makeContext(invocationId, functionName, env));
     let text;
     try {
       text = value === undefined ? "null" : JSONStringify(value);
     } catch (error) {
       // Not serialisable (a BigInt, a cycle): reported as invalid_output.
-      return [undefined, settle(pending), String(error?.message ?? error)];
+      return [undefined, String(error?.message ?? error)];
     }
-    return [text ?? "null", settle(pending)];
+    return [text ?? "null"];
   },
 
   /**
    * Runs a Workers-style handler: a request in, [status, headers, body,
-   * streaming, settled] out. The headers are one flat list of names and
+   * streaming] out. The headers are one flat list of names and
    * values; a body given whole is a string or bytes.
    */
   async invokeFetch(handler, method, url, headerList, body, invocationId, functionName, env, sinkId) {
-    const pending = [];
-    const res = await handler.fetch(incomingRequest(method, url, headerList, body), env, makeContext(invocationId, functionName, pending, undefined));
+    const res = await handler.fetch(incomingRequest(method, url, headerList, body), env, makeContext(invocationId, functionName, undefined));
     if (!ObjectPrototypeIsPrototypeOf(Response.prototype, res)) {
       throw new TypeError("The fetch handler must return a Response, got " + isolaConsole.inspect(res));
     }
@@ -785,19 +766,15 @@ const host = {
     // A body given whole (text, bytes) goes back at once; a stream is sent
     // chunk by chunk after the head, while the host relays it.
     const innerBody = inner.body;
-    if (innerBody === null) return [inner.status, outHeaders, "", false, settle(pending)];
+    if (innerBody === null) return [inner.status, outHeaders, "", false];
     const whole = innerBody.streamOrStatic;
     if (!ObjectPrototypeIsPrototypeOf(ReadableStream.prototype, whole) && !whole.consumed) {
-      return [inner.status, outHeaders, whole.body, false, settle(pending)];
+      return [inner.status, outHeaders, whole.body, false];
     }
     if (res.body.locked) throw new TypeError("The response body is locked to a reader");
     pumpBody(res.body, sinkId);
-    return [inner.status, outHeaders, "", true, settle(pending)];
+    return [inner.status, outHeaders, "", true];
   },
-
-  KIND_INVALID,
-  KIND_JSON,
-  KIND_FETCH,
 };
 
 ObjectDefineProperty(globalThis, "__isolaHost", {

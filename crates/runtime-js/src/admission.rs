@@ -128,12 +128,23 @@ impl Quarantine {
     /// How long a function stays after its last broken limit.
     pub const STAY: Duration = Duration::from_secs(60);
 
-    /// Whether an error means the function broke one of its limits.
-    pub fn breaks_limit(code: ErrorCode) -> bool {
-        matches!(
-            code,
-            ErrorCode::CpuLimit | ErrorCode::MemoryLimit | ErrorCode::WallTimeout
-        )
+    /// Whether an outcome means the function broke one of its limits: its
+    /// CPU or memory, or its wall time while it kept its thread busy (at
+    /// least half that time on the CPU). A function that ran out of time
+    /// waiting (a slow upstream), or whose caller gave up on a long queue,
+    /// burnt nobody's thread.
+    pub fn breaks_limit(outcome: &isola_core::Outcome) -> bool {
+        let Err(error) = &outcome.result else {
+            return false;
+        };
+        let metrics = &outcome.metrics;
+        match error.code {
+            ErrorCode::CpuLimit | ErrorCode::MemoryLimit => true,
+            ErrorCode::WallTimeout => {
+                metrics.cpu_us > 0 && metrics.cpu_us * 2 >= metrics.duration_us
+            }
+            _ => false,
+        }
     }
 
     /// Puts (or keeps) `id` in quarantine.
@@ -167,8 +178,34 @@ mod tests {
         quarantine.admit("f");
         assert!(quarantine.holds("f"));
         assert!(!quarantine.holds("g"));
-        assert!(Quarantine::breaks_limit(ErrorCode::CpuLimit));
-        assert!(!Quarantine::breaks_limit(ErrorCode::UncaughtException));
+        let failed = |code, cpu_us, duration_us| {
+            let mut outcome = isola_core::Outcome::failed(isola_core::FunctionError::new(code, ""));
+            outcome.metrics.cpu_us = cpu_us;
+            outcome.metrics.duration_us = duration_us;
+            outcome
+        };
+        assert!(Quarantine::breaks_limit(&failed(ErrorCode::CpuLimit, 0, 0)));
+        assert!(!Quarantine::breaks_limit(&failed(
+            ErrorCode::UncaughtException,
+            9,
+            9
+        )));
+        // Out of time while busy on its thread, or while it waited.
+        assert!(Quarantine::breaks_limit(&failed(
+            ErrorCode::WallTimeout,
+            900,
+            1000
+        )));
+        assert!(!Quarantine::breaks_limit(&failed(
+            ErrorCode::WallTimeout,
+            10,
+            1000
+        )));
+        assert!(!Quarantine::breaks_limit(&failed(
+            ErrorCode::WallTimeout,
+            0,
+            0
+        )));
     }
 
     #[test]

@@ -195,11 +195,14 @@ impl Offloaded {
     /// Charges the time of work still running (at the end of an
     /// invocation) and starts counting it again from now.
     pub fn charge_running(&mut self) {
+        if self.started.is_empty() {
+            return;
+        }
         let now = self.now();
-        let running: Vec<_> = self.started.values().copied().collect();
-        let total = running
-            .into_iter()
-            .map(|started| self.cost(started, now))
+        let total = self
+            .started
+            .values()
+            .map(|started| self.cost(*started, now))
             .sum();
         self.started.values_mut().for_each(|started| *started = now);
         self.add(total);

@@ -322,10 +322,8 @@ impl Executor {
                 "the worker running the invocation stopped",
             ))
         });
-        if let Err(error) = &outcome.result {
-            if Quarantine::breaks_limit(error.code) {
-                self.quarantined.admit(&function.id);
-            }
+        if Quarantine::breaks_limit(&outcome) {
+            self.quarantined.admit(&function.id);
         }
         outcome
     }

@@ -265,6 +265,11 @@ impl Worker {
         reply: oneshot::Sender<Outcome>,
         _held: (OwnedSemaphorePermit, Admitted),
     ) {
+        if reply.is_closed() {
+            // Its caller gave up while it waited in a queue.
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
         let started = Instant::now();
         let deadline = started + invocation.function.limits.timeout();
         let (outcome, isolate) = self.execute(&invocation, started, deadline).await;

@@ -130,7 +130,7 @@ pub(super) fn decode_json<'s>(
         .map_err(|e| internal("reading a JSON result", e))?;
     let text = array_item(scope, array, 0)?;
     if text.is_undefined() {
-        let reason = array_item(scope, array, 2)?.to_rust_string_lossy(scope);
+        let reason = array_item(scope, array, 1)?.to_rust_string_lossy(scope);
         return Err(FunctionError::new(
             ErrorCode::InvalidOutput,
             format!("the function's result cannot be serialised as JSON: {reason}"),

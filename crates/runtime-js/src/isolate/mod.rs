@@ -229,6 +229,13 @@ impl FunctionIsolate {
         let mut isolate = Self::boot(source.clone(), thread)?;
         isolate.meter.set_wall_deadline(Some(deadline.into_std()));
         match tokio::time::timeout_at(deadline, isolate.load_module()).await {
+            // A limit can fire as the module's last slice ends: the
+            // module loaded, but the isolate is not fit to run it.
+            Ok(Ok(())) if isolate.meter.wall_exceeded() => Err(module_timeout(&source)),
+            Ok(Ok(())) if !isolate.is_reusable() => Err(isolate.classify(FunctionError::new(
+                ErrorCode::Internal,
+                "the isolate broke down while its module loaded",
+            ))),
             Ok(Ok(())) => {
                 isolate.startup_cpu = isolate.meter.used();
                 Ok(isolate)
@@ -443,10 +450,9 @@ impl FunctionIsolate {
         if let Some(kv_budget) = &self.kv_budget {
             kv_budget.set(kv::MAX_OPS_PER_INVOCATION);
         }
-        let result = match tokio::time::timeout_at(deadline, self.run_handler(invocation)).await {
-            Ok(Err(_)) if self.meter.wall_exceeded() => Err(wall_timeout(&self.source)),
-            Ok(result) => result.map_err(|e| self.classify(e)),
-            Err(_) => Err(wall_timeout(&self.source)),
+        let result = match self.run_handler(invocation, deadline).await {
+            Err(_) if self.meter.wall_exceeded() => Err(wall_timeout(&self.source)),
+            result => result.map_err(|e| self.classify(e)),
         };
         let result = match result {
             Ok((output, tick)) => {
@@ -473,9 +479,12 @@ impl FunctionIsolate {
     /// decodes it and runs one more event-loop tick: all inside one metered
     /// future, so that a handler that finishes without awaiting I/O costs a
     /// single CPU slice.
+    /// Past `deadline`, the watchdog ends JavaScript that runs, and a
+    /// handler that awaits is given up.
     async fn run_handler(
         &mut self,
         invocation: &Invocation,
+        deadline: Instant,
     ) -> Result<(InvocationOutput, upkeep::Tick), FunctionError> {
         let Self {
             runtime,
@@ -491,8 +500,8 @@ impl FunctionIsolate {
         let handler = handler.as_ref().expect("a created isolate has a handler");
         let kind = *kind;
         let function = match kind {
-            HandlerKind::Json => host.invoke_json.clone(),
-            HandlerKind::Fetch => host.invoke_fetch.clone(),
+            HandlerKind::Json => &host.invoke_json,
+            HandlerKind::Fetch => &host.invoke_fetch,
         };
         let run = async move {
             let sink = (kind == HandlerKind::Fetch).then(|| open_body_sink(runtime));
@@ -500,7 +509,7 @@ impl FunctionIsolate {
             let called = {
                 deno_core::scope!(scope, runtime);
                 let info = [invocation.id.as_str(), source.name.as_str()];
-                call_handler(scope, &function, |scope| match (kind, &invocation.input) {
+                call_handler(scope, function, |scope| match (kind, &invocation.input) {
                     (HandlerKind::Json, InvocationInput::Json(payload)) => {
                         json_args(scope, handler, payload, info, env)
                     }
@@ -522,9 +531,11 @@ impl FunctionIsolate {
                 Called::Settled(value) => value,
                 Called::Pending(promise) => {
                     let settled = runtime.resolve(promise);
-                    runtime
-                        .with_event_loop_promise(settled, PollEventLoopOptions::default())
+                    let driven =
+                        runtime.with_event_loop_promise(settled, PollEventLoopOptions::default());
+                    tokio::time::timeout_at(deadline, driven)
                         .await
+                        .map_err(|_| wall_timeout(source))?
                         .map_err(|e| errors::from_core_error(e, Phase::Invoke))?
                 }
             };
