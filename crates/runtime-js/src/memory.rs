@@ -182,14 +182,23 @@ impl MemoryGuard {
         self.exceeded.store(true, Ordering::Relaxed);
     }
 
-    /// Checks the isolate's native memory (after a full collection, if it
-    /// looks too high: garbage buffers count until collected).
+    /// All the memory the isolate holds: its heap and its native memory.
+    fn in_use(&self, isolate: &mut v8::Isolate) -> usize {
+        let stats = isolate.get_heap_statistics();
+        stats.used_heap_size() + stats.external_memory() + self.extra()
+    }
+
+    /// Checks the isolate's heap and native memory together against the
+    /// one limit (after a full collection, if it looks too high: garbage
+    /// counts until collected). V8 bounds the heap alone; this bounds the
+    /// sum, so a function cannot hold a full heap and a full limit of
+    /// buffers besides.
     pub fn check(&self, isolate: &mut v8::Isolate) {
-        if self.native_in_use(isolate) <= self.limit {
+        if self.in_use(isolate) <= self.limit {
             return;
         }
         isolate.low_memory_notification();
-        if self.native_in_use(isolate) > self.limit {
+        if self.in_use(isolate) > self.limit {
             // Terminating from inside an interrupt does not take: the
             // watchdog does it from its own thread on its next tick.
             self.fail();

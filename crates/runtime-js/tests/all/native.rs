@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 crate::cases!(
     native_buffers_count_against_the_memory_limit,
+    heap_and_native_memory_share_one_limit,
     blobs_count_against_the_memory_limit,
     a_decompression_bomb_stops_at_the_memory_limit,
     webcrypto_work_is_bounded_and_charged_as_cpu,
@@ -43,6 +44,25 @@ fn native_buffers_count_against_the_memory_limit() {
         small_memory(),
     );
     assert_eq!(json(&invoke(&churn, json!(null))), json!(30 * (4 << 20)));
+    assert_node_healthy();
+}
+
+fn heap_and_native_memory_share_one_limit() {
+    // About 20 MiB of heap and 24 MiB of buffers, each under the 32 MiB
+    // limit alone, then work long enough for the watchdog to look.
+    let code = |buffers: usize| {
+        format!(
+            "export default () => {{ const heap = []; for (let i = 0; i < 20 * 1024; i++) heap.push('x'.repeat(1000) + i); \
+             const native = []; for (let i = 0; i < {buffers}; i++) native.push(new Uint8Array(1 << 20).fill(1)); \
+             const until = Date.now() + 100; while (Date.now() < until); return heap.length + native.length }}"
+        )
+    };
+    assert_fails(
+        &function_with(&code(24), small_memory()),
+        ErrorCode::MemoryLimit,
+    );
+    let within = function_with(&code(4), small_memory());
+    assert_eq!(json(&invoke(&within, json!(null))), json!(20 * 1024 + 4));
     assert_node_healthy();
 }
 
