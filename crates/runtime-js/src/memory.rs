@@ -182,23 +182,28 @@ impl MemoryGuard {
         self.exceeded.store(true, Ordering::Relaxed);
     }
 
-    /// All the memory the isolate holds: its heap and its native memory.
-    fn in_use(&self, isolate: &mut v8::Isolate) -> usize {
+    /// Whether the isolate holds more than its limit: its native memory
+    /// alone, or its heap and native memory together when the native part
+    /// is a sizable share (over a quarter of the limit). A heap that is
+    /// nearly all of it is left to V8's own heap limit: collecting garbage
+    /// from an interrupt while the heap is at its limit makes V8 abort.
+    /// So together they hold at most 1.25 times the limit.
+    fn over(&self, isolate: &mut v8::Isolate) -> bool {
         let stats = isolate.get_heap_statistics();
-        stats.used_heap_size() + stats.external_memory() + self.extra()
+        let native = stats.external_memory() + self.extra();
+        native > self.limit
+            || (native > self.limit / 4 && stats.used_heap_size() + native > self.limit)
     }
 
-    /// Checks the isolate's heap and native memory together against the
-    /// one limit (after a full collection, if it looks too high: garbage
-    /// counts until collected). V8 bounds the heap alone; this bounds the
-    /// sum, so a function cannot hold a full heap and a full limit of
-    /// buffers besides.
+    /// Checks the isolate's memory (see `over`) against the one limit,
+    /// after a full collection if it looks too high: garbage counts until
+    /// collected.
     pub fn check(&self, isolate: &mut v8::Isolate) {
-        if self.in_use(isolate) <= self.limit {
+        if !self.over(isolate) {
             return;
         }
         isolate.low_memory_notification();
-        if self.in_use(isolate) > self.limit {
+        if self.over(isolate) {
             // Terminating from inside an interrupt does not take: the
             // watchdog does it from its own thread on its next tick.
             self.fail();

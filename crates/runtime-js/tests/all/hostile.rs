@@ -11,6 +11,7 @@ crate::cases!(
     wasm_loop_hits_the_cpu_limit,
     endless_loop_at_top_level_is_stopped,
     heap_bomb_hits_the_memory_limit,
+    heap_bomb_beside_buffers_hits_the_memory_limit,
     array_buffer_bomb_hits_the_memory_limit,
     string_doubling_fails_cleanly,
     deep_recursion_is_an_uncaught_exception,
@@ -74,6 +75,35 @@ fn heap_bomb_hits_the_memory_limit() {
     );
     let error = assert_fails(&source, ErrorCode::MemoryLimit);
     assert!(error.message.contains("32 MiB"), "{error:?}");
+    assert_node_healthy();
+}
+
+fn heap_bomb_beside_buffers_hits_the_memory_limit() {
+    // Buffers over a quarter of the limit make the watchdog weigh heap and
+    // native memory together while the heap runs into V8's own limit.
+    for bomb in [
+        "for (;;) all.push(new Array(100000).fill({ x: 1 }))",
+        "let s = 'x'; for (;;) { s = s + s; all.push(s.slice(1)) }",
+    ] {
+        let source = function_with(
+            &format!(
+                "export default () => {{ const keep = []; for (let i = 0; i < 12; i++) keep.push(new Uint8Array(1 << 20).fill(1)); const all = [keep]; {bomb} }}"
+            ),
+            Limits {
+                memory_mb: 32,
+                cpu_ms: 10_000,
+                ..Limits::default()
+            },
+        );
+        let error = error(&invoke(&source, serde_json::json!(null)));
+        assert!(
+            matches!(
+                error.code,
+                ErrorCode::MemoryLimit | ErrorCode::UncaughtException
+            ),
+            "{error:?}"
+        );
+    }
     assert_node_healthy();
 }
 
