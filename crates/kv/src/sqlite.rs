@@ -102,7 +102,8 @@ fn apply(
             |row| row.get::<_, i64>(0),
         )
         .map(|v| v as u64)?;
-    let mut usage = namespace_usage(&tx, namespace)?;
+    let before = namespace_usage(&tx, namespace)?;
+    let mut usage = before;
     for mutation in mutations {
         usage -= stored_bytes(&tx, namespace, mutation.key())?;
         match mutation {
@@ -129,7 +130,10 @@ fn apply(
             }
         }
     }
-    if usage > quota as i64 {
+    // A commit that leaves a namespace over its quota is refused unless it
+    // shrinks it: one over (a lowered quota, older data) can delete its way
+    // back under.
+    if usage > quota as i64 && usage > before {
         return Err(KvError::QuotaExceeded(format!(
             "KV quota exceeded: a namespace may hold at most {quota} bytes of keys and values"
         )));
@@ -156,7 +160,7 @@ fn namespace_usage(tx: &rusqlite::Transaction, namespace: &str) -> Result<i64> {
     match kept {
         Some(bytes) => Ok(bytes),
         None => Ok(tx.query_row(
-            "SELECT COALESCE(SUM(length(key) + length(value)), 0) FROM kv WHERE namespace = ?1",
+            "SELECT COALESCE(SUM(length(CAST(key AS BLOB)) + length(value)), 0) FROM kv WHERE namespace = ?1",
             [namespace],
             |row| row.get::<_, i64>(0),
         )?),
@@ -167,7 +171,7 @@ fn namespace_usage(tx: &rusqlite::Transaction, namespace: &str) -> Result<i64> {
 fn stored_bytes(tx: &rusqlite::Transaction, namespace: &str, key: &str) -> Result<i64> {
     Ok(tx
         .query_row(
-            "SELECT length(key) + length(value) FROM kv WHERE namespace = ?1 AND key = ?2",
+            "SELECT length(CAST(key AS BLOB)) + length(value) FROM kv WHERE namespace = ?1 AND key = ?2",
             params![namespace, key],
             |row| row.get::<_, i64>(0),
         )
@@ -182,7 +186,7 @@ fn purge(conn: &mut Connection, limit: usize) -> Result<usize> {
     let freed: Vec<(String, i64)> = {
         let mut stmt = tx.prepare_cached(
             "DELETE FROM kv WHERE (namespace, key) IN (SELECT namespace, key FROM kv WHERE expires_at <= ?1 LIMIT ?2)
-             RETURNING namespace, length(key) + length(value)",
+             RETURNING namespace, length(CAST(key AS BLOB)) + length(value)",
         )?;
         let rows = stmt.query_map(params![now_ms(), limit as i64], |row| {
             Ok((row.get(0)?, row.get(1)?))
@@ -272,6 +276,13 @@ impl KvStore for SqliteKv {
                 checks.len()
             )));
         }
+        if mutations.len() > self.limits.max_mutations {
+            return Err(KvError::Invalid(format!(
+                "an atomic commit may hold at most {} mutations, got {}",
+                self.limits.max_mutations,
+                mutations.len()
+            )));
+        }
         for check in &checks {
             check_key(&self.limits, &check.key)?;
         }
@@ -283,13 +294,6 @@ impl KvStore for SqliteKv {
                 }
                 Mutation::Delete { key } => check_key(&self.limits, key)?,
             }
-        }
-        if mutations.len() > self.limits.max_mutations {
-            return Err(KvError::Invalid(format!(
-                "an atomic commit may hold at most {} mutations, got {}",
-                self.limits.max_mutations,
-                mutations.len()
-            )));
         }
         let written: usize = mutations.iter().map(Mutation::bytes).sum();
         if written > self.limits.max_commit_bytes {

@@ -221,6 +221,44 @@ async fn a_namespace_is_bounded_by_its_quota_and_overwrites_do_not_count_twice()
 }
 
 #[tokio::test]
+async fn a_namespace_over_its_quota_can_delete_its_way_back_and_wide_keys_count_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.db");
+    let value = vec![1u8; 1 << 20];
+    {
+        let kv = SqliteKv::open(&path, KvLimits::default()).unwrap();
+        for key in ["a", "b", "c"] {
+            kv.put("ns", key, value.clone(), None).await.unwrap();
+        }
+    }
+    // The quota is lowered under what the namespace holds.
+    let limits = KvLimits {
+        max_namespace_bytes: 1 << 20,
+        ..KvLimits::default()
+    };
+    let kv = SqliteKv::open(&path, limits).unwrap();
+    assert!(kv.put("ns", "d", value.clone(), None).await.is_err());
+    kv.delete("ns", "a").await.unwrap();
+    kv.delete("ns", "b").await.unwrap();
+    kv.delete("ns", "c").await.unwrap();
+    kv.put("ns", "d", vec![1u8; 1000], None).await.unwrap();
+    // A key of many-byte characters, overwritten again and again, is
+    // counted in bytes both ways, so its usage does not creep up.
+    let small = SqliteKv::open(
+        &dir.path().join("small.db"),
+        KvLimits {
+            max_namespace_bytes: 8 << 10,
+            ..KvLimits::default()
+        },
+    )
+    .unwrap();
+    let wide = "é".repeat(256);
+    for _ in 0..100 {
+        small.put("ns", &wide, vec![2u8; 10], None).await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn expired_keys_are_purged_and_free_their_quota() {
     let dir = tempfile::tempdir().unwrap();
     let limits = KvLimits {
