@@ -94,9 +94,6 @@ impl ActiveFunctions {
 
     /// The function's active deployment.
     pub async fn get(&self, name: &str) -> Result<Arc<Active>, ApiError> {
-        if isola_store::validate_function_name(name).is_err() {
-            return Err(ApiError::not_found(format!("function {name:?}")));
-        }
         if let Some(found) = self.cached(name)? {
             return Ok(found);
         }
@@ -118,8 +115,12 @@ impl ActiveFunctions {
         self.reload(name).await
     }
 
-    /// What the caches know: the deployment, "none" (an error), or nothing.
+    /// What the caches know: the deployment, "none" (an error: also for a
+    /// name that cannot be a function), or nothing.
     pub(crate) fn cached(&self, name: &str) -> Result<Option<Arc<Active>>, ApiError> {
+        if isola_store::validate_function_name(name).is_err() {
+            return Err(ApiError::not_found(format!("function {name:?}")));
+        }
         if let Some(active) = self.cache.read().unwrap().get(name) {
             return Ok(Some(active.clone()));
         }

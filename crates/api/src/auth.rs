@@ -61,7 +61,7 @@ pub async fn require_token(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if !same(&hash_token(presented(&request)?), &state.token_hash) {
+    if !same(&hash_token(presented(&request)?), &state.config.token_hash) {
         return Err(invalid_token());
     }
     Ok(next.run(request).await)
@@ -75,7 +75,8 @@ pub async fn require_metrics_token(
 ) -> Result<Response, ApiError> {
     let hash = hash_token(presented(&request)?);
     let metrics_token = state.config.metrics_token_hash.as_deref();
-    let admitted = same(&hash, &state.token_hash) || metrics_token.is_some_and(|m| same(&hash, m));
+    let admitted =
+        same(&hash, &state.config.token_hash) || metrics_token.is_some_and(|m| same(&hash, m));
     if !admitted {
         return Err(invalid_token());
     }

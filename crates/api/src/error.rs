@@ -102,12 +102,16 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         if self.status == axum::http::StatusCode::SERVICE_UNAVAILABLE {
-            // Overload is temporary: say when to come back.
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            );
+            retry_soon(&mut response);
         }
         response
     }
+}
+
+/// Says when to come back (`Retry-After: 1`): overload is temporary.
+pub(crate) fn retry_soon(response: &mut Response) {
+    response.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
 }

@@ -74,11 +74,7 @@ impl Node {
     /// function traffic and the invoke route are answered there; the rest
     /// is handed to the runtime this node was created on.
     pub fn worker_router(&self) -> axum::Router {
-        local::worker_router(
-            self.state.clone(),
-            self.router(),
-            self.state.storage.clone(),
-        )
+        local::worker_router(self.state.clone(), self.router())
     }
 }
 

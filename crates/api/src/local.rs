@@ -13,16 +13,13 @@
 //! work, which stays off the worker threads: those requests are handed to
 //! the main runtime, and their responses come back through a channel.
 
-use crate::auth::require_token;
 use crate::respond;
-use crate::routes::{invoke, traffic};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::middleware::from_fn_with_state;
 use axum::response::Response;
-use axum::routing::{any, get, post};
+use axum::routing::any;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -36,24 +33,18 @@ struct Main {
     runtime: Handle,
 }
 
-/// The router a worker thread serves: traffic, the owner's invoke route and
-/// `/healthz` here; everything else through `main`'s runtime.
-pub(crate) fn worker_router(state: AppState, router: Router, runtime: Handle) -> Router {
+/// The router a worker thread serves: `routes::traffic_routes` here;
+/// everything else through the main runtime.
+pub(crate) fn worker_router(state: AppState, router: Router) -> Router {
     let main = Router::new()
         .route("/v1", any(to_main))
         .route("/v1/{*rest}", any(to_main))
         .route("/metrics", any(to_main))
-        .with_state(Main { router, runtime });
-    let invoke = Router::new()
-        .route("/v1/functions/{name}/invoke", post(invoke::invoke))
-        .route_layer(from_fn_with_state(state.clone(), require_token));
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/fn/{name}", any(traffic::by_path_root))
-        .route("/fn/{name}/", any(traffic::by_path_root))
-        .route("/fn/{name}/{*path}", any(traffic::by_path))
-        .merge(invoke)
-        .fallback(traffic::by_host)
+        .with_state(Main {
+            router,
+            runtime: state.storage.clone(),
+        });
+    crate::routes::traffic_routes(&state)
         .with_state(state)
         .merge(main)
 }

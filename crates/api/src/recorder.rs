@@ -85,7 +85,9 @@ async fn write_batches(
     let mut batch = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
         // Give a burst a moment to gather into one transaction.
-        tokio::time::sleep(GATHER).await;
+        if batch.len() < BATCH {
+            tokio::time::sleep(GATHER).await;
+        }
         while batch.len() < BATCH {
             match receiver.try_recv() {
                 Ok(item) => batch.push(item),

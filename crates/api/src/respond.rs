@@ -71,9 +71,7 @@ pub fn plain(status: StatusCode) -> Response {
 /// 503 with `Retry-After: 1`: the node is overloaded or shutting down.
 fn unavailable() -> Response {
     let mut response = plain(StatusCode::SERVICE_UNAVAILABLE);
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    crate::error::retry_soon(&mut response);
     response
 }
 

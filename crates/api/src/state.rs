@@ -65,7 +65,7 @@ impl std::ops::Deref for AppState {
 /// The state behind [`AppState`].
 pub struct Shared {
     /// Configuration.
-    pub config: Arc<ServerConfig>,
+    pub config: ServerConfig,
     /// Where functions are kept.
     pub registry: Arc<dyn Registry>,
     /// What runs them.
@@ -76,8 +76,6 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Writes invocation records in the background.
     pub recorder: Recorder,
-    /// The admin token's hash.
-    pub token_hash: Arc<str>,
     /// Functions' KV storage, if the node has one.
     pub kv: Option<Arc<dyn isola_kv::KvStore>>,
     /// The runtime that does storage work (the one the state was made on):
@@ -104,8 +102,7 @@ impl AppState {
         }
         Self(Arc::new(Shared {
             kv,
-            token_hash: config.token_hash.clone().into(),
-            config: Arc::new(config),
+            config,
             active: Arc::new(ActiveFunctions::new(registry.clone(), invoker.clone())),
             storage: tokio::runtime::Handle::current(),
             recorder,

@@ -2,7 +2,7 @@
 
 mod deployments;
 mod functions;
-pub(crate) mod invoke;
+mod invoke;
 mod kv;
 mod logs;
 mod openapi;
@@ -38,7 +38,6 @@ pub fn router(state: AppState) -> Router {
             post(deployments::activate),
         )
         .route("/functions/{name}/rollback", post(deployments::rollback))
-        .route("/functions/{name}/invoke", post(invoke::invoke))
         .route("/functions/{name}/invocations", get(invoke::records))
         .route("/functions/{name}/logs", get(logs::logs))
         .route("/functions/{name}/kv", get(kv::list))
@@ -47,19 +46,30 @@ pub fn router(state: AppState) -> Router {
             get(kv::get).put(kv::put).delete(kv::delete),
         )
         .route_layer(from_fn_with_state(state.clone(), require_token));
-    Router::new()
+    traffic_routes(&state)
         .nest("/v1", management)
         .route("/v1/openapi.json", get(openapi::document))
         .route(
             "/metrics",
             get(metrics).route_layer(from_fn_with_state(state.clone(), require_metrics_token)),
         )
+        .with_state(state)
+}
+
+/// The routes answered wherever a request arrives, a worker thread
+/// included: function traffic (by path, else by Host), the owner's invoke
+/// route and `/healthz`.
+pub(crate) fn traffic_routes(state: &AppState) -> Router<AppState> {
+    let invoke = Router::new()
+        .route("/v1/functions/{name}/invoke", post(invoke::invoke))
+        .route_layer(from_fn_with_state(state.clone(), require_token));
+    Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/fn/{name}", any(traffic::by_path_root))
         .route("/fn/{name}/", any(traffic::by_path_root))
         .route("/fn/{name}/{*path}", any(traffic::by_path))
+        .merge(invoke)
         .fallback(traffic::by_host)
-        .with_state(state)
 }
 
 async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
