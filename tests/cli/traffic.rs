@@ -152,3 +152,23 @@ fn a_stalled_request_body_is_given_up_and_a_used_body_is_an_error() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
 }
+
+#[test]
+fn records_queued_at_shutdown_are_written() {
+    const REQUESTS: usize = 200;
+    let hello = "export default { fetch() { return new Response('hi') } }";
+    let (dir, mut server) = serving("stopped", hello);
+    let http = server.http();
+    for _ in 0..REQUESTS {
+        let response = http
+            .get(format!("{}/fn/stopped/", server.url))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    // Stopped at once, while the last records wait to be written.
+    assert!(server.terminate_within(Duration::from_secs(15)));
+    let server = Server::start(dir.path(), &[]);
+    let records = server.list_of("/v1/functions/stopped/invocations?limit=1000", REQUESTS);
+    assert_eq!(records.len(), REQUESTS);
+}

@@ -65,6 +65,12 @@ impl Node {
         }
     }
 
+    /// Writes the invocation records still queued; call when the node
+    /// has stopped serving.
+    pub async fn shutdown(&self) {
+        self.state.recorder.flush().await;
+    }
+
     /// Every route, answered on the runtime that serves it.
     pub fn router(&self) -> axum::Router {
         routes::router(self.state.clone())

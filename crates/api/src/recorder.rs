@@ -42,7 +42,17 @@ pub struct Recorder {
     queued_bytes: Arc<AtomicUsize>,
     max_bytes: usize,
     dropped: Counter,
+    writer: Arc<Writer>,
 }
+
+/// The writer task, and how to ask it to write what is queued and stop.
+struct Writer {
+    stop: tokio::sync::Notify,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// How long a stop waits for the queued records to be written.
+const FLUSH_TIME: Duration = Duration::from_secs(5);
 
 impl Recorder {
     /// Starts the writer task on the current tokio runtime; at most
@@ -50,12 +60,35 @@ impl Recorder {
     pub fn start(registry: Arc<dyn Registry>, max_bytes: usize, dropped: Counter) -> Self {
         let (sender, receiver) = mpsc::channel(CAPACITY);
         let queued_bytes = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(write_batches(registry, receiver, queued_bytes.clone()));
+        let writer = Arc::new(Writer {
+            stop: tokio::sync::Notify::new(),
+            task: std::sync::Mutex::new(None),
+        });
+        let task = tokio::spawn(write_batches(
+            registry,
+            receiver,
+            queued_bytes.clone(),
+            writer.clone(),
+        ));
+        *writer.task.lock().unwrap() = Some(task);
         Self {
             sender,
             queued_bytes,
             max_bytes,
             dropped,
+            writer,
+        }
+    }
+
+    /// Writes what is queued (for at most a few seconds) and stops the
+    /// writer; records queued later are not written. For a node's shutdown.
+    pub async fn flush(&self) {
+        self.writer.stop.notify_one();
+        let task = self.writer.task.lock().unwrap().take();
+        if let Some(task) = task {
+            if tokio::time::timeout(FLUSH_TIME, task).await.is_err() {
+                tracing::warn!("invocation records still queued {FLUSH_TIME:?} after the shutdown");
+            }
         }
     }
 
@@ -81,25 +114,47 @@ async fn write_batches(
     registry: Arc<dyn Registry>,
     mut receiver: mpsc::Receiver<(InvocationRecord, usize)>,
     queued_bytes: Arc<AtomicUsize>,
+    writer: Arc<Writer>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
-    while receiver.recv_many(&mut batch, BATCH).await > 0 {
-        // Give a burst a moment to gather into one transaction.
-        if batch.len() < BATCH {
-            tokio::time::sleep(GATHER).await;
+    let mut stopping = false;
+    while !stopping {
+        tokio::select! {
+            received = receiver.recv_many(&mut batch, BATCH) => {
+                if received == 0 {
+                    break;
+                }
+            }
+            () = writer.stop.notified() => stopping = true,
         }
-        while batch.len() < BATCH {
-            match receiver.try_recv() {
-                Ok(item) => batch.push(item),
-                Err(_) => break,
+        // Give a burst a moment to gather into one transaction.
+        if batch.len() < BATCH && !stopping {
+            tokio::select! {
+                () = tokio::time::sleep(GATHER) => {}
+                () = writer.stop.notified() => stopping = true,
             }
         }
-        let bytes: usize = batch.iter().map(|(_, size)| size).sum();
-        let records = batch.drain(..).map(|(record, _)| record).collect();
-        if let Err(error) = registry.record_invocations(records).await {
-            tracing::warn!(%error, "could not store invocation records");
+        loop {
+            while batch.len() < BATCH {
+                match receiver.try_recv() {
+                    Ok(item) => batch.push(item),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let bytes: usize = batch.iter().map(|(_, size)| size).sum();
+            let records = batch.drain(..).map(|(record, _)| record).collect();
+            if let Err(error) = registry.record_invocations(records).await {
+                tracing::warn!(%error, "could not store invocation records");
+            }
+            queued_bytes.fetch_sub(bytes, Ordering::SeqCst);
+            // Stopping, everything queued goes; otherwise one batch a turn.
+            if !stopping {
+                break;
+            }
         }
-        queued_bytes.fetch_sub(bytes, Ordering::SeqCst);
     }
 }
 

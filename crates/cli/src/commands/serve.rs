@@ -192,15 +192,27 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
         listener.local_addr()?,
         args.data.display()
     );
+    // One copy of the socket per worker; each closes its own when it stops
+    // accepting, so new connections are refused at once on shutdown.
+    let listeners = (0..executor.workers())
+        .map(|_| Ok(std::sync::Mutex::new(Some(listener.try_clone()?))))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    drop(listener);
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let listener = Arc::new(std::sync::Mutex::new(Some(listener)));
-    let served = serve_on_workers(&executor, &node, listener.clone(), stopped);
-    shutdown_signal().await;
+    let served = serve_on_workers(&executor, &node, listeners, stopped);
+    tokio::pin!(served);
+    let stopped_serving = tokio::select! {
+        () = shutdown_signal() => false,
+        () = &mut served => true,
+    };
     let _ = stop.send(true);
-    // With every copy of the socket closed, new connections are refused at
-    // once rather than queued where nobody will accept them.
-    listener.lock().unwrap().take();
-    served.await;
+    if !stopped_serving {
+        served.await;
+    }
+    node.shutdown().await;
+    if stopped_serving {
+        anyhow::bail!("the worker threads stopped serving (see the errors above)");
+    }
     Ok(crate::ExitStatus::Success)
 }
 
@@ -217,31 +229,27 @@ fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 }
 
 /// Serves the node on every worker thread, each accepting from its own copy
-/// of `listener`, until `stopped` turns true; the future ends when they all
-/// have. Each worker closes its copy when it stops accepting.
+/// of the listening socket (`listeners[worker]`), until `stopped` turns
+/// true; the future ends when they all have.
 fn serve_on_workers(
     executor: &Executor,
     node: &isola_api::Node,
-    listener: Arc<std::sync::Mutex<Option<std::net::TcpListener>>>,
+    listeners: Vec<std::sync::Mutex<Option<std::net::TcpListener>>>,
     stopped: tokio::sync::watch::Receiver<bool>,
 ) -> impl std::future::Future<Output = ()> {
     let router = node.worker_router();
     executor.serve_on_workers(move |worker| {
-        let listener = match listener.lock().unwrap().as_ref() {
-            Some(listener) => listener.try_clone(),
-            None => Err(std::io::Error::other("the node is shutting down")),
-        };
+        let listener = listeners[worker].lock().unwrap().take();
         let router = router.clone();
         let mut stopped = stopped.clone();
         async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|stopped| *stopped).await;
             };
-            let served = match listener {
-                Ok(listener) => isola_api::serve_local(listener, router, shutdown).await,
-                Err(error) => Err(error),
+            let Some(listener) = listener else {
+                return;
             };
-            if let Err(error) = served {
+            if let Err(error) = isola_api::serve_local(listener, router, shutdown).await {
                 tracing::error!(worker, %error, "a worker could not serve");
             }
         }

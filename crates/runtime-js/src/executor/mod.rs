@@ -398,6 +398,11 @@ impl Executor {
         }
     }
 
+    /// How many worker threads run invocations (and can serve).
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
     /// Modules whose compiled code is cached for the next cold start.
     pub fn cached_modules(&self) -> usize {
         self.code_cache.len()
