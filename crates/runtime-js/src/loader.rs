@@ -68,6 +68,7 @@ impl CodeCache {
 }
 
 /// The module loader of one function's isolate.
+#[derive(Clone)]
 pub struct FunctionLoader {
     source: Arc<FunctionSource>,
     cache: Arc<CodeCache>,
@@ -153,7 +154,17 @@ impl ModuleLoader for FunctionLoader {
         _referrer: Option<&ModuleLoadReferrer>,
         _options: ModuleLoadOptions,
     ) -> ModuleLoadResponse {
-        ModuleLoadResponse::Sync(self.load_file(specifier))
+        if !is_typescript(specifier.path()) {
+            return ModuleLoadResponse::Sync(self.load_file(specifier));
+        }
+        // Transpiling forks and waits for a child: on a blocking thread, so
+        // that the worker thread goes on serving meanwhile.
+        let (loader, specifier) = (self.clone(), specifier.clone());
+        ModuleLoadResponse::Async(Box::pin(async move {
+            tokio::task::spawn_blocking(move || loader.load_file(&specifier))
+                .await
+                .map_err(|e| JsErrorBox::generic(format!("loading a module: {e}")))?
+        }))
     }
 
     fn code_cache_ready(

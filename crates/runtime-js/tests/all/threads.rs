@@ -12,7 +12,52 @@ crate::cases!(
     many_functions_share_few_threads,
     functions_that_break_limits_do_not_hold_up_others,
     invocations_asked_for_on_a_worker_run_there,
+    a_typescript_cold_start_does_not_hold_up_its_thread,
 );
+
+fn a_typescript_cold_start_does_not_hold_up_its_thread() {
+    let executor = Executor::new(ExecutorConfig {
+        workers: 1,
+        ..ExecutorConfig::default()
+    });
+    // A module that takes the compiler a while (under 1 MiB of TypeScript).
+    let mut code = String::new();
+    for i in 0..18_000 {
+        code.push_str(&format!("export const v{i}: number = {i} as number;\n"));
+    }
+    code.push_str("export default (): string => 'typed';\n");
+    let mut typed = (*function("")).clone();
+    typed.files[0].path = "main.ts".into();
+    typed.files[0].code = code;
+    typed.entry = "main.ts".into();
+    let typed = std::sync::Arc::new(typed);
+    let plain = function("export default () => 'plain'");
+    let ask = |function: &std::sync::Arc<isola_core::FunctionSource>| Invocation {
+        id: "x".into(),
+        function: function.clone(),
+        input: InvocationInput::Json(json!(null)),
+    };
+    assert_eq!(json(&block_on(executor.run(ask(&plain)))), json!("plain"));
+    block_on(async {
+        let started = Instant::now();
+        let cold = async {
+            let outcome = executor.run(ask(&typed)).await;
+            (outcome, started.elapsed())
+        };
+        let warm = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let outcome = executor.run(ask(&plain)).await;
+            (outcome, started.elapsed())
+        };
+        let ((cold, cold_took), (warm, warm_took)) = tokio::join!(cold, warm);
+        assert_eq!(json(&cold), json!("typed"));
+        assert_eq!(json(&warm), json!("plain"));
+        assert!(
+            warm_took < cold_took,
+            "the warm call ({warm_took:?}) waited for the TypeScript cold start ({cold_took:?})"
+        );
+    });
+}
 
 fn invocations_asked_for_on_a_worker_run_there() {
     use std::sync::atomic::Ordering;
