@@ -168,11 +168,14 @@ impl Common {
     fn spawn(
         &self,
         name: String,
-        shared: async_channel::Receiver<Job>,
+        shared: Option<async_channel::Receiver<Job>>,
         quarantine: bool,
     ) -> (WorkerHandle, std::thread::JoinHandle<()>) {
         let (control, control_rx) = mpsc::unbounded_channel();
         let (own_jobs, own_queue) = async_channel::bounded(self.config.queue_capacity.max(1));
+        // A worker without shared work (the quarantine one) reads its own
+        // queue twice over, and stops when that closes.
+        let shared = shared.unwrap_or_else(|| own_queue.clone());
         let in_flight = Arc::new(AtomicUsize::new(0));
         let worker = WorkerSetup {
             executor: self.executor,
@@ -213,7 +216,6 @@ pub struct Executor {
     /// Functions that broke a limit recently, and the worker they run on.
     quarantined: Quarantine,
     quarantine: WorkerHandle,
-    quarantine_closer: async_channel::Sender<Job>,
     workers: Vec<WorkerHandle>,
     threads: Vec<std::thread::JoinHandle<()>>,
     stats: Arc<ExecutorStats>,
@@ -227,9 +229,6 @@ impl Executor {
         init_platform();
         let workers = config.workers.max(1);
         let (jobs, queue) = async_channel::bounded(config.queue_capacity.max(1));
-        // The quarantine worker takes no shared work: its shared queue stays
-        // empty until shutdown closes it.
-        let (quarantine_closer, no_shared_work) = async_channel::bounded(1);
         let id = NEXT_EXECUTOR.fetch_add(1, Ordering::Relaxed);
         let common = Common {
             executor: id,
@@ -248,11 +247,11 @@ impl Executor {
         let mut threads = Vec::new();
         for index in 0..workers {
             let (handle, thread) =
-                common.spawn(format!("isola-worker-{index}"), queue.clone(), false);
+                common.spawn(format!("isola-worker-{index}"), Some(queue.clone()), false);
             handles.push(handle);
             threads.push(thread);
         }
-        let (quarantine, thread) = common.spawn("isola-quarantine".into(), no_shared_work, true);
+        let (quarantine, thread) = common.spawn("isola-quarantine".into(), None, true);
         threads.push(thread);
         Self {
             id,
@@ -261,7 +260,6 @@ impl Executor {
             admission: Arc::new(Admission::new(common.config.max_admitted_memory_mb)),
             quarantined: Quarantine::default(),
             quarantine,
-            quarantine_closer,
             workers: handles,
             threads,
             stats: common.stats.clone(),
@@ -426,7 +424,6 @@ impl Executor {
 impl Executor {
     fn close(&self) {
         self.jobs.close();
-        self.quarantine_closer.close();
         self.quarantine.jobs.close();
         for worker in &self.workers {
             worker.jobs.close();

@@ -109,10 +109,7 @@ pub(super) fn run_here(executor: u64, job: Job) -> Option<Job> {
         match worker.slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 worker.stats.in_place.fetch_add(1, Ordering::Relaxed);
-                worker
-                    .waiting_in_place
-                    .set(worker.waiting_in_place.get() + 1);
-                worker.start_in_place(job, permit);
+                worker.start(job, permit, true);
                 None
             }
             Err(_) => Some(job),
@@ -174,9 +171,9 @@ impl WorkerSetup {
                         tokio::task::spawn_local(task());
                     }
                 },
-                Ok(job) = self.own_queue.recv() => worker.start(job, permit),
+                Ok(job) = self.own_queue.recv() => worker.start(job, permit, false),
                 job = self.queue.recv() => match job {
-                    Ok(job) => worker.start(job, permit),
+                    Ok(job) => worker.start(job, permit, false),
                     Err(_) => break,
                 },
             }
@@ -190,50 +187,27 @@ impl WorkerSetup {
 }
 
 impl Worker {
-    /// Starts a job asked for on this thread; it stops counting as waiting
-    /// when it begins to run.
-    fn start_in_place(self: &Rc<Self>, job: Job, permit: OwnedSemaphorePermit) {
-        let this = self.clone();
-        let begun = move || this.waiting_in_place.set(this.waiting_in_place.get() - 1);
-        self.start_with(job, permit, Some(Box::new(begun)));
-    }
-
-    fn start(self: &Rc<Self>, job: Job, permit: OwnedSemaphorePermit) {
-        self.start_with(job, permit, None);
-    }
-
-    fn start_with(
-        self: &Rc<Self>,
-        job: Job,
-        permit: OwnedSemaphorePermit,
-        begun: Option<Box<dyn FnOnce()>>,
-    ) {
+    /// Starts a job as a task of this thread. One asked for on this thread
+    /// (`in_place`) counts as waiting there until it begins to run.
+    fn start(self: &Rc<Self>, job: Job, permit: OwnedSemaphorePermit, in_place: bool) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let begin = move || {
-            if let Some(begun) = begun {
-                begun();
-            }
-        };
-        match job {
-            Job::Invoke {
-                invocation,
-                reply,
-                admitted,
-            } => {
-                let job = self.clone().run_job(invocation, reply, (permit, admitted));
-                tokio::task::spawn_local(async move {
-                    begin();
-                    job.await
-                });
-            }
-            Job::Prepare { function, reply } => {
-                let job = self.clone().prepare(function, reply, permit);
-                tokio::task::spawn_local(async move {
-                    begin();
-                    job.await
-                });
-            }
+        if in_place {
+            self.waiting_in_place.set(self.waiting_in_place.get() + 1);
         }
+        let this = self.clone();
+        tokio::task::spawn_local(async move {
+            if in_place {
+                this.waiting_in_place.set(this.waiting_in_place.get() - 1);
+            }
+            match job {
+                Job::Invoke {
+                    invocation,
+                    reply,
+                    admitted,
+                } => this.run_job(invocation, reply, (permit, admitted)).await,
+                Job::Prepare { function, reply } => this.prepare(function, reply, permit).await,
+            }
+        });
     }
 
     async fn prepare(

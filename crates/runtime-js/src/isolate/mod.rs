@@ -93,6 +93,8 @@ pub struct FunctionIsolate {
     memory_in_use: usize,
     /// Of that, buffers and other memory outside the V8 heap.
     native_in_use: usize,
+    /// Native memory held right after the last collection `trim` made.
+    trimmed_to: usize,
     /// CPU time the module's evaluation took when the isolate was created.
     startup_cpu: Duration,
     /// KV operations left to the current invocation, if the function has KV.
@@ -350,6 +352,7 @@ impl FunctionIsolate {
             idle: true,
             memory_in_use: 0,
             native_in_use: 0,
+            trimmed_to: 0,
             startup_cpu: Duration::ZERO,
             kv_budget,
         })

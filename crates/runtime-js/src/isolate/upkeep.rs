@@ -85,11 +85,13 @@ impl FunctionIsolate {
     }
 
     /// Collects the isolate's garbage before it goes back to the pool, when
-    /// it holds more than `above` bytes outside its heap: buffers an
-    /// invocation dropped (a streamed upload's chunks) otherwise stay until
-    /// V8 next feels heap pressure, held by an idle isolate.
+    /// it holds more than `above` bytes outside its heap beyond what it held
+    /// after its last collection: buffers an invocation dropped (a streamed
+    /// upload's chunks) otherwise stay until V8 next feels heap pressure,
+    /// held by an idle isolate. A function that keeps its buffers (a table
+    /// in module scope) is not collected after every invocation.
     pub fn trim(&mut self, above: usize) {
-        if self.native_in_use <= above {
+        if self.native_in_use <= above.max(self.trimmed_to.saturating_add(above)) {
             return;
         }
         let runtime = &mut self.runtime;
@@ -97,6 +99,7 @@ impl FunctionIsolate {
             runtime.v8_isolate().low_memory_notification()
         });
         self.measure_memory();
+        self.trimmed_to = self.native_in_use;
     }
 
     /// Drops the request bodies and response sinks the last invocation left
