@@ -10,6 +10,7 @@ import { core, internals, primordials } from "ext:core/mod.js";
 import * as isolaConsole from "ext:isola_runtime/console.js";
 import {
   op_isola_body_end,
+  op_isola_body_open,
   op_isola_body_recv,
   op_isola_body_send,
   op_isola_kv_atomic,
@@ -753,7 +754,7 @@ const host = {
    * streaming] out. The headers are one flat list of names and
    * values; a body given whole is a string or bytes.
    */
-  async invokeFetch(handler, method, url, headerList, body, invocationId, functionName, env, sinkId) {
+  async invokeFetch(handler, method, url, headerList, body, invocationId, functionName, env) {
     const res = await handler.fetch(incomingRequest(method, url, headerList, body), env, makeContext(invocationId, functionName, undefined));
     if (!ObjectPrototypeIsPrototypeOf(Response.prototype, res)) {
       throw new TypeError("The fetch handler must return a Response, got " + isolaConsole.inspect(res));
@@ -772,7 +773,7 @@ const host = {
       return [inner.status, outHeaders, whole.body, false];
     }
     if (res.body.locked) throw new TypeError("The response body is locked to a reader");
-    pumpBody(res.body, sinkId);
+    pumpBody(res.body, op_isola_body_open());
     return [inner.status, outHeaders, "", true];
   },
 };

@@ -180,13 +180,34 @@ async fn op_isola_kv_atomic(
     Ok(committed.map(|v| v.to_string()))
 }
 
-/// Where streamed response bodies go: a channel per invocation, by id.
+/// Where streamed response bodies go: a channel per streamed response, by
+/// id, opened by the bootstrap only when a response has a stream body.
 #[derive(Default)]
 pub struct BodySinks {
     /// Senders by id.
     pub senders: std::collections::HashMap<u32, tokio::sync::mpsc::Sender<Result<Vec<u8>, String>>>,
+    /// The receiving end of the channel opened last, for the host to take
+    /// with the response head.
+    pub opened: Option<tokio::sync::mpsc::Receiver<Result<Vec<u8>, String>>>,
     /// The next id.
     pub next: u32,
+}
+
+/// Chunks of a streamed response body in flight to the host, at most.
+const SINK_CHUNKS: usize = 16;
+
+/// Opens the channel a streamed response body is sent through; returns its
+/// id (the host takes the receiving end with the response head).
+#[op2(fast)]
+#[smi]
+fn op_isola_body_open(state: &mut OpState) -> u32 {
+    let (sender, receiver) = tokio::sync::mpsc::channel(SINK_CHUNKS);
+    let sinks = state.borrow_mut::<BodySinks>();
+    let id = sinks.next;
+    sinks.next = sinks.next.wrapping_add(1);
+    sinks.senders.insert(id, sender);
+    sinks.opened = Some(receiver);
+    id
 }
 
 /// Sends one chunk of a streamed response body; `false` when nobody reads
@@ -315,6 +336,7 @@ extension!(
         op_isola_kv_get,
         op_isola_kv_list,
         op_isola_kv_atomic,
+        op_isola_body_open,
         op_isola_body_send,
         op_isola_body_end,
         op_isola_body_recv,

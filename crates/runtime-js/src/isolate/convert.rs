@@ -55,7 +55,6 @@ pub(super) fn fetch_args<'s>(
     request: &HttpRequest,
     [invocation_id, function_name]: [&str; 2],
     env: &v8::Global<v8::Value>,
-    sink_id: u32,
 ) -> Result<Args<'s>, FunctionError> {
     let bodiless = matches!(request.method.as_str(), "GET" | "HEAD");
     let body: v8::Local<v8::Value> = if bodiless {
@@ -84,7 +83,6 @@ pub(super) fn fetch_args<'s>(
         string_arg(scope, invocation_id)?,
         string_arg(scope, function_name)?,
         v8::Local::new(scope, env),
-        v8::Integer::new_from_unsigned(scope, sink_id).into(),
     ])
 }
 
@@ -194,18 +192,16 @@ pub(super) fn decode_response<'s>(
     Ok((InvocationOutput::Http(response), streaming))
 }
 
-/// Opens a channel for a streamed response body; returns its id and receiver.
-pub(super) fn open_body_sink(
-    runtime: &mut JsRuntime,
-) -> (u32, tokio::sync::mpsc::Receiver<isola_core::BodyChunk>) {
-    let (sender, receiver) = tokio::sync::mpsc::channel(16);
-    let state = runtime.op_state();
-    let mut state = state.borrow_mut();
-    let sinks = state.borrow_mut::<BodySinks>();
-    let id = sinks.next;
-    sinks.next = sinks.next.wrapping_add(1);
-    sinks.senders.insert(id, sender);
-    (id, receiver)
+/// The receiving end of the response-body sink the bootstrap opened for
+/// this invocation's streamed response.
+pub(super) fn take_opened_sink(runtime: &mut JsRuntime) -> isola_core::BodyStream {
+    let opened = runtime
+        .op_state()
+        .borrow_mut()
+        .borrow_mut::<BodySinks>()
+        .opened
+        .take();
+    opened.map_or_else(Default::default, isola_core::BodyStream::new)
 }
 
 /// Registers a streamed request body (its first bytes and the rest);
@@ -223,14 +219,4 @@ pub(super) fn open_request_body(
     let first = (!first.is_empty()).then_some(first);
     bodies.streams.insert(id, (first, rest));
     id
-}
-
-/// Drops an unused body channel.
-pub(super) fn close_body_sink(runtime: &mut JsRuntime, id: u32) {
-    runtime
-        .op_state()
-        .borrow_mut()
-        .borrow_mut::<BodySinks>()
-        .senders
-        .remove(&id);
 }

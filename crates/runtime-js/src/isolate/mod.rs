@@ -507,8 +507,6 @@ impl FunctionIsolate {
             HandlerKind::Fetch => &host.invoke_fetch,
         };
         let run = async move {
-            let sink = (kind == HandlerKind::Fetch).then(|| open_body_sink(runtime));
-            let sink_id = sink.as_ref().map_or(0, |(id, _)| *id);
             let called = {
                 deno_core::scope!(scope, runtime);
                 let info = [invocation.id.as_str(), source.name.as_str()];
@@ -517,16 +515,11 @@ impl FunctionIsolate {
                         json_args(scope, handler, payload, info, env)
                     }
                     (HandlerKind::Fetch, InvocationInput::Http(request)) => {
-                        fetch_args(scope, handler, request, info, env, sink_id)
+                        fetch_args(scope, handler, request, info, env)
                     }
-                    (HandlerKind::Fetch, InvocationInput::Json(payload)) => fetch_args(
-                        scope,
-                        handler,
-                        &json_as_request(payload),
-                        info,
-                        env,
-                        sink_id,
-                    ),
+                    (HandlerKind::Fetch, InvocationInput::Json(payload)) => {
+                        fetch_args(scope, handler, &json_as_request(payload), info, env)
+                    }
                     (HandlerKind::Json, InvocationInput::Http(_)) => Err(json_handler_needs_json()),
                 })?
             };
@@ -551,23 +544,15 @@ impl FunctionIsolate {
                     HandlerKind::Fetch => decode_response(scope, value),
                 }
             };
-            let streaming = matches!(decoded, Ok((_, true)));
-            let output = match sink {
-                // The bootstrap pumps the body into the sink after the head.
-                Some((_, receiver)) if streaming => decoded.map(|(output, _)| match output {
-                    InvocationOutput::Http(mut response) => {
-                        response.rest = isola_core::BodyStream::new(receiver);
-                        InvocationOutput::Http(response)
-                    }
-                    other => other,
-                }),
-                sink => {
-                    if let Some((id, _)) = sink {
-                        close_body_sink(runtime, id);
-                    }
-                    decoded.map(|(output, _)| output)
+            // A streamed body: the bootstrap opened a sink and pumps the
+            // body into it after the head.
+            let output = decoded.map(|(output, streaming)| match output {
+                InvocationOutput::Http(mut response) if streaming => {
+                    response.rest = take_opened_sink(runtime);
+                    InvocationOutput::Http(response)
                 }
-            };
+                other => other,
+            });
             output.map(|output| (output, upkeep::tick(runtime)))
         };
         Metered {

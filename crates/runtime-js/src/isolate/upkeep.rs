@@ -110,7 +110,9 @@ impl FunctionIsolate {
         let state = self.runtime.op_state();
         let mut state = state.borrow_mut();
         state.borrow_mut::<RequestBodies>().streams.clear();
-        state.borrow_mut::<BodySinks>().senders.clear();
+        let sinks = state.borrow_mut::<BodySinks>();
+        sinks.senders.clear();
+        sinks.opened = None;
     }
 
     /// Console output captured since the last call.
