@@ -49,36 +49,42 @@ pub struct Cutoffs {
 
 /// The cutoffs for `retention` at `now_ms`: the older of the age limit and
 /// the creation time of the newest record past the count limit.
+///
+/// The count limits are found from the ids, which only grow (the records'
+/// rowid, the lines' `AUTOINCREMENT` sequence): what lies more than the cap
+/// below the newest id goes, found in one index step rather than by
+/// counting a million rows. Ids left free by deletions make it keep fewer,
+/// never more, than the cap.
 pub fn cutoffs(conn: &Connection, retention: &Retention, now_ms: i64) -> rusqlite::Result<Cutoffs> {
     let age_ms = i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX);
     let mut created_before = now_ms.saturating_sub(age_ms);
-    let over_count: Option<i64> = conn
-        .query_row(
-            "SELECT created_at FROM invocations ORDER BY created_at DESC LIMIT 1 OFFSET ?1",
-            [offset(retention.max_records)],
-            |row| row.get(0),
-        )
-        .optional()?;
-    if let Some(at) = over_count {
-        // That record and everything older.
-        created_before = created_before.max(at.saturating_add(1));
+    let newest: Option<i64> =
+        conn.query_row("SELECT max(rowid) FROM invocations", [], |row| row.get(0))?;
+    if let Some(past_cap) = below_cap(newest, retention.max_records) {
+        let over_count: Option<i64> = conn
+            .query_row(
+                "SELECT created_at FROM invocations WHERE rowid <= ?1 ORDER BY rowid DESC LIMIT 1",
+                [past_cap],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(at) = over_count {
+            // That record and everything older.
+            created_before = created_before.max(at.saturating_add(1));
+        }
     }
-    let last_dropped_seq = conn
-        .query_row(
-            "SELECT seq FROM logs ORDER BY seq DESC LIMIT 1 OFFSET ?1",
-            [offset(retention.max_log_lines)],
-            |row| row.get(0),
-        )
-        .optional()?;
+    let newest_line: Option<i64> =
+        conn.query_row("SELECT max(seq) FROM logs", [], |row| row.get(0))?;
     Ok(Cutoffs {
         created_before,
-        last_dropped_seq,
+        last_dropped_seq: below_cap(newest_line, retention.max_log_lines),
     })
 }
 
-/// The offset, newest first, of the first row past a cap of `count`.
-fn offset(count: u64) -> i64 {
-    i64::try_from(count).unwrap_or(i64::MAX)
+/// The newest id past a cap of `count` below the `newest` id, if any.
+fn below_cap(newest: Option<i64>, count: u64) -> Option<i64> {
+    let past = newest?.checked_sub(i64::try_from(count).ok()?)?;
+    (past > 0).then_some(past)
 }
 
 /// Deletes up to [`CHUNK`] records older than the cutoff; how many went.
