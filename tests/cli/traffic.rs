@@ -98,6 +98,15 @@ fn every_request_served_leaves_a_record_or_a_counted_drop() {
         workers.into_iter().map(|w| w.join().unwrap()).sum()
     });
     assert_eq!(served, THREADS * EACH);
+    let metrics = server
+        .api(Method::GET, "/metrics")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let counted =
+        format!("isola_invocations_total{{function=\"counted\",outcome=\"ok\"}} {served}");
+    assert!(metrics.contains(&counted), "{metrics}");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let records: Vec<Value> = server

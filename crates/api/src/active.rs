@@ -12,6 +12,7 @@
 //! Refreshes are serialised per name: a miss for one name never waits
 //! behind another.
 
+use crate::metrics::{FunctionSeries, Metrics};
 use crate::ApiError;
 use isola_core::{FunctionSource, Invoker};
 use isola_store::{DeploymentInfo, Registry};
@@ -30,6 +31,8 @@ pub struct Active {
     pub deployment: DeploymentInfo,
     /// Its code and configuration.
     pub source: Arc<FunctionSource>,
+    /// The function's metric series.
+    pub series: Arc<FunctionSeries>,
 }
 
 type NameLocks = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
@@ -38,6 +41,7 @@ type NameLocks = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
 pub struct ActiveFunctions {
     registry: Arc<dyn Registry>,
     invoker: Arc<dyn Invoker>,
+    metrics: Arc<Metrics>,
     cache: RwLock<HashMap<String, Arc<Active>>>,
     /// Names without an active deployment, most recently asked for first.
     absent: Mutex<LruCache<String, ()>>,
@@ -80,10 +84,15 @@ fn no_active_deployment(name: &str) -> ApiError {
 
 impl ActiveFunctions {
     /// An empty cache over `registry`.
-    pub fn new(registry: Arc<dyn Registry>, invoker: Arc<dyn Invoker>) -> Self {
+    pub fn new(
+        registry: Arc<dyn Registry>,
+        invoker: Arc<dyn Invoker>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             registry,
             invoker,
+            metrics,
             cache: RwLock::default(),
             absent: Mutex::new(LruCache::new(
                 NonZeroUsize::new(ABSENT_CAPACITY).expect("non-zero"),
@@ -151,6 +160,7 @@ impl ActiveFunctions {
         let current = match self.registry.active_source(name).await {
             Ok(found) => found.map(|(deployment, source)| {
                 Arc::new(Active {
+                    series: self.metrics.series(name),
                     deployment,
                     source: Arc::new(source),
                 })

@@ -7,9 +7,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Outcomes {
@@ -47,12 +46,12 @@ pub struct Metrics {
     resident_memory: Gauge<u64, AtomicU64>,
     /// Invocation records dropped because the writer was behind.
     pub records_dropped: Counter,
-    /// Each function's series, found without building labels.
-    by_function: RwLock<HashMap<String, Arc<FunctionSeries>>>,
 }
 
-/// One function's series of the families (handles sharing their values).
-struct FunctionSeries {
+/// One function's series of the families (handles sharing their values),
+/// made when its active deployment is loaded, so that counting an
+/// invocation builds no labels and takes no lock.
+pub struct FunctionSeries {
     ok: Counter,
     cold: Counter,
     warm: Counter,
@@ -74,7 +73,6 @@ impl Metrics {
             resident_memory: Gauge::default(),
             records_dropped: Counter::default(),
             registry: Mutex::new(Registry::default()),
-            by_function: RwLock::default(),
         };
         registry.register(
             "invocations",
@@ -120,9 +118,8 @@ impl Metrics {
         metrics
     }
 
-    /// Counts one invocation.
-    pub fn observe(&self, function: &str, outcome: &Outcome) {
-        let series = self.series(function);
+    /// Counts one invocation of `function`, whose series is `series`.
+    pub fn observe(&self, series: &FunctionSeries, function: &str, outcome: &Outcome) {
         match &outcome.result {
             Ok(_) => series.ok.inc(),
             Err(error) => self
@@ -144,11 +141,8 @@ impl Metrics {
         series.cpu.observe(outcome.metrics.cpu_us as f64 / 1e6);
     }
 
-    /// The function's series, made on its first invocation.
-    fn series(&self, function: &str) -> Arc<FunctionSeries> {
-        if let Some(series) = self.by_function.read().unwrap().get(function) {
-            return series.clone();
-        }
+    /// The series of `function` (the same ones on every call).
+    pub fn series(&self, function: &str) -> Arc<FunctionSeries> {
         let name = || function.to_string();
         let starts = |start: &str| {
             self.starts
@@ -159,7 +153,7 @@ impl Metrics {
                 .clone()
         };
         let key = Function { function: name() };
-        let series = Arc::new(FunctionSeries {
+        Arc::new(FunctionSeries {
             ok: self
                 .invocations
                 .get_or_create(&Outcomes {
@@ -171,13 +165,7 @@ impl Metrics {
             warm: starts("warm"),
             duration: self.duration.get_or_create(&key).clone(),
             cpu: self.cpu.get_or_create(&key).clone(),
-        });
-        self.by_function
-            .write()
-            .unwrap()
-            .entry(name())
-            .or_insert(series)
-            .clone()
+        })
     }
 
     /// The text exposition, with gauges read from `stats`.

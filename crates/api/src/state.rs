@@ -103,7 +103,11 @@ impl AppState {
         Self(Arc::new(Shared {
             kv,
             config,
-            active: Arc::new(ActiveFunctions::new(registry.clone(), invoker.clone())),
+            active: Arc::new(ActiveFunctions::new(
+                registry.clone(),
+                invoker.clone(),
+                metrics.clone(),
+            )),
             storage: tokio::runtime::Handle::current(),
             recorder,
             metrics,

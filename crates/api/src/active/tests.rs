@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 
 fn setup() -> (Arc<Counting>, Arc<ActiveFunctions>) {
     let registry = Arc::new(Counting::new());
-    let active = Arc::new(ActiveFunctions::new(registry.clone(), Arc::new(Idle)));
+    let active = Arc::new(ActiveFunctions::new(
+        registry.clone(),
+        Arc::new(Idle),
+        Arc::new(crate::metrics::Metrics::new()),
+    ));
     (registry, active)
 }
 

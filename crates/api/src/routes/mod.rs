@@ -180,7 +180,7 @@ pub async fn run(
             input,
         })
         .await;
-    state.metrics.observe(name, &outcome);
+    state.metrics.observe(&active.series, name, &outcome);
     // The caller answers from the result and metrics; the logs go to the record.
     let logs = std::mem::take(&mut outcome.logs);
     let record = record_of(
