@@ -47,11 +47,17 @@ struct Armed {
     terminated: Option<Instant>,
     /// Whether a slice that outlived its termination was reported.
     reported: bool,
-    memory: Option<Arc<MemoryGuard>>,
     deadline: Duration,
     wall_deadline: Option<Instant>,
+    target: Arc<Target>,
+}
+
+/// What a slot terminates and checks while armed: one per isolate, shared
+/// by its meter and the watchdog.
+struct Target {
     handle: v8::IsolateHandle,
-    fired: Arc<Fired>,
+    fired: Fired,
+    memory: Option<Arc<MemoryGuard>>,
 }
 
 /// Which limit the watchdog terminated an isolate for, if any.
@@ -73,22 +79,13 @@ impl CpuSlot {
     /// Arms the slot: terminate `handle` once this thread's CPU clock passes
     /// `deadline` or the wall clock passes `wall_deadline`, and say which in
     /// `fired`.
-    fn arm(
-        &self,
-        deadline: Duration,
-        wall_deadline: Option<Instant>,
-        handle: v8::IsolateHandle,
-        fired: Arc<Fired>,
-        memory: Option<Arc<MemoryGuard>>,
-    ) {
+    fn arm(&self, deadline: Duration, wall_deadline: Option<Instant>, target: Arc<Target>) {
         *self.armed.lock().unwrap() = Some(Armed {
             terminated: None,
             reported: false,
-            memory,
             deadline,
             wall_deadline,
-            handle,
-            fired,
+            target,
         });
         self.watchdog.wake();
     }
@@ -108,7 +105,7 @@ impl CpuSlot {
         let Some(current) = armed.as_mut() else {
             return false;
         };
-        let memory = current.memory.as_ref().is_some_and(|m| m.exceeded());
+        let memory = current.target.memory.as_ref().is_some_and(|m| m.exceeded());
         let cpu = clock_time(self.clock) >= current.deadline;
         let wall = current.wall_deadline.is_some_and(|d| Instant::now() >= d);
         if memory || cpu || wall {
@@ -118,9 +115,9 @@ impl CpuSlot {
                 current.terminated = Some(Instant::now());
                 if !memory {
                     let flag = if cpu {
-                        &current.fired.cpu
+                        &current.target.fired.cpu
                     } else {
-                        &current.fired.wall
+                        &current.target.fired.wall
                     };
                     flag.store(true, Ordering::SeqCst);
                 }
@@ -128,7 +125,7 @@ impl CpuSlot {
             // Again on every tick until the slice ends: native code that
             // calls back into JavaScript under a TryCatch can swallow a
             // termination, and the isolate must not run on.
-            current.handle.terminate_execution();
+            current.target.handle.terminate_execution();
             let since = current.terminated.map_or(Duration::ZERO, |t| t.elapsed());
             if since > STUCK_AFTER && !current.reported {
                 current.reported = true;
@@ -137,10 +134,11 @@ impl CpuSlot {
                     "an isolate keeps running after being terminated: its worker thread is stuck"
                 );
             }
-        } else if let Some(guard) = &current.memory {
+        } else if let Some(guard) = &current.target.memory {
             // Native memory is checked on the isolate's own thread.
             let data = Arc::as_ptr(guard) as *mut std::ffi::c_void;
             current
+                .target
                 .handle
                 .request_interrupt(check_memory_interrupt, data);
         }
@@ -281,12 +279,10 @@ impl BlockingClocks {
 /// isolate runs, and arms the thread's slot for each slice.
 pub struct CpuMeter {
     slot: Arc<CpuSlot>,
-    handle: v8::IsolateHandle,
+    target: Arc<Target>,
     limit: Duration,
     used: Duration,
     wall_deadline: Option<Instant>,
-    fired: Arc<Fired>,
-    memory: Option<Arc<MemoryGuard>>,
     /// CPU time spent for the invocation off its thread, charged at the
     /// start of the next slice.
     offloaded: std::rc::Rc<std::cell::Cell<Duration>>,
@@ -297,19 +293,24 @@ impl CpuMeter {
     pub fn new(slot: Arc<CpuSlot>, handle: v8::IsolateHandle, limit: Duration) -> Self {
         Self {
             slot,
-            handle,
+            target: Arc::new(Target {
+                handle,
+                fired: Fired::default(),
+                memory: None,
+            }),
             limit,
             used: Duration::ZERO,
             wall_deadline: None,
-            fired: Arc::default(),
-            memory: None,
             offloaded: Default::default(),
         }
     }
 
     /// Has the watchdog check `guard` on every tick of a slice.
+    /// Call before the first slice.
     pub fn watch_memory(&mut self, guard: Arc<MemoryGuard>) {
-        self.memory = Some(guard);
+        Arc::get_mut(&mut self.target)
+            .expect("memory is watched before the first slice")
+            .memory = Some(guard);
     }
 
     /// Where ops add CPU time spent for the invocation on other threads.
@@ -325,19 +326,14 @@ impl CpuMeter {
         }
         let start = thread_cpu_time();
         let remaining = self.limit.saturating_sub(self.used);
-        self.slot.arm(
-            start + remaining,
-            self.wall_deadline,
-            self.handle.clone(),
-            self.fired.clone(),
-            self.memory.clone(),
-        );
+        self.slot
+            .arm(start + remaining, self.wall_deadline, self.target.clone());
         let out = f();
         self.slot.disarm();
         self.used += thread_cpu_time().saturating_sub(start);
         if self.used > self.limit {
             // Past the limit between two watchdog ticks: treat it as fired.
-            self.fired.cpu.store(true, Ordering::SeqCst);
+            self.target.fired.cpu.store(true, Ordering::SeqCst);
         }
         out
     }
@@ -349,7 +345,7 @@ impl CpuMeter {
     pub fn charge(&mut self, extra: Duration) {
         self.used += extra;
         if self.used > self.limit {
-            self.fired.cpu.store(true, Ordering::SeqCst);
+            self.target.fired.cpu.store(true, Ordering::SeqCst);
         }
     }
 
@@ -366,19 +362,21 @@ impl CpuMeter {
 
     /// Whether the limit was exceeded.
     pub fn exceeded(&self) -> bool {
-        self.fired.cpu.load(Ordering::SeqCst)
+        self.target.fired.cpu.load(Ordering::SeqCst)
     }
 
     /// Whether the watchdog ended a slice at the wall-clock deadline.
     pub fn wall_exceeded(&self) -> bool {
-        self.fired.wall.load(Ordering::SeqCst)
+        self.target.fired.wall.load(Ordering::SeqCst)
     }
 
     /// Starts a new budget, e.g. for the next invocation on the same isolate.
     pub fn reset(&mut self, limit: Duration) {
         self.limit = limit;
         self.used = Duration::ZERO;
-        self.fired = Arc::default();
+        // No slice is armed now, so the watchdog cannot set them meanwhile.
+        self.target.fired.cpu.store(false, Ordering::SeqCst);
+        self.target.fired.wall.store(false, Ordering::SeqCst);
         self.offloaded.set(Duration::ZERO);
     }
 }
