@@ -46,6 +46,8 @@ const {
   SetPrototypeGetSize,
   String,
   StringPrototypeIncludes,
+  StringPrototypeStartsWith,
+  StringPrototypeTrimStart,
   StringPrototypeSlice,
   StringPrototypeSplit,
   SymbolPrototypeToString,
@@ -59,7 +61,11 @@ const MAX_ITEMS = 100;
 /** Nesting shown before `[Object]`. */
 const MAX_DEPTH = 4;
 
-/** The function's frames of an error's stack (no `ext:` frames). */
+/**
+ * The function's frames of an error's stack: no frame of the platform's own
+ * (`ext:` or `node:`) modules. The same rule as `errors::user_frames` in
+ * Rust, which filters the stacks of uncaught errors.
+ */
 export function userStack(error) {
   let stack;
   try {
@@ -72,7 +78,10 @@ export function userStack(error) {
   const kept = [];
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i];
-    if (!StringPrototypeIncludes(line, "(ext:") && !StringPrototypeIncludes(line, "at ext:")) {
+    const frame = StringPrototypeTrimStart(line);
+    const platform = StringPrototypeStartsWith(frame, "at ") &&
+      (StringPrototypeIncludes(frame, "ext:") || StringPrototypeIncludes(frame, "node:"));
+    if (!platform) {
       ArrayPrototypePush(kept, line);
     }
   }

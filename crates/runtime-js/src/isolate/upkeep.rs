@@ -31,8 +31,7 @@ impl FunctionIsolate {
     /// Takes in what the tick after a successful invocation found: its
     /// memory, and whether the event loop is idle.
     pub(super) fn settle(&mut self, tick: Tick) {
-        self.native_in_use = tick.external + self.guard.extra();
-        self.memory_in_use = tick.heap + self.native_in_use;
+        self.account(tick.heap, tick.external);
         match tick.polled {
             Poll::Ready(Ok(())) => self.idle = true,
             Poll::Ready(Err(())) => self.broken = true,
@@ -137,12 +136,18 @@ impl FunctionIsolate {
         logs
     }
 
+    /// Notes the memory held: `heap` bytes, and `external` ones plus what
+    /// Rust holds for the function outside it.
+    fn account(&mut self, heap: usize, external: usize) {
+        self.native_in_use = external + self.guard.extra();
+        self.memory_in_use = heap + self.native_in_use;
+    }
+
     pub(super) fn measure_memory(&mut self) {
         let runtime = &mut self.runtime;
         let stats = entered(self.raw, &mut self.meter, || {
             runtime.v8_isolate().get_heap_statistics()
         });
-        self.native_in_use = stats.external_memory() + self.guard.extra();
-        self.memory_in_use = stats.used_heap_size() + self.native_in_use;
+        self.account(stats.used_heap_size(), stats.external_memory());
     }
 }
