@@ -96,18 +96,23 @@ pub fn add_metadata(
     metrics: &InvocationMetrics,
 ) {
     let headers = response.headers_mut();
-    let mut set = |name: &'static str, value: String| {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), value);
-        }
-    };
-    set("x-isola-invocation-id", id.to_string());
+    if let Ok(id) = HeaderValue::from_str(id) {
+        headers.insert(HeaderName::from_static("x-isola-invocation-id"), id);
+    }
     if audience == Audience::Public {
         return;
     }
-    set("x-isola-duration-us", metrics.duration_us.to_string());
-    set("x-isola-cpu-us", metrics.cpu_us.to_string());
-    set("x-isola-cold-start", metrics.cold_start.to_string());
+    let cold = if metrics.cold_start { "true" } else { "false" };
+    for (name, value) in [
+        (
+            "x-isola-duration-us",
+            HeaderValue::from(metrics.duration_us),
+        ),
+        ("x-isola-cpu-us", HeaderValue::from(metrics.cpu_us)),
+        ("x-isola-cold-start", HeaderValue::from_static(cold)),
+    ] {
+        headers.insert(HeaderName::from_static(name), value);
+    }
 }
 
 /// Turns a function's response into an HTTP response, enforcing the
