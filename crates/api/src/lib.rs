@@ -24,6 +24,7 @@ mod state;
 mod testing;
 
 pub use auth::{hash_token, new_token, TOKEN_HASH_KEY};
+pub use axum::Router;
 pub use error::ApiError;
 pub use local::serve_local;
 pub use state::{AppState, ServerConfig};
@@ -81,32 +82,6 @@ impl Node {
     /// is handed to the runtime this node was created on.
     pub fn worker_router(&self) -> axum::Router {
         local::worker_router(self.state.clone(), self.router())
-    }
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let signalled = std::sync::Arc::new(tokio::sync::Notify::new());
-    let notify = signalled.clone();
-    let graceful = axum::serve(listener, router).with_graceful_shutdown(async move {
-        shutdown.await;
-        notify.notify_one();
-    });
-    tokio::select! {
-        served = graceful => served,
-        // Connections still open this long after the signal (a client that
-        // never finishes its request) do not keep the node up.
-        () = async {
-            signalled.notified().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => {
-            tracing::warn!("connections still open {SHUTDOWN_GRACE:?} after the shutdown signal: closing them");
-            Ok(())
-        }
     }
 }
 

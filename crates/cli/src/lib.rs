@@ -11,6 +11,7 @@ mod config;
 mod exit;
 mod output;
 mod project;
+mod serving;
 
 use clap::{Parser, Subcommand};
 pub use exit::ExitStatus;

@@ -97,10 +97,11 @@ pub async fn execute(args: DevArgs) -> anyhow::Result<crate::ExitStatus> {
     let kv_dir = std::env::temp_dir().join(format!("isola-dev-kv-{}", std::process::id()));
     std::fs::create_dir_all(&kv_dir)?;
     let kv = isola_kv::SqliteKv::open(&kv_dir.join("kv.db"), isola_kv::KvLimits::default())?;
-    let executor: Arc<dyn Invoker> = Arc::new(Executor::new(ExecutorConfig {
+    let workers = Arc::new(Executor::new(ExecutorConfig {
         kv: Some(Arc::new(kv)),
         ..ExecutorConfig::default()
     }));
+    let executor: Arc<dyn Invoker> = workers.clone();
     let first = Arc::new(load(&args.file, 0, args.cpu_ms)?);
     if let Err(error) = executor.prepare(first.clone()).await {
         eprintln!("[error] {}: {}", error.code, error.message);
@@ -116,18 +117,17 @@ pub async fn execute(args: DevArgs) -> anyhow::Result<crate::ExitStatus> {
         invoker: executor,
         source,
     });
-    let listener = tokio::net::TcpListener::bind(args.addr)
-        .await
-        .with_context(|| format!("listening on {}", args.addr))?;
+    let listener =
+        crate::serving::listen(args.addr).with_context(|| format!("listening on {}", args.addr))?;
     eprintln!(
         "isola dev: serving {} on http://{} (reloads on change)",
         args.file.display(),
         listener.local_addr()?
     );
-    isola_api::serve(listener, app, async {
+    let stopped = async {
         let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    };
+    crate::serving::serve_on_workers(&workers, listener, app, stopped).await?;
     Ok(crate::ExitStatus::Success)
 }
 

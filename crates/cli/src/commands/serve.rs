@@ -186,74 +186,24 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
     let executor = Arc::new(Executor::new(executor_config));
     let config = server_config(&args, token_hash);
     let node = isola_api::Node::new(config, Arc::new(registry), executor.clone(), Some(kv));
-    let listener = listen(args.addr).with_context(|| format!("listening on {}", args.addr))?;
+    let listener =
+        crate::serving::listen(args.addr).with_context(|| format!("listening on {}", args.addr))?;
     eprintln!(
         "isola listening on http://{} (data in {})",
         listener.local_addr()?,
         args.data.display()
     );
-    // One copy of the socket per worker; each closes its own when it stops
-    // accepting, so new connections are refused at once on shutdown.
-    let listeners = (0..executor.workers())
-        .map(|_| Ok(std::sync::Mutex::new(Some(listener.try_clone()?))))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    drop(listener);
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let served = serve_on_workers(&executor, &node, listeners, stopped);
-    tokio::pin!(served);
-    let stopped_serving = tokio::select! {
-        () = shutdown_signal() => false,
-        () = &mut served => true,
-    };
-    let _ = stop.send(true);
-    if !stopped_serving {
-        served.await;
-    }
+    let served = crate::serving::serve_on_workers(
+        &executor,
+        listener,
+        node.worker_router(),
+        shutdown_signal(),
+    )
+    .await;
+    // The records still queued are written whichever way serving ended.
     node.shutdown().await;
-    if stopped_serving {
-        anyhow::bail!("the worker threads stopped serving (see the errors above)");
-    }
+    served?;
     Ok(crate::ExitStatus::Success)
-}
-
-/// The node's listening socket, with a deep accept queue.
-fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)?.into_std()
-}
-
-/// Serves the node on every worker thread, each accepting from its own copy
-/// of the listening socket (`listeners[worker]`), until `stopped` turns
-/// true; the future ends when they all have.
-fn serve_on_workers(
-    executor: &Executor,
-    node: &isola_api::Node,
-    listeners: Vec<std::sync::Mutex<Option<std::net::TcpListener>>>,
-    stopped: tokio::sync::watch::Receiver<bool>,
-) -> impl std::future::Future<Output = ()> {
-    let router = node.worker_router();
-    executor.serve_on_workers(move |worker| {
-        let listener = listeners[worker].lock().unwrap().take();
-        let router = router.clone();
-        let mut stopped = stopped.clone();
-        async move {
-            let shutdown = async move {
-                let _ = stopped.wait_for(|stopped| *stopped).await;
-            };
-            let Some(listener) = listener else {
-                return;
-            };
-            if let Err(error) = isola_api::serve_local(listener, router, shutdown).await {
-                tracing::error!(worker, %error, "a worker could not serve");
-            }
-        }
-    })
 }
 
 async fn shutdown_signal() {
