@@ -7,6 +7,7 @@ mod invoke;
 mod logs;
 mod metrics;
 mod public_errors;
+mod secrets;
 mod serve_journey;
 mod server;
 mod traffic;

@@ -36,6 +36,8 @@ enum Command {
     Functions(commands::functions::FunctionsArgs),
     /// Read and write a function's KV namespace: get, put, delete, list.
     Kv(commands::kv::KvArgs),
+    /// Manage a function's secrets without redeploying its code: put, list, delete.
+    Secret(commands::secret::SecretArgs),
     /// Remember a server and its admin token.
     Login(commands::login::LoginArgs),
     /// Run a function module once, locally, and print its result.
@@ -58,6 +60,7 @@ pub fn run() -> ExitCode {
             Command::Dev(args) => commands::dev::execute(args).await,
             Command::Functions(args) => commands::functions::execute(args).await,
             Command::Kv(args) => commands::kv::execute(args).await,
+            Command::Secret(args) => commands::secret::execute(args).await,
             Command::Login(args) => commands::login::execute(args).await,
             Command::Invoke(args) => commands::invoke::execute(args).await,
         }

@@ -10,6 +10,7 @@ use axum::Json;
 use isola_core::{FunctionSource, SourceFile};
 use isola_store::{DeploymentInfo, NewDeployment};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Query of an upload.
@@ -55,15 +56,66 @@ pub async fn upload(
 ) -> Result<(StatusCode, Json<DeploymentInfo>), ApiError> {
     state.registry.function(&name).await?;
     let body = read_body(body, state.config.max_deploy_bytes).await?;
-    let deployment = parse_upload(&headers, &body)?;
+    let mut deployment = parse_upload(&headers, &body)?;
+    // Variables and secrets belong to the function: a deployment keeps those
+    // of the active one that it does not set itself.
+    if let Some(active) = active_deployment(&state, &name).await? {
+        inherit(&mut deployment.env, active.env);
+        inherit(&mut deployment.secrets, active.secrets);
+    }
+    let activate = query.activate.unwrap_or(true);
+    let stored = deploy(&state, &name, deployment, activate).await?;
+    Ok((StatusCode::CREATED, Json(stored)))
+}
+
+/// Adds to `own` what `inherited` has and it does not.
+fn inherit(own: &mut BTreeMap<String, String>, inherited: BTreeMap<String, String>) {
+    for (key, value) in inherited {
+        own.entry(key).or_insert(value);
+    }
+}
+
+/// The function's active deployment as it was uploaded (secret values
+/// included), if it has one.
+pub(super) async fn active_deployment(
+    state: &AppState,
+    name: &str,
+) -> Result<Option<NewDeployment>, ApiError> {
+    let Some((info, mut source)) = state.registry.active_source(name).await? else {
+        return Ok(None);
+    };
+    // The source's env holds the variables and, over them, the secrets.
+    let secrets = info
+        .secret_names
+        .iter()
+        .filter_map(|secret| Some((secret.clone(), source.env.remove(secret)?)))
+        .collect();
+    Ok(Some(NewDeployment {
+        files: source.files,
+        entry: source.entry,
+        limits: source.limits,
+        env: info.env,
+        secrets,
+        kv_binding: source.kv_binding,
+        allowed_hosts: source.allowed_hosts,
+    }))
+}
+
+/// Validates `deployment` (compiled, linked and evaluated in an isolate,
+/// which stays warm), then stores it, activated when `activate`.
+pub(super) async fn deploy(
+    state: &AppState,
+    name: &str,
+    deployment: NewDeployment,
+    activate: bool,
+) -> Result<DeploymentInfo, ApiError> {
     deployment.validate()?;
-    // Compile, link and evaluate it in an isolate before anything is stored.
     let hash = state.registry.deployment_hash(&deployment);
     let mut env = deployment.env.clone();
     env.extend(deployment.secrets.clone());
     let source = FunctionSource {
-        id: instance_key(&name, &hash),
-        name: name.clone(),
+        id: instance_key(name, &hash),
+        name: name.to_string(),
         entry: deployment.entry.clone(),
         files: deployment.files.clone(),
         limits: deployment.limits,
@@ -72,15 +124,14 @@ pub async fn upload(
         allowed_hosts: deployment.allowed_hosts.clone(),
     };
     state.invoker.prepare(Arc::new(source)).await?;
-    let activate = query.activate.unwrap_or(true);
     let stored = state
         .registry
-        .create_deployment(&name, deployment, activate)
+        .create_deployment(name, deployment, activate)
         .await?;
     if activate {
-        state.active.refresh(&name).await?;
+        state.active.refresh(name).await?;
     }
-    Ok((StatusCode::CREATED, Json(stored)))
+    Ok(stored)
 }
 
 /// The warm-pool key of a deployment: same content, same instances.

@@ -6,6 +6,7 @@ mod invoke;
 mod kv;
 mod logs;
 mod openapi;
+mod secrets;
 pub(crate) mod traffic;
 
 use crate::active::Active;
@@ -14,7 +15,7 @@ use crate::{ApiError, AppState};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, post, put};
 use axum::Router;
 use isola_core::{Invocation, InvocationInput, LogEntry, LogLevel, Outcome};
 use isola_store::InvocationRecord;
@@ -40,6 +41,11 @@ pub fn router(state: AppState) -> Router {
         .route("/functions/{name}/rollback", post(deployments::rollback))
         .route("/functions/{name}/invocations", get(invoke::records))
         .route("/functions/{name}/logs", get(logs::logs))
+        .route("/functions/{name}/secrets", get(secrets::list))
+        .route(
+            "/functions/{name}/secrets/{secret}",
+            put(secrets::put).delete(secrets::delete),
+        )
         .route("/functions/{name}/kv", get(kv::list))
         .route(
             "/functions/{name}/kv/{*key}",

@@ -70,6 +70,21 @@ pub async fn document() -> Json<Value> {
                                 "requestBody": { "content": { "application/json": { "schema": {} } } },
                                 "responses": { "200": { "description": "The function's result" }, "default": { "$ref": "#/components/responses/Error" } } }),
             },
+            "/v1/functions/{name}/secrets": {
+                "parameters": [name],
+                "get": json!({ "summary": "Names of the function's secrets (values are never shown)", "tags": ["secrets"],
+                               "responses": { "200": { "description": "Names", "content": { "application/json": { "schema": {
+                                   "type": "object", "properties": { "names": { "type": "array", "items": { "type": "string" } } } } } } },
+                                   "default": { "$ref": "#/components/responses/Error" } } }),
+            },
+            "/v1/functions/{name}/secrets/{secret}": {
+                "parameters": [name, { "name": "secret", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "put": json!({ "summary": "Set a secret (the body is its value): deploys the active deployment again with it", "tags": ["secrets"],
+                               "requestBody": { "content": { "text/plain": { "schema": { "type": "string" } } } },
+                               "responses": { "200": { "description": "The new deployment", "content": { "application/json": { "schema": schema("Deployment") } } },
+                                   "default": { "$ref": "#/components/responses/Error" } } }),
+                "delete": with_ok(op("Remove a secret: deploys the active deployment again without it", "secrets"), "200", schema("Deployment")),
+            },
             "/v1/functions/{name}/invocations": {
                 "parameters": [name, { "name": "limit", "in": "query", "schema": { "type": "integer" } }],
                 "get": with_ok(op("Latest invocation records", "invoke"), "200", array_of("Invocation")),

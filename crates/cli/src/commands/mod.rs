@@ -6,4 +6,5 @@ pub mod invoke;
 pub mod kv;
 pub mod login;
 pub mod logs;
+pub mod secret;
 pub mod serve;
