@@ -3,6 +3,7 @@
 mod bodies;
 mod data_dir;
 mod dev;
+mod first_start;
 mod invoke;
 mod logs;
 mod metrics;

@@ -64,7 +64,11 @@ pub struct ServeArgs {
 
 /// The admin token's hash: from `--token`, from storage, or a new token
 /// printed once.
-async fn token_hash(registry: &SqliteRegistry, token: Option<String>) -> anyhow::Result<String> {
+async fn token_hash(
+    registry: &SqliteRegistry,
+    token: Option<String>,
+    addr: SocketAddr,
+) -> anyhow::Result<String> {
     if let Some(token) = token {
         let hash = hash_token(&token);
         registry.set_setting(TOKEN_HASH_KEY, &hash).await?;
@@ -77,7 +81,7 @@ async fn token_hash(registry: &SqliteRegistry, token: Option<String>) -> anyhow:
     let hash = hash_token(&token);
     registry.set_setting(TOKEN_HASH_KEY, &hash).await?;
     eprintln!("Admin token (shown once, stored hashed): {token}");
-    eprintln!("  isola login --server http://<addr> --token {token}");
+    eprintln!("  isola login --server http://{addr} --token {token}");
     Ok(hash)
 }
 
@@ -168,7 +172,11 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
     let key = node_key(&key_file, &db)?;
     let registry =
         SqliteRegistry::open(&db, key).with_context(|| format!("opening {}", db.display()))?;
-    let token_hash = token_hash(&registry, args.token.clone()).await?;
+    // Bound before a token is made: a busy port must not use up the one
+    // showing of a new token.
+    let listener =
+        crate::serving::listen(args.addr).with_context(|| format!("listening on {}", args.addr))?;
+    let token_hash = token_hash(&registry, args.token.clone(), listener.local_addr()?).await?;
     let kv_path = args.data.join("kv.db");
     let sqlite_kv = Arc::new(
         isola_kv::SqliteKv::open(&kv_path, isola_kv::KvLimits::default())
@@ -186,8 +194,6 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
     let executor = Arc::new(Executor::new(executor_config));
     let config = server_config(&args, token_hash);
     let node = isola_api::Node::new(config, Arc::new(registry), executor.clone(), Some(kv));
-    let listener =
-        crate::serving::listen(args.addr).with_context(|| format!("listening on {}", args.addr))?;
     eprintln!(
         "isola listening on http://{} (data in {})",
         listener.local_addr()?,
