@@ -79,4 +79,14 @@ fn unknown_functions_get_a_bare_404() {
         assert!(response.headers().get("content-type").is_none());
         assert_eq!(response.text().unwrap(), "Not Found");
     }
+    // Its owner is told which: no such function, or not deployed yet.
+    for (name, says) in [
+        ("ghost", "does not exist"),
+        ("undeployed", "no active deployment"),
+    ] {
+        let out = server.cli(&["functions", "invoke", name], "");
+        assert!(!out.status.success());
+        let said = crate::stderr(&out);
+        assert!(said.contains(says), "{name}: {said}");
+    }
 }

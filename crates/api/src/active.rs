@@ -43,8 +43,9 @@ pub struct ActiveFunctions {
     invoker: Arc<dyn Invoker>,
     metrics: Arc<Metrics>,
     cache: RwLock<HashMap<String, Arc<Active>>>,
-    /// Names without an active deployment, most recently asked for first.
-    absent: Mutex<LruCache<String, ()>>,
+    /// Names without an active deployment, most recently asked for first,
+    /// and whether the function exists at all.
+    absent: Mutex<LruCache<String, bool>>,
     /// One lock per name being refreshed, so the cache never goes back to
     /// an older state; removed when nobody holds or waits for it.
     locks: NameLocks,
@@ -73,6 +74,18 @@ impl Drop for NameGuard<'_> {
 /// Past this many, and at each doubling, locks nobody uses any more (their
 /// waiter gave up) are swept out.
 const LOCK_SWEEP_FROM: usize = 1024;
+
+/// The error for a name without an active deployment: no such function,
+/// or one not deployed yet.
+fn absent_error(name: &str, exists: bool) -> ApiError {
+    if exists {
+        no_active_deployment(name)
+    } else {
+        ApiError::not_found(format!(
+            "function {name:?} does not exist: create it with `isola functions create {name}`"
+        ))
+    }
+}
 
 fn no_active_deployment(name: &str) -> ApiError {
     ApiError::new(
@@ -111,9 +124,14 @@ impl ActiveFunctions {
         if let Some(found) = self.cached(name)? {
             return Ok(found);
         }
-        self.reload(name)
-            .await?
-            .ok_or_else(|| no_active_deployment(name))
+        match self.reload(name).await? {
+            Some(active) => Ok(active),
+            // Now in the cache of absent names, with why.
+            None => Err(self
+                .cached(name)
+                .err()
+                .unwrap_or_else(|| no_active_deployment(name))),
+        }
     }
 
     /// Reloads the function's active deployment from the registry, and
@@ -133,8 +151,8 @@ impl ActiveFunctions {
         if let Some(active) = self.cache.read().unwrap().get(name) {
             return Ok(Some(active.clone()));
         }
-        if self.absent.lock().unwrap().get(name).is_some() {
-            return Err(no_active_deployment(name));
+        if let Some(exists) = self.absent.lock().unwrap().get(name) {
+            return Err(absent_error(name, *exists));
         }
         Ok(None)
     }
@@ -157,6 +175,7 @@ impl ActiveFunctions {
 
     /// Reads the active deployment; the caller holds the name's lock.
     async fn reload(&self, name: &str) -> Result<Option<Arc<Active>>, ApiError> {
+        let mut exists = true;
         let current = match self.registry.active_source(name).await {
             Ok(found) => found.map(|(deployment, source)| {
                 Arc::new(Active {
@@ -165,7 +184,10 @@ impl ActiveFunctions {
                     source: Arc::new(source),
                 })
             }),
-            Err(isola_store::StoreError::NotFound(_)) => None,
+            Err(isola_store::StoreError::NotFound(_)) => {
+                exists = false;
+                None
+            }
             Err(error) => return Err(error.into()),
         };
         let previous = {
@@ -177,7 +199,7 @@ impl ActiveFunctions {
                     cache.insert(name.to_string(), active.clone())
                 }
                 None => {
-                    absent.put(name.to_string(), ());
+                    absent.put(name.to_string(), exists);
                     cache.remove(name)
                 }
             }
