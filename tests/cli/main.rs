@@ -2,6 +2,7 @@
 
 mod bodies;
 mod data_dir;
+mod deleting;
 mod dev;
 mod first_start;
 mod invoke;

@@ -31,8 +31,14 @@ enum FunctionsCommand {
     },
     /// List functions.
     List,
-    /// Delete a function with its deployments, records and logs.
-    Delete { name: String },
+    /// Delete a function with its deployments, records and logs (asks
+    /// first; `--yes` when not run from a terminal).
+    Delete {
+        name: String,
+        /// Delete without asking.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
     /// Upload a deployment (a file, or a folder of modules) and activate it.
     Deploy(DeployArgs),
     /// List a function's deployments.
@@ -127,7 +133,14 @@ pub async fn execute(args: FunctionsArgs) -> anyhow::Result<ExitStatus> {
                 print!("{}", table(&["NAME", "ACTIVE"], &rows));
             }
         }
-        FunctionsCommand::Delete { name } => {
+        FunctionsCommand::Delete { name, yes } => {
+            if !yes
+                && !confirmed(&format!(
+                    "Delete function {name} with its deployments, records and logs?"
+                ))?
+            {
+                anyhow::bail!("not deleted: confirm, or pass --yes");
+            }
             client
                 .json(client.request(Method::DELETE, &format!("/v1/functions/{name}")))
                 .await?;
@@ -414,4 +427,17 @@ fn is_function_error(code: &str) -> bool {
             | "memory_limit"
             | "wall_timeout"
     )
+}
+
+/// Asks `question` on the terminal; without one, the answer is no.
+fn confirmed(question: &str) -> anyhow::Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes"))
 }
