@@ -2,12 +2,12 @@
 
 mod bodies;
 mod data_dir;
-mod deleting;
 mod dev;
 mod first_start;
 mod invoke;
 mod logs;
 mod metrics;
+mod owner;
 mod public_errors;
 mod secrets;
 mod serve_journey;

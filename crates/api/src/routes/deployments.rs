@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use isola_core::{FunctionSource, SourceFile};
+use isola_core::{ErrorCode, FunctionError, FunctionSource, SourceFile};
 use isola_store::{DeploymentInfo, NewDeployment};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -123,7 +123,11 @@ pub(super) async fn deploy(
         kv_binding: deployment.kv_binding.clone(),
         allowed_hosts: deployment.allowed_hosts.clone(),
     };
-    state.invoker.prepare(Arc::new(source)).await?;
+    state
+        .invoker
+        .prepare(Arc::new(source))
+        .await
+        .map_err(refused_deployment)?;
     let stored = state
         .registry
         .create_deployment(name, deployment, activate)
@@ -132,6 +136,33 @@ pub(super) async fn deploy(
         state.active.refresh(name).await?;
     }
     Ok(stored)
+}
+
+/// The answer to a deployment that failed to load. What its code did (a
+/// top-level throw, a limit broken while evaluating) is the uploader's
+/// error (400, with where it happened); only the node's own failures are
+/// 5xx.
+fn refused_deployment(error: FunctionError) -> ApiError {
+    if matches!(error.code, ErrorCode::Internal | ErrorCode::Unavailable) {
+        return error.into();
+    }
+    let location = error.stack.as_deref().and_then(first_location);
+    let message = match location {
+        Some(at) if !error.message.contains(&at) => format!("{} (at {at})", error.message),
+        _ => error.message.clone(),
+    };
+    let mut refused = ApiError::from(error);
+    refused.status = StatusCode::BAD_REQUEST;
+    refused.message = message;
+    refused
+}
+
+/// `main.js:2:7` from the first frame of a stack in the function's files.
+fn first_location(stack: &str) -> Option<String> {
+    let at = stack.find("isola:///")? + "isola:///".len();
+    let rest = &stack[at..];
+    let end = rest.find([')', '\n']).unwrap_or(rest.len());
+    Some(rest[..end].to_string())
 }
 
 /// The warm-pool key of a deployment: same content, same instances.

@@ -82,13 +82,12 @@ pub async fn execute(args: InvokeArgs) -> anyhow::Result<ExitStatus> {
     };
     limits.validate().map_err(anyhow::Error::msg)?;
     let mut source = FunctionSource::single_module("cli", name, code);
-    if args
-        .file
-        .as_ref()
-        .is_some_and(|f| f.extension().is_some_and(|e| e == "ts" || e == "mts"))
-    {
-        source.entry = "main.ts".into();
-        source.files[0].path = "main.ts".into();
+    // The module keeps its own file name (stacks and syntax errors say
+    // `toplevel.js:2:7`); from stdin it is `main.js`.
+    if let Some(file_name) = args.file.as_ref().and_then(|f| f.file_name()) {
+        let file_name = file_name.to_string_lossy().into_owned();
+        source.entry = file_name.clone();
+        source.files[0].path = file_name;
     }
     source.limits = limits;
     source.env = crate::commands::functions::parse_pairs(&args.env, "--env")?;
