@@ -181,3 +181,19 @@ fn records_queued_at_shutdown_are_written() {
     let records = server.list_of("/v1/functions/stopped/invocations?limit=1000", REQUESTS);
     assert_eq!(records.len(), REQUESTS);
 }
+
+#[test]
+fn a_json_function_takes_a_post_over_http() {
+    let (_dir, server) = serving("doubler", "export default (p) => ({ doubled: p.n * 2 })");
+    let url = format!("{}/fn/doubler/", server.url);
+    let answered = server.http().post(&url).body(r#"{"n":4}"#).send().unwrap();
+    assert_eq!(answered.status(), StatusCode::OK);
+    assert_eq!(answered.headers()["content-type"], "application/json");
+    assert_eq!(
+        answered.json::<Value>().unwrap(),
+        serde_json::json!({ "doubled": 8 })
+    );
+    let wrong = server.http().get(&url).send().unwrap();
+    assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong.headers()["allow"], "POST");
+}

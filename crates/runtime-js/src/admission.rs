@@ -1,6 +1,5 @@
-//! Who gets in, and where: the node-wide memory admission, function
-//! versions known to be JSON handlers, and the quarantine for functions that
-//! break their limits.
+//! Who gets in, and where: the node-wide memory admission and the
+//! quarantine for functions that break their limits.
 //!
 //! A function that broke its CPU, memory or wall-clock limit recently runs
 //! on a quarantine worker thread of its own, at a lower OS priority, so that

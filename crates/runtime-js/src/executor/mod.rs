@@ -22,7 +22,7 @@ mod worker;
 
 use worker::WorkerSetup;
 
-use crate::admission::{physical_memory_mb, Admission, Admitted, FunctionSet, Quarantine};
+use crate::admission::{physical_memory_mb, Admission, Admitted, Quarantine};
 use crate::cpu::CpuWatchdog;
 use crate::isolate::{FunctionIsolate, ThreadContext};
 use crate::loader::CodeCache;
@@ -157,7 +157,6 @@ struct Common {
     code_cache: Arc<CodeCache>,
     transpiled: Arc<TranspileCache>,
     stats: Arc<ExecutorStats>,
-    json_handlers: Arc<FunctionSet>,
     pool_limits: PoolLimits,
     config: ExecutorConfig,
 }
@@ -190,7 +189,6 @@ impl Common {
             pool_limits: self.pool_limits,
             max_in_flight: self.config.max_in_flight_per_worker.max(1),
             stats: self.stats.clone(),
-            json_handlers: self.json_handlers.clone(),
             quarantine,
         };
         let thread = std::thread::Builder::new()
@@ -211,7 +209,6 @@ impl Common {
 pub struct Executor {
     id: u64,
     jobs: async_channel::Sender<Job>,
-    json_handlers: Arc<FunctionSet>,
     admission: Arc<Admission>,
     /// Functions that broke a limit recently, and the worker they run on.
     quarantined: Quarantine,
@@ -236,7 +233,6 @@ impl Executor {
             code_cache: Arc::new(CodeCache::default()),
             transpiled: Arc::new(TranspileCache::default()),
             stats: Arc::new(ExecutorStats::default()),
-            json_handlers: Arc::new(FunctionSet::default()),
             pool_limits: PoolLimits {
                 max_instances: config.max_warm_isolates.div_ceil(workers),
                 max_memory: (config.max_warm_memory_mb << 20) / workers,
@@ -256,7 +252,6 @@ impl Executor {
         Self {
             id,
             jobs,
-            json_handlers: common.json_handlers.clone(),
             admission: Arc::new(Admission::new(common.config.max_admitted_memory_mb)),
             quarantined: Quarantine::default(),
             quarantine,
@@ -269,11 +264,6 @@ impl Executor {
 
     /// Runs one invocation to its end.
     pub async fn run(&self, invocation: Invocation) -> Outcome {
-        if matches!(invocation.input, isola_core::InvocationInput::Http(_))
-            && self.json_handlers.holds(&invocation.function.id)
-        {
-            return Outcome::failed(crate::isolate::json_handler_needs_json());
-        }
         let timeout = invocation.function.limits.timeout();
         let function = invocation.function.clone();
         let Some(admitted) = self

@@ -28,7 +28,6 @@ pub(super) struct WorkerSetup {
     pub(super) pool_limits: PoolLimits,
     pub(super) max_in_flight: usize,
     pub(super) stats: Arc<ExecutorStats>,
-    pub(super) json_handlers: Arc<FunctionSet>,
     /// Whether this is the quarantine worker (lower priority).
     pub(super) quarantine: bool,
 }
@@ -39,7 +38,6 @@ pub(super) struct Worker {
     pool: RefCell<WarmPool<FunctionIsolate>>,
     stats: Arc<ExecutorStats>,
     in_flight: Arc<AtomicUsize>,
-    json_handlers: Arc<FunctionSet>,
     /// Invocations this worker may run at once.
     slots: Arc<Semaphore>,
     /// Invocations started on this thread by its own callers that have not
@@ -152,7 +150,6 @@ impl WorkerSetup {
             pool: RefCell::new(WarmPool::new(self.pool_limits)),
             stats: self.stats.clone(),
             in_flight: self.in_flight.clone(),
-            json_handlers: self.json_handlers.clone(),
             slots: Arc::new(Semaphore::new(self.max_in_flight)),
             waiting_in_place: Cell::new(0),
             cpu_estimates: RefCell::default(),
@@ -227,7 +224,6 @@ impl Worker {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         let reply_result = result.as_ref().map(|_| ()).map_err(Clone::clone);
         if let Ok(isolate) = result {
-            self.learn_kind(&isolate);
             self.checkin(isolate);
         }
         let _ = reply.send(reply_result);
@@ -289,10 +285,7 @@ impl Worker {
             None => {
                 self.stats.cold_starts.fetch_add(1, Ordering::Relaxed);
                 match FunctionIsolate::create(source, &self.thread, deadline).await {
-                    Ok(isolate) => {
-                        self.learn_kind(&isolate);
-                        isolate
-                    }
+                    Ok(isolate) => isolate,
                     Err(error) => {
                         let mut outcome = Outcome::failed(error);
                         outcome.metrics.cold_start = true;
@@ -333,13 +326,6 @@ impl Worker {
             .warm_memory
             .fetch_sub(isolate.memory(), Ordering::Relaxed);
         Some(isolate)
-    }
-
-    /// Notes, once per new isolate, that its function is a JSON handler.
-    fn learn_kind(&self, isolate: &FunctionIsolate) {
-        if isolate.is_json_handler() {
-            self.json_handlers.mark(&isolate.source().id, None);
-        }
     }
 
     fn checkin(&self, isolate: FunctionIsolate) {

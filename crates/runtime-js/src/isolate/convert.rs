@@ -86,6 +86,50 @@ pub(super) fn fetch_args<'s>(
     ])
 }
 
+/// A plain-text answer made by the host, not the function.
+pub(super) fn plain_http(status: u16, text: &str) -> HttpResponse {
+    HttpResponse {
+        status,
+        headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
+        body: text.as_bytes().to_vec(),
+        rest: Default::default(),
+    }
+}
+
+/// A JSON handler's result as an HTTP response.
+pub(super) fn json_http(value: &serde_json::Value) -> HttpResponse {
+    HttpResponse {
+        status: 200,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: serde_json::to_vec(value).unwrap_or_default(),
+        rest: Default::default(),
+    }
+}
+
+/// The JSON payload in an HTTP request's body (an empty body is `null`),
+/// read whole up to `limit` bytes; or why it is not one.
+pub(super) async fn json_body(
+    request: &HttpRequest,
+    limit: usize,
+) -> Result<serde_json::Value, String> {
+    let mut body = request.body.clone();
+    if let Some(mut rest) = request.rest.take() {
+        while let Some(chunk) = rest.recv().await {
+            let chunk = chunk?;
+            if body.len() + chunk.len() > limit {
+                return Err(format!(
+                    "the JSON body is larger than the function's memory limit ({limit} bytes)"
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("the body is not valid JSON: {e}"))
+}
+
 /// A JSON payload given to a Workers-style function: a POST with a JSON body.
 pub(super) fn json_as_request(payload: &serde_json::Value) -> HttpRequest {
     HttpRequest {

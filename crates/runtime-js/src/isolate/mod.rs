@@ -433,15 +433,54 @@ impl FunctionIsolate {
 
     /// Runs one invocation. On any failure the isolate is marked broken and
     /// must be dropped.
+    ///
+    /// An HTTP request to a JSON handler is a JSON invocation: a POST's
+    /// body is the payload and the result goes back as JSON; other methods
+    /// get 405, and a body that is not JSON 400, before any code runs.
     pub async fn invoke(
         &mut self,
         invocation: &Invocation,
         deadline: Instant,
     ) -> Result<InvocationOutput, FunctionError> {
-        if self.is_json_handler() && matches!(invocation.input, InvocationInput::Http(_)) {
-            // Refused before any code runs: the isolate stays as good as it was.
-            return Err(json_handler_needs_json());
+        let InvocationInput::Http(request) = &invocation.input else {
+            return self.run(invocation, deadline).await;
+        };
+        if !self.is_json_handler() {
+            return self.run(invocation, deadline).await;
         }
+        if request.method != "POST" {
+            let mut answer = convert::plain_http(
+                405,
+                "this function takes a JSON body by POST and answers JSON",
+            );
+            answer.headers.push(("allow".into(), "POST".into()));
+            return Ok(InvocationOutput::Http(answer));
+        }
+        let limit = self.source.limits.memory_bytes();
+        let payload =
+            match tokio::time::timeout_at(deadline, convert::json_body(request, limit)).await {
+                Ok(Ok(payload)) => payload,
+                Ok(Err(message)) => {
+                    return Ok(InvocationOutput::Http(convert::plain_http(400, &message)))
+                }
+                Err(_) => return Err(wall_timeout(&self.source)),
+            };
+        let as_json = Invocation {
+            id: invocation.id.clone(),
+            function: invocation.function.clone(),
+            input: InvocationInput::Json(payload),
+        };
+        Ok(match self.run(&as_json, deadline).await? {
+            InvocationOutput::Json(value) => InvocationOutput::Http(convert::json_http(&value)),
+            other => other,
+        })
+    }
+
+    async fn run(
+        &mut self,
+        invocation: &Invocation,
+        deadline: Instant,
+    ) -> Result<InvocationOutput, FunctionError> {
         self.meter.reset(self.source.limits.cpu());
         self.meter.set_wall_deadline(Some(deadline.into_std()));
         self.budget.clear_refused();

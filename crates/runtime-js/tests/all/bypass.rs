@@ -129,6 +129,15 @@ fn unread_request_bodies_are_dropped_with_the_invocation() {
     assert_node_healthy();
 }
 
+/// The status of the host's answer to an HTTP request a JSON function
+/// does not take (issue 18: JSON functions take a POST).
+fn refused_method(outcome: &isola_core::Outcome) -> u16 {
+    match &outcome.result {
+        Ok(isola_core::InvocationOutput::Http(response)) => response.status,
+        other => panic!("expected an HTTP answer, got {other:?}"),
+    }
+}
+
 fn http_requests_to_a_json_function_force_no_cold_start() {
     let executor = isola_runtime_js::Executor::new(isola_runtime_js::ExecutorConfig {
         workers: 1,
@@ -148,7 +157,7 @@ fn http_requests_to_a_json_function_force_no_cold_start() {
             function: source.clone(),
             input: isola_core::InvocationInput::Http(http_request("GET")),
         }));
-        assert_eq!(error(&outcome).code, ErrorCode::InvalidInput);
+        assert_eq!(refused_method(&outcome), 405);
     }
     assert_eq!(
         json(&invoke_on(&executor, &source, json!(null))),
@@ -161,7 +170,7 @@ fn http_requests_to_a_json_function_force_no_cold_start() {
             function: source.clone(),
             input: isola_core::InvocationInput::Http(http_request("GET")),
         }));
-        assert_eq!(error(&outcome).code, ErrorCode::InvalidInput);
+        assert_eq!(refused_method(&outcome), 405);
     }
     let outcome = invoke_on(&executor, &source, json!(null));
     assert!(!outcome.metrics.cold_start, "{:?}", outcome.metrics);

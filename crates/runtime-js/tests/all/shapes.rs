@@ -7,6 +7,7 @@ use serde_json::json;
 crate::cases!(
     json_handler_gets_payload_and_returns_json,
     json_handler_without_payload_gets_null,
+    json_handler_answers_a_post_over_http,
     undefined_result_is_null,
     context_has_env_and_invocation_id,
     fetch_handler_gets_the_request_and_returns_the_response,
@@ -33,6 +34,37 @@ fn json_handler_without_payload_gets_null() {
         json(&invoke(&source, json!(null))),
         json!({ "isNull": true })
     );
+}
+
+fn json_handler_answers_a_post_over_http() {
+    let source = function("export default async (payload) => ({ doubled: payload.n * 2 })");
+    let http = |method: &str, body: &str| {
+        let mut request = http_request(method);
+        request.body = body.as_bytes().to_vec();
+        match invoke_http(&source, request).result {
+            Ok(InvocationOutput::Http(response)) => response,
+            other => panic!("expected an HTTP response, got {other:?}"),
+        }
+    };
+    let answered = http("POST", r#"{"n":21}"#);
+    assert_eq!(answered.status, 200);
+    assert!(answered
+        .headers
+        .contains(&("content-type".into(), "application/json".into())));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&answered.body).unwrap(),
+        json!({ "doubled": 42 })
+    );
+    let wrong_method = http("GET", "");
+    assert_eq!(wrong_method.status, 405);
+    assert!(wrong_method
+        .headers
+        .contains(&("allow".into(), "POST".into())));
+    let not_json = http("POST", "{nope");
+    assert_eq!(not_json.status, 400);
+    assert!(String::from_utf8_lossy(&not_json.body).contains("not valid JSON"));
+    // The isolate was not spoilt by the refusals.
+    assert_eq!(http("POST", r#"{"n":1}"#).status, 200);
 }
 
 fn undefined_result_is_null() {
