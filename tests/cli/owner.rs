@@ -1,6 +1,7 @@
 //! What the owner meets on the command line (issue 18): deleting a function
 //! takes a confirmation (a question on a terminal, `--yes` elsewhere); a
-//! module that throws while it loads is the owner's error, with where.
+//! module that throws while it loads is the owner's error, with where;
+//! errors say what to do, and come as JSON with `--json`.
 
 use crate::server::Server;
 use crate::{stderr, stdout};
@@ -51,4 +52,54 @@ fn a_module_that_throws_while_loading_is_the_owners_error_with_where() {
         "{}",
         stderr(&local)
     );
+}
+
+#[test]
+fn errors_say_what_to_do_and_come_as_json_with_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let address = server.url.trim_start_matches("http://").to_string();
+    // Nothing listens on port 1.
+    let nowhere = crate::isola(&["functions", "list", "--server", "http://127.0.0.1:1"], "");
+    assert_eq!(nowhere.status.code(), Some(4));
+    let said = stderr(&nowhere);
+    assert!(
+        said.contains("not reachable") && said.contains("isola serve"),
+        "{said}"
+    );
+    assert!(!said.contains("os error"), "{said}");
+    // A bare address is taken as http://.
+    let bare = crate::isola(
+        &[
+            "functions",
+            "list",
+            "--server",
+            &address,
+            "--token",
+            crate::server::TOKEN,
+        ],
+        "",
+    );
+    assert!(bare.status.success(), "{}", stderr(&bare));
+    let wrong = crate::isola(
+        &["functions", "list", "--server", &address, "--token", "nope"],
+        "",
+    );
+    assert_eq!(wrong.status.code(), Some(3));
+    assert!(stderr(&wrong).contains("isola login"), "{}", stderr(&wrong));
+    let as_json = crate::isola(
+        &[
+            "functions",
+            "list",
+            "--json",
+            "--server",
+            &address,
+            "--token",
+            "nope",
+        ],
+        "",
+    );
+    let error: serde_json::Value = serde_json::from_str(stderr(&as_json).trim()).unwrap();
+    assert_eq!(error["error"]["exit"], 3);
+    assert!(error["error"]["code"].is_string());
 }

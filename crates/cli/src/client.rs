@@ -3,7 +3,6 @@
 //! writes.
 
 use crate::config::Config;
-use anyhow::Context;
 use clap::Args;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
@@ -36,6 +35,16 @@ pub struct ServerError {
     pub body: Value,
 }
 
+/// The server could not be reached at all.
+#[derive(Debug, thiserror::Error)]
+#[error("the isola server at {base} is not reachable ({reason}): start one with `isola serve`, or point --server (or ISOLA_SERVER, or `isola login`) at yours")]
+pub struct Unreachable {
+    /// The server's URL.
+    pub base: String,
+    /// Why, in a few words.
+    pub reason: String,
+}
+
 /// The API client.
 pub struct Client {
     base: String,
@@ -52,6 +61,12 @@ impl Client {
             .clone()
             .or(config.server)
             .unwrap_or_else(|| "http://127.0.0.1:8787".into());
+        // `127.0.0.1:8787` means `http://127.0.0.1:8787`.
+        let base = if base.contains("://") {
+            base
+        } else {
+            format!("http://{base}")
+        };
         Ok(Self {
             base: base.trim_end_matches('/').to_string(),
             token: args.token.clone().or(config.token),
@@ -70,10 +85,21 @@ impl Client {
 
     /// Sends a request and returns the response, or the server's error.
     pub async fn send(&self, request: RequestBuilder) -> anyhow::Result<Response> {
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the isola server at {}", self.base))?;
+        let response = request.send().await.map_err(|error| {
+            let reason = if error.is_connect() {
+                "nothing answers there"
+            } else if error.is_timeout() {
+                "it did not answer in time"
+            } else if error.is_builder() {
+                "the address is not a URL"
+            } else {
+                "the connection failed"
+            };
+            Unreachable {
+                base: self.base.clone(),
+                reason: reason.into(),
+            }
+        })?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -83,10 +109,17 @@ impl Client {
             .as_str()
             .unwrap_or("unknown")
             .to_string();
-        let message = body["error"]["message"]
+        let mut message = body["error"]["message"]
             .as_str()
             .unwrap_or("the server refused the request")
             .to_string();
+        if status == StatusCode::UNAUTHORIZED {
+            // The server's words are for HTTP clients; a CLI user logs in.
+            message = format!(
+                "the server at {} did not accept the token: log in with `isola login --server {} --token <token>` (or set ISOLA_TOKEN)",
+                self.base, self.base
+            );
+        }
         Err(ServerError {
             status,
             code,

@@ -22,18 +22,33 @@ impl From<ExitStatus> for ExitCode {
 
 /// Prints an error and returns its exit code: 3 when the server refused
 /// the request (4xx), 4 when it failed or could not be reached, 2 for
-/// usage and local errors.
-pub fn report(error: anyhow::Error) -> ExitCode {
-    eprintln!("error: {error:#}");
-    if let Some(server) = error.downcast_ref::<crate::client::ServerError>() {
-        return ExitCode::from(if server.status.is_client_error() {
+/// usage and local errors. With `json`, the error is a JSON object on
+/// stderr: `{"error": {"code", "message", "exit"}}`.
+pub fn report(error: anyhow::Error, json: bool) -> ExitCode {
+    let (code, exit) = if let Some(server) = error.downcast_ref::<crate::client::ServerError>() {
+        let exit = if server.status.is_client_error() {
             3
         } else {
             4
-        });
+        };
+        (server.code.clone(), exit)
+    } else if error.is::<crate::client::Unreachable>()
+        || error.chain().any(|cause| cause.is::<reqwest::Error>())
+    {
+        ("unreachable".to_string(), 4)
+    } else {
+        ("error".to_string(), 2)
+    };
+    if json {
+        let message = match error.downcast_ref::<crate::client::ServerError>() {
+            Some(server) => server.message.clone(),
+            None => format!("{error:#}"),
+        };
+        let object =
+            serde_json::json!({ "error": { "code": code, "message": message, "exit": exit } });
+        eprintln!("{object}");
+    } else {
+        eprintln!("error: {error:#}");
     }
-    if error.chain().any(|cause| cause.is::<reqwest::Error>()) {
-        return ExitCode::from(4);
-    }
-    ExitCode::from(2)
+    ExitCode::from(exit)
 }

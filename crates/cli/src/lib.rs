@@ -52,7 +52,7 @@ pub fn run() -> ExitCode {
         .build()
     {
         Ok(runtime) => runtime,
-        Err(error) => return exit::report(anyhow::anyhow!("starting tokio: {error}")),
+        Err(error) => return exit::report(anyhow::anyhow!("starting tokio: {error}"), false),
     };
     let result = runtime.block_on(async move {
         match cli.command {
@@ -67,6 +67,7 @@ pub fn run() -> ExitCode {
     });
     match result {
         Ok(status) => status.into(),
-        Err(error) => exit::report(error),
+        // `--json` is global: errors come as JSON too.
+        Err(error) => exit::report(error, std::env::args().any(|arg| arg == "--json")),
     }
 }
