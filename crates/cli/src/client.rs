@@ -115,9 +115,10 @@ impl Client {
             .to_string();
         if status == StatusCode::UNAUTHORIZED {
             // The server's words are for HTTP clients; a CLI user logs in.
+            let said = message.split(':').next().unwrap_or_default().to_string();
             message = format!(
-                "the server at {} did not accept the token: log in with `isola login --server {} --token <token>` (or set ISOLA_TOKEN)",
-                self.base, self.base
+                "{said}: log in with `isola login --server {} --token <token>` (or set ISOLA_TOKEN)",
+                self.base
             );
         }
         Err(ServerError {
