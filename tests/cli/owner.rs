@@ -103,3 +103,39 @@ fn errors_say_what_to_do_and_come_as_json_with_json() {
     assert_eq!(error["error"]["exit"], 3);
     assert!(error["error"]["code"].is_string());
 }
+
+#[test]
+fn deploy_creates_its_function_and_names_are_positional() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let module = dir.path().join("hello.js");
+    std::fs::write(
+        &module,
+        "export default { fetch() { return new Response('new') } }",
+    )
+    .unwrap();
+    let module = module.to_str().unwrap();
+    let deployed = server.cli(&["deploy", module, "--function", "brand-new"], "");
+    assert!(deployed.status.success(), "{}", stderr(&deployed));
+    assert!(stderr(&deployed).contains("Created function brand-new"));
+    let answer = server
+        .http()
+        .get(format!("{}/fn/brand-new/", server.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(answer, "new");
+    // Again: it exists now, and is not created twice.
+    let again = server.cli(&["deploy", module, "--function", "brand-new"], "");
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(!stderr(&again).contains("Created"));
+    let created = server.cli(&["functions", "create", "positional"], "");
+    assert!(created.status.success(), "{}", stderr(&created));
+    let listed = server.cli(&["functions", "list"], "");
+    assert!(
+        stdout(&listed).contains("positional"),
+        "{}",
+        stdout(&listed)
+    );
+}

@@ -31,6 +31,8 @@ enum Command {
     Serve(commands::serve::ServeArgs),
     /// Serve one module at / for local development, reloading on change.
     Dev(commands::dev::DevArgs),
+    /// Deploy a project or module, creating its function if it does not exist.
+    Deploy(commands::functions::TopDeployArgs),
     /// Manage functions on a server: create, deploy, invoke, logs, rollback.
     #[command(alias = "fn")]
     Functions(commands::functions::FunctionsArgs),
@@ -58,6 +60,7 @@ pub fn run() -> ExitCode {
         match cli.command {
             Command::Serve(args) => commands::serve::execute(args).await,
             Command::Dev(args) => commands::dev::execute(args).await,
+            Command::Deploy(args) => commands::functions::deploy(args).await,
             Command::Functions(args) => commands::functions::execute(args).await,
             Command::Kv(args) => commands::kv::execute(args).await,
             Command::Secret(args) => commands::secret::execute(args).await,

@@ -26,8 +26,11 @@ enum FunctionsCommand {
     /// Create a function.
     Create {
         /// Its name (a-z, 0-9, '-').
-        #[arg(long)]
-        name: String,
+        #[arg(required_unless_present = "name_flag")]
+        name: Option<String>,
+        /// Its name, as a flag.
+        #[arg(long = "name", conflicts_with = "name", value_name = "NAME")]
+        name_flag: Option<String>,
     },
     /// List functions.
     List,
@@ -67,6 +70,24 @@ enum FunctionsCommand {
     },
 }
 
+/// `isola deploy`: deploys a project or module, creating its function when
+/// it does not exist yet (as `wrangler deploy` does).
+#[derive(Debug, Args)]
+pub struct TopDeployArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
+    deploy: DeployArgs,
+}
+
+/// Runs `isola deploy`.
+pub async fn deploy(args: TopDeployArgs) -> anyhow::Result<ExitStatus> {
+    let client = Client::new(&args.server)?;
+    let mut deploy = args.deploy;
+    deploy.create = true;
+    run_deploy(&client, deploy, args.server.json).await
+}
+
 /// Arguments of `isola functions deploy`.
 #[derive(Debug, Args)]
 struct DeployArgs {
@@ -97,6 +118,10 @@ struct DeployArgs {
     /// Store the deployment without activating it.
     #[arg(long)]
     no_activate: bool,
+    /// Create the function first when it does not exist (what `isola
+    /// deploy` does).
+    #[arg(long)]
+    create: bool,
     /// Let the function fetch a private address or CIDR range (repeatable).
     #[arg(long = "allow-host", value_name = "IP_OR_CIDR")]
     allowed_hosts: Vec<String>,
@@ -110,7 +135,8 @@ pub async fn execute(args: FunctionsArgs) -> anyhow::Result<ExitStatus> {
     let client = Client::new(&args.server)?;
     let json_output = args.server.json;
     match args.command {
-        FunctionsCommand::Create { name } => {
+        FunctionsCommand::Create { name, name_flag } => {
+            let name = name.or(name_flag).unwrap_or_default();
             let created = client
                 .json(
                     client
@@ -288,6 +314,9 @@ async fn run_deploy(
             bail!("name the function with --function (or deploy a folder with an isola.toml)")
         }
     };
+    if args.create {
+        create_if_missing(client, &function, json_output).await?;
+    }
     let (files, entry) = match &project {
         Some(project) => (
             project.files()?,
@@ -365,6 +394,33 @@ async fn run_deploy(
         );
     }
     Ok(ExitStatus::Success)
+}
+
+/// Creates `function` unless it exists.
+async fn create_if_missing(
+    client: &Client,
+    function: &str,
+    json_output: bool,
+) -> anyhow::Result<()> {
+    let path = format!("/v1/functions/{function}");
+    match client.send(client.request(Method::GET, &path)).await {
+        Ok(_) => Ok(()),
+        Err(error)
+            if error
+                .downcast_ref::<crate::client::ServerError>()
+                .is_some_and(|e| e.status == reqwest::StatusCode::NOT_FOUND) =>
+        {
+            let create = client
+                .request(Method::POST, "/v1/functions")
+                .json(&json!({ "name": function }));
+            client.json(create).await?;
+            if !json_output {
+                eprintln!("Created function {function}");
+            }
+            Ok(())
+        }
+        Err(error) => Err(error),
+    }
 }
 
 async fn run_invoke(
