@@ -139,3 +139,22 @@ fn deploy_creates_its_function_and_names_are_positional() {
         stdout(&listed)
     );
 }
+
+#[test]
+fn completions_and_version() {
+    for shell in ["bash", "zsh", "fish"] {
+        let script = crate::isola(&["completions", shell], "");
+        assert!(script.status.success(), "{shell}");
+        let text = stdout(&script);
+        assert!(
+            text.contains("isola") && text.contains("deploy"),
+            "{shell}: {text}"
+        );
+    }
+    let version = crate::isola(&["--version"], "");
+    assert!(
+        stdout(&version).starts_with("isola "),
+        "{}",
+        stdout(&version)
+    );
+}

@@ -44,11 +44,21 @@ enum Command {
     Login(commands::login::LoginArgs),
     /// Run a function module once, locally, and print its result.
     Invoke(commands::invoke::InvokeArgs),
+    /// Print a shell completion script: `isola completions bash > /etc/bash_completion.d/isola`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Parses the command line, runs the command, and returns the exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        use clap::CommandFactory;
+        clap_complete::generate(shell, &mut Cli::command(), "isola", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -66,6 +76,7 @@ pub fn run() -> ExitCode {
             Command::Secret(args) => commands::secret::execute(args).await,
             Command::Login(args) => commands::login::execute(args).await,
             Command::Invoke(args) => commands::invoke::execute(args).await,
+            Command::Completions { .. } => unreachable!("answered before tokio starts"),
         }
     });
     match result {
