@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 struct Dev {
     child: Child,
     url: String,
+    /// What it prints after its address, line by line.
+    said: std::sync::mpsc::Receiver<String>,
 }
 
 impl Dev {
@@ -30,8 +32,13 @@ impl Dev {
                 break format!("http://{}", rest.split_whitespace().next().unwrap());
             }
         };
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, url }
+        let (tell, said) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = tell.send(line);
+            }
+        });
+        Self { child, url, said }
     }
 }
 
@@ -68,6 +75,12 @@ fn dev_serves_the_module_and_reloads_it_on_change() {
             .unwrap(),
         "first /a/b"
     );
+    // One line per request on the terminal.
+    let line = dev
+        .said
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a line about the request");
+    assert!(line.starts_with("GET /a/b 200 "), "{line}");
     std::thread::sleep(Duration::from_millis(1100)); // a new mtime second
     std::fs::write(
         &file,

@@ -28,6 +28,11 @@ pub fn router(state: DevState) -> Router {
 }
 
 async fn handle(State(state): State<DevState>, request: Request) -> Response {
+    let method = request.method().clone();
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |p| p.to_string());
     let path = request.uri().path().trim_start_matches('/').to_string();
     let input = match to_invocation_input(request, &path, 32 << 20).await {
         Ok(input) => input,
@@ -58,5 +63,15 @@ async fn handle(State(state): State<DevState>, request: Request) -> Response {
     if let Err(error) = &outcome.result {
         eprintln!("[error] {}: {}", error.code, respond::error_detail(error));
     }
-    respond::invocation(Audience::Public, usize::MAX, &id, outcome)
+    let metrics = outcome.metrics.clone();
+    let response = respond::invocation(Audience::Public, usize::MAX, &id, outcome);
+    // One line per request, as `wrangler dev` prints.
+    eprintln!(
+        "{method} {target} {} {:.1} ms (CPU {:.1} ms{})",
+        response.status().as_u16(),
+        metrics.duration_us as f64 / 1000.0,
+        metrics.cpu_us as f64 / 1000.0,
+        if metrics.cold_start { ", cold" } else { "" }
+    );
+    response
 }
