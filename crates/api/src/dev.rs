@@ -63,7 +63,7 @@ async fn handle(State(state): State<DevState>, request: Request) -> Response {
     if let Err(error) = &outcome.result {
         eprintln!("[error] {}: {}", error.code, respond::error_detail(error));
     }
-    let metrics = outcome.metrics.clone();
+    let metrics = outcome.metrics;
     let response = respond::invocation(Audience::Public, usize::MAX, &id, outcome);
     // One line per request, as `wrangler dev` prints.
     eprintln!(
