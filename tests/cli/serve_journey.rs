@@ -638,6 +638,14 @@ fn kv_from_functions_and_from_the_cli() {
     assert_eq!(out.status.code(), Some(3));
     let out = server.cli(&["kv", "get", "ghost", "x"], "");
     assert_eq!(out.status.code(), Some(3));
+    // Deleting what is not there says so; listing as JSON gives objects.
+    let out = server.cli(&["kv", "delete", "counter", "note"], "");
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("no KV key"), "{}", stderr(&out));
+    let out = server.cli(&["kv", "list", "counter", "--json"], "");
+    let listed: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(listed["keys"][0]["key"], "hits", "{listed}");
+    assert!(listed["keys"][0]["version"].is_number(), "{listed}");
 }
 
 #[test]

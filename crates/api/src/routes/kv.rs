@@ -108,6 +108,11 @@ pub async fn delete(
     Path((name, key)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let store = store_for(&state, &name).await?;
+    if store.get(&name, &key).await?.is_none() {
+        return Err(ApiError::not_found(format!(
+            "function {name:?} has no KV key {key:?}"
+        )));
+    }
     store.delete(&name, &key).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -6,7 +6,7 @@ use crate::ExitStatus;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use reqwest::Method;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 
 /// `isola kv`.
 #[derive(Debug, Args)]
@@ -61,7 +61,13 @@ pub async fn execute(args: KvArgs) -> anyhow::Result<ExitStatus> {
             let response = client
                 .send(client.request(Method::GET, &key_path(&function, &key)))
                 .await?;
-            std::io::stdout().write_all(&response.bytes().await?)?;
+            let value = response.bytes().await?;
+            let mut stdout = std::io::stdout();
+            stdout.write_all(&value)?;
+            // On a terminal, the prompt starts on a line of its own.
+            if stdout.is_terminal() && !value.ends_with(b"\n") {
+                stdout.write_all(b"\n")?;
+            }
         }
         KvCommand::Put {
             function,
@@ -103,8 +109,14 @@ pub async fn execute(args: KvArgs) -> anyhow::Result<ExitStatus> {
             let request = client
                 .request(Method::GET, &format!("/v1/functions/{function}/kv"))
                 .query(&[("prefix", prefix)]);
-            let page = client.json(request).await?;
+            let mut page = client.json(request).await?;
             if args.server.json {
+                // Keys as objects, not [key, version] pairs.
+                if let Some(keys) = page["keys"].as_array_mut() {
+                    for entry in keys.iter_mut() {
+                        *entry = serde_json::json!({ "key": entry[0], "version": entry[1] });
+                    }
+                }
                 print_json(&page);
             } else {
                 let rows: Vec<Vec<String>> = page["keys"]
