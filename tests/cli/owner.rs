@@ -158,3 +158,36 @@ fn completions_and_version() {
         stdout(&version)
     );
 }
+
+#[test]
+fn init_makes_a_project_that_deploys_and_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    for (template, method, expected) in [
+        ("worker", "GET", "\"hello\":\"world\""),
+        ("json", "POST", "\"hello\":\"world\""),
+        ("typescript", "GET", "hello from /hello"),
+        ("kv", "GET", "\"visits\":1"),
+    ] {
+        let project = dir.path().join(format!("{template}-app"));
+        let project = project.to_str().unwrap();
+        let made = crate::isola(&["init", project, "--template", template], "");
+        assert!(made.status.success(), "{template}: {}", stderr(&made));
+        let deployed = server.cli(&["deploy", project], "");
+        assert!(
+            deployed.status.success(),
+            "{template}: {}",
+            stderr(&deployed)
+        );
+        let url = format!("{}/fn/{template}-app/hello", server.url);
+        let request = match method {
+            "POST" => server.http().post(&url).body("{}"),
+            _ => server.http().get(&url),
+        };
+        let answer = request.send().unwrap().text().unwrap();
+        assert!(answer.contains(expected), "{template}: {answer}");
+        // A second init there changes nothing.
+        let again = crate::isola(&["init", project], "");
+        assert!(!again.status.success());
+    }
+}

@@ -27,6 +27,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create a runnable project: isola.toml, the source, a README.
+    Init(commands::init::InitArgs),
     /// Start a single node: HTTP API, function traffic and embedded storage.
     Serve(commands::serve::ServeArgs),
     /// Serve one module at / for local development, reloading on change.
@@ -68,6 +70,7 @@ pub fn run() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Init(args) => commands::init::execute(args).await,
             Command::Serve(args) => commands::serve::execute(args).await,
             Command::Dev(args) => commands::dev::execute(args).await,
             Command::Deploy(args) => commands::functions::deploy(args).await,

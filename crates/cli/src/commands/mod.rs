@@ -2,6 +2,7 @@
 
 pub mod dev;
 pub mod functions;
+pub mod init;
 pub mod invoke;
 pub mod kv;
 pub mod login;
