@@ -9,6 +9,15 @@ pub fn print_json(value: &serde_json::Value) {
 }
 
 /// A plain text table with padded columns.
+/// A time in Unix milliseconds (a JSON number) as `2026-11-27 18:16:02`
+/// (UTC); `-` when absent.
+pub fn human_time(millis: &serde_json::Value) -> String {
+    millis
+        .as_i64()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(|| "-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+}
+
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
@@ -36,6 +45,15 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_read_as_dates() {
+        assert_eq!(
+            super::human_time(&serde_json::json!(1_795_000_000_000i64)),
+            "2026-11-18 11:06:40"
+        );
+        assert_eq!(super::human_time(&serde_json::Value::Null), "-");
+    }
 
     #[test]
     fn tables_pad_columns() {

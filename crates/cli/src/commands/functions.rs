@@ -1,7 +1,7 @@
 //! `isola functions …`: manage functions on a server.
 
 use crate::client::{Client, ServerArgs};
-use crate::output::{print_json, table};
+use crate::output::{human_time, print_json, table};
 use crate::project::{collect_files, Project};
 use crate::ExitStatus;
 use anyhow::{bail, Context};
@@ -192,12 +192,15 @@ pub async fn execute(args: FunctionsArgs) -> anyhow::Result<ExitStatus> {
                         },
                         text(&d["hash"]).chars().take(12).collect(),
                         d["files"].as_array().map_or(0, Vec::len).to_string(),
-                        text(&d["created_at"]),
+                        human_time(&d["created_at"]),
                     ]
                 });
                 print!(
                     "{}",
-                    table(&["VERSION", "ACTIVE", "HASH", "FILES", "CREATED_AT"], &rows)
+                    table(
+                        &["VERSION", "ACTIVE", "HASH", "FILES", "CREATED (UTC)"],
+                        &rows
+                    )
                 );
             }
         }
@@ -232,6 +235,7 @@ pub async fn execute(args: FunctionsArgs) -> anyhow::Result<ExitStatus> {
             } else {
                 let rows = rows(&list, |r| {
                     vec![
+                        human_time(&r["created_at"]),
                         text(&r["id"]),
                         version(&r["version"]),
                         r["error_code"].as_str().unwrap_or("ok").to_string(),
@@ -248,7 +252,15 @@ pub async fn execute(args: FunctionsArgs) -> anyhow::Result<ExitStatus> {
                 print!(
                     "{}",
                     table(
-                        &["ID", "VERSION", "OUTCOME", "DURATION", "CPU", "START"],
+                        &[
+                            "TIME (UTC)",
+                            "ID",
+                            "VERSION",
+                            "OUTCOME",
+                            "DURATION",
+                            "CPU",
+                            "START"
+                        ],
                         &rows
                     )
                 );

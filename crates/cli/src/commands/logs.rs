@@ -12,9 +12,10 @@ fn print_line(line: &Value, json_output: bool) {
         println!("{line}");
     } else {
         println!(
-            "{} {:5} {}",
-            line["invocation_id"].as_str().unwrap_or("-"),
+            "{} {:5} {} {}",
+            crate::output::human_time(&line["created_at"]),
             line["level"].as_str().unwrap_or("info"),
+            line["invocation_id"].as_str().unwrap_or("-"),
             line["message"].as_str().unwrap_or("")
         );
     }
