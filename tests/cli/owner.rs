@@ -191,3 +191,25 @@ fn init_makes_a_project_that_deploys_and_answers() {
         assert!(!again.status.success());
     }
 }
+
+#[test]
+fn status_shows_the_node_at_a_glance() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.deploy_function("shown", "export default () => 1");
+    server.create_function("empty");
+    let out = server.cli(&["status"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(
+        said.contains("2 (1 deployed)") && said.contains("warm"),
+        "{said}"
+    );
+    let out = server.cli(&["status", "--json"], "");
+    let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(status["functions"], 2);
+    assert!(
+        status["runtime"]["warm_instances"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+}

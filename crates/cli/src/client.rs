@@ -74,6 +74,11 @@ impl Client {
         })
     }
 
+    /// The server's URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// A request to `path` (starting with `/`).
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let request = self.http.request(method, format!("{}{path}", self.base));

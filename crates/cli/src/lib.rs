@@ -42,6 +42,8 @@ enum Command {
     Kv(commands::kv::KvArgs),
     /// Manage a function's secrets without redeploying its code: put, list, delete.
     Secret(commands::secret::SecretArgs),
+    /// Whether the server answers, its version, functions and warm isolates.
+    Status(commands::status::StatusArgs),
     /// Remember a server and its admin token.
     Login(commands::login::LoginArgs),
     /// Run a function module once, locally, and print its result.
@@ -78,6 +80,7 @@ pub fn run() -> ExitCode {
             Command::Kv(args) => commands::kv::execute(args).await,
             Command::Secret(args) => commands::secret::execute(args).await,
             Command::Login(args) => commands::login::execute(args).await,
+            Command::Status(args) => commands::status::execute(args).await,
             Command::Invoke(args) => commands::invoke::execute(args).await,
             Command::Completions { .. } => unreachable!("answered before tokio starts"),
         }

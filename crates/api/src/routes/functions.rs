@@ -27,6 +27,32 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<FunctionInfo
     Ok(Json(state.registry.functions().await?))
 }
 
+/// What `GET /v1/status` answers: the node at a glance.
+#[derive(Debug, serde::Serialize)]
+pub struct Status {
+    /// The node's version.
+    version: &'static str,
+    /// Functions it holds.
+    functions: usize,
+    /// Functions with an active deployment.
+    deployed: usize,
+    /// Warm isolates and what runs them.
+    runtime: isola_core::InvokerStats,
+}
+
+pub async fn status(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
+    let functions = state.registry.functions().await?;
+    Ok(Json(Status {
+        version: env!("CARGO_PKG_VERSION"),
+        deployed: functions
+            .iter()
+            .filter(|f| f.active_version.is_some())
+            .count(),
+        functions: functions.len(),
+        runtime: state.invoker.stats(),
+    }))
+}
+
 pub async fn get(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -25,6 +25,7 @@ use std::sync::Arc;
 /// The whole router.
 pub fn router(state: AppState) -> Router {
     let management = Router::new()
+        .route("/status", get(functions::status))
         .route("/functions", get(functions::list).post(functions::create))
         .route(
             "/functions/{name}",

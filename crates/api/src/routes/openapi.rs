@@ -31,6 +31,10 @@ pub async fn document() -> Json<Value> {
         "info": { "title": "isola management API", "version": env!("CARGO_PKG_VERSION") },
         "security": [{ "bearer": [] }],
         "paths": {
+            "/v1/status": {
+                "get": json!({ "summary": "The node at a glance: version, functions, warm isolates", "tags": ["node"],
+                               "responses": { "200": { "description": "Status" }, "default": { "$ref": "#/components/responses/Error" } } }),
+            },
             "/v1/functions": {
                 "get": with_ok(op("List functions", "functions"), "200", array_of("Function")),
                 "post": with_ok(

@@ -9,3 +9,4 @@ pub mod login;
 pub mod logs;
 pub mod secret;
 pub mod serve;
+pub mod status;
