@@ -213,3 +213,52 @@ fn status_shows_the_node_at_a_glance() {
         "{status}"
     );
 }
+
+#[test]
+fn commands_inside_a_project_default_to_its_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let project = dir.path().join("nearby");
+    let made = crate::isola(&["init", project.to_str().unwrap()], "");
+    assert!(made.status.success(), "{}", stderr(&made));
+    // Run from a folder below the project's.
+    let below = project.join("src");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_isola"))
+            .args(args)
+            .current_dir(&below)
+            .env("ISOLA_SERVER", &server.url)
+            .env("ISOLA_TOKEN", crate::server::TOKEN)
+            .env("ISOLA_CONFIG", dir.path().join("cli.json"))
+            .output()
+            .unwrap()
+    };
+    let deployed = run(&["deploy"]);
+    assert!(deployed.status.success(), "{}", stderr(&deployed));
+    assert!(
+        stdout(&deployed).contains("Deployed nearby"),
+        "{}",
+        stdout(&deployed)
+    );
+    let answer = server
+        .http()
+        .get(format!("{}/fn/nearby/x", server.url))
+        .send()
+        .unwrap();
+    assert!(answer.status().is_success());
+    for command in [
+        &["functions", "deployments"][..],
+        &["functions", "invocations"],
+    ] {
+        let out = run(command);
+        assert!(out.status.success(), "{command:?}: {}", stderr(&out));
+    }
+    // Outside any project, the name is asked for.
+    let outside = crate::isola(&["functions", "logs"], "");
+    assert!(!outside.status.success());
+    assert!(
+        stderr(&outside).contains("name the function"),
+        "{}",
+        stderr(&outside)
+    );
+}

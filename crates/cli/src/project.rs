@@ -76,6 +76,12 @@ impl Project {
         (path.is_dir() && inside.is_file()).then_some(inside)
     }
 
+    /// The `isola.toml` of the current folder or the nearest folder above.
+    pub fn nearest() -> Option<PathBuf> {
+        let here = std::env::current_dir().ok()?;
+        here.ancestors().find_map(Self::find)
+    }
+
     /// Reads and checks a project file.
     pub fn load(file: &Path) -> anyhow::Result<Self> {
         let text =

@@ -45,26 +45,32 @@ enum FunctionsCommand {
     /// Upload a deployment (a file, or a folder of modules) and activate it.
     Deploy(DeployArgs),
     /// List a function's deployments.
-    Deployments { name: String },
+    Deployments {
+        /// The function (default: the project around the current folder).
+        name: Option<String>,
+    },
     /// Activate an earlier deployment (default: the one before the active one).
     Rollback { name: String, version: Option<u32> },
     /// Invoke a function with a JSON payload and print its result.
     Invoke {
-        name: String,
+        /// The function (default: the project around the current folder).
+        name: Option<String>,
         /// The JSON payload (default: read from stdin when it is not a terminal, else null).
         #[arg(long, short = 'p')]
         payload: Option<String>,
     },
     /// Show a function's console output.
     Logs {
-        name: String,
+        /// The function (default: the project around the current folder).
+        name: Option<String>,
         /// Keep following new lines.
         #[arg(long, short = 'f')]
         follow: bool,
     },
     /// Show a function's latest invocation records.
     Invocations {
-        name: String,
+        /// The function (default: the project around the current folder).
+        name: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
@@ -176,6 +182,7 @@ pub async fn execute(args: FunctionsArgs) -> anyhow::Result<ExitStatus> {
         }
         FunctionsCommand::Deploy(deploy) => return run_deploy(&client, deploy, json_output).await,
         FunctionsCommand::Deployments { name } => {
+            let name = function_name(name)?;
             let list = client
                 .json(client.request(Method::GET, &format!("/v1/functions/{name}/deployments")))
                 .await?;
@@ -218,12 +225,14 @@ pub async fn execute(args: FunctionsArgs) -> anyhow::Result<ExitStatus> {
             });
         }
         FunctionsCommand::Invoke { name, payload } => {
-            return run_invoke(&client, &name, payload).await
+            return run_invoke(&client, &function_name(name)?, payload).await
         }
         FunctionsCommand::Logs { name, follow } => {
-            return crate::commands::logs::run(&client, &name, follow, json_output).await
+            let name = function_name(name)?;
+            return crate::commands::logs::run(&client, &name, follow, json_output).await;
         }
         FunctionsCommand::Invocations { name, limit } => {
+            let name = function_name(name)?;
             let list = client
                 .json(client.request(
                     Method::GET,
@@ -315,7 +324,14 @@ async fn run_deploy(
     args: DeployArgs,
     json_output: bool,
 ) -> anyhow::Result<ExitStatus> {
-    let path = args.path.clone().unwrap_or_else(|| PathBuf::from("."));
+    // Without a path: the project around the current folder, else the folder.
+    let path = args
+        .path
+        .clone()
+        .or_else(|| {
+            Project::nearest().map(|file| file.parent().map(PathBuf::from).unwrap_or_default())
+        })
+        .unwrap_or_else(|| PathBuf::from("."));
     let project = Project::find(&path)
         .map(|file| Project::load(&file))
         .transpose()?;
@@ -508,4 +524,18 @@ fn confirmed(question: &str) -> anyhow::Result<bool> {
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes"))
+}
+
+/// The function named, or else that of the project around the current
+/// folder (its `isola.toml`, here or in a folder above).
+fn function_name(name: Option<String>) -> anyhow::Result<String> {
+    if let Some(name) = name {
+        return Ok(name);
+    }
+    let file = Project::nearest().ok_or_else(|| {
+        anyhow::anyhow!(
+            "name the function, or run this inside a project (a folder with an isola.toml, or below one)"
+        )
+    })?;
+    Ok(Project::load(&file)?.name)
 }
