@@ -262,3 +262,29 @@ fn commands_inside_a_project_default_to_its_function() {
         stderr(&outside)
     );
 }
+
+#[test]
+fn the_owner_sees_why_an_invocation_was_stopped_with_its_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.deploy_function("spinner", "export default { fetch() { for (;;) {} } }");
+    let public = server
+        .http()
+        .get(format!("{}/fn/spinner/", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(public.status(), reqwest::StatusCode::INTERNAL_SERVER_ERROR);
+    server.list_of("/v1/functions/spinner/invocations", 1);
+    let records = server.cli(&["functions", "invocations", "spinner"], "");
+    let said = stdout(&records);
+    assert!(
+        said.contains("cpu_limit") && said.contains("it used"),
+        "{said}"
+    );
+    let logs = server.cli(&["functions", "logs", "spinner"], "");
+    let said = stdout(&logs);
+    assert!(
+        said.contains("error") && said.contains("CPU time limit of 50 ms (it used"),
+        "{said}"
+    );
+}

@@ -256,6 +256,7 @@ pub async fn execute(args: FunctionsArgs) -> anyhow::Result<ExitStatus> {
                             "warm"
                         }
                         .into(),
+                        first_line(r["error_message"].as_str().unwrap_or(""), 72),
                     ]
                 });
                 print!(
@@ -268,7 +269,8 @@ pub async fn execute(args: FunctionsArgs) -> anyhow::Result<ExitStatus> {
                             "OUTCOME",
                             "DURATION",
                             "CPU",
-                            "START"
+                            "START",
+                            "ERROR"
                         ],
                         &rows
                     )
@@ -538,4 +540,15 @@ fn function_name(name: Option<String>) -> anyhow::Result<String> {
         )
     })?;
     Ok(Project::load(&file)?.name)
+}
+
+/// The first line of `text`, at most `width` characters.
+fn first_line(text: &str, width: usize) -> String {
+    let line = text.lines().next().unwrap_or("");
+    if line.chars().count() <= width {
+        line.to_string()
+    } else {
+        let cut: String = line.chars().take(width.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
 }

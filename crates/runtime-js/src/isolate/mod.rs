@@ -243,7 +243,10 @@ impl FunctionIsolate {
                 Ok(isolate)
             }
             Ok(Err(_)) if isolate.meter.wall_exceeded() => Err(module_timeout(&source)),
-            Ok(Err(error)) => Err(isolate.classify(error)),
+            Ok(Err(error)) => {
+                isolate.measure_memory();
+                Err(isolate.classify(error))
+            }
             Err(_) => Err(module_timeout(&source)),
         }
     }
@@ -493,18 +496,19 @@ impl FunctionIsolate {
             kv_budget.set(kv::MAX_OPS_PER_INVOCATION);
         }
         let result = match self.run_handler(invocation, deadline).await {
-            Err(_) if self.meter.wall_exceeded() => Err(wall_timeout(&self.source)),
-            result => result.map_err(|e| self.classify(e)),
-        };
-        let result = match result {
             Ok((output, tick)) => {
                 self.settle(tick);
                 Ok(output)
             }
             Err(error) => {
                 self.broken = true;
+                // Measured first: a memory error says what was held.
                 self.measure_memory();
-                Err(error)
+                if self.meter.wall_exceeded() {
+                    Err(wall_timeout(&self.source))
+                } else {
+                    Err(self.classify(error))
+                }
             }
         };
         self.charge_offloaded();
@@ -605,6 +609,7 @@ impl FunctionIsolate {
     /// Maps a failure to the limit it broke, if any.
     fn classify(&self, error: FunctionError) -> FunctionError {
         let limits = &self.source.limits;
+        const MIB: f64 = (1 << 20) as f64;
         if self.heap_exceeded.load(Ordering::SeqCst)
             || self.budget.was_refused()
             || self.guard.exceeded()
@@ -612,16 +617,18 @@ impl FunctionIsolate {
             FunctionError::new(
                 ErrorCode::MemoryLimit,
                 format!(
-                    "the function exceeded its memory limit of {} MiB",
-                    limits.memory_mb
+                    "the function exceeded its memory limit of {} MiB (it held {:.1} MiB when it was stopped)",
+                    limits.memory_mb,
+                    self.memory_in_use as f64 / MIB
                 ),
             )
         } else if self.meter.exceeded() {
             FunctionError::new(
                 ErrorCode::CpuLimit,
                 format!(
-                    "the function exceeded its CPU time limit of {} ms",
-                    limits.cpu_ms
+                    "the function exceeded its CPU time limit of {} ms (it used {:.1} ms)",
+                    limits.cpu_ms,
+                    self.meter.used().as_secs_f64() * 1000.0
                 ),
             )
         } else {
