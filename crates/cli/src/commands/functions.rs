@@ -37,6 +37,7 @@ enum FunctionsCommand {
     /// Delete a function with its deployments, records and logs (asks
     /// first; `--yes` when not run from a terminal).
     Delete {
+        /// The function.
         name: String,
         /// Delete without asking.
         #[arg(long, short = 'y')]
@@ -50,7 +51,12 @@ enum FunctionsCommand {
         name: Option<String>,
     },
     /// Activate an earlier deployment (default: the one before the active one).
-    Rollback { name: String, version: Option<u32> },
+    Rollback {
+        /// The function.
+        name: String,
+        /// The version to activate (default: the one before the active one).
+        version: Option<u32>,
+    },
     /// Invoke a function with a JSON payload and print its result.
     Invoke {
         /// The function (default: the project around the current folder).

@@ -20,21 +20,36 @@ pub struct KvArgs {
 #[derive(Debug, Subcommand)]
 enum KvCommand {
     /// Print a key's value.
-    Get { function: String, key: String },
+    Get {
+        /// The function whose namespace it is.
+        function: String,
+        /// The key.
+        key: String,
+    },
     /// Set a key; the value is the argument, or stdin when it is `-`.
     Put {
+        /// The function whose namespace it is.
         function: String,
+        /// The key.
         key: String,
+        /// The value; `-` reads it from stdin.
         value: String,
         /// Seconds until the key expires.
         #[arg(long)]
         ttl: Option<u64>,
     },
     /// Remove a key.
-    Delete { function: String, key: String },
+    Delete {
+        /// The function whose namespace it is.
+        function: String,
+        /// The key.
+        key: String,
+    },
     /// List keys.
     List {
+        /// The function whose namespace it is.
         function: String,
+        /// Only keys starting with this.
         #[arg(long, default_value = "")]
         prefix: String,
     },

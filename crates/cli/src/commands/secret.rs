@@ -23,11 +23,24 @@ pub struct SecretArgs {
 enum SecretCommand {
     /// Set a secret; its value is read from stdin (one trailing newline is
     /// dropped). The function's active deployment is deployed again with it.
-    Put { function: String, name: String },
+    Put {
+        /// The function.
+        function: String,
+        /// The secret's name (as in `env.NAME`).
+        name: String,
+    },
     /// List the names of a function's secrets.
-    List { function: String },
+    List {
+        /// The function.
+        function: String,
+    },
     /// Remove a secret (the active deployment is deployed again without it).
-    Delete { function: String, name: String },
+    Delete {
+        /// The function.
+        function: String,
+        /// The secret's name (as in `env.NAME`).
+        name: String,
+    },
 }
 
 /// Reads a secret's value from stdin.
