@@ -15,6 +15,8 @@ pub struct Server {
     pub url: String,
     /// Its data directory.
     pub data: PathBuf,
+    /// What it logs on stderr after it started, line by line.
+    pub log: std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
 }
 
 impl Server {
@@ -46,11 +48,17 @@ impl Server {
             }
         };
         // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let (tell, log) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = tell.send(line);
+            }
+        });
         Self {
             child,
             url,
             data: data.to_path_buf(),
+            log: std::sync::Mutex::new(log),
         }
     }
 

@@ -197,3 +197,35 @@ fn a_json_function_takes_a_post_over_http() {
     assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(wrong.headers()["allow"], "POST");
 }
+
+#[test]
+fn the_access_log_has_a_json_line_per_request_when_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--access-log", "--log-format", "json"]);
+    server.deploy_function(
+        "logged",
+        "export default { fetch() { return new Response('x') } }",
+    );
+    let response = server
+        .http()
+        .get(format!("{}/fn/logged/a/b", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let line = server
+            .log
+            .lock()
+            .unwrap()
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("an access log line");
+        if line.contains("isola::access") {
+            break line;
+        }
+    };
+    let entry: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["fields"]["function"], "logged");
+    assert_eq!(entry["fields"]["path"], "/a/b");
+    assert_eq!(entry["fields"]["status"], 200);
+}

@@ -54,20 +54,33 @@ pub async fn by_host(State(state): State<AppState>, request: Request) -> Respons
 }
 
 async fn forward(state: AppState, name: String, path: String, request: Request) -> Response {
+    let method = request.method().clone();
     let limit = state.config.max_request_bytes;
     let input = match to_invocation_input(request, &path, limit).await {
         Ok(input) => input,
         Err(error) => return respond::failure(Audience::Public, error),
     };
-    match run(&state, &name, input).await {
-        Ok((id, outcome)) => respond::invocation(
-            Audience::Public,
-            state.config.max_response_bytes,
-            &id,
-            outcome,
-        ),
-        Err(error) => respond::failure(Audience::Public, error),
-    }
+    let (response, metrics) = match run(&state, &name, input).await {
+        Ok((id, outcome)) => {
+            let metrics = outcome.metrics;
+            let limit = state.config.max_response_bytes;
+            let response = respond::invocation(Audience::Public, limit, &id, outcome);
+            (response, Some(metrics))
+        }
+        Err(error) => (respond::failure(Audience::Public, error), None),
+    };
+    // The access log (`isola serve --access-log`); off, this costs one check.
+    tracing::info!(
+        target: "isola::access",
+        function = %name,
+        %method,
+        path = %format_args!("/{path}"),
+        status = response.status().as_u16(),
+        duration_us = metrics.map_or(0, |m| m.duration_us),
+        cpu_us = metrics.map_or(0, |m| m.cpu_us),
+        cold = metrics.is_some_and(|m| m.cold_start),
+    );
+    response
 }
 
 /// The invocation input for an HTTP request to a function, with `path`

@@ -77,6 +77,7 @@ enum FunctionsCommand {
     Invocations {
         /// The function (default: the project around the current folder).
         name: Option<String>,
+        /// How many, newest first.
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },

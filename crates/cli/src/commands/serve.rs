@@ -60,6 +60,47 @@ pub struct ServeArgs {
     /// records are dropped (counted in isola_records_dropped_total).
     #[arg(long, default_value_t = 64)]
     pub record_queue_mb: usize,
+    /// Log each function request (function, method, path, status, time,
+    /// CPU, cold start) at info level.
+    #[arg(long, env = "ISOLA_ACCESS_LOG")]
+    pub access_log: bool,
+    /// How the node logs: `text` for people, `json` (one object per line)
+    /// for log collectors. What it logs: `ISOLA_LOG` (e.g. `debug`,
+    /// `warn,isola=info`; default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "ISOLA_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// How `isola serve` writes its log.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Starts the node's log on stderr: `ISOLA_LOG` says what (default `info`),
+/// plus each request with `access_log`.
+fn start_log(format: LogFormat, access_log: bool) {
+    use tracing_subscriber::EnvFilter;
+    let mut filter =
+        EnvFilter::try_from_env("ISOLA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let access = if access_log {
+        "isola::access=info"
+    } else {
+        "isola::access=off"
+    };
+    if let Ok(directive) = access.parse() {
+        filter = filter.add_directive(directive);
+    }
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 /// The admin token's hash: from `--token`, from storage, or a new token
@@ -163,6 +204,7 @@ fn server_config(args: &ServeArgs, token_hash: String) -> ServerConfig {
 
 /// Runs `isola serve` until Ctrl-C or SIGTERM.
 pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
+    start_log(args.log_format, args.access_log);
     private_data_dir(&args.data)?;
     let db = args.data.join("isola.db");
     let key_file = args
