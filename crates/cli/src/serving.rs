@@ -1,12 +1,16 @@
 //! Serving HTTP on the executor's worker threads, for `isola serve` and
-//! `isola dev`: one listening socket, a copy per worker, each worker
-//! answering the connections it accepts (`isola_api::serve_local`).
+//! `isola dev`: one listening socket per worker on the same address
+//! (`SO_REUSEPORT`, so the kernel spreads new connections evenly over the
+//! workers; with one shared socket, the first worker to wake took them
+//! all), each worker answering the connections it accepts
+//! (`isola_api::serve_local`).
 
 use isola_runtime_js::Executor;
 use std::future::Future;
 use std::net::SocketAddr;
 
-/// A listening socket with a deep accept queue.
+/// A listening socket with a deep accept queue, which other sockets of this
+/// process may share the address of ([`listen`] on its `local_addr`).
 pub fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
@@ -14,25 +18,29 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
     socket.bind(addr)?;
     socket.listen(1024)?.into_std()
 }
 
 /// Serves `router` on every worker thread of `executor` until `shutdown`
 /// resolves, then lets open connections finish (within
-/// `isola_api::SHUTDOWN_GRACE`). Each worker accepts from its own copy of
-/// `listener` and closes it when it stops accepting, so new connections are
-/// refused at once on shutdown. Fails if the workers stopped serving first.
+/// `isola_api::SHUTDOWN_GRACE`). The first worker accepts from `listener`,
+/// the others from sockets of their own on its address; each closes its
+/// socket when it stops accepting, so new connections are refused at once
+/// on shutdown. Fails if the workers stopped serving first.
 pub async fn serve_on_workers(
     executor: &Executor,
     listener: std::net::TcpListener,
     router: isola_api::Router,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let listeners = (0..executor.workers())
-        .map(|_| Ok(std::sync::Mutex::new(Some(listener.try_clone()?))))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    drop(listener);
+    let addr = listener.local_addr()?;
+    let mut listeners = vec![std::sync::Mutex::new(Some(listener))];
+    for _ in 1..executor.workers() {
+        listeners.push(std::sync::Mutex::new(Some(listen(addr)?)));
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let served = executor.serve_on_workers(move |worker| {
         let listener = listeners[worker].lock().unwrap().take();
