@@ -13,6 +13,8 @@ struct Dev {
     url: String,
     /// What it prints after its address, line by line.
     said: std::sync::mpsc::Receiver<String>,
+    /// What it printed before its address.
+    intro: Vec<String>,
 }
 
 impl Dev {
@@ -26,11 +28,13 @@ impl Dev {
             .spawn()
             .expect("starting isola dev");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut intro = Vec::new();
         let url = loop {
             let line = lines.next().expect("isola dev exited early").unwrap();
             if let Some((_, rest)) = line.split_once(" on http://") {
                 break format!("http://{}", rest.split_whitespace().next().unwrap());
             }
+            intro.push(line);
         };
         let (tell, said) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -38,7 +42,12 @@ impl Dev {
                 let _ = tell.send(line);
             }
         });
-        Self { child, url, said }
+        Self {
+            child,
+            url,
+            said,
+            intro,
+        }
     }
 }
 
@@ -66,6 +75,9 @@ fn dev_serves_the_module_and_reloads_it_on_change() {
     )
     .unwrap();
     let dev = Dev::start(&file, &[]);
+    // It says what the function is given.
+    let intro = dev.intro.join("\n");
+    assert!(intro.contains("limits: CPU 50 ms"), "{intro}");
     let http = client();
     assert_eq!(
         http.get(format!("{}/a/b", dev.url))

@@ -92,6 +92,24 @@ fn fingerprint(path: &Path) -> (Option<SystemTime>, usize) {
     (latest, count)
 }
 
+/// What a function is given: its bindings and limits, in one line.
+fn describe(source: &FunctionSource) -> String {
+    let limits = &source.limits;
+    let mut bindings: Vec<String> = source.env.keys().map(|k| format!("env.{k}")).collect();
+    if let Some(kv) = &source.kv_binding {
+        bindings.push(format!("env.{kv} (KV, emptied when dev stops)"));
+    }
+    let bindings = if bindings.is_empty() {
+        "none".to_string()
+    } else {
+        bindings.join(", ")
+    };
+    format!(
+        "entry {}; bindings: {bindings}; limits: CPU {} ms, memory {} MiB, wall {} ms",
+        source.entry, limits.cpu_ms, limits.memory_mb, limits.timeout_ms
+    )
+}
+
 /// Runs `isola dev` until Ctrl-C.
 pub async fn execute(args: DevArgs) -> anyhow::Result<crate::ExitStatus> {
     let kv_dir = std::env::temp_dir().join(format!("isola-dev-kv-{}", std::process::id()));
@@ -106,6 +124,7 @@ pub async fn execute(args: DevArgs) -> anyhow::Result<crate::ExitStatus> {
     if let Err(error) = executor.prepare(first.clone()).await {
         eprintln!("[error] {}: {}", error.code, error.message);
     }
+    eprintln!("{}", describe(&first));
     let source = Arc::new(RwLock::new(first));
     tokio::spawn(watch(
         args.file.clone(),
