@@ -288,3 +288,34 @@ fn the_owner_sees_why_an_invocation_was_stopped_with_its_figures() {
         "{said}"
     );
 }
+
+#[test]
+fn logs_show_each_request_and_how_it_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.deploy_function(
+        "tailed",
+        "export default { fetch(r) { console.log('inside'); return new Response('x', { status: 201 }) } }",
+    );
+    let response = server
+        .http()
+        .get(format!("{}/fn/tailed/a/b?c=1", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    server.list_of("/v1/functions/tailed/invocations", 1);
+    let logs = server.cli(&["functions", "logs", "tailed"], "");
+    let said = stdout(&logs);
+    let inside = said.find("inside").expect(&said);
+    let outcome = said.find("GET /a/b?c=1 → 201").expect(&said);
+    assert!(
+        inside < outcome,
+        "the outcome comes after what it printed: {said}"
+    );
+    let records = server.cli(&["functions", "invocations", "tailed"], "");
+    assert!(
+        stdout(&records).contains("GET /a/b?c=1 201"),
+        "{}",
+        stdout(&records)
+    );
+}

@@ -17,7 +17,7 @@ mod sqlite;
 pub use error::{Result, StoreError};
 pub use model::{
     validate_function_name, DeploymentInfo, FunctionInfo, InvocationRecord, LogRecord,
-    NewDeployment,
+    NewDeployment, RequestLine,
 };
 pub use retention::{Pruned, Retention};
 pub use secrets::{database_is_sealed, NodeKey};

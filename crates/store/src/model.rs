@@ -195,9 +195,23 @@ pub struct InvocationRecord {
     pub cold_start: bool,
     /// Start time, Unix milliseconds.
     pub created_at: i64,
+    /// The HTTP request it answered, if it was one.
+    #[serde(default)]
+    pub request: Option<RequestLine>,
     /// Console output (stored in the logs, not returned with the record).
     #[serde(skip)]
     pub logs: Vec<LogEntry>,
+}
+
+/// What an HTTP invocation was asked and answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestLine {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// The path and query asked for (at most 256 bytes kept).
+    pub path: String,
+    /// The status answered, when the function answered.
+    pub status: Option<u16>,
 }
 
 /// One console line, as stored.

@@ -19,7 +19,11 @@ pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
 /// Creates the tables when missing, and brings older databases up to date.
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     create_tables(conn)?;
-    add_column(conn, "invocations", "error_message", "TEXT")
+    add_column(conn, "invocations", "error_message", "TEXT")?;
+    // The HTTP request an invocation answered (NULL for JSON invocations).
+    add_column(conn, "invocations", "method", "TEXT")?;
+    add_column(conn, "invocations", "path", "TEXT")?;
+    add_column(conn, "invocations", "http_status", "INTEGER")
 }
 
 /// Adds a column to a table of an older database, unless it has it.

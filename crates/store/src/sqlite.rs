@@ -2,7 +2,7 @@
 
 use crate::model::{
     validate_function_name, DeploymentInfo, FunctionInfo, InvocationRecord, LogRecord,
-    NewDeployment,
+    NewDeployment, RequestLine,
 };
 use crate::retention::{self, Pruned, Retention};
 use crate::secrets::{self, NodeKey};
@@ -352,7 +352,7 @@ impl Registry for SqliteRegistry {
         self.run(move |conn| {
             let id = function_id(conn, &name)?;
             let mut stmt = conn.prepare(
-                "SELECT id, version, status, error_code, duration_us, cpu_us, peak_heap_bytes, cold_start, created_at, error_message FROM invocations WHERE function_id = ?1 ORDER BY created_at DESC, rowid DESC LIMIT ?2",
+                "SELECT id, version, status, error_code, duration_us, cpu_us, peak_heap_bytes, cold_start, created_at, error_message, method, path, http_status FROM invocations WHERE function_id = ?1 ORDER BY created_at DESC, rowid DESC LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![id, limit], |row| {
                 Ok(InvocationRecord {
@@ -367,6 +367,11 @@ impl Registry for SqliteRegistry {
                     peak_heap_bytes: row.get::<_, i64>(6)? as u64,
                     cold_start: row.get(7)?,
                     created_at: row.get(8)?,
+                    request: row.get::<_, Option<String>>(10)?.map(|method| RequestLine {
+                        method,
+                        path: row.get::<_, Option<String>>(11).ok().flatten().unwrap_or_default(),
+                        status: row.get::<_, Option<u16>>(12).ok().flatten(),
+                    }),
                     logs: Vec::new(),
                 })
             })?;

@@ -32,6 +32,7 @@ async fn an_old_database_gains_the_error_message_column() {
         peak_heap_bytes: 1,
         cold_start: true,
         created_at: 2,
+        request: None,
         logs: Vec::new(),
     };
     registry

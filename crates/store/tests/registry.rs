@@ -199,6 +199,7 @@ async fn invocations_and_logs_are_recorded() {
         peak_heap_bytes: 1 << 20,
         cold_start: false,
         created_at: at,
+        request: None,
         logs: vec![LogEntry {
             level: LogLevel::Warn,
             message: format!("line from {id}"),

@@ -27,6 +27,7 @@ fn record(function: &str, id: &str, at: i64, lines: usize) -> InvocationRecord {
         peak_heap_bytes: 1,
         cold_start: false,
         created_at: at,
+        request: None,
         logs: (0..lines)
             .map(|n| LogEntry {
                 level: LogLevel::Info,

@@ -18,6 +18,7 @@ fn record(id: &str, line_bytes: usize) -> InvocationRecord {
         peak_heap_bytes: 1,
         cold_start: false,
         created_at: 1,
+        request: None,
         logs: vec![LogEntry {
             level: LogLevel::Info,
             message: "x".repeat(line_bytes),

@@ -17,8 +17,8 @@ use axum::extract::State;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{any, get, post, put};
 use axum::Router;
-use isola_core::{Invocation, InvocationInput, LogEntry, LogLevel, Outcome};
-use isola_store::InvocationRecord;
+use isola_core::{Invocation, InvocationInput, InvocationOutput, LogEntry, LogLevel, Outcome};
+use isola_store::{InvocationRecord, RequestLine};
 use rand::RngCore;
 use std::sync::Arc;
 
@@ -179,6 +179,14 @@ pub async fn run(
     let active = active(state, name).await?;
     let id = invocation_id();
     let created_at = now_ms();
+    let asked = match &input {
+        InvocationInput::Http(request) => Some(RequestLine {
+            method: request.method.clone(),
+            path: path_of(&request.url),
+            status: None,
+        }),
+        InvocationInput::Json(_) => None,
+    };
     let mut outcome = state
         .invoker
         .invoke(Invocation {
@@ -190,7 +198,7 @@ pub async fn run(
     state.metrics.observe(&active.series, name, &outcome);
     // The caller answers from the result and metrics; the logs go to the record.
     let logs = std::mem::take(&mut outcome.logs);
-    let record = record_of(
+    let mut record = record_of(
         &id,
         name,
         active.deployment.version,
@@ -198,8 +206,29 @@ pub async fn run(
         &outcome,
         logs,
     );
+    record.request = asked.map(|mut line| {
+        if let Ok(InvocationOutput::Http(response)) = &outcome.result {
+            line.status = Some(response.status);
+        }
+        line
+    });
     state.recorder.record(record);
     Ok((id, outcome))
+}
+
+/// Most bytes of a request's path kept in its record.
+const RECORDED_PATH: usize = 256;
+
+/// The path and query of an absolute URL (`http://host/a?b` → `/a?b`),
+/// cut to [`RECORDED_PATH`] bytes.
+fn path_of(url: &str) -> String {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = after_scheme.find('/').map_or("/", |at| &after_scheme[at..]);
+    let mut end = path.len().min(RECORDED_PATH);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    path[..end].to_string()
 }
 
 /// The function's active deployment: from the cache, or else looked up on
@@ -254,6 +283,7 @@ fn record_of(
         peak_heap_bytes: outcome.metrics.peak_heap_bytes,
         cold_start: outcome.metrics.cold_start,
         created_at,
+        request: None,
         logs,
     }
 }

@@ -254,6 +254,15 @@ pub async fn execute(args: FunctionsArgs) -> anyhow::Result<ExitStatus> {
                         human_time(&r["created_at"]),
                         text(&r["id"]),
                         version(&r["version"]),
+                        match r.get("request").filter(|q| !q.is_null()) {
+                            Some(q) => format!(
+                                "{} {} {}",
+                                q["method"].as_str().unwrap_or("?"),
+                                q["path"].as_str().unwrap_or("/"),
+                                q["status"].as_u64().map_or("-".into(), |s| s.to_string())
+                            ),
+                            None => "invoke".into(),
+                        },
                         r["error_code"].as_str().unwrap_or("ok").to_string(),
                         format!("{:.2}ms", r["duration_us"].as_f64().unwrap_or(0.0) / 1000.0),
                         format!("{:.2}ms", r["cpu_us"].as_f64().unwrap_or(0.0) / 1000.0),
@@ -273,6 +282,7 @@ pub async fn execute(args: FunctionsArgs) -> anyhow::Result<ExitStatus> {
                             "TIME (UTC)",
                             "ID",
                             "VERSION",
+                            "REQUEST",
                             "OUTCOME",
                             "DURATION",
                             "CPU",
