@@ -130,6 +130,8 @@ pub async fn document() -> Json<Value> {
                     "id": { "type": "string" }, "function": { "type": "string" }, "version": { "type": "integer" },
                     "status": { "type": "string" }, "error_code": { "type": ["string", "null"] },
                     "error_message": { "type": ["string", "null"], "description": "The error's message and stack, when it failed" },
+                    "request": { "type": ["object", "null"], "description": "The HTTP request it answered", "properties": {
+                        "method": { "type": "string" }, "path": { "type": "string" }, "status": { "type": ["integer", "null"] } } },
                     "duration_us": { "type": "integer" }, "cpu_us": { "type": "integer" },
                     "peak_heap_bytes": { "type": "integer" }, "cold_start": { "type": "boolean" }, "created_at": { "type": "integer" } } },
                 "LogLine": { "type": "object", "properties": {
