@@ -219,7 +219,7 @@ fn commands_inside_a_project_default_to_its_function() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let project = dir.path().join("nearby");
-    let made = crate::isola(&["init", project.to_str().unwrap()], "");
+    let made = crate::isola(&["init", project.to_str().unwrap(), "--template", "kv"], "");
     assert!(made.status.success(), "{}", stderr(&made));
     // Run from a folder below the project's.
     let below = project.join("src");
@@ -253,6 +253,11 @@ fn commands_inside_a_project_default_to_its_function() {
         let out = run(command);
         assert!(out.status.success(), "{command:?}: {}", stderr(&out));
     }
+    // KV too: one argument fewer.
+    assert!(run(&["kv", "put", "note", "kept"]).status.success());
+    assert_eq!(stdout(&run(&["kv", "get", "note"])), "kept");
+    assert!(stdout(&run(&["kv", "list"])).contains("note"));
+    assert!(run(&["kv", "delete", "note"]).status.success());
     // Outside any project, the name is asked for.
     let outside = crate::isola(&["functions", "logs"], "");
     assert!(!outside.status.success());

@@ -547,7 +547,7 @@ fn confirmed(question: &str) -> anyhow::Result<bool> {
 
 /// The function named, or else that of the project around the current
 /// folder (its `isola.toml`, here or in a folder above).
-fn function_name(name: Option<String>) -> anyhow::Result<String> {
+pub fn function_name(name: Option<String>) -> anyhow::Result<String> {
     if let Some(name) = name {
         return Ok(name);
     }

@@ -19,40 +19,47 @@ pub struct KvArgs {
 
 #[derive(Debug, Subcommand)]
 enum KvCommand {
-    /// Print a key's value.
+    /// Print a key's value: `kv get [FUNCTION] KEY`.
     Get {
-        /// The function whose namespace it is.
-        function: String,
-        /// The key.
-        key: String,
+        /// [FUNCTION] KEY: the function (default: the project around the
+        /// current folder) and the key.
+        #[arg(num_args = 1..=2, required = true, value_name = "FUNCTION_KEY")]
+        args: Vec<String>,
     },
-    /// Set a key; the value is the argument, or stdin when it is `-`.
+    /// Set a key: `kv put [FUNCTION] KEY VALUE`; a VALUE of `-` is read
+    /// from stdin.
     Put {
-        /// The function whose namespace it is.
-        function: String,
-        /// The key.
-        key: String,
-        /// The value; `-` reads it from stdin.
-        value: String,
+        /// [FUNCTION] KEY VALUE.
+        #[arg(num_args = 2..=3, required = true, value_name = "FUNCTION_KEY_VALUE")]
+        args: Vec<String>,
         /// Seconds until the key expires.
         #[arg(long)]
         ttl: Option<u64>,
     },
-    /// Remove a key.
+    /// Remove a key: `kv delete [FUNCTION] KEY`.
     Delete {
-        /// The function whose namespace it is.
-        function: String,
-        /// The key.
-        key: String,
+        /// [FUNCTION] KEY.
+        #[arg(num_args = 1..=2, required = true, value_name = "FUNCTION_KEY")]
+        args: Vec<String>,
     },
-    /// List keys.
+    /// List keys: `kv list [FUNCTION]`.
     List {
-        /// The function whose namespace it is.
-        function: String,
+        /// The function (default: the project around the current folder).
+        function: Option<String>,
         /// Only keys starting with this.
         #[arg(long, default_value = "")]
         prefix: String,
     },
+}
+
+/// The function and the rest of `args`, which name it first only when
+/// there are `full` of them (else it is the project's).
+fn with_function(mut args: Vec<String>, full: usize) -> anyhow::Result<(String, Vec<String>)> {
+    if args.len() == full {
+        let function = args.remove(0);
+        return Ok((function, args));
+    }
+    Ok((crate::commands::functions::function_name(None)?, args))
 }
 
 fn key_path(function: &str, key: &str) -> String {
@@ -71,8 +78,11 @@ fn key_path(function: &str, key: &str) -> String {
 /// Runs `isola kv …`.
 pub async fn execute(args: KvArgs) -> anyhow::Result<ExitStatus> {
     let client = Client::new(&args.server)?;
+    let json_output = args.server.json;
     match args.command {
-        KvCommand::Get { function, key } => {
+        KvCommand::Get { args } => {
+            let (function, rest) = with_function(args, 2)?;
+            let key = &rest[0];
             let response = client
                 .send(client.request(Method::GET, &key_path(&function, &key)))
                 .await?;
@@ -84,12 +94,10 @@ pub async fn execute(args: KvArgs) -> anyhow::Result<ExitStatus> {
                 stdout.write_all(b"\n")?;
             }
         }
-        KvCommand::Put {
-            function,
-            key,
-            value,
-            ttl,
-        } => {
+        KvCommand::Put { args, ttl } => {
+            let (function, mut rest) = with_function(args, 3)?;
+            let value = rest.pop().unwrap_or_default();
+            let key = rest.pop().unwrap_or_default();
             let body = if value == "-" {
                 let mut bytes = Vec::new();
                 std::io::stdin()
@@ -106,26 +114,29 @@ pub async fn execute(args: KvArgs) -> anyhow::Result<ExitStatus> {
             let stored = client
                 .json(client.request(Method::PUT, &path).body(body))
                 .await?;
-            if args.server.json {
+            if json_output {
                 print_json(&stored);
             } else {
                 println!("Stored {key} (version {})", stored["version"]);
             }
         }
-        KvCommand::Delete { function, key } => {
+        KvCommand::Delete { args } => {
+            let (function, rest) = with_function(args, 2)?;
+            let key = &rest[0];
             client
                 .json(client.request(Method::DELETE, &key_path(&function, &key)))
                 .await?;
-            if !args.server.json {
+            if !json_output {
                 println!("Deleted {key}");
             }
         }
         KvCommand::List { function, prefix } => {
+            let function = crate::commands::functions::function_name(function)?;
             let request = client
                 .request(Method::GET, &format!("/v1/functions/{function}/kv"))
                 .query(&[("prefix", prefix)]);
             let mut page = client.json(request).await?;
-            if args.server.json {
+            if json_output {
                 // Keys as objects, not [key, version] pairs.
                 if let Some(keys) = page["keys"].as_array_mut() {
                     for entry in keys.iter_mut() {
