@@ -84,7 +84,7 @@ pub async fn execute(args: KvArgs) -> anyhow::Result<ExitStatus> {
             let (function, rest) = with_function(args, 2)?;
             let key = &rest[0];
             let response = client
-                .send(client.request(Method::GET, &key_path(&function, &key)))
+                .send(client.request(Method::GET, &key_path(&function, key)))
                 .await?;
             let value = response.bytes().await?;
             let mut stdout = std::io::stdout();
@@ -124,7 +124,7 @@ pub async fn execute(args: KvArgs) -> anyhow::Result<ExitStatus> {
             let (function, rest) = with_function(args, 2)?;
             let key = &rest[0];
             client
-                .json(client.request(Method::DELETE, &key_path(&function, &key)))
+                .json(client.request(Method::DELETE, &key_path(&function, key)))
                 .await?;
             if !json_output {
                 println!("Deleted {key}");
