@@ -36,12 +36,7 @@ impl Dev {
             }
             intro.push(line);
         };
-        let (tell, said) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                let _ = tell.send(line);
-            }
-        });
+        let said = crate::relay_lines(lines);
         Self {
             child,
             url,

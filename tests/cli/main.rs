@@ -51,3 +51,17 @@ pub fn stdout(output: &Output) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// Relays the rest of a child's output, line by line, to the receiver (so
+/// that the child never blocks on a full pipe).
+pub fn relay_lines(
+    lines: impl Iterator<Item = std::io::Result<String>> + Send + 'static,
+) -> std::sync::mpsc::Receiver<String> {
+    let (tell, said) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tell.send(line);
+        }
+    });
+    said
+}

@@ -47,13 +47,7 @@ impl Server {
                 break rest.split_whitespace().next().unwrap().to_string();
             }
         };
-        // Keep draining stderr so the server never blocks on a full pipe.
-        let (tell, log) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                let _ = tell.send(line);
-            }
-        });
+        let log = crate::relay_lines(lines);
         Self {
             child,
             url,
