@@ -70,3 +70,37 @@ fn redeploys_keep_variables_and_secrets_and_secrets_change_without_code() {
         stderr(&missing)
     );
 }
+
+#[test]
+fn a_projects_vars_are_all_its_variables_and_secrets_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let project = dir.path().join("proj");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("main.js"),
+        "export default { fetch(req, env) { return new Response(`${env.A} ${env.B} ${env.S}`) } }",
+    )
+    .unwrap();
+    let toml = |vars: &str| {
+        std::fs::write(
+            project.join("isola.toml"),
+            format!("name = \"proj\"\nmain = \"main.js\"\n\n[vars]\n{vars}"),
+        )
+        .unwrap();
+    };
+    let seen = || {
+        let url = format!("{}/fn/proj/", server.url);
+        server.http().get(url).send().unwrap().text().unwrap()
+    };
+    let project = project.to_str().unwrap();
+    toml("A = \"1\"\nB = \"2\"\n");
+    let out = server.cli(&["deploy", project, "--secret", "S=kept"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(seen(), "1 2 kept");
+    // B taken out of the file goes; the secret stays.
+    toml("A = \"1\"\n");
+    let out = server.cli(&["deploy", project], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(seen(), "1 undefined kept");
+}

@@ -19,6 +19,11 @@ pub struct UploadQuery {
     /// Store without activating (default: activate).
     #[serde(default)]
     activate: Option<bool>,
+    /// `replace`: the upload's variables are all the function's (a
+    /// project's `[vars]`); by default it keeps the active deployment's
+    /// variables it does not set. Secrets are always kept.
+    #[serde(default)]
+    env: Option<String>,
 }
 
 /// Parses an upload: a JSON deployment, or a bare module as the body.
@@ -60,7 +65,9 @@ pub async fn upload(
     // Variables and secrets belong to the function: a deployment keeps those
     // of the active one that it does not set itself.
     if let Some(active) = active_deployment(&state, &name).await? {
-        inherit(&mut deployment.env, active.env);
+        if query.env.as_deref() != Some("replace") {
+            inherit(&mut deployment.env, active.env);
+        }
         inherit(&mut deployment.secrets, active.secrets);
     }
     let activate = query.activate.unwrap_or(true);

@@ -409,8 +409,11 @@ async fn run_deploy(
             function
         );
     }
+    // A project's [vars] are all its variables: a var taken out of the
+    // file goes; otherwise the function keeps those it had.
+    let env_mode = if project.is_some() { "replace" } else { "keep" };
     let path = format!(
-        "/v1/functions/{}/deployments?activate={}",
+        "/v1/functions/{}/deployments?activate={}&env={env_mode}",
         function, !args.no_activate
     );
     let request = client
