@@ -40,3 +40,29 @@ fn a_busy_port_does_not_use_up_the_one_showing_of_the_token() {
     assert!(shown.contains("--server http://127.0.0.1:"), "{shown}");
     assert!(!shown.contains("<addr>"), "{shown}");
 }
+
+#[test]
+fn a_second_node_on_the_same_port_is_refused() {
+    let first_dir = tempfile::tempdir().unwrap();
+    let first = crate::server::Server::start(first_dir.path(), &[]);
+    let address = first.url.trim_start_matches("http://").to_string();
+    let second_dir = tempfile::tempdir().unwrap();
+    let second = crate::isola(
+        &[
+            "serve",
+            "--addr",
+            &address,
+            "--token",
+            "x",
+            "--data",
+            second_dir.path().to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(!second.status.success());
+    assert!(
+        crate::stderr(&second).contains("listening on"),
+        "{}",
+        crate::stderr(&second)
+    );
+}

@@ -10,18 +10,36 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 /// A listening socket with a deep accept queue, which other sockets of this
-/// process may share the address of ([`listen`] on its `local_addr`).
+/// process may share the address of ([`share`] on its `local_addr`).
+///
+/// `SO_REUSEPORT` would also let another process of the same user listen
+/// on the address unnoticed (a second node splitting the traffic), so the
+/// address is first bound without it: a port in use is refused.
 pub fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
+    let probe = socket(addr)?;
+    probe.set_reuseaddr(true)?;
+    probe.bind(addr)?;
+    let addr = probe.local_addr()?;
+    drop(probe);
+    share(addr)
+}
+
+/// Another listening socket on `addr`, which a socket of [`listen`] holds.
+pub fn share(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket(addr)?;
     socket.set_reuseaddr(true)?;
     #[cfg(unix)]
     socket.set_reuseport(true)?;
     socket.bind(addr)?;
     socket.listen(1024)?.into_std()
+}
+
+fn socket(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
 }
 
 /// Serves `router` on every worker thread of `executor` until `shutdown`
@@ -39,7 +57,7 @@ pub async fn serve_on_workers(
     let addr = listener.local_addr()?;
     let mut listeners = vec![std::sync::Mutex::new(Some(listener))];
     for _ in 1..executor.workers() {
-        listeners.push(std::sync::Mutex::new(Some(listen(addr)?)));
+        listeners.push(std::sync::Mutex::new(Some(share(addr)?)));
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let served = executor.serve_on_workers(move |worker| {
