@@ -104,3 +104,34 @@ fn a_projects_vars_are_all_its_variables_and_secrets_stay() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(seen(), "1 undefined kept");
 }
+
+#[test]
+fn secret_changes_made_at_once_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.deploy_function("busy", SHOWS);
+    std::thread::scope(|scope| {
+        for i in 0..8 {
+            let server = &server;
+            scope.spawn(move || {
+                let response = server
+                    .api(
+                        reqwest::Method::PUT,
+                        &format!("/v1/functions/busy/secrets/S{i}"),
+                    )
+                    .body(format!("v{i}"))
+                    .send()
+                    .unwrap();
+                assert!(response.status().is_success());
+            });
+        }
+    });
+    let listed: serde_json::Value = server
+        .api(reqwest::Method::GET, "/v1/functions/busy/secrets")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let names = listed["names"].as_array().unwrap();
+    assert_eq!(names.len(), 8, "{listed}");
+}

@@ -78,6 +78,10 @@ pub struct Shared {
     pub recorder: Recorder,
     /// Functions' KV storage, if the node has one.
     pub kv: Option<Arc<dyn isola_kv::KvStore>>,
+    /// One lock per function, held by every change of its active
+    /// deployment (uploads, secret changes, activations), so that two
+    /// changes made at once do not lose one another.
+    pub deploys: DeployLocks,
     /// The runtime that does storage work (the one the state was made on):
     /// requests served on other threads hand it their lookups.
     pub storage: tokio::runtime::Handle,
@@ -109,10 +113,32 @@ impl AppState {
                 metrics.clone(),
             )),
             storage: tokio::runtime::Handle::current(),
+            deploys: DeployLocks::default(),
             recorder,
             metrics,
             registry,
             invoker,
         }))
+    }
+}
+
+/// Per-function locks for changes of the active deployment.
+#[derive(Default)]
+pub struct DeployLocks(
+    std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+);
+
+impl DeployLocks {
+    /// Waits for, then holds, `function`'s lock. Only functions that exist
+    /// are locked (callers look them up first), so the map stays bounded.
+    pub async fn lock(&self, function: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .0
+            .lock()
+            .unwrap()
+            .entry(function.to_string())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
     }
 }

@@ -62,6 +62,7 @@ pub async fn upload(
     state.registry.function(&name).await?;
     let body = read_body(body, state.config.max_deploy_bytes).await?;
     let mut deployment = parse_upload(&headers, &body)?;
+    let _changing = state.deploys.lock(&name).await;
     // Variables and secrets belong to the function: a deployment keeps those
     // of the active one that it does not set itself.
     if let Some(active) = active_deployment(&state, &name).await? {
@@ -188,6 +189,8 @@ pub async fn activate(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, u32)>,
 ) -> Result<Json<DeploymentInfo>, ApiError> {
+    state.registry.function(&name).await?;
+    let _changing = state.deploys.lock(&name).await;
     let info = state.registry.activate(&name, version).await?;
     state.active.refresh(&name).await?;
     Ok(Json(info))

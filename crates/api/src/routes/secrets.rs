@@ -43,6 +43,8 @@ pub async fn put(
     let value = read_body(body, MAX_SECRET_BYTES).await?;
     let value = String::from_utf8(value.to_vec())
         .map_err(|_| ApiError::bad_request("a secret's value must be UTF-8 text"))?;
+    state.registry.function(&name).await?;
+    let _changing = state.deploys.lock(&name).await;
     let mut deployment = deployed(&state, &name).await?;
     deployment.secrets.insert(secret, value);
     Ok(Json(deploy(&state, &name, deployment, true).await?))
@@ -52,6 +54,8 @@ pub async fn delete(
     State(state): State<AppState>,
     Path((name, secret)): Path<(String, String)>,
 ) -> Result<Json<DeploymentInfo>, ApiError> {
+    state.registry.function(&name).await?;
+    let _changing = state.deploys.lock(&name).await;
     let mut deployment = deployed(&state, &name).await?;
     if deployment.secrets.remove(&secret).is_none() {
         return Err(ApiError::not_found(format!(
