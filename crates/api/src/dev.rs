@@ -66,6 +66,10 @@ async fn handle(State(state): State<DevState>, request: Request) -> Response {
     let metrics = outcome.metrics;
     let response = respond::invocation(Audience::Public, usize::MAX, &id, outcome);
     // One line per request, as `wrangler dev` prints.
+    let target: String = target
+        .chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect();
     eprintln!(
         "{method} {target} {} {:.1} ms (CPU {:.1} ms{})",
         response.status().as_u16(),

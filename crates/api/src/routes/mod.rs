@@ -181,7 +181,7 @@ pub async fn run(
     let created_at = now_ms();
     let asked = match &input {
         InvocationInput::Http(request) => Some(RequestLine {
-            method: request.method.clone(),
+            method: cut(&request.method, RECORDED_METHOD).to_string(),
             path: path_of(&request.url),
             status: None,
         }),
@@ -216,19 +216,27 @@ pub async fn run(
     Ok((id, outcome))
 }
 
-/// Most bytes of a request's path kept in its record.
+/// Most bytes of a request's path and method kept in its record.
 const RECORDED_PATH: usize = 256;
+const RECORDED_METHOD: usize = 32;
 
-/// The path and query of an absolute URL (`http://host/a?b` → `/a?b`),
-/// cut to [`RECORDED_PATH`] bytes.
+/// The path of an absolute URL (`http://host/a?b` → `/a`), cut to
+/// [`RECORDED_PATH`] bytes. The query is left out: it often carries what
+/// must not sit in logs for days (codes, tokens).
 fn path_of(url: &str) -> String {
     let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
     let path = after_scheme.find('/').map_or("/", |at| &after_scheme[at..]);
-    let mut end = path.len().min(RECORDED_PATH);
-    while !path.is_char_boundary(end) {
+    let path = path.split(['?', '#']).next().unwrap_or("/");
+    cut(path, RECORDED_PATH).to_string()
+}
+
+/// `text` cut to at most `bytes`, on a character boundary.
+fn cut(text: &str, bytes: usize) -> &str {
+    let mut end = text.len().min(bytes);
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    path[..end].to_string()
+    &text[..end]
 }
 
 /// The function's active deployment: from the cache, or else looked up on

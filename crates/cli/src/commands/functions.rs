@@ -255,12 +255,12 @@ pub async fn execute(args: FunctionsArgs) -> anyhow::Result<ExitStatus> {
                         text(&r["id"]),
                         version(&r["version"]),
                         match r.get("request").filter(|q| !q.is_null()) {
-                            Some(q) => format!(
+                            Some(q) => crate::output::printable(&format!(
                                 "{} {} {}",
                                 q["method"].as_str().unwrap_or("?"),
                                 q["path"].as_str().unwrap_or("/"),
                                 q["status"].as_u64().map_or("-".into(), |s| s.to_string())
-                            ),
+                            )),
                             None => "invoke".into(),
                         },
                         r["error_code"].as_str().unwrap_or("ok").to_string(),

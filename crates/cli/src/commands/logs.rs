@@ -29,11 +29,11 @@ fn print_record(record: &Value, json_output: bool) {
         return;
     }
     let asked = match record.get("request").filter(|r| !r.is_null()) {
-        Some(request) => format!(
+        Some(request) => crate::output::printable(&format!(
             "{} {}",
             request["method"].as_str().unwrap_or("?"),
             request["path"].as_str().unwrap_or("/")
-        ),
+        )),
         None => "invoke".to_string(),
     };
     let answer = match (
