@@ -106,20 +106,27 @@ pub(super) fn json_http(value: &serde_json::Value) -> HttpResponse {
     }
 }
 
+/// Largest JSON body a JSON handler takes over HTTP: the host reads and
+/// checks it before the function runs, on the node's time, so it is kept
+/// small (the owner's `/v1/…/invoke` takes up to the request limit).
+pub(super) const MAX_JSON_OVER_HTTP: usize = 1 << 20;
+
 /// The JSON payload in an HTTP request's body (an empty body is `null`),
-/// read whole up to `limit` bytes; or why it is not one.
+/// read whole up to `limit` bytes; or the host's answer (413, 400) why not.
 pub(super) async fn json_body(
     request: &HttpRequest,
     limit: usize,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, HttpResponse> {
+    let too_large = || plain_http(413, &format!("the JSON body is larger than {limit} bytes"));
+    if request.body.len() > limit {
+        return Err(too_large());
+    }
     let mut body = request.body.clone();
     if let Some(mut rest) = request.rest.take() {
         while let Some(chunk) = rest.recv().await {
-            let chunk = chunk?;
+            let chunk = chunk.map_err(|message| plain_http(400, &message))?;
             if body.len() + chunk.len() > limit {
-                return Err(format!(
-                    "the JSON body is larger than the function's memory limit ({limit} bytes)"
-                ));
+                return Err(too_large());
             }
             body.extend_from_slice(&chunk);
         }
@@ -127,7 +134,8 @@ pub(super) async fn json_body(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(serde_json::Value::Null);
     }
-    serde_json::from_slice(&body).map_err(|e| format!("the body is not valid JSON: {e}"))
+    serde_json::from_slice(&body)
+        .map_err(|e| plain_http(400, &format!("the body is not valid JSON: {e}")))
 }
 
 /// A JSON payload given to a Workers-style function: a POST with a JSON body.

@@ -459,15 +459,23 @@ impl FunctionIsolate {
             answer.headers.push(("allow".into(), "POST".into()));
             return Ok(InvocationOutput::Http(answer));
         }
-        let limit = self.source.limits.memory_bytes();
-        let payload =
-            match tokio::time::timeout_at(deadline, convert::json_body(request, limit)).await {
-                Ok(Ok(payload)) => payload,
-                Ok(Err(message)) => {
-                    return Ok(InvocationOutput::Http(convert::plain_http(400, &message)))
-                }
-                Err(_) => return Err(wall_timeout(&self.source)),
-            };
+        let limit = self
+            .source
+            .limits
+            .memory_bytes()
+            .min(convert::MAX_JSON_OVER_HTTP);
+        let read = convert::json_body(request, limit);
+        let payload = match tokio::time::timeout_at(deadline, read).await {
+            Ok(Ok(payload)) => payload,
+            Ok(Err(answer)) => return Ok(InvocationOutput::Http(answer)),
+            // The client sent its body too slowly: not the function's doing.
+            Err(_) => {
+                return Ok(InvocationOutput::Http(convert::plain_http(
+                    408,
+                    "the JSON body did not arrive in time",
+                )))
+            }
+        };
         let as_json = Invocation {
             id: invocation.id.clone(),
             function: invocation.function.clone(),

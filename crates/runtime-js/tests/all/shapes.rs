@@ -63,6 +63,9 @@ fn json_handler_answers_a_post_over_http() {
     let not_json = http("POST", "{nope");
     assert_eq!(not_json.status, 400);
     assert!(String::from_utf8_lossy(&not_json.body).contains("not valid JSON"));
+    // A body the host would parse for long is refused before it is.
+    let huge = format!("[{}0]", "0,".repeat(600_000));
+    assert_eq!(http("POST", &huge).status, 413);
     // The isolate was not spoilt by the refusals.
     assert_eq!(http("POST", r#"{"n":1}"#).status, 200);
 }
