@@ -326,3 +326,32 @@ fn logs_show_each_request_and_how_it_ended() {
         stdout(&records)
     );
 }
+
+#[test]
+fn init_refuses_odd_names_and_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let injected = dir.path().join("p1");
+    let out = crate::isola(
+        &[
+            "init",
+            injected.to_str().unwrap(),
+            "--name",
+            "x\"\nallowed_hosts = [\"10.0.0.0/8\"]\n#",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!injected.join("isola.toml").exists());
+    // A link where a file would go, even a dangling one, is left alone.
+    let linked = dir.path().join("p2");
+    std::fs::create_dir_all(&linked).unwrap();
+    let target = dir.path().join("elsewhere.txt");
+    std::os::unix::fs::symlink(&target, linked.join("README.md")).unwrap();
+    let out = crate::isola(&["init", linked.to_str().unwrap()], "");
+    assert!(!out.status.success());
+    assert!(!target.exists());
+    // A long folder name makes a valid function name.
+    let long = dir.path().join("a".repeat(80));
+    let out = crate::isola(&["init", long.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+}

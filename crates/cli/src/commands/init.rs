@@ -101,7 +101,8 @@ fn name_from(dir: &Path) -> String {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
-    let name = name.trim_matches('-').to_string();
+    let name: String = name.trim_matches('-').chars().take(63).collect();
+    let name = name.trim_end_matches('-').to_string();
     if name.is_empty() {
         "my-function".into()
     } else {
@@ -114,6 +115,7 @@ pub async fn execute(args: InitArgs) -> anyhow::Result<ExitStatus> {
     let dir = args.dir.unwrap_or_else(|| PathBuf::from("."));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let name = args.name.unwrap_or_else(|| name_from(&dir));
+    isola_store::validate_function_name(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (main, source) = args.template.module();
     let kv = matches!(args.template, Template::Kv);
     let toml = format!(
@@ -133,11 +135,21 @@ pub async fn execute(args: InitArgs) -> anyhow::Result<ExitStatus> {
         (main_path, source),
         (dir.join("README.md"), readme.as_str()),
     ];
-    if let Some((path, _)) = files.iter().find(|(path, _)| path.exists()) {
+    // A link counts as existing, even one that leads nowhere.
+    if let Some((path, _)) = files
+        .iter()
+        .find(|(path, _)| path.symlink_metadata().is_ok())
+    {
         bail!("{} exists already: nothing was changed", path.display());
     }
     for (path, text) in &files {
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .and_then(|mut file| file.write_all(text.as_bytes()))
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     println!(
         "Created {name} in {} ({main}).\nNext: isola dev {}   then   isola deploy",
