@@ -451,6 +451,8 @@ impl FunctionIsolate {
         if !self.is_json_handler() {
             return self.run(invocation, deadline).await;
         }
+        // The host's own answers (405, 400, 413) cost the function nothing.
+        self.meter.reset(self.source.limits.cpu());
         if request.method != "POST" {
             let mut answer = convert::plain_http(
                 405,
