@@ -21,15 +21,7 @@ pub fn human_time(millis: &serde_json::Value) -> String {
 /// `text` with control characters (terminal escapes from request paths a
 /// client chose) shown as `\u{…}` instead of acting on the terminal.
 pub fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    isola_core::text::escape_controls(text).into_owned()
 }
 
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {

@@ -10,6 +10,7 @@
 mod error;
 mod invocation;
 mod limits;
+pub mod text;
 
 pub use error::{ErrorCode, FunctionError};
 pub use invocation::{

@@ -73,9 +73,9 @@ async fn forward(state: AppState, name: String, path: String, request: Request) 
     tracing::info!(
         target: "isola::access",
         // Escaped: a request cannot forge log lines or reach a terminal.
-        function = %loggable(&name),
-        method = %loggable(method.as_str()),
-        path = %loggable(&format!("/{path}")),
+        function = %isola_core::text::escape_controls(&name),
+        method = %isola_core::text::escape_controls(method.as_str()),
+        path = %isola_core::text::escape_controls(&format!("/{path}")),
         status = response.status().as_u16(),
         duration_us = metrics.map_or(0, |m| m.duration_us),
         cpu_us = metrics.map_or(0, |m| m.cpu_us),
@@ -137,23 +137,6 @@ pub async fn to_invocation_input(
         body,
         rest,
     }))
-}
-
-/// `text` with control characters escaped (`\u{a}`), fit for a log line.
-fn loggable(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
-        return text.into();
-    }
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect::<String>()
-        .into()
 }
 
 /// Whether `host` (a Host header) is a host name, an IPv4 address or a
