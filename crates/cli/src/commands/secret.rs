@@ -21,8 +21,8 @@ pub struct SecretArgs {
 
 #[derive(Debug, Subcommand)]
 enum SecretCommand {
-    /// Set a secret; its value is read from stdin (one trailing newline is
-    /// dropped). The function's active deployment is deployed again with it.
+    /// Set a secret; its value is typed without echo at a terminal, else
+    /// read from stdin (one trailing newline is dropped). The function's active deployment is deployed again with it.
     Put {
         /// The function.
         function: String,
@@ -43,10 +43,11 @@ enum SecretCommand {
     },
 }
 
-/// Reads a secret's value from stdin.
+/// Reads a secret's value: typed at a terminal without echo, else stdin.
 fn read_value(name: &str) -> anyhow::Result<String> {
     if std::io::stdin().is_terminal() {
-        eprintln!("Enter the value of {name}, then Ctrl-D:");
+        return rpassword::prompt_password(format!("Value of {name} (not shown): "))
+            .context("reading the secret's value");
     }
     let mut value = String::new();
     std::io::stdin()
