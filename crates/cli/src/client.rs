@@ -74,9 +74,9 @@ impl Client {
         })
     }
 
-    /// The server's URL.
-    pub fn base(&self) -> &str {
-        &self.base
+    /// The server's URL, fit to print (no credentials).
+    pub fn base(&self) -> String {
+        shown(&self.base)
     }
 
     /// A request to `path` (starting with `/`).
@@ -101,7 +101,7 @@ impl Client {
                 "the connection failed"
             };
             Unreachable {
-                base: self.base.clone(),
+                base: shown(&self.base),
                 reason: reason.into(),
             }
         })?;
@@ -123,7 +123,7 @@ impl Client {
             let said = message.split(':').next().unwrap_or_default().to_string();
             message = format!(
                 "{said}: log in with `isola login --server {} --token <token>` (or set ISOLA_TOKEN)",
-                self.base
+                shown(&self.base)
             );
         }
         Err(ServerError {
@@ -142,5 +142,28 @@ impl Client {
             return Ok(Value::Null);
         }
         Ok(response.json().await?)
+    }
+}
+
+/// A server URL fit to print: without credentials in it (`user:pass@`).
+fn shown(base: &str) -> String {
+    match base.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://{host}{}", &rest[authority_end..]),
+                None => base.to_string(),
+            }
+        }
+        None => base.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn credentials_are_not_shown() {
+        assert_eq!(super::shown("http://u:p@host:1/x"), "http://host:1/x");
+        assert_eq!(super::shown("http://host:1"), "http://host:1");
     }
 }
