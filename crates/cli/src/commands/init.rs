@@ -152,7 +152,8 @@ pub async fn execute(args: InitArgs) -> anyhow::Result<ExitStatus> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     println!(
-        "Created {name} in {} ({main}).\nNext: isola dev {}   then   isola deploy",
+        "Created {name} in {} ({main}).\nNext: isola dev {}   then   isola deploy {}",
+        dir.display(),
         dir.display(),
         dir.display()
     );
