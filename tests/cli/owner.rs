@@ -205,12 +205,23 @@ fn status_shows_the_node_at_a_glance() {
         said.contains("2 (1 deployed)") && said.contains("warm"),
         "{said}"
     );
-    let out = server.cli(&["status", "--json"], "");
+    // Global flags are accepted before the subcommand as well as after it.
+    let out = server.cli(&["--json", "status"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
     let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(status["functions"], 2);
     assert!(
         status["runtime"]["warm_instances"].as_u64().unwrap() >= 1,
         "{status}"
+    );
+    let unreachable = crate::isola(&["--json", "--server", "http://127.0.0.1:1", "status"], "");
+    let error: serde_json::Value = serde_json::from_str(&stderr(&unreachable)).unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not reachable"),
+        "{error}"
     );
 }
 

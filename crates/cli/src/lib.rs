@@ -5,6 +5,7 @@
 //! The binary must call `isola_runtime_js::init_platform()` before [`run`],
 //! so that V8 is initialised before any thread exists.
 
+mod argv;
 mod client;
 pub mod commands;
 mod config;
@@ -57,7 +58,7 @@ enum Command {
 
 /// Parses the command line, runs the command, and returns the exit code.
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(argv::hoist_globals(std::env::args_os().collect()));
     if let Command::Completions { shell } = cli.command {
         use clap::CommandFactory;
         clap_complete::generate(shell, &mut Cli::command(), "isola", &mut std::io::stdout());

@@ -154,6 +154,10 @@ pub async fn run(
                     .cloned()
                     .collect();
                 fresh.reverse();
+                if fresh.len() == RECORDS as usize {
+                    // The whole window is new: older new ones fell out of it.
+                    eprintln!("(more outcomes than shown: --follow prints at most {RECORDS} a second)");
+                }
                 for record in &fresh {
                     print_record(record, json_output);
                 }
