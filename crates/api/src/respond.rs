@@ -261,6 +261,7 @@ mod tests {
             .collect(),
             body: Vec::new(),
             rest: Default::default(),
+            upgrade: Default::default(),
         };
         let response = into_response(1024, http).unwrap();
         let names: Vec<_> = response.headers().keys().map(|n| n.as_str()).collect();

@@ -23,24 +23,6 @@ use std::path::{Path, PathBuf};
 /// The file name of a project file.
 pub const PROJECT_FILE: &str = "isola.toml";
 
-/// Limits as written in a project file: any may be left out.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProjectLimits {
-    /// Memory limit in MiB.
-    pub memory_mb: Option<u32>,
-    /// CPU time limit in milliseconds.
-    pub cpu_ms: Option<u32>,
-    /// Wall-clock limit in milliseconds.
-    pub timeout_ms: Option<u32>,
-    /// Outbound `fetch` calls per invocation.
-    pub max_subrequests: Option<u32>,
-    /// Response bytes per invocation's `fetch` calls, in MiB.
-    pub max_subrequest_mb: Option<u32>,
-    /// Time a `fetch` may take until its response headers, in milliseconds.
-    pub subrequest_timeout_ms: Option<u32>,
-}
-
 /// An `isola.toml`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,9 +36,9 @@ pub struct Project {
     /// Private addresses or CIDR ranges the function may fetch.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
-    /// Limits.
+    /// Limits; any may be left out (the defaults fill in).
     #[serde(default)]
-    pub limits: ProjectLimits,
+    pub limits: Limits,
     /// Environment variables.
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
@@ -104,24 +86,7 @@ impl Project {
 
     /// The limits, defaults filled in.
     pub fn limits(&self) -> Limits {
-        let defaults = Limits::default();
-        Limits {
-            memory_mb: self.limits.memory_mb.unwrap_or(defaults.memory_mb),
-            cpu_ms: self.limits.cpu_ms.unwrap_or(defaults.cpu_ms),
-            timeout_ms: self.limits.timeout_ms.unwrap_or(defaults.timeout_ms),
-            max_subrequests: self
-                .limits
-                .max_subrequests
-                .unwrap_or(defaults.max_subrequests),
-            max_subrequest_mb: self
-                .limits
-                .max_subrequest_mb
-                .unwrap_or(defaults.max_subrequest_mb),
-            subrequest_timeout_ms: self
-                .limits
-                .subrequest_timeout_ms
-                .unwrap_or(defaults.subrequest_timeout_ms),
-        }
+        self.limits
     }
 
     /// Every module under the project folder.

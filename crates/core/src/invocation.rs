@@ -107,6 +107,9 @@ pub struct HttpResponse {
     /// function produces them.
     #[serde(skip)]
     pub rest: BodyStream,
+    /// The WebSocket a `101` response accepted.
+    #[serde(skip)]
+    pub upgrade: crate::websocket::SocketUpgrade,
 }
 
 /// One chunk of a streamed body, or the error that ended the stream.

@@ -11,6 +11,7 @@ mod error;
 mod invocation;
 mod limits;
 pub mod text;
+pub mod websocket;
 
 pub use error::{ErrorCode, FunctionError};
 pub use invocation::{

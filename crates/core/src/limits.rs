@@ -8,7 +8,7 @@ use std::time::Duration;
 /// Every field has a sane default, so callers only set what they change:
 /// `Limits { cpu_ms: 10, ..Limits::default() }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Maximum V8 heap plus ArrayBuffer memory, in MiB.
     pub memory_mb: u32,
@@ -24,6 +24,16 @@ pub struct Limits {
     pub max_subrequest_mb: u32,
     /// Time a `fetch` may take until its response headers, in milliseconds.
     pub subrequest_timeout_ms: u32,
+    /// WebSocket connections the function may hold open on one node (0:
+    /// it accepts none).
+    pub websocket_connections: u32,
+    /// Largest WebSocket message either side may send, in KiB.
+    pub websocket_message_kb: u32,
+    /// Seconds a WebSocket connection may pass with no message either way
+    /// before the node closes it.
+    pub websocket_idle_s: u32,
+    /// Seconds a WebSocket connection may stay open at all.
+    pub websocket_lifetime_s: u32,
 }
 
 impl Limits {
@@ -39,6 +49,12 @@ impl Limits {
     pub const MAX_SUBREQUESTS: u32 = 10_000;
     /// Most fetched MiB one invocation may be allowed.
     pub const MAX_SUBREQUEST_MB: u32 = 1024;
+    /// Most WebSocket connections one function may be allowed per node.
+    pub const MAX_WEBSOCKET_CONNECTIONS: u32 = 100_000;
+    /// Largest WebSocket message limit, in KiB (32 MiB).
+    pub const MAX_WEBSOCKET_MESSAGE_KB: u32 = 32 * 1024;
+    /// Longest idle time and lifetime of a WebSocket connection (7 days).
+    pub const MAX_WEBSOCKET_SECONDS: u32 = 7 * 24 * 3600;
 
     /// The memory limit in bytes.
     pub fn memory_bytes(&self) -> usize {
@@ -53,6 +69,11 @@ impl Limits {
     /// The wall-clock limit as a [`Duration`].
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms as u64)
+    }
+
+    /// The WebSocket message limit in bytes.
+    pub fn websocket_message_bytes(&self) -> usize {
+        self.websocket_message_kb as usize * 1024
     }
 
     /// Checks that every limit is within the accepted range.
@@ -86,6 +107,30 @@ impl Limits {
                 0,
                 Self::MAX_SUBREQUEST_MB,
             ),
+            (
+                "websocket_connections",
+                self.websocket_connections,
+                0,
+                Self::MAX_WEBSOCKET_CONNECTIONS,
+            ),
+            (
+                "websocket_message_kb",
+                self.websocket_message_kb,
+                1,
+                Self::MAX_WEBSOCKET_MESSAGE_KB,
+            ),
+            (
+                "websocket_idle_s",
+                self.websocket_idle_s,
+                1,
+                Self::MAX_WEBSOCKET_SECONDS,
+            ),
+            (
+                "websocket_lifetime_s",
+                self.websocket_lifetime_s,
+                1,
+                Self::MAX_WEBSOCKET_SECONDS,
+            ),
         ];
         for (name, value, min, max) in ranges {
             if !(min..=max).contains(&value) {
@@ -107,6 +152,11 @@ impl Default for Limits {
             max_subrequests: 50,
             max_subrequest_mb: 32,
             subrequest_timeout_ms: 30_000,
+            websocket_connections: 1000,
+            // As in Workers: 1 MiB messages.
+            websocket_message_kb: 1024,
+            websocket_idle_s: 300,
+            websocket_lifetime_s: 4 * 3600,
         }
     }
 }
@@ -152,5 +202,6 @@ mod tests {
         let limits: Limits = serde_json::from_str(r#"{"cpu_ms": 5}"#).unwrap();
         assert_eq!(limits.cpu_ms, 5);
         assert_eq!(limits.memory_mb, 128);
+        assert!(serde_json::from_str::<Limits>(r#"{"cpu_msec": 5}"#).is_err());
     }
 }

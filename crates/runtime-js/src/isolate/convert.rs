@@ -93,6 +93,7 @@ pub(super) fn plain_http(status: u16, text: &str) -> HttpResponse {
         headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
         body: text.as_bytes().to_vec(),
         rest: Default::default(),
+        upgrade: Default::default(),
     }
 }
 
@@ -103,6 +104,7 @@ pub(super) fn json_http(value: &serde_json::Value) -> HttpResponse {
         headers: vec![("content-type".into(), "application/json".into())],
         body: serde_json::to_vec(value).unwrap_or_default(),
         rest: Default::default(),
+        upgrade: Default::default(),
     }
 }
 
@@ -240,6 +242,7 @@ pub(super) fn decode_response<'s>(
         headers,
         body: bytes,
         rest: isola_core::BodyStream::default(),
+        upgrade: Default::default(),
     };
     Ok((InvocationOutput::Http(response), streaming))
 }
