@@ -9,6 +9,9 @@ mod extension;
 #[path = "src/outbound.rs"]
 #[allow(dead_code)]
 mod outbound;
+#[path = "src/websocket.rs"]
+#[allow(dead_code)]
+mod websocket;
 
 use deno_core::snapshot::{create_snapshot, CreateSnapshotOptions};
 use std::fmt::Write as _;
@@ -68,5 +71,6 @@ fn main() {
         println!("cargo:rerun-if-changed={}", path.display());
     }
     println!("cargo:rerun-if-changed=src/extension.rs");
+    println!("cargo:rerun-if-changed=src/websocket.rs");
     println!("cargo:rerun-if-changed=js");
 }

@@ -105,6 +105,8 @@ pub struct SocketLink {
     /// Bytes queued in `outgoing` and not written yet: the function's
     /// side adds, the node subtracts what it wrote.
     pub buffered: Arc<AtomicUsize>,
+    /// The same, summed over every connection of the isolate.
+    pub buffered_total: Arc<AtomicUsize>,
     /// Notified when the function queued more than a client may hold back:
     /// the node drops the connection.
     pub overflow: Arc<Notify>,
@@ -116,6 +118,7 @@ impl SocketLink {
     /// Marks `bytes` of queued frames as written.
     pub fn written(&self, bytes: usize) {
         self.buffered.fetch_sub(bytes, Ordering::Relaxed);
+        self.buffered_total.fetch_sub(bytes, Ordering::Relaxed);
     }
 }
 
@@ -195,6 +198,7 @@ mod tests {
             socket: 7,
             outgoing,
             buffered: Arc::default(),
+            buffered_total: Arc::default(),
             overflow: Arc::default(),
             events,
         });

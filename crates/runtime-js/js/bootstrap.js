@@ -8,6 +8,7 @@
 
 import { core, internals, primordials } from "ext:core/mod.js";
 import * as isolaConsole from "ext:isola_runtime/console.js";
+import { makeWebSockets } from "ext:isola_runtime/websocket.js";
 import {
   op_isola_body_end,
   op_isola_body_open,
@@ -437,6 +438,15 @@ const { Request, fromInnerRequest, newInnerRequest } = request;
 const { InnerBody } = bodyMod;
 const { Response, toInnerResponse } = response;
 const { ReadableStream } = streams;
+const websockets = makeWebSockets(event, Response, toInnerResponse, (label, error) => {
+  let text;
+  try {
+    text = isolaConsole.inspect(error);
+  } catch {
+    text = "<unprintable value>";
+  }
+  op_isola_log(3, `${label} ${text}`);
+});
 
 const cls = core.propNonEnumerable;
 const fn = core.propWritable;
@@ -473,7 +483,10 @@ core.defineGlobalProperties(globalThis, {
   ReadableStreamDefaultController: cls(streams.ReadableStreamDefaultController),
   ReadableStreamDefaultReader: cls(streams.ReadableStreamDefaultReader),
   Request: cls(Request),
-  Response: cls(Response),
+  Response: cls(websockets.WorkersResponse),
+  CloseEvent: cls(websockets.CloseEvent),
+  WebSocket: cls(websockets.WebSocket),
+  WebSocketPair: cls(websockets.WebSocketPair),
   SubtleCrypto: cls(cryptoMod.SubtleCrypto),
   TextDecoder: cls(encoding.TextDecoder),
   TextDecoderStream: cls(encoding.TextDecoderStream),
@@ -764,6 +777,8 @@ const host = {
     const list = inner.headerList;
     const outHeaders = [];
     for (let i = 0; i < list.length; i++) ArrayPrototypePush(outHeaders, list[i][0], list[i][1]);
+    const socket = websockets.socketOf(res);
+    if (socket !== undefined) return [101, outHeaders, "", false, socket];
     // A body given whole (text, bytes) goes back at once; a stream is sent
     // chunk by chunk after the head, while the host relays it.
     const innerBody = inner.body;
@@ -775,6 +790,14 @@ const host = {
     if (res.body.locked) throw new TypeError("The response body is locked to a reader");
     pumpBody(res.body, op_isola_body_open());
     return [inner.status, outHeaders, "", true];
+  },
+
+  /**
+   * What a client sent to socket `id`: kind 0 text, 1 binary (bytes),
+   * 2 its close (code, reason).
+   */
+  socketEvent(id, kind, data, code, reason) {
+    websockets.deliver(id, kind, data, code, reason);
   },
 };
 

@@ -343,9 +343,13 @@ extension!(
         op_isola_native_memory,
         crate::outbound::op_isola_offload_begin,
         crate::outbound::op_isola_offload_end,
+        crate::websocket::op_isola_ws_open,
+        crate::websocket::op_isola_ws_send_text,
+        crate::websocket::op_isola_ws_send_binary,
+        crate::websocket::op_isola_ws_close,
     ],
     esm_entry_point = "ext:isola_runtime/bootstrap.js",
-    esm = [dir "js", "bootstrap.js", "console.js"],
+    esm = [dir "js", "bootstrap.js", "console.js", "websocket.js"],
     lazy_loaded_js = [dir "js", "ext:deno_net/02_tls.js" = "stub_tls.js"],
     options = { permissions: deno_permissions::PermissionsContainer },
     middleware = op_middleware,
@@ -356,6 +360,7 @@ extension!(
         state.put(BodySinks::default());
         state.put(RequestBodies::default());
         state.put(NativeMemory::default());
+        state.put(crate::websocket::Sockets::default());
         state.put(crate::outbound::FetchBudget::default());
         state.put(crate::outbound::Offloaded::new(Default::default(), None));
     },

@@ -35,6 +35,7 @@ pub mod permissions;
 mod platform;
 pub mod pool;
 pub mod typescript;
+mod websocket;
 
 pub use executor::{Executor, ExecutorConfig};
 pub use platform::init_platform;

@@ -211,7 +211,7 @@ pub(super) fn decode_json<'s>(
 pub(super) fn decode_response<'s>(
     scope: &mut v8::PinScope<'s, '_>,
     value: v8::Local<'s, v8::Value>,
-) -> Result<(InvocationOutput, bool), FunctionError> {
+) -> Result<(InvocationOutput, bool, Option<u32>), FunctionError> {
     let array =
         v8::Local::<v8::Array>::try_from(value).map_err(|e| internal("reading a response", e))?;
     let status = array_item(scope, array, 0)?
@@ -237,6 +237,11 @@ pub(super) fn decode_response<'s>(
         bytes
     };
     let streaming = array_item(scope, array, 3)?.is_true();
+    // A 101 response carries the id of the WebSocket it accepted.
+    let socket = match array.length() {
+        5 => array_item(scope, array, 4)?.uint32_value(scope),
+        _ => None,
+    };
     let response = HttpResponse {
         status,
         headers,
@@ -244,7 +249,7 @@ pub(super) fn decode_response<'s>(
         rest: isola_core::BodyStream::default(),
         upgrade: Default::default(),
     };
-    Ok((InvocationOutput::Http(response), streaming))
+    Ok((InvocationOutput::Http(response), streaming, socket))
 }
 
 /// The receiving end of the response-body sink the bootstrap opened for

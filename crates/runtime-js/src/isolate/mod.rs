@@ -11,6 +11,7 @@
 mod call;
 mod convert;
 mod setup;
+mod socket;
 mod upkeep;
 
 use call::{call_handler, Called};
@@ -73,6 +74,7 @@ enum HandlerKind {
 struct Host {
     invoke_json: v8::Global<v8::Function>,
     invoke_fetch: v8::Global<v8::Function>,
+    socket_event: v8::Global<v8::Function>,
 }
 
 /// A live isolate holding one function, ready to be invoked.
@@ -101,6 +103,9 @@ pub struct FunctionIsolate {
     startup_cpu: Duration,
     /// KV operations left to the current invocation, if the function has KV.
     kv_budget: Option<Rc<Cell<u32>>>,
+    /// Where a `101` response links its socket, when this isolate holds
+    /// its function's WebSocket connections.
+    socket_events: Option<tokio::sync::mpsc::Sender<isola_core::websocket::SocketEvent>>,
 }
 
 /// Runs `f` with the isolate behind `raw` entered, as one CPU slice.
@@ -254,6 +259,9 @@ impl FunctionIsolate {
             let state = runtime.op_state();
             let mut state = state.borrow_mut();
             let limits = &source.limits;
+            state.put(crate::websocket::Sockets::new(
+                crate::websocket::SocketLimits::of(limits),
+            ));
             state.put(FetchBudget {
                 max_subrequests: limits.max_subrequests,
                 max_bytes: limits.max_subrequest_mb as u64 * 1024 * 1024,
@@ -301,6 +309,7 @@ impl FunctionIsolate {
             trimmed_to: 0,
             startup_cpu: Duration::ZERO,
             kv_budget,
+            socket_events: None,
         })
     }
 
@@ -494,6 +503,7 @@ impl FunctionIsolate {
             env,
             kind,
             source,
+            socket_events,
             ..
         } = self;
         let handler = handler.as_ref().expect("a created isolate has a handler");
@@ -536,20 +546,25 @@ impl FunctionIsolate {
                 let value = v8::Local::new(scope, value);
                 match kind {
                     HandlerKind::Json => decode_json(scope, value, source.limits.memory_bytes())
-                        .map(|output| (output, false)),
+                        .map(|output| (output, false, None)),
                     HandlerKind::Fetch => decode_response(scope, value),
                 }
             };
             // A streamed body: the bootstrap opened a sink and pumps the
             // body into it after the head.
-            let output = decoded.map(|(output, streaming)| match output {
-                InvocationOutput::Http(mut response) if streaming => {
-                    response.rest = take_opened_sink(runtime);
+            let output = match decoded? {
+                (InvocationOutput::Http(mut response), streaming, socket) => {
+                    if streaming {
+                        response.rest = take_opened_sink(runtime);
+                    }
+                    if let Some(id) = socket {
+                        response.upgrade = Self::link_socket(runtime, socket_events, id)?;
+                    }
                     InvocationOutput::Http(response)
                 }
-                other => other,
-            });
-            output.map(|output| (output, upkeep::tick(runtime)))
+                (other, _, _) => other,
+            };
+            Ok((output, upkeep::tick(runtime)))
         };
         Metered {
             raw: *raw,

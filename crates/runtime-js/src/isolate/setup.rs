@@ -60,6 +60,7 @@ pub(super) fn init_host(
     let host = Host {
         invoke_json: function("invokeJson")?,
         invoke_fetch: function("invokeFetch")?,
+        socket_event: function("socketEvent")?,
     };
     Ok((host, v8::Global::new(scope, env)))
 }

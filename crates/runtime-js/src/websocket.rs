@@ -1,0 +1,268 @@
+//! WebSockets inside an isolate: the ends of the `WebSocketPair`s a
+//! function made (`js/websocket.js`), and the ops through which its server
+//! ends send and close.
+//!
+//! Each end queues what the function sends on an unbounded channel whose
+//! bytes are counted ([`SocketLink::buffered`]): past a bound per
+//! connection the client is too slow and its connection is dropped, and
+//! all connections of the isolate together may hold back at most the
+//! function's memory limit. The receiving half waits here until the
+//! function's `101` response takes it into its [`SocketLink`].
+
+use deno_core::{op2, JsBuffer, OpState};
+use isola_core::websocket::{close_code, SocketLink, WsFrame, WsMessage};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, Notify};
+
+/// One end of a pair the function holds.
+struct End {
+    outgoing: mpsc::UnboundedSender<WsFrame>,
+    buffered: Arc<AtomicUsize>,
+    overflow: Arc<Notify>,
+    /// The receiving half, until a response takes it.
+    pending: Option<mpsc::UnboundedReceiver<WsFrame>>,
+}
+
+/// The isolate's sockets, in its `OpState`.
+#[derive(Default)]
+pub struct Sockets {
+    ends: HashMap<u32, End>,
+    next: u32,
+    /// Bytes queued over all ends, not written yet.
+    total: Arc<AtomicUsize>,
+    limits: SocketLimits,
+}
+
+/// What bounds an isolate's sockets.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SocketLimits {
+    /// Most ends at once.
+    pub max_ends: usize,
+    /// Largest message, in bytes.
+    pub max_message: usize,
+    /// Most bytes one connection may hold back.
+    pub max_buffered: usize,
+    /// Most bytes all connections together may hold back.
+    pub max_buffered_total: usize,
+}
+
+impl SocketLimits {
+    /// The bounds for a function with `limits`.
+    pub fn of(limits: &isola_core::Limits) -> Self {
+        let max_message = limits.websocket_message_bytes();
+        Self {
+            // Pairs being made besides the connections open.
+            max_ends: limits.websocket_connections as usize + 16,
+            max_message,
+            max_buffered: (2 * max_message).max(1 << 20),
+            max_buffered_total: limits.memory_bytes(),
+        }
+    }
+}
+
+/// What a send did, as the JavaScript side reads it.
+#[repr(u32)]
+enum Sent {
+    Sent = 0,
+    /// The socket is closed (or unknown).
+    Closed = 1,
+    /// The message is larger than the limit.
+    TooBig = 2,
+    /// The client reads too slowly: its connection was dropped.
+    Overflow = 3,
+}
+
+impl Sockets {
+    /// Sockets bounded by `limits`.
+    pub fn new(limits: SocketLimits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    fn open(&mut self) -> Option<u32> {
+        if self.ends.len() >= self.limits.max_ends {
+            return None;
+        }
+        let (outgoing, receiver) = mpsc::unbounded_channel();
+        let id = self.next;
+        self.next = self.next.wrapping_add(1);
+        self.ends.insert(
+            id,
+            End {
+                outgoing,
+                buffered: Arc::default(),
+                overflow: Arc::default(),
+                pending: Some(receiver),
+            },
+        );
+        Some(id)
+    }
+
+    fn send(&mut self, id: u32, message: WsMessage) -> Sent {
+        let length = message.len();
+        if length > self.limits.max_message {
+            return Sent::TooBig;
+        }
+        let Some(end) = self.ends.get(&id) else {
+            return Sent::Closed;
+        };
+        let queued = end.buffered.load(Ordering::Relaxed) + length;
+        let total = self.total.load(Ordering::Relaxed) + length;
+        if queued > self.limits.max_buffered || total > self.limits.max_buffered_total {
+            end.overflow.notify_one();
+            self.ends.remove(&id);
+            return Sent::Overflow;
+        }
+        end.buffered.fetch_add(length, Ordering::Relaxed);
+        self.total.fetch_add(length, Ordering::Relaxed);
+        if end.outgoing.send(WsFrame::Message(message)).is_err() {
+            self.ends.remove(&id);
+            return Sent::Closed;
+        }
+        Sent::Sent
+    }
+
+    /// Closes the socket `id` with `code` and `reason`.
+    pub fn close(&mut self, id: u32, code: u16, reason: String) {
+        if let Some(end) = self.ends.remove(&id) {
+            let _ = end.outgoing.send(WsFrame::Close { code, reason });
+        }
+    }
+
+    /// Closes every socket, e.g. with 1012 when the function is redeployed.
+    pub fn close_all(&mut self, code: u16, reason: &str) {
+        for (_, end) in self.ends.drain() {
+            let _ = end.outgoing.send(WsFrame::Close {
+                code,
+                reason: reason.to_string(),
+            });
+        }
+    }
+
+    /// Forgets pairs no response took (made and never returned).
+    pub fn forget_unused(&mut self) {
+        self.ends.retain(|_, end| end.pending.is_none());
+    }
+
+    /// Sockets the function holds (connected ones and pairs not returned).
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether the function holds no socket.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The link of socket `id`, for the response that accepted it, with
+    /// `events` as where the node sends what the client sends.
+    pub fn link(
+        &mut self,
+        id: u32,
+        events: mpsc::Sender<isola_core::websocket::SocketEvent>,
+    ) -> Option<SocketLink> {
+        let end = self.ends.get_mut(&id)?;
+        let outgoing = end.pending.take()?;
+        Some(SocketLink {
+            socket: id,
+            outgoing,
+            buffered: end.buffered.clone(),
+            buffered_total: self.total.clone(),
+            overflow: end.overflow.clone(),
+            events,
+        })
+    }
+}
+
+/// Makes a pair; its id, or -1 when the function holds as many as it may.
+#[op2(fast)]
+pub fn op_isola_ws_open(state: &mut OpState) -> i32 {
+    state
+        .borrow_mut::<Sockets>()
+        .open()
+        .map_or(-1, |id| id as i32)
+}
+
+/// Sends a text message; what happened (see [`Sent`]).
+#[op2(fast)]
+pub fn op_isola_ws_send_text(state: &mut OpState, #[smi] id: u32, #[string] text: String) -> u32 {
+    state
+        .borrow_mut::<Sockets>()
+        .send(id, WsMessage::Text(text)) as u32
+}
+
+/// Sends a binary message; what happened (see [`Sent`]).
+#[op2]
+pub fn op_isola_ws_send_binary(state: &mut OpState, #[smi] id: u32, #[buffer] data: JsBuffer) -> u32 {
+    state
+        .borrow_mut::<Sockets>()
+        .send(id, WsMessage::Binary(data.to_vec())) as u32
+}
+
+/// Closes a socket with a code (1000, or 3000–4999) and a reason.
+#[op2(fast)]
+pub fn op_isola_ws_close(state: &mut OpState, #[smi] id: u32, #[smi] code: u32, #[string] reason: String) {
+    let code = u16::try_from(code).unwrap_or(close_code::NORMAL);
+    state.borrow_mut::<Sockets>().close(id, code, reason);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> SocketLimits {
+        SocketLimits {
+            max_ends: 2,
+            max_message: 4,
+            max_buffered: 8,
+            max_buffered_total: 12,
+        }
+    }
+
+    #[test]
+    fn ends_are_bounded() {
+        let mut sockets = Sockets::new(limits());
+        assert!(sockets.open().is_some() && sockets.open().is_some());
+        assert!(sockets.open().is_none());
+        sockets.forget_unused();
+        assert!(sockets.is_empty());
+    }
+
+    #[test]
+    fn a_slow_client_is_dropped_and_sizes_are_checked() {
+        let mut sockets = Sockets::new(limits());
+        let id = sockets.open().unwrap();
+        let (events, _rx) = mpsc::channel(1);
+        let link = sockets.link(id, events).unwrap();
+        let text = |t: &str| WsMessage::Text(t.into());
+        assert!(matches!(sockets.send(id, text("12345")), Sent::TooBig));
+        assert!(matches!(sockets.send(id, text("1234")), Sent::Sent));
+        assert!(matches!(sockets.send(id, text("1234")), Sent::Sent));
+        link.written(4);
+        assert!(matches!(sockets.send(id, text("1234")), Sent::Sent));
+        // Eight bytes held back: the next one is more than the client may hold.
+        assert!(matches!(sockets.send(id, text("1")), Sent::Overflow));
+        assert!(matches!(sockets.send(id, text("1")), Sent::Closed));
+    }
+
+    #[test]
+    fn closing_sends_the_code() {
+        let mut sockets = Sockets::new(limits());
+        let id = sockets.open().unwrap();
+        let (events, _rx) = mpsc::channel(1);
+        let mut link = sockets.link(id, events).unwrap();
+        sockets.close_all(close_code::SERVICE_RESTART, "redeployed");
+        assert_eq!(
+            link.outgoing.try_recv().unwrap(),
+            WsFrame::Close {
+                code: 1012,
+                reason: "redeployed".into()
+            }
+        );
+        assert!(sockets.is_empty());
+    }
+}
