@@ -113,6 +113,10 @@ enum Job {
 }
 
 impl Job {
+    fn is_upgrade(&self) -> bool {
+        matches!(self, Job::Invoke { invocation, .. } if worker::is_upgrade(invocation))
+    }
+
     fn function_id(&self) -> &str {
         match self {
             Job::Invoke { invocation, .. } => &invocation.function.id,
@@ -281,7 +285,9 @@ impl Executor {
             reply,
             admitted,
         };
-        let job = if self.quarantined.holds(&function.id) {
+        // A WebSocket request goes to its function's home worker, where the
+        // isolate holding the function's connections is.
+        let job = if self.quarantined.holds(&function.id) || job.is_upgrade() {
             Some(job)
         } else {
             worker::run_here(self.id, job)
@@ -336,7 +342,9 @@ impl Executor {
     /// idle, else on the shared queue.
     fn submit(&self, job: Job) -> Result<(), FunctionError> {
         let home = &self.workers[home_worker(job.function_id(), self.workers.len())];
-        let queue = if self.quarantined.holds(job.function_id()) {
+        let queue = if job.is_upgrade() {
+            &home.jobs
+        } else if self.quarantined.holds(job.function_id()) {
             &self.quarantine.jobs
         } else if home.in_flight.load(Ordering::Relaxed) == 0 {
             &home.jobs

@@ -4,6 +4,10 @@
 
 use super::*;
 
+#[path = "sockets.rs"]
+mod sockets;
+use sockets::{Hosts, UpgradeJob};
+
 impl Pooled for FunctionIsolate {
     fn key(&self) -> &str {
         &self.source().id
@@ -46,6 +50,8 @@ pub(super) struct Worker {
     /// Recent CPU time per invocation of each function run here, in µs
     /// (a moving average).
     cpu_estimates: RefCell<std::collections::HashMap<String, u64>>,
+    /// The isolates holding WebSocket connections, by function version.
+    hosts: Hosts,
 }
 
 impl Worker {
@@ -153,6 +159,7 @@ impl WorkerSetup {
             slots: Arc::new(Semaphore::new(self.max_in_flight)),
             waiting_in_place: Cell::new(0),
             cpu_estimates: RefCell::default(),
+            hosts: Hosts::default(),
         });
         let slots = worker.slots.clone();
         if !self.quarantine {
@@ -197,6 +204,15 @@ impl Worker {
                 this.waiting_in_place.set(this.waiting_in_place.get() - 1);
             }
             match job {
+                Job::Invoke {
+                    invocation,
+                    reply,
+                    admitted,
+                } if is_upgrade(&invocation) => this.upgrade(UpgradeJob {
+                    invocation,
+                    reply,
+                    held: (permit, admitted),
+                }),
                 Job::Invoke {
                     invocation,
                     reply,
@@ -271,55 +287,45 @@ impl Worker {
         started: Instant,
         deadline: Instant,
     ) -> (Outcome, Option<FunctionIsolate>) {
-        let source = invocation.function.clone();
-        if let Err(message) = source.limits.validate() {
-            return (
-                Outcome::failed(FunctionError::new(ErrorCode::InvalidInput, message)),
-                None,
-            );
-        }
-        let warm = self.checkout(&source.id);
-        let cold_start = warm.is_none();
-        let mut isolate = match warm {
-            Some(isolate) => isolate,
-            None => {
-                self.stats.cold_starts.fetch_add(1, Ordering::Relaxed);
-                match FunctionIsolate::create(source, &self.thread, deadline).await {
-                    Ok(isolate) => isolate,
-                    Err(error) => {
-                        let mut outcome = Outcome::failed(error);
-                        outcome.metrics.cold_start = true;
-                        outcome.metrics.duration_us = started.elapsed().as_micros() as u64;
-                        return (outcome, None);
-                    }
-                }
+        match self.obtain(&invocation.function, started, deadline).await {
+            Ok((mut isolate, cold_start)) => {
+                let outcome = run_in(&mut isolate, invocation, started, deadline, cold_start).await;
+                (outcome, Some(isolate))
             }
-        };
-        let result = isolate.invoke(invocation, deadline).await;
-        // A cold start's module evaluation is part of the invocation's cost.
-        let startup = if cold_start {
-            isolate.startup_cpu()
-        } else {
-            std::time::Duration::ZERO
-        };
-        let metrics = InvocationMetrics {
-            cold_start,
-            duration_us: started.elapsed().as_micros() as u64,
-            cpu_us: (isolate.cpu_used() + startup).as_micros() as u64,
-            peak_heap_bytes: isolate.memory_in_use() as u64,
-        };
-        let logs = isolate.take_logs();
-        (
-            Outcome {
-                result,
-                logs,
-                metrics,
-            },
-            Some(isolate),
-        )
+            Err(outcome) => (outcome, None),
+        }
     }
 
-    fn checkout(&self, key: &str) -> Option<FunctionIsolate> {
+    /// A warm isolate of `source`, or a new one (`true`: a cold start); the
+    /// outcome to answer with when there is none.
+    pub(super) async fn obtain(
+        &self,
+        source: &Arc<FunctionSource>,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<(FunctionIsolate, bool), Outcome> {
+        if let Err(message) = source.limits.validate() {
+            return Err(Outcome::failed(FunctionError::new(
+                ErrorCode::InvalidInput,
+                message,
+            )));
+        }
+        if let Some(isolate) = self.checkout(&source.id) {
+            return Ok((isolate, false));
+        }
+        self.stats.cold_starts.fetch_add(1, Ordering::Relaxed);
+        match FunctionIsolate::create(source.clone(), &self.thread, deadline).await {
+            Ok(isolate) => Ok((isolate, true)),
+            Err(error) => {
+                let mut outcome = Outcome::failed(error);
+                outcome.metrics.cold_start = true;
+                outcome.metrics.duration_us = started.elapsed().as_micros() as u64;
+                Err(outcome)
+            }
+        }
+    }
+
+    pub(super) fn checkout(&self, key: &str) -> Option<FunctionIsolate> {
         let isolate = self.pool.borrow_mut().checkout(key)?;
         self.stats.warm_isolates.fetch_sub(1, Ordering::Relaxed);
         self.stats
@@ -328,7 +334,7 @@ impl Worker {
         Some(isolate)
     }
 
-    fn checkin(&self, isolate: FunctionIsolate) {
+    pub(super) fn checkin(&self, isolate: FunctionIsolate) {
         self.stats.warm_isolates.fetch_add(1, Ordering::Relaxed);
         self.stats
             .warm_memory
@@ -338,6 +344,7 @@ impl Worker {
     }
 
     fn evict(&self, key: &str) {
+        self.hosts.stop(key);
         let evicted = self.pool.borrow_mut().evict(key);
         self.forget(evicted);
     }
@@ -350,4 +357,39 @@ impl Worker {
                 .fetch_sub(isolate.memory(), Ordering::Relaxed);
         }
     }
+}
+
+/// Runs an invocation in `isolate`; a cold start's module evaluation is
+/// part of its cost.
+pub(super) async fn run_in(
+    isolate: &mut FunctionIsolate,
+    invocation: &Invocation,
+    started: Instant,
+    deadline: Instant,
+    cold_start: bool,
+) -> Outcome {
+    let result = isolate.invoke(invocation, deadline).await;
+    let startup = if cold_start {
+        isolate.startup_cpu()
+    } else {
+        std::time::Duration::ZERO
+    };
+    let metrics = InvocationMetrics {
+        cold_start,
+        duration_us: started.elapsed().as_micros() as u64,
+        cpu_us: (isolate.cpu_used() + startup).as_micros() as u64,
+        peak_heap_bytes: isolate.memory_in_use() as u64,
+    };
+    Outcome {
+        result,
+        logs: isolate.take_logs(),
+        metrics,
+    }
+}
+
+/// Whether an invocation is a request for a WebSocket, which runs in its
+/// function's host on its home worker.
+pub(super) fn is_upgrade(invocation: &Invocation) -> bool {
+    matches!(&invocation.input, isola_core::InvocationInput::Http(request)
+        if isola_core::websocket::is_websocket_upgrade(&request.headers))
 }

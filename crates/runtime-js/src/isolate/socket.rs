@@ -15,6 +15,11 @@ impl FunctionIsolate {
         self.socket_events = Some(events);
     }
 
+    /// Makes this isolate an ordinary one again, for the warm pool.
+    pub fn drop_socket_events(&mut self) {
+        self.socket_events = None;
+    }
+
     /// The link for socket `id` of a `101` response, or the error for a
     /// response that accepts a WebSocket where none was asked for.
     pub(super) fn link_socket(
