@@ -16,6 +16,7 @@ mod sqlite;
 
 pub use error::{Result, StoreError};
 pub use model::{
+    SocketStats,
     validate_function_name, DeploymentInfo, FunctionInfo, InvocationRecord, LogRecord,
     NewDeployment, RequestLine,
 };

@@ -198,9 +198,29 @@ pub struct InvocationRecord {
     /// The HTTP request it answered, if it was one.
     #[serde(default)]
     pub request: Option<RequestLine>,
+    /// The WebSocket connection it accepted, if it did: the record is
+    /// written when the connection ends, its duration and CPU time the
+    /// connection's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<SocketStats>,
     /// Console output (stored in the logs, not returned with the record).
     #[serde(skip)]
     pub logs: Vec<LogEntry>,
+}
+
+/// What went over a WebSocket connection, in all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketStats {
+    /// Messages the client sent.
+    pub messages_in: u64,
+    /// Messages the function sent.
+    pub messages_out: u64,
+    /// Bytes of the client's messages.
+    pub bytes_in: u64,
+    /// Bytes of the function's messages.
+    pub bytes_out: u64,
+    /// The code the connection closed with.
+    pub close_code: u16,
 }
 
 /// What an HTTP invocation was asked and answered.

@@ -35,7 +35,7 @@ fn insert(conn: &mut Connection, records: &[InvocationRecord]) -> Result<()> {
     {
         let mut function_id = tx.prepare_cached("SELECT id FROM functions WHERE name = ?1")?;
         let mut invocation = tx.prepare_cached(
-            "INSERT OR IGNORE INTO invocations (id, function_id, version, status, error_code, duration_us, cpu_us, peak_heap_bytes, cold_start, created_at, error_message, method, path, http_status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            "INSERT OR IGNORE INTO invocations (id, function_id, version, status, error_code, duration_us, cpu_us, peak_heap_bytes, cold_start, created_at, error_message, method, path, http_status, websocket) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )?;
         let mut log = tx.prepare_cached(
             "INSERT INTO logs (function_id, invocation_id, level, message, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -68,7 +68,11 @@ fn insert(conn: &mut Connection, records: &[InvocationRecord]) -> Result<()> {
                 record.error_message,
                 record.request.as_ref().map(|r| &r.method),
                 record.request.as_ref().map(|r| &r.path),
-                record.request.as_ref().and_then(|r| r.status)
+                record.request.as_ref().and_then(|r| r.status),
+                record
+                    .websocket
+                    .as_ref()
+                    .and_then(|w| serde_json::to_string(w).ok())
             ])?;
             for line in &record.logs {
                 log.execute(params![

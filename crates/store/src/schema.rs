@@ -23,7 +23,9 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     // The HTTP request an invocation answered (NULL for JSON invocations).
     add_column(conn, "invocations", "method", "TEXT")?;
     add_column(conn, "invocations", "path", "TEXT")?;
-    add_column(conn, "invocations", "http_status", "INTEGER")
+    add_column(conn, "invocations", "http_status", "INTEGER")?;
+    // A WebSocket connection's totals, as JSON (NULL for other invocations).
+    add_column(conn, "invocations", "websocket", "TEXT")
 }
 
 /// Adds a column to a table of an older database, unless it has it.

@@ -352,7 +352,7 @@ impl Registry for SqliteRegistry {
         self.run(move |conn| {
             let id = function_id(conn, &name)?;
             let mut stmt = conn.prepare(
-                "SELECT id, version, status, error_code, duration_us, cpu_us, peak_heap_bytes, cold_start, created_at, error_message, method, path, http_status FROM invocations WHERE function_id = ?1 ORDER BY created_at DESC, rowid DESC LIMIT ?2",
+                "SELECT id, version, status, error_code, duration_us, cpu_us, peak_heap_bytes, cold_start, created_at, error_message, method, path, http_status, websocket FROM invocations WHERE function_id = ?1 ORDER BY created_at DESC, rowid DESC LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![id, limit], |row| {
                 Ok(InvocationRecord {
@@ -372,6 +372,9 @@ impl Registry for SqliteRegistry {
                         path: row.get::<_, Option<String>>(11).ok().flatten().unwrap_or_default(),
                         status: row.get::<_, Option<u16>>(12).ok().flatten(),
                     }),
+                    websocket: row
+                        .get::<_, Option<String>>(13)?
+                        .and_then(|text| serde_json::from_str(&text).ok()),
                     logs: Vec::new(),
                 })
             })?;

@@ -33,6 +33,7 @@ async fn an_old_database_gains_the_error_message_column() {
         cold_start: true,
         created_at: 2,
         request: None,
+        websocket: None,
         logs: Vec::new(),
     };
     registry

@@ -200,6 +200,7 @@ async fn invocations_and_logs_are_recorded() {
         cold_start: false,
         created_at: at,
         request: None,
+        websocket: None,
         logs: vec![LogEntry {
             level: LogLevel::Warn,
             message: format!("line from {id}"),

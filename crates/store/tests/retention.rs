@@ -28,6 +28,7 @@ fn record(function: &str, id: &str, at: i64, lines: usize) -> InvocationRecord {
         cold_start: false,
         created_at: at,
         request: None,
+        websocket: None,
         logs: (0..lines)
             .map(|n| LogEntry {
                 level: LogLevel::Info,

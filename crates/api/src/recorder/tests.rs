@@ -19,6 +19,7 @@ fn record(id: &str, line_bytes: usize) -> InvocationRecord {
         cold_start: false,
         created_at: 1,
         request: None,
+        websocket: None,
         logs: vec![LogEntry {
             level: LogLevel::Info,
             message: "x".repeat(line_bytes),

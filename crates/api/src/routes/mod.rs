@@ -292,6 +292,7 @@ fn record_of(
         cold_start: outcome.metrics.cold_start,
         created_at,
         request: None,
+        websocket: None,
         logs,
     }
 }
