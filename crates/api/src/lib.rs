@@ -20,6 +20,7 @@ mod recorder;
 mod respond;
 mod routes;
 mod state;
+mod websocket;
 #[cfg(test)]
 mod testing;
 

@@ -129,6 +129,15 @@ pub fn into_response(limit: usize, http: HttpResponse) -> Result<Response, ApiEr
         ));
     }
     let status = StatusCode::from_u16(http.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status.is_informational() {
+        // A 101 goes out only through the WebSocket path, for a request
+        // that asked for one.
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "invalid_response",
+            format!("the function answered {status}, which only a WebSocket upgrade may"),
+        ));
+    }
     let mut response = Response::builder().status(status);
     for (name, value) in &http.headers {
         let (Ok(name), Ok(value)) = (

@@ -32,6 +32,8 @@ pub struct ServerConfig {
     /// What to keep of invocation records and logs (pruned every minute);
     /// `None` keeps everything.
     pub retention: Option<Retention>,
+    /// Most WebSocket connections open on the node, all functions together.
+    pub max_websockets: usize,
 }
 
 impl Default for ServerConfig {
@@ -45,6 +47,7 @@ impl Default for ServerConfig {
             max_deploy_bytes: 20 << 20,
             max_record_queue_bytes: 64 << 20,
             retention: None,
+            max_websockets: 10_000,
         }
     }
 }
@@ -85,6 +88,8 @@ pub struct Shared {
     /// The runtime that does storage work (the one the state was made on):
     /// requests served on other threads hand it their lookups.
     pub storage: tokio::runtime::Handle,
+    /// One permit per WebSocket connection the node may hold open.
+    pub websockets: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -104,6 +109,7 @@ impl AppState {
         if let Some(retention) = config.retention {
             crate::recorder::spawn_pruner(registry.clone(), retention, PRUNE_EVERY);
         }
+        let websockets = Arc::new(tokio::sync::Semaphore::new(config.max_websockets));
         Self(Arc::new(Shared {
             kv,
             config,
@@ -113,6 +119,7 @@ impl AppState {
                 metrics.clone(),
             )),
             storage: tokio::runtime::Handle::current(),
+            websockets,
             deploys: DeployLocks::default(),
             recorder,
             metrics,

@@ -45,6 +45,7 @@ const CLOSING = 2;
 const CLOSED = 3;
 
 /** What a send op answers (see `websocket.rs`). */
+const SENT_CLOSED = 1;
 const SENT_TOO_BIG = 2;
 const SENT_OVERFLOW = 3;
 
@@ -130,8 +131,8 @@ export function makeWebSockets(event, Response, toInnerResponse, logError) {
       if (sent === SENT_TOO_BIG) {
         throw new RangeError("the message is larger than the function's websocket_message_kb limit");
       }
-      if (sent === SENT_OVERFLOW) {
-        // Dropped by the node; its close event follows, as for any loss.
+      if (sent === SENT_OVERFLOW || sent === SENT_CLOSED) {
+        // Dropped by the node or gone: its close event follows, if it can.
         this.#readyState = CLOSED;
       }
     }

@@ -83,7 +83,7 @@ impl Sockets {
         }
     }
 
-    fn open(&mut self) -> Option<u32> {
+    fn pair(&mut self) -> Option<u32> {
         if self.ends.len() >= self.limits.max_ends {
             return None;
         }
@@ -143,6 +143,19 @@ impl Sockets {
         }
     }
 
+    /// Forgets socket `id` (its connection ended).
+    pub fn forget(&mut self, id: u32) {
+        self.ends.remove(&id);
+    }
+
+    /// Connections open: linked ends whose connection has not gone away
+    /// (those that have are forgotten now).
+    pub fn open(&mut self) -> usize {
+        self.ends
+            .retain(|_, end| end.pending.is_some() || !end.outgoing.is_closed());
+        self.ends.values().filter(|end| end.pending.is_none()).count()
+    }
+
     /// Forgets pairs no response took (made and never returned).
     pub fn forget_unused(&mut self) {
         self.ends.retain(|_, end| end.pending.is_none());
@@ -173,7 +186,7 @@ impl Sockets {
 pub fn op_isola_ws_open(state: &mut OpState) -> i32 {
     state
         .borrow_mut::<Sockets>()
-        .open()
+        .pair()
         .map_or(-1, |id| id as i32)
 }
 
@@ -216,8 +229,8 @@ mod tests {
     #[test]
     fn ends_are_bounded() {
         let mut sockets = Sockets::new(limits());
-        assert!(sockets.open().is_some() && sockets.open().is_some());
-        assert!(sockets.open().is_none());
+        assert!(sockets.pair().is_some() && sockets.pair().is_some());
+        assert!(sockets.pair().is_none());
         sockets.forget_unused();
         assert!(sockets.ends.is_empty());
     }
@@ -225,24 +238,30 @@ mod tests {
     #[test]
     fn a_slow_client_is_dropped_and_sizes_are_checked() {
         let mut sockets = Sockets::new(limits());
-        let id = sockets.open().unwrap();
+        let id = sockets.pair().unwrap();
         let (events, _rx) = mpsc::channel(1);
         let link = sockets.link(id, events).unwrap();
         let text = |t: &str| WsMessage::Text(t.into());
         assert!(matches!(sockets.send(id, text("12345")), Sent::TooBig));
         assert!(matches!(sockets.send(id, text("1234")), Sent::Sent));
         assert!(matches!(sockets.send(id, text("1234")), Sent::Sent));
+        assert_eq!(sockets.open(), 1);
         link.written(4);
         assert!(matches!(sockets.send(id, text("1234")), Sent::Sent));
         // Eight bytes held back: the next one is more than the client may hold.
         assert!(matches!(sockets.send(id, text("1")), Sent::Overflow));
         assert!(matches!(sockets.send(id, text("1")), Sent::Closed));
+        // A connection that went away without a word is no longer open.
+        let other = sockets.pair().unwrap();
+        let (events, _rx) = mpsc::channel(1);
+        drop(sockets.link(other, events));
+        assert_eq!(sockets.open(), 0);
     }
 
     #[test]
     fn closing_sends_the_code() {
         let mut sockets = Sockets::new(limits());
-        let id = sockets.open().unwrap();
+        let id = sockets.pair().unwrap();
         let (events, _rx) = mpsc::channel(1);
         let mut link = sockets.link(id, events).unwrap();
         sockets.close_all(close_code::SERVICE_RESTART, "redeployed");

@@ -176,6 +176,30 @@ pub async fn run(
     name: &str,
     input: InvocationInput,
 ) -> Result<(String, Outcome), ApiError> {
+    let ran = run_unrecorded(state, name, input).await?;
+    state.recorder.record(ran.record);
+    Ok((ran.id, ran.outcome))
+}
+
+/// An invocation that ran, with its record still to be written.
+pub struct Ran {
+    /// Its id.
+    pub id: String,
+    /// How it ended (its logs are in the record).
+    pub outcome: Outcome,
+    /// Its record.
+    pub record: InvocationRecord,
+    /// The limits it ran under.
+    pub limits: isola_core::Limits,
+}
+
+/// Runs an invocation of the function's active deployment; the caller
+/// writes its record (a WebSocket connection's, when the connection ends).
+pub async fn run_unrecorded(
+    state: &AppState,
+    name: &str,
+    input: InvocationInput,
+) -> Result<Ran, ApiError> {
     let active = active(state, name).await?;
     let id = invocation_id();
     let created_at = now_ms();
@@ -212,8 +236,12 @@ pub async fn run(
         }
         line
     });
-    state.recorder.record(record);
-    Ok((id, outcome))
+    Ok(Ran {
+        id,
+        outcome,
+        record,
+        limits: active.source.limits,
+    })
 }
 
 /// Most bytes of a request's path and method kept in its record.

@@ -53,13 +53,21 @@ pub async fn by_host(State(state): State<AppState>, request: Request) -> Respons
     forward(state, name, path, request).await
 }
 
-async fn forward(state: AppState, name: String, path: String, request: Request) -> Response {
+async fn forward(state: AppState, name: String, path: String, mut request: Request) -> Response {
     let method = request.method().clone();
     let limit = state.config.max_request_bytes;
+    let upgrade = match crate::websocket::take(&mut request) {
+        Some(Err(refused)) => return refused,
+        Some(Ok(upgrade)) => Some(upgrade),
+        None => None,
+    };
     let input = match to_invocation_input(request, &path, limit).await {
         Ok(input) => input,
         Err(error) => return respond::failure(Audience::Public, error),
     };
+    if let Some(upgrade) = upgrade {
+        return crate::websocket::serve(state, name, input, upgrade).await;
+    }
     let (response, metrics) = match run(&state, &name, input).await {
         Ok((id, outcome)) => {
             let metrics = outcome.metrics;

@@ -16,6 +16,10 @@ use isola_core::websocket::{close_code, EventReport, SocketEvent, WsFrame};
 use isola_core::{InvocationOutput, LogEntry};
 use tokio::sync::Notify;
 
+/// How often a host without events looks for connections that went away
+/// without a word.
+const SWEEP: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Events from clients waiting for a host, at most: a client that sends
 /// faster than its function handles waits, and its TCP window fills.
 const EVENT_QUEUE: usize = 64;
@@ -53,7 +57,6 @@ struct Host {
     source: Arc<FunctionSource>,
     isolate: Option<FunctionIsolate>,
     events: mpsc::Sender<SocketEvent>,
-    open: usize,
     /// The function's memory reservation, while connections are open.
     reserved: Option<Admitted>,
     /// What background work printed, for the next event's report.
@@ -85,7 +88,6 @@ impl Worker {
             source,
             isolate: None,
             events,
-            open: 0,
             reserved: None,
             pending_logs: Vec::new(),
         };
@@ -115,12 +117,16 @@ impl Host {
                 report = Self::background(&mut self.isolate), if background => {
                     self.pending_logs.extend(report.logs);
                 }
+                _ = tokio::time::sleep(SWEEP) => {}
             }
             if self.isolate.as_ref().is_some_and(|i| !i.is_reusable()) {
                 break Some((close_code::INTERNAL, "the function failed"));
             }
-            if self.open == 0 && upgrades.is_empty() {
-                break None;
+            if self.open() == 0 {
+                self.reserved = None;
+                if upgrades.is_empty() {
+                    break None;
+                }
             }
         };
         // Deregistered before any await: no upgrade can reach this host now.
@@ -161,9 +167,8 @@ impl Host {
             None => EventReport::default(),
         };
         if closing {
-            self.open = self.open.saturating_sub(1);
-            if self.open == 0 {
-                self.reserved = None;
+            if let Some(isolate) = self.isolate.as_mut() {
+                isolate.forget_socket(event.socket);
             }
         }
         if !self.pending_logs.is_empty() {
@@ -183,7 +188,7 @@ impl Host {
         } = job;
         let worker = self.worker.clone();
         let limit = self.source.limits.websocket_connections as usize;
-        let outcome = if self.open >= limit {
+        let outcome = if self.open() >= limit {
             Outcome::failed(FunctionError::new(
                 ErrorCode::Unavailable,
                 format!("the function holds {limit} WebSocket connections, as many as its websocket_connections limit allows"),
@@ -195,22 +200,21 @@ impl Host {
             Ok(InvocationOutput::Http(response)) if response.upgrade.is_some() => true,
             _ => false,
         };
-        if socket {
-            self.open += 1;
-            if self.reserved.is_none() {
-                self.reserved = Some(admitted);
-            }
+        if socket && self.reserved.is_none() {
+            self.reserved = Some(admitted);
         }
         worker.in_flight.fetch_sub(1, Ordering::Relaxed);
         worker.stats.invocations.fetch_add(1, Ordering::Relaxed);
-        if let Err(outcome) = reply.send(outcome) {
-            // Its caller gave up: the connection will never be relayed.
-            if let Ok(InvocationOutput::Http(response)) = outcome.result {
-                if let Some(link) = response.upgrade.take() {
-                    self.forsake(link.socket).await;
-                }
-            }
-        }
+        // Should its caller have gone, the link drops with the outcome, and
+        // the connection is no longer counted open.
+        let _ = reply.send(outcome);
+    }
+
+    /// Connections open.
+    fn open(&mut self) -> usize {
+        self.isolate
+            .as_mut()
+            .map_or(0, FunctionIsolate::open_sockets)
     }
 
     async fn run_upgrade(&mut self, invocation: &Invocation) -> Outcome {
@@ -236,20 +240,5 @@ impl Host {
         let outcome = worker::run_in(isolate, invocation, started, deadline, false).await;
         isolate.forget_unused_sockets();
         outcome
-    }
-
-    /// Closes socket `id` as gone without a close (its client left before
-    /// the upgrade).
-    async fn forsake(&mut self, socket: u32) {
-        let (done, _report) = oneshot::channel();
-        self.event(SocketEvent {
-            socket,
-            frame: WsFrame::Close {
-                code: close_code::ABNORMAL,
-                reason: String::new(),
-            },
-            done,
-        })
-        .await;
     }
 }

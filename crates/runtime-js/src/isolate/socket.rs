@@ -51,6 +51,19 @@ impl FunctionIsolate {
         state.borrow_mut().borrow_mut::<Sockets>().close_all(code, reason);
     }
 
+    /// Connections open on this isolate.
+    pub fn open_sockets(&mut self) -> usize {
+        let state = self.runtime.op_state();
+        let open = state.borrow_mut().borrow_mut::<Sockets>().open();
+        open
+    }
+
+    /// Forgets socket `id`, whose connection ended.
+    pub fn forget_socket(&mut self, id: u32) {
+        let state = self.runtime.op_state();
+        state.borrow_mut().borrow_mut::<Sockets>().forget(id);
+    }
+
     /// Forgets the pairs the last invocation made and did not return.
     pub fn forget_unused_sockets(&mut self) {
         let state = self.runtime.op_state();
