@@ -14,6 +14,7 @@ mod serve_journey;
 mod server;
 mod traffic;
 mod unknown_functions;
+mod websocket;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};

@@ -20,9 +20,9 @@ mod recorder;
 mod respond;
 mod routes;
 mod state;
-mod websocket;
 #[cfg(test)]
 mod testing;
+mod websocket;
 
 pub use auth::{hash_token, new_token, TOKEN_HASH_KEY};
 pub use axum::Router;

@@ -50,7 +50,10 @@ pub fn take(request: &mut Request) -> Option<Result<Upgrade, Response>> {
         .get_all(header::UPGRADE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("websocket")));
+        .any(|v| {
+            v.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+        });
     if !asks {
         return None;
     }
@@ -63,13 +66,19 @@ pub fn take(request: &mut Request) -> Option<Result<Upgrade, Response>> {
         .is_some_and(|v| v == "13");
     let on_upgrade = request.extensions_mut().remove::<OnUpgrade>();
     let bad = |status| Some(Err(respond::plain(status)));
-    match (request.method() == axum::http::Method::GET, key, version_13, on_upgrade) {
+    match (
+        request.method() == axum::http::Method::GET,
+        key,
+        version_13,
+        on_upgrade,
+    ) {
         (true, Some(key), true, Some(on_upgrade)) => Some(Ok(Upgrade { on_upgrade, key })),
         (true, Some(_), false, _) => {
             let mut answer = respond::plain(StatusCode::UPGRADE_REQUIRED);
-            answer
-                .headers_mut()
-                .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+            answer.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
             Some(Err(answer))
         }
         _ => bad(StatusCode::BAD_REQUEST),
@@ -78,7 +87,12 @@ pub fn take(request: &mut Request) -> Option<Result<Upgrade, Response>> {
 
 /// Runs the function for an upgrade request and, when it accepts, starts
 /// relaying the connection; answers as the public sees it.
-pub async fn serve(state: AppState, name: String, input: InvocationInput, upgrade: Upgrade) -> Response {
+pub async fn serve(
+    state: AppState,
+    name: String,
+    input: InvocationInput,
+    upgrade: Upgrade,
+) -> Response {
     let Ok(permit) = state.websockets.clone().try_acquire_owned() else {
         return respond::failure(
             Audience::Public,
@@ -108,7 +122,10 @@ pub async fn serve(state: AppState, name: String, input: InvocationInput, upgrad
         let limit = state.config.max_response_bytes;
         return respond::invocation(Audience::Public, limit, &id, outcome);
     };
-    let Ok(InvocationOutput::Http(accepted)) = std::mem::replace(&mut outcome.result, Ok(InvocationOutput::Json(serde_json::Value::Null))) else {
+    let Ok(InvocationOutput::Http(accepted)) = std::mem::replace(
+        &mut outcome.result,
+        Ok(InvocationOutput::Json(serde_json::Value::Null)),
+    ) else {
         unreachable!("a link comes with an HTTP response");
     };
     let mut response = Response::new(Body::empty());
@@ -116,7 +133,9 @@ pub async fn serve(state: AppState, name: String, input: InvocationInput, upgrad
     for (name, value) in &accepted.headers {
         if name.eq_ignore_ascii_case("sec-websocket-protocol") {
             if let Ok(value) = HeaderValue::try_from(value.as_str()) {
-                response.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+                response
+                    .headers_mut()
+                    .insert(header::SEC_WEBSOCKET_PROTOCOL, value);
             }
         }
     }
@@ -165,9 +184,12 @@ impl Connection {
                 let config = WebSocketConfig::default()
                     .max_message_size(Some(max))
                     .max_frame_size(Some(max));
-                let socket =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                        .await;
+                let socket = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
                 self.relay(socket).await
             }
             // The client left before the handshake finished.
@@ -175,15 +197,22 @@ impl Connection {
         };
         self.stats.close_code = close;
         self.record.websocket = Some(self.stats);
-        self.record.duration_us = self.started.elapsed().as_micros() as u64 + self.record.duration_us;
-        tracing::debug!(cpu_us = self.record.cpu_us - started_cpu, "websocket closed");
+        self.record.duration_us += self.started.elapsed().as_micros() as u64;
+        tracing::debug!(
+            cpu_us = self.record.cpu_us - started_cpu,
+            "websocket closed"
+        );
         state.recorder.record(self.record);
     }
 
     /// Relays until either side closes; the close code.
-    async fn relay(&mut self, mut socket: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>) -> u16 {
+    async fn relay(
+        &mut self,
+        mut socket: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+    ) -> u16 {
         let idle = Duration::from_secs(self.limits.websocket_idle_s.into());
-        let lifetime = tokio::time::sleep(Duration::from_secs(self.limits.websocket_lifetime_s.into()));
+        let lifetime =
+            tokio::time::sleep(Duration::from_secs(self.limits.websocket_lifetime_s.into()));
         tokio::pin!(lifetime);
         let mut idle_until = Instant::now() + idle;
         loop {
@@ -245,21 +274,39 @@ impl Connection {
 
     /// Hands a client's message to the function; a close code when that
     /// ended the connection.
-    async fn received(&mut self, socket: &mut WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, message: WsMessage) -> Option<u16> {
+    async fn received(
+        &mut self,
+        socket: &mut WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+        message: WsMessage,
+    ) -> Option<u16> {
         self.stats.messages_in += 1;
         self.stats.bytes_in += message.len() as u64;
         let report = self.deliver(WsFrame::Message(message)).await;
         match report {
             Some(report) if report.error.is_none() => None,
             // The function failed (its host closes its other connections).
-            Some(_) => Some(self.close(socket, close_code::INTERNAL, "the function failed").await),
-            None => Some(self.close(socket, close_code::SERVICE_RESTART, "the function restarted").await),
+            Some(_) => Some(
+                self.close(socket, close_code::INTERNAL, "the function failed")
+                    .await,
+            ),
+            None => Some(
+                self.close(
+                    socket,
+                    close_code::SERVICE_RESTART,
+                    "the function restarted",
+                )
+                .await,
+            ),
         }
     }
 
     /// Writes a message of the function's; `false` when the client is gone
     /// or too slow.
-    async fn send(&mut self, socket: &mut WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, message: WsMessage) -> bool {
+    async fn send(
+        &mut self,
+        socket: &mut WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+        message: WsMessage,
+    ) -> bool {
         let length = message.len();
         self.stats.messages_out += 1;
         self.stats.bytes_out += length as u64;
@@ -276,20 +323,27 @@ impl Connection {
         sent
     }
 
-    /// Closes with `code` and `reason`, waits briefly for the client's
-    /// answer, and tells the function.
-    async fn close(&mut self, socket: &mut WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, code: u16, reason: &str) -> u16 {
+    /// Closes with `code` and `reason`, tells the function, then waits
+    /// briefly for the client's answer.
+    async fn close(
+        &mut self,
+        socket: &mut WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+        code: u16,
+        reason: &str,
+    ) -> u16 {
         let frame = CloseFrame {
             code: CloseCode::from(code),
             reason: reason.to_string().into(),
         };
-        let _ = tokio::time::timeout(CLOSE_WAIT, async {
-            if socket.close(Some(frame)).await.is_ok() {
+        let sent = tokio::time::timeout(CLOSE_WAIT, socket.close(Some(frame))).await;
+        self.tell(code, reason).await;
+        if matches!(sent, Ok(Ok(()))) {
+            let _ = tokio::time::timeout(CLOSE_WAIT, async {
                 while let Some(Ok(_)) = socket.next().await {}
-            }
-        })
-        .await;
-        self.tell(code, reason).await
+            })
+            .await;
+        }
+        code
     }
 
     /// Tells the function its socket closed; returns `code`.
@@ -316,7 +370,9 @@ impl Connection {
         self.record.cpu_us += report.cpu_us;
         let room = MAX_LINES.saturating_sub(self.record.logs.len());
         let dropped = report.logs.len().saturating_sub(room);
-        self.record.logs.extend(report.logs.iter().take(room).cloned());
+        self.record
+            .logs
+            .extend(report.logs.iter().take(room).cloned());
         if dropped > 0 && room > 0 {
             self.record.logs.push(LogEntry {
                 level: LogLevel::Warn,

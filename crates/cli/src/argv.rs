@@ -25,8 +25,8 @@ pub fn hoist_globals(args: Vec<OsString>) -> Vec<OsString> {
     while let Some(arg) = iter.next() {
         let text = arg.to_string_lossy();
         let name = text.split('=').next().unwrap_or_default();
-        let whole = SWITCHES.contains(&text.as_ref())
-            || (WITH_VALUE.contains(&name) && text.contains('='));
+        let whole =
+            SWITCHES.contains(&text.as_ref()) || (WITH_VALUE.contains(&name) && text.contains('='));
         if whole {
             hoisted.push(arg);
         } else if WITH_VALUE.contains(&text.as_ref()) {

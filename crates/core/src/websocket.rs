@@ -187,7 +187,10 @@ mod tests {
         assert!(asks("WebSocket"));
         assert!(asks("h2c, websocket"));
         assert!(!asks("h2c"));
-        assert!(!is_websocket_upgrade(&[("connection".into(), "upgrade".into())]));
+        assert!(!is_websocket_upgrade(&[(
+            "connection".into(),
+            "upgrade".into()
+        )]));
     }
 
     #[test]

@@ -65,7 +65,7 @@ impl SocketLimits {
 /// What a send did, as the JavaScript side reads it.
 #[repr(u32)]
 enum Sent {
-    Sent = 0,
+    Queued = 0,
     /// The socket is closed (or unknown).
     Closed = 1,
     /// The message is larger than the limit.
@@ -123,7 +123,7 @@ impl Sockets {
             self.ends.remove(&id);
             return Sent::Closed;
         }
-        Sent::Sent
+        Sent::Queued
     }
 
     /// Closes the socket `id` with `code` and `reason`.
@@ -153,7 +153,10 @@ impl Sockets {
     pub fn open(&mut self) -> usize {
         self.ends
             .retain(|_, end| end.pending.is_some() || !end.outgoing.is_closed());
-        self.ends.values().filter(|end| end.pending.is_none()).count()
+        self.ends
+            .values()
+            .filter(|end| end.pending.is_none())
+            .count()
     }
 
     /// Forgets pairs no response took (made and never returned).
@@ -200,7 +203,11 @@ pub fn op_isola_ws_send_text(state: &mut OpState, #[smi] id: u32, #[string] text
 
 /// Sends a binary message; what happened (see [`Sent`]).
 #[op2]
-pub fn op_isola_ws_send_binary(state: &mut OpState, #[smi] id: u32, #[buffer] data: JsBuffer) -> u32 {
+pub fn op_isola_ws_send_binary(
+    state: &mut OpState,
+    #[smi] id: u32,
+    #[buffer] data: JsBuffer,
+) -> u32 {
     state
         .borrow_mut::<Sockets>()
         .send(id, WsMessage::Binary(data.to_vec())) as u32
@@ -208,7 +215,12 @@ pub fn op_isola_ws_send_binary(state: &mut OpState, #[smi] id: u32, #[buffer] da
 
 /// Closes a socket with a code (1000, or 3000–4999) and a reason.
 #[op2(fast)]
-pub fn op_isola_ws_close(state: &mut OpState, #[smi] id: u32, #[smi] code: u32, #[string] reason: String) {
+pub fn op_isola_ws_close(
+    state: &mut OpState,
+    #[smi] id: u32,
+    #[smi] code: u32,
+    #[string] reason: String,
+) {
     let code = u16::try_from(code).unwrap_or(close_code::NORMAL);
     state.borrow_mut::<Sockets>().close(id, code, reason);
 }
@@ -243,11 +255,11 @@ mod tests {
         let link = sockets.link(id, events).unwrap();
         let text = |t: &str| WsMessage::Text(t.into());
         assert!(matches!(sockets.send(id, text("12345")), Sent::TooBig));
-        assert!(matches!(sockets.send(id, text("1234")), Sent::Sent));
-        assert!(matches!(sockets.send(id, text("1234")), Sent::Sent));
+        assert!(matches!(sockets.send(id, text("1234")), Sent::Queued));
+        assert!(matches!(sockets.send(id, text("1234")), Sent::Queued));
         assert_eq!(sockets.open(), 1);
         link.written(4);
-        assert!(matches!(sockets.send(id, text("1234")), Sent::Sent));
+        assert!(matches!(sockets.send(id, text("1234")), Sent::Queued));
         // Eight bytes held back: the next one is more than the client may hold.
         assert!(matches!(sockets.send(id, text("1")), Sent::Overflow));
         assert!(matches!(sockets.send(id, text("1")), Sent::Closed));

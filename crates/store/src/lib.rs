@@ -16,9 +16,8 @@ mod sqlite;
 
 pub use error::{Result, StoreError};
 pub use model::{
-    SocketStats,
     validate_function_name, DeploymentInfo, FunctionInfo, InvocationRecord, LogRecord,
-    NewDeployment, RequestLine,
+    NewDeployment, RequestLine, SocketStats,
 };
 pub use retention::{Pruned, Retention};
 pub use secrets::{database_is_sealed, NodeKey};

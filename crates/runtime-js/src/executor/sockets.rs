@@ -196,10 +196,8 @@ impl Host {
         } else {
             self.run_upgrade(&invocation).await
         };
-        let socket = match &outcome.result {
-            Ok(InvocationOutput::Http(response)) if response.upgrade.is_some() => true,
-            _ => false,
-        };
+        let socket = matches!(&outcome.result,
+            Ok(InvocationOutput::Http(response)) if response.upgrade.is_some());
         if socket && self.reserved.is_none() {
             self.reserved = Some(admitted);
         }
@@ -222,7 +220,11 @@ impl Host {
         let deadline = started + invocation.function.limits.timeout();
         let cold_start = self.isolate.is_none();
         if cold_start {
-            match self.worker.obtain(&invocation.function, started, deadline).await {
+            match self
+                .worker
+                .obtain(&invocation.function, started, deadline)
+                .await
+            {
                 Ok((isolate, cold)) => {
                     let mut isolate = isolate;
                     isolate.host_sockets(self.events.clone());
@@ -236,7 +238,10 @@ impl Host {
                 Err(outcome) => return outcome,
             }
         }
-        let isolate = self.isolate.as_mut().expect("a host past its first upgrade has an isolate");
+        let isolate = self
+            .isolate
+            .as_mut()
+            .expect("a host past its first upgrade has an isolate");
         let outcome = worker::run_in(isolate, invocation, started, deadline, false).await;
         isolate.forget_unused_sockets();
         outcome

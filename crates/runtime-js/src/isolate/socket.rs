@@ -48,7 +48,10 @@ impl FunctionIsolate {
     /// Closes every connection of this isolate with `code` and `reason`.
     pub fn close_sockets(&mut self, code: u16, reason: &str) {
         let state = self.runtime.op_state();
-        state.borrow_mut().borrow_mut::<Sockets>().close_all(code, reason);
+        state
+            .borrow_mut()
+            .borrow_mut::<Sockets>()
+            .close_all(code, reason);
     }
 
     /// Connections open on this isolate.
@@ -78,7 +81,12 @@ impl FunctionIsolate {
     /// Delivers what a client sent to socket `event.socket`, under the
     /// limits of one invocation ending at `deadline`; on a failure the
     /// isolate is broken (the caller closes its connections).
-    pub async fn deliver(&mut self, socket: u32, frame: &WsFrame, deadline: Instant) -> EventReport {
+    pub async fn deliver(
+        &mut self,
+        socket: u32,
+        frame: &WsFrame,
+        deadline: Instant,
+    ) -> EventReport {
         self.reset_for_event(deadline);
         let result = self.dispatch(socket, frame, deadline).await;
         let error = match result {
@@ -185,7 +193,9 @@ impl FunctionIsolate {
         let run = async move {
             let called = {
                 deno_core::scope!(scope, runtime);
-                call_handler(scope, &host.socket_event, |scope| event_args(scope, socket, frame))?
+                call_handler(scope, &host.socket_event, |scope| {
+                    event_args(scope, socket, frame)
+                })?
             };
             if let Called::Pending(promise) = called {
                 let settled = runtime.resolve(promise);

@@ -1,0 +1,259 @@
+//! WebSockets into functions: a real client (tungstenite) against
+//! `isola serve`, with Workers' `WebSocketPair` API in the function.
+
+use crate::server::Server;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Message, WebSocket};
+
+/// A chat room: echo, broadcast to every connection, binary frames,
+/// closing with a code, and a listener that never ends.
+const ROOM: &str = r#"
+const clients = new Set();
+export default {
+  fetch(request) {
+    if (request.headers.get("upgrade") !== "websocket") {
+      return new Response("WebSockets only", { status: 426 });
+    }
+    const [client, server] = Object.values(new WebSocketPair());
+    server.accept();
+    clients.add(server);
+    server.addEventListener("message", (event) => {
+      const data = event.data;
+      if (typeof data !== "string") {
+        server.send(new Uint8Array(data).reverse());
+      } else if (data === "close") {
+        server.close(4000, "asked");
+      } else if (data.startsWith("all:")) {
+        for (const other of clients) other.send(data.slice(4));
+      } else if (data === "spin") {
+        for (;;) {}
+      } else if (data === "throw") {
+        throw new Error("listener failed");
+      } else {
+        server.send("echo:" + data);
+      }
+    });
+    server.addEventListener("close", (event) => {
+      clients.delete(server);
+      console.log("closed", event.code);
+    });
+    return new Response(null, { status: 101, webSocket: client });
+  },
+};
+"#;
+
+type Client = WebSocket<TcpStream>;
+
+/// Opens a WebSocket to `/fn/<name>/`.
+fn connect(server: &Server, name: &str) -> Result<Client, tungstenite::Error> {
+    let address = server.url.trim_start_matches("http://");
+    let stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let url = format!("ws://{address}/fn/{name}/");
+    tungstenite::client(url, stream)
+        .map(|(socket, _)| socket)
+        .map_err(|error| match error {
+            tungstenite::HandshakeError::Failure(error) => error,
+            tungstenite::HandshakeError::Interrupted(_) => panic!("blocking handshake interrupted"),
+        })
+}
+
+/// The next text message.
+fn text(socket: &mut Client) -> String {
+    match socket.read().unwrap() {
+        Message::Text(text) => text.to_string(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+/// Reads until the server's close; its code and reason.
+fn closed(socket: &mut Client) -> (CloseCode, String) {
+    loop {
+        match socket.read() {
+            Ok(Message::Close(frame)) => {
+                // Answer the close, as a browser does.
+                let _ = socket.flush();
+                return frame.map_or((CloseCode::Status, String::new()), |f| {
+                    (f.code, f.reason.to_string())
+                });
+            }
+            Ok(_) => continue,
+            Err(error) => panic!("the connection ended without a close frame: {error}"),
+        }
+    }
+}
+
+/// Deploys `code` with `limits` (JSON) as function `name`.
+fn deploy(server: &Server, name: &str, code: &str, limits: serde_json::Value) {
+    let deployment = serde_json::json!({
+        "files": [{ "path": "main.js", "code": code }],
+        "entry": "main.js",
+        "limits": limits,
+    });
+    let response = server
+        .api(
+            reqwest::Method::POST,
+            &format!("/v1/functions/{name}/deployments"),
+        )
+        .json(&deployment)
+        .send()
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        reqwest::StatusCode::CREATED,
+        "{}",
+        response.text().unwrap()
+    );
+}
+
+#[test]
+fn echo_broadcast_binary_and_close_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.deploy_function("room", ROOM);
+    let mut a = connect(&server, "room").unwrap();
+    let mut b = connect(&server, "room").unwrap();
+    a.send(Message::text("hi")).unwrap();
+    assert_eq!(text(&mut a), "echo:hi");
+    a.send(Message::binary(vec![1u8, 2, 3])).unwrap();
+    assert_eq!(a.read().unwrap(), Message::binary(vec![3u8, 2, 1]));
+    // Both connections live in one isolate: a broadcast reaches both.
+    a.send(Message::text("all:news")).unwrap();
+    assert_eq!(text(&mut a), "news");
+    assert_eq!(text(&mut b), "news");
+    // The function closes b with its own code.
+    b.send(Message::text("close")).unwrap();
+    assert_eq!(closed(&mut b), (CloseCode::from(4000), "asked".into()));
+    a.close(None).unwrap();
+    let _ = a.read();
+    // A plain request reaches the same function, which answers it.
+    let plain = server
+        .http()
+        .get(format!("{}/fn/room/", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(plain.status(), 426);
+    // Each connection's record: written at its end, with its totals.
+    let records = server.list_of("/v1/functions/room/invocations", 3);
+    let sockets: Vec<_> = records.iter().filter_map(|r| r.get("websocket")).collect();
+    assert_eq!(sockets.len(), 2, "{records:?}");
+    let busiest = sockets
+        .iter()
+        .find(|s| s["messages_in"] == 3)
+        .expect("a's record");
+    assert_eq!(busiest["messages_out"], 3, "{busiest}");
+    assert_eq!(busiest["bytes_in"], 2 + 3 + 8, "{busiest}");
+    assert!(
+        sockets.iter().any(|s| s["close_code"] == 4000),
+        "{sockets:?}"
+    );
+    // Each close reached the function's close listener.
+    let logs = server.list_of("/v1/functions/room/logs", 2);
+    let lines: Vec<_> = logs
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    assert!(lines.contains(&"closed 4000"), "{lines:?}");
+    assert!(lines.contains(&"closed 1005"), "{lines:?}");
+}
+
+#[test]
+fn limits_close_with_their_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.create_function("tight");
+    let limits = serde_json::json!({
+        "websocket_message_kb": 1,
+        "websocket_idle_s": 1,
+        "websocket_connections": 1,
+    });
+    deploy(&server, "tight", ROOM, limits);
+    // A message over the limit: 1009.
+    let mut big = connect(&server, "tight").unwrap();
+    big.send(Message::text("x".repeat(2048))).unwrap();
+    assert_eq!(closed(&mut big).0, CloseCode::Size);
+    drop(big);
+    // Silence past the idle limit: 1001.
+    let mut quiet = connect(&server, "tight").unwrap();
+    let started = Instant::now();
+    assert_eq!(closed(&mut quiet), (CloseCode::Away, "idle timeout".into()));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // One connection at a time: the second is refused while one is open.
+    let mut first = connect(&server, "tight").unwrap();
+    first.send(Message::text("hi")).unwrap();
+    assert_eq!(text(&mut first), "echo:hi");
+    match connect(&server, "tight") {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
+        other => panic!(
+            "a second connection was not refused: {:?}",
+            other.map(|_| ())
+        ),
+    }
+}
+
+#[test]
+fn a_redeploy_closes_connections_with_1012_and_a_failing_function_with_1011() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.deploy_function("room", ROOM);
+    let mut open = connect(&server, "room").unwrap();
+    open.send(Message::text("hi")).unwrap();
+    assert_eq!(text(&mut open), "echo:hi");
+    let redeployed = server.deploy_module("room", format!("{ROOM}\n// v2"));
+    assert_eq!(redeployed.status(), reqwest::StatusCode::CREATED);
+    assert_eq!(closed(&mut open).0, CloseCode::Restart);
+
+    // A listener that throws is logged; the connection goes on.
+    let mut a = connect(&server, "room").unwrap();
+    let mut b = connect(&server, "room").unwrap();
+    a.send(Message::text("throw")).unwrap();
+    a.send(Message::text("still")).unwrap();
+    assert_eq!(text(&mut a), "echo:still");
+    // A listener past its CPU limit: every connection of the isolate closes.
+    a.send(Message::text("spin")).unwrap();
+    assert_eq!(closed(&mut a).0, CloseCode::Error);
+    assert_eq!(closed(&mut b).0, CloseCode::Error);
+    // The node, and the function, go on serving.
+    let mut again = connect(&server, "room").unwrap();
+    again.send(Message::text("back")).unwrap();
+    assert_eq!(text(&mut again), "echo:back");
+    // Records of the connections closed so far: `open`, `a` and `b`.
+    let records = server.list_of("/v1/functions/room/invocations", 3);
+    assert!(
+        records.iter().any(|r| r["error_code"] == "cpu_limit"),
+        "{records:?}"
+    );
+    let logs = server.list_of("/v1/functions/room/logs", 1);
+    assert!(
+        logs.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("listener failed"))),
+        "{logs:?}"
+    );
+}
+
+#[test]
+fn a_socket_for_a_plain_request_is_the_functions_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.deploy_function(
+        "eager",
+        r#"export default { fetch() {
+            const [client, server] = Object.values(new WebSocketPair());
+            server.accept();
+            return new Response(null, { status: 101, webSocket: client });
+        } };"#,
+    );
+    let answer = server
+        .http()
+        .get(format!("{}/fn/eager/", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), 500);
+    let records = server.list_of("/v1/functions/eager/invocations", 1);
+    assert_eq!(records[0]["error_code"], "invalid_output", "{records:?}");
+}
