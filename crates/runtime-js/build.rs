@@ -9,7 +9,7 @@ mod extension;
 #[path = "src/outbound.rs"]
 #[allow(dead_code)]
 mod outbound;
-#[path = "src/websocket.rs"]
+#[path = "src/websocket/mod.rs"]
 #[allow(dead_code)]
 mod websocket;
 
@@ -71,6 +71,6 @@ fn main() {
         println!("cargo:rerun-if-changed={}", path.display());
     }
     println!("cargo:rerun-if-changed=src/extension.rs");
-    println!("cargo:rerun-if-changed=src/websocket.rs");
+    println!("cargo:rerun-if-changed=src/websocket");
     println!("cargo:rerun-if-changed=js");
 }

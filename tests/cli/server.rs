@@ -157,7 +157,7 @@ impl Server {
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "only {} of {count} items at {path}",
+                "only {} of {count} items at {path}: {items:?}",
                 items.len()
             );
             std::thread::sleep(Duration::from_millis(50));

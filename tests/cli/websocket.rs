@@ -257,3 +257,80 @@ fn a_socket_for_a_plain_request_is_the_functions_error() {
     let records = server.list_of("/v1/functions/eager/invocations", 1);
     assert_eq!(records[0]["error_code"], "invalid_output", "{records:?}");
 }
+
+/// Asks the server at `?to=` for an echo of "ping" over a WebSocket.
+const CALLER: &str = r#"
+export default {
+  async fetch(request) {
+    const ws = new WebSocket(new URL(request.url).searchParams.get("to"));
+    const answer = await new Promise((resolve) => {
+      ws.addEventListener("open", () => ws.send("ping"));
+      ws.onmessage = (event) => {
+        resolve("got " + event.data);
+        ws.close();
+      };
+      ws.addEventListener("error", (event) => resolve("error: " + event.message));
+    });
+    return new Response(answer);
+  },
+};
+"#;
+
+/// A loopback WebSocket echo server for `connections` connections.
+fn echo_server(connections: usize) -> (String, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let thread = std::thread::spawn(move || {
+        for stream in listener.incoming().take(connections) {
+            let stream = stream.unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let Ok(mut socket) = tungstenite::accept(stream) else {
+                continue;
+            };
+            while let Ok(message) = socket.read() {
+                if message.is_text() || message.is_binary() {
+                    let _ = socket.send(message);
+                }
+            }
+        }
+    });
+    (url, thread)
+}
+
+#[test]
+fn outbound_websockets_reach_allowed_hosts_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let (echo, thread) = echo_server(1);
+    server.create_function("allowed");
+    let deployment = serde_json::json!({
+        "files": [{ "path": "main.js", "code": CALLER }],
+        "entry": "main.js",
+        "allowed_hosts": ["127.0.0.1"],
+    });
+    let response = server
+        .api(reqwest::Method::POST, "/v1/functions/allowed/deployments")
+        .json(&deployment)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    server.deploy_function("denied", CALLER);
+    let ask = |name: &str| {
+        server
+            .http()
+            .get(format!("{}/fn/{name}/?to={echo}", server.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    assert_eq!(ask("allowed"), "got ping");
+    let refused = ask("denied");
+    assert!(
+        refused.starts_with("error: WebSocket refused") && refused.contains("allowed_hosts"),
+        "{refused}"
+    );
+    thread.join().unwrap();
+}

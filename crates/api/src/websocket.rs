@@ -234,9 +234,10 @@ impl Connection {
                         }
                         Some(Ok(Message::Close(frame))) => {
                             let (code, reason) = frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.as_str().to_string()));
+                            self.tell(code, &reason).await;
                             // tungstenite answers the close; flushing sends it.
                             let _ = tokio::time::timeout(CLOSE_WAIT, socket.flush()).await;
-                            return self.tell(code, &reason).await;
+                            return code;
                         }
                         Some(Ok(_)) => {}
                         Some(Err(tungstenite::Error::Capacity(_))) => {
@@ -323,26 +324,26 @@ impl Connection {
         sent
     }
 
-    /// Closes with `code` and `reason`, tells the function, then waits
-    /// briefly for the client's answer.
+    /// Tells the function, then closes with `code` and `reason` and waits
+    /// briefly for the client's answer: a client that saw the close can
+    /// count on the function having seen it too.
     async fn close(
         &mut self,
         socket: &mut WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
         code: u16,
         reason: &str,
     ) -> u16 {
+        self.tell(code, reason).await;
         let frame = CloseFrame {
             code: CloseCode::from(code),
             reason: reason.to_string().into(),
         };
-        let sent = tokio::time::timeout(CLOSE_WAIT, socket.close(Some(frame))).await;
-        self.tell(code, reason).await;
-        if matches!(sent, Ok(Ok(()))) {
-            let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            if socket.close(Some(frame)).await.is_ok() {
                 while let Some(Ok(_)) = socket.next().await {}
-            })
-            .await;
-        }
+            }
+        })
+        .await;
         code
     }
 

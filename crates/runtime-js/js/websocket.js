@@ -11,13 +11,19 @@
 
 import { primordials } from "ext:core/mod.js";
 import {
+  op_isola_ws_client_close,
+  op_isola_ws_client_send_binary,
+  op_isola_ws_client_send_text,
   op_isola_ws_close,
+  op_isola_ws_connect,
+  op_isola_ws_next,
   op_isola_ws_open,
   op_isola_ws_send_binary,
   op_isola_ws_send_text,
 } from "ext:core/ops";
 
 const {
+  ArrayFrom,
   ArrayBufferIsView,
   ArrayBufferPrototype,
   ArrayPrototypeFilter,
@@ -32,6 +38,8 @@ const {
   SafeMap,
   SafeWeakMap,
   String,
+  StringPrototypeSlice,
+  StringPrototypeStartsWith,
   Symbol,
   TypeError,
   TypedArrayPrototypeGetBuffer,
@@ -40,6 +48,7 @@ const {
   Uint8Array,
 } = primordials;
 
+const CONNECTING = 0;
 const OPEN = 1;
 const CLOSING = 2;
 const CLOSED = 3;
@@ -59,7 +68,7 @@ const token = Symbol("isola.websocket");
  * Response; returns them with what the host needs.
  */
 export function makeWebSockets(event, Response, toInnerResponse, logError) {
-  const { EventTarget, MessageEvent, CloseEvent, ErrorEvent } = event;
+  const { Event, EventTarget, MessageEvent, CloseEvent, ErrorEvent } = event;
   /** Accepted server ends, by id: where the client's events go. */
   const accepted = new SafeMap();
   /** The client end each 101 response carries. */
@@ -70,18 +79,57 @@ export function makeWebSockets(event, Response, toInnerResponse, logError) {
     #client;
     #accepted = false;
     #readyState = OPEN;
+    #outbound = false;
+    #url = null;
+    #protocol = "";
     #listeners = new SafeMap();
     #handlers = new SafeMap();
 
-    constructor(key, id, client) {
-      if (key !== token) {
-        throw new TypeError(
-          "new WebSocket(url) is not supported yet: accept connections with new WebSocketPair()",
-        );
-      }
+    constructor(key, id = undefined, client = undefined) {
       super();
-      this.#id = id;
-      this.#client = client;
+      if (key === token) {
+        this.#id = id;
+        this.#client = client;
+        return;
+      }
+      // `new WebSocket(url, protocols)`: a connection out of the function.
+      let url = String(key);
+      if (StringPrototypeStartsWith(url, "http:")) url = "ws:" + StringPrototypeSlice(url, 5);
+      if (StringPrototypeStartsWith(url, "https:")) url = "wss:" + StringPrototypeSlice(url, 6);
+      const protocols = id === undefined ? [] : typeof id === "string" ? [id] : ArrayFrom(id, String);
+      this.#url = url;
+      this.#outbound = true;
+      this.#accepted = true;
+      this.#readyState = CONNECTING;
+      this.#connect(url, protocols);
+    }
+
+    async #connect(url, protocols) {
+      let opened;
+      try {
+        opened = await op_isola_ws_connect(url, protocols);
+      } catch (error) {
+        this.#readyState = CLOSED;
+        this.#fire("error", new ErrorEvent("error", { message: error?.message ?? String(error), error }));
+        this.#fire("close", new CloseEvent("close", { code: 1006, reason: "", wasClean: false }));
+        return;
+      }
+      this.#id = opened[0];
+      this.#protocol = opened[1];
+      if (this.#readyState === CONNECTING) this.#readyState = OPEN;
+      this.#fire("open", new Event("open"));
+      for (;;) {
+        const next = await op_isola_ws_next(this.#id);
+        if (next === null) return;
+        const [kind, text, bytes, code, reason] = next;
+        if (kind === 2) {
+          this.#readyState = CLOSED;
+          this.#fire("close", new CloseEvent("close", { code, reason, wasClean: code !== 1006 }));
+          return;
+        }
+        const data = kind === 0 ? text : TypedArrayPrototypeGetBuffer(bytes);
+        this.#fire("message", new MessageEvent("message", { data }));
+      }
     }
 
     get readyState() {
@@ -89,11 +137,11 @@ export function makeWebSockets(event, Response, toInnerResponse, logError) {
     }
 
     get url() {
-      return null;
+      return this.#url;
     }
 
     get protocol() {
-      return "";
+      return this.#protocol;
     }
 
     get extensions() {
@@ -112,21 +160,24 @@ export function makeWebSockets(event, Response, toInnerResponse, logError) {
     send(data) {
       if (this.#client) throw new TypeError("the client end belongs to the client: send on the server end");
       if (!this.#accepted) throw new TypeError("call accept() before send()");
+      if (this.#readyState === CONNECTING) throw new TypeError("the WebSocket is still connecting: send after its open event");
       if (this.#readyState !== OPEN) throw new TypeError("the WebSocket is closing or closed");
+      const sendText = this.#outbound ? op_isola_ws_client_send_text : op_isola_ws_send_text;
+      const sendBinary = this.#outbound ? op_isola_ws_client_send_binary : op_isola_ws_send_binary;
       let sent;
       if (typeof data === "string") {
-        sent = op_isola_ws_send_text(this.#id, data);
+        sent = sendText(this.#id, data);
       } else if (ObjectPrototypeIsPrototypeOf(ArrayBufferPrototype, data)) {
-        sent = op_isola_ws_send_binary(this.#id, new Uint8Array(data));
+        sent = sendBinary(this.#id, new Uint8Array(data));
       } else if (ArrayBufferIsView(data)) {
         const bytes = new Uint8Array(
           data.buffer,
           data.byteOffset,
           data.byteLength,
         );
-        sent = op_isola_ws_send_binary(this.#id, bytes);
+        sent = sendBinary(this.#id, bytes);
       } else {
-        sent = op_isola_ws_send_text(this.#id, String(data));
+        sent = sendText(this.#id, String(data));
       }
       if (sent === SENT_TOO_BIG) {
         throw new RangeError("the message is larger than the function's websocket_message_kb limit");
@@ -147,9 +198,16 @@ export function makeWebSockets(event, Response, toInnerResponse, logError) {
       if (new TextEncoder().encode(reason).length > MAX_REASON) {
         throw new RangeError(`the close reason must be at most ${MAX_REASON} bytes`);
       }
+      if (this.#readyState === CONNECTING) {
+        throw new TypeError("the WebSocket is still connecting: close it after its open event");
+      }
       if (this.#readyState !== OPEN) return;
       this.#readyState = CLOSING;
-      op_isola_ws_close(this.#id, code, reason);
+      if (this.#outbound) {
+        op_isola_ws_client_close(this.#id, code, reason);
+      } else {
+        op_isola_ws_close(this.#id, code, reason);
+      }
     }
 
     addEventListener(type, listener, options = undefined) {
@@ -230,7 +288,7 @@ export function makeWebSockets(event, Response, toInnerResponse, logError) {
       return socket.#handlers.get(type) ?? null;
     }
   }
-  for (const type of new SafeArrayIterator(["message", "close", "error"])) {
+  for (const type of new SafeArrayIterator(["open", "message", "close", "error"])) {
     ObjectDefineProperty(WebSocket.prototype, `on${type}`, {
       get() {
         return WebSocket.handler(this, type);

@@ -347,6 +347,11 @@ extension!(
         crate::websocket::op_isola_ws_send_text,
         crate::websocket::op_isola_ws_send_binary,
         crate::websocket::op_isola_ws_close,
+        crate::websocket::client::op_isola_ws_connect,
+        crate::websocket::client::op_isola_ws_next,
+        crate::websocket::client::op_isola_ws_client_send_text,
+        crate::websocket::client::op_isola_ws_client_send_binary,
+        crate::websocket::client::op_isola_ws_client_close,
     ],
     esm_entry_point = "ext:isola_runtime/bootstrap.js",
     esm = [dir "js", "bootstrap.js", "console.js", "websocket.js"],
@@ -361,6 +366,7 @@ extension!(
         state.put(RequestBodies::default());
         state.put(NativeMemory::default());
         state.put(crate::websocket::Sockets::default());
+        state.put(crate::websocket::client::Clients::default());
         state.put(crate::outbound::FetchBudget::default());
         state.put(crate::outbound::Offloaded::new(Default::default(), None));
     },

@@ -49,6 +49,18 @@ pub const DENIED_NETWORKS: &[&str] = &[
     "ff00::/8",
 ];
 
+/// The rules outbound WebSockets are checked by: the same ranges as
+/// `fetch`, less the `allowed` ones.
+pub fn net_rules(allowed: &[IpNet]) -> crate::websocket::client::NetRules {
+    crate::websocket::client::NetRules {
+        denied: DENIED_NETWORKS
+            .iter()
+            .map(|cidr| cidr.parse().expect("the deny list holds valid CIDRs"))
+            .collect(),
+        allowed: allowed.to_vec(),
+    }
+}
+
 /// Parses an allowed address (`10.0.0.5`, `fd00::1`) or range (`10.1.0.0/16`).
 pub fn parse_allowed(entry: &str) -> Result<IpNet, String> {
     entry

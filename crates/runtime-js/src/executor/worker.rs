@@ -269,6 +269,8 @@ impl Worker {
         let _ = reply.send(outcome);
 
         if let Some(mut isolate) = isolate {
+            // Outbound WebSockets end with the invocation's response.
+            isolate.close_outbound();
             isolate.drain(deadline).await;
             isolate.release_bodies();
             isolate.trim(TRIM_ABOVE);

@@ -259,8 +259,11 @@ impl FunctionIsolate {
             let state = runtime.op_state();
             let mut state = state.borrow_mut();
             let limits = &source.limits;
-            state.put(crate::websocket::Sockets::new(
-                crate::websocket::SocketLimits::of(limits),
+            let socket_limits = crate::websocket::SocketLimits::of(limits);
+            state.put(crate::websocket::Sockets::new(socket_limits));
+            state.put(crate::websocket::client::Clients::new(
+                permissions::net_rules(&allowed),
+                socket_limits,
             ));
             state.put(FetchBudget {
                 max_subrequests: limits.max_subrequests,

@@ -18,6 +18,17 @@ impl FunctionIsolate {
     /// Makes this isolate an ordinary one again, for the warm pool.
     pub fn drop_socket_events(&mut self) {
         self.socket_events = None;
+        self.close_outbound();
+    }
+
+    /// Closes the outbound WebSockets the function opened (its invocation
+    /// ended).
+    pub fn close_outbound(&mut self) {
+        let state = self.runtime.op_state();
+        state
+            .borrow_mut()
+            .borrow_mut::<crate::websocket::client::Clients>()
+            .close_all();
     }
 
     /// The link for socket `id` of a `101` response, or the error for a

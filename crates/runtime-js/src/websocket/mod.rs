@@ -9,6 +9,8 @@
 //! function's memory limit. The receiving half waits here until the
 //! function's `101` response takes it into its [`SocketLink`].
 
+pub mod client;
+
 use deno_core::{op2, JsBuffer, OpState};
 use isola_core::websocket::{close_code, SocketLink, WsFrame, WsMessage};
 use std::collections::HashMap;

@@ -1,0 +1,509 @@
+//! Outbound WebSockets: `new WebSocket("wss://…")` in a function.
+//!
+//! A connection is a subrequest: it counts against the invocation's
+//! `max_subrequests`, the messages it receives against its
+//! `max_subrequest_mb`, and its host's addresses are checked after DNS
+//! against the same deny-by-default rules as `fetch` ([`NetRules`]). Each
+//! connection is a task that relays frames through bounded channels (a
+//! function that does not read stops the reading from the server); what
+//! the function sends is held back at most as much as an inbound
+//! connection's client may hold back. Connections close when the
+//! invocation that opened them ends, or with their isolate.
+
+use super::SocketLimits;
+use crate::outbound::FetchBudget;
+use deno_core::{op2, JsBuffer, OpState, ToJsBuffer};
+use deno_error::JsErrorBox;
+use futures::{SinkExt, StreamExt};
+use ipnet::IpNet;
+use isola_core::websocket::{close_code, WsFrame, WsMessage};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+
+/// Where a function may connect: every address but the denied ranges,
+/// except those its deployment allows.
+#[derive(Debug, Clone, Default)]
+pub struct NetRules {
+    /// Ranges no function may reach.
+    pub denied: Vec<IpNet>,
+    /// Ranges this function may reach although they are denied.
+    pub allowed: Vec<IpNet>,
+}
+
+impl NetRules {
+    /// Whether `ip` may be connected to.
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        // An IPv4-mapped IPv6 address is judged as the IPv4 address.
+        let ip = ip.to_canonical();
+        self.allowed.iter().any(|net| net.contains(&ip))
+            || !self.denied.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// Messages from a server waiting for the function, at most.
+const INCOMING: usize = 16;
+
+/// How long a close waits for the server's answer.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// One outbound connection, as the isolate holds it.
+struct Client {
+    outgoing: mpsc::UnboundedSender<WsFrame>,
+    queued: Arc<AtomicUsize>,
+    /// Taken by the read under way.
+    incoming: Rc<RefCell<Option<mpsc::Receiver<WsFrame>>>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The isolate's outbound connections, in its `OpState`.
+#[derive(Default)]
+pub struct Clients {
+    clients: HashMap<u32, Client>,
+    next: u32,
+    /// Where connections may go.
+    pub rules: NetRules,
+    /// Bounds of messages and backlogs.
+    pub limits: SocketLimits,
+}
+
+impl Clients {
+    /// Outbound connections bounded by `limits`, to where `rules` permit.
+    pub fn new(rules: NetRules, limits: SocketLimits) -> Self {
+        Self {
+            rules,
+            limits,
+            ..Self::default()
+        }
+    }
+
+    /// Closes every connection (the invocation that opened them ended).
+    pub fn close_all(&mut self) {
+        self.clients.clear();
+    }
+}
+
+fn refused(message: impl Into<String>) -> JsErrorBox {
+    JsErrorBox::type_error(message.into())
+}
+
+/// Connects to `url` (`ws:` or `wss:`) with `protocols`; the connection's
+/// id and the protocol the server chose.
+#[op2]
+#[serde]
+pub async fn op_isola_ws_connect(
+    state: Rc<RefCell<OpState>>,
+    #[string] url: String,
+    #[serde] protocols: Vec<String>,
+) -> Result<(u32, String), JsErrorBox> {
+    let (budget, rules, limits) = {
+        let state = state.borrow();
+        let clients = state.borrow::<Clients>();
+        (
+            state.borrow::<FetchBudget>().clone(),
+            clients.rules.clone(),
+            clients.limits,
+        )
+    };
+    let made = budget.subrequests.get() + 1;
+    budget.subrequests.set(made);
+    if made > budget.max_subrequests {
+        return Err(refused(format!(
+            "WebSocket refused: an invocation may make at most {} subrequests",
+            budget.max_subrequests
+        )));
+    }
+    if state.borrow().borrow::<Clients>().clients.len() >= budget.max_subrequests as usize {
+        return Err(refused(format!(
+            "WebSocket refused: a function may hold at most {} outbound connections (its max_subrequests)",
+            budget.max_subrequests
+        )));
+    }
+    let parsed =
+        url::Url::parse(&url).map_err(|e| refused(format!("invalid WebSocket URL: {e}")))?;
+    let tls = match parsed.scheme() {
+        "ws" => false,
+        "wss" => true,
+        other => {
+            return Err(refused(format!(
+                "a WebSocket URL is ws: or wss:, not {other}:"
+            )))
+        }
+    };
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| refused("the WebSocket URL has no host"))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = parsed
+        .port_or_known_default()
+        .unwrap_or(if tls { 443 } else { 80 });
+    let connect = async {
+        let stream = connect_permitted(&host, port, &rules).await?;
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| refused(format!("invalid WebSocket request: {e}")))?;
+        if !protocols.is_empty() {
+            let value = protocols.join(", ");
+            let value = value
+                .parse()
+                .map_err(|_| refused("invalid WebSocket protocols"))?;
+            request
+                .headers_mut()
+                .insert("sec-websocket-protocol", value);
+        }
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(limits.max_message))
+            .max_frame_size(Some(limits.max_message));
+        if tls {
+            let stream = tls_stream(stream, &host)?;
+            handshake(request, stream, config).await
+        } else {
+            handshake(request, stream, config).await
+        }
+    };
+    let (socket_task, protocol, incoming, outgoing, queued) =
+        match tokio::time::timeout(budget.timeout, connect).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(refused(format!(
+                    "WebSocket timed out: no handshake within {} ms",
+                    budget.timeout.as_millis()
+                )))
+            }
+        };
+    // The relay is `Send`: it runs on the worker's runtime beside the isolate.
+    let task = tokio::spawn(socket_task).abort_handle();
+    let mut state = state.borrow_mut();
+    let clients = state.borrow_mut::<Clients>();
+    let id = clients.next;
+    clients.next = clients.next.wrapping_add(1);
+    clients.clients.insert(
+        id,
+        Client {
+            outgoing,
+            queued,
+            incoming: Rc::new(RefCell::new(Some(incoming))),
+            task,
+        },
+    );
+    Ok((id, protocol))
+}
+
+/// A TCP connection to the first permitted address of `host`.
+async fn connect_permitted(
+    host: &str,
+    port: u16,
+    rules: &NetRules,
+) -> Result<tokio::net::TcpStream, JsErrorBox> {
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| refused(format!("WebSocket failed: {host} does not resolve: {e}")))?
+        .collect();
+    let permitted: Vec<SocketAddr> = addresses
+        .iter()
+        .copied()
+        .filter(|address| rules.permits(address.ip()))
+        .collect();
+    if permitted.is_empty() {
+        return Err(refused(format!(
+            "WebSocket refused: {host} is a private or local address functions may not reach (allow it with allowed_hosts)"
+        )));
+    }
+    let mut last = None;
+    for address in permitted {
+        match tokio::net::TcpStream::connect(address).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(refused(format!(
+        "WebSocket failed: connecting to {host}: {}",
+        last.map_or_else(String::new, |e| e.to_string())
+    )))
+}
+
+/// TLS over `stream` for `host`, with the web's root certificates.
+fn tls_stream(
+    stream: tokio::net::TcpStream,
+    host: &str,
+) -> Result<deno_tls::TlsStream<tokio::net::TcpStream>, JsErrorBox> {
+    let config = deno_tls::create_client_config(deno_tls::TlsClientConfigOptions {
+        root_cert_store: Some(deno_tls::create_default_root_cert_store()),
+        ..Default::default()
+    })
+    .map_err(|e| refused(format!("WebSocket TLS failed: {e}")))?;
+    let name = deno_tls::rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| refused(format!("WebSocket TLS failed: {e}")))?;
+    let connection = deno_tls::rustls::ClientConnection::new(Arc::new(config), name)
+        .map_err(|e| refused(format!("WebSocket TLS failed: {e}")))?;
+    Ok(deno_tls::TlsStream::new_client_side(
+        stream, connection, None,
+    ))
+}
+
+type Handshaken = (
+    std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    String,
+    mpsc::Receiver<WsFrame>,
+    mpsc::UnboundedSender<WsFrame>,
+    Arc<AtomicUsize>,
+);
+
+/// The handshake, then the task that relays the connection.
+async fn handshake<S>(
+    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    stream: S,
+    config: WebSocketConfig,
+) -> Result<Handshaken, JsErrorBox>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (socket, response) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+            .await
+            .map_err(|e| refused(format!("WebSocket failed: {e}")))?;
+    let protocol = response
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let (to_function, incoming) = mpsc::channel(INCOMING);
+    let (outgoing, from_function) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let task = relay(socket, to_function, from_function, queued.clone());
+    Ok((Box::pin(task), protocol, incoming, outgoing, queued))
+}
+
+/// Relays one connection until either side closes.
+async fn relay<S>(
+    mut socket: tokio_tungstenite::WebSocketStream<S>,
+    to_function: mpsc::Sender<WsFrame>,
+    mut from_function: mpsc::UnboundedReceiver<WsFrame>,
+    queued: Arc<AtomicUsize>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let gone = |code: u16| WsFrame::Close {
+        code,
+        reason: String::new(),
+    };
+    loop {
+        tokio::select! {
+            incoming = socket.next() => {
+                let frame = match incoming {
+                    Some(Ok(Message::Text(text))) => WsFrame::Message(WsMessage::Text(text.as_str().to_string())),
+                    Some(Ok(Message::Binary(bytes))) => WsFrame::Message(WsMessage::Binary(bytes.to_vec())),
+                    Some(Ok(Message::Close(frame))) => {
+                        let _ = tokio::time::timeout(CLOSE_WAIT, socket.flush()).await;
+                        let (code, reason) = frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.as_str().to_string()));
+                        let _ = to_function.send(WsFrame::Close { code, reason }).await;
+                        return;
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
+                        let _ = to_function.send(gone(close_code::TOO_BIG)).await;
+                        return;
+                    }
+                    Some(Err(_)) | None => {
+                        let _ = to_function.send(gone(close_code::ABNORMAL)).await;
+                        return;
+                    }
+                };
+                if to_function.send(frame).await.is_err() {
+                    return;
+                }
+            }
+            outgoing = from_function.recv() => match outgoing {
+                Some(WsFrame::Message(message)) => {
+                    let length = message.len();
+                    let message = match message {
+                        WsMessage::Text(text) => Message::Text(text.into()),
+                        WsMessage::Binary(bytes) => Message::Binary(bytes.into()),
+                    };
+                    let sent = socket.send(message).await;
+                    queued.fetch_sub(length, Ordering::Relaxed);
+                    if sent.is_err() {
+                        let _ = to_function.send(gone(close_code::ABNORMAL)).await;
+                        return;
+                    }
+                }
+                Some(WsFrame::Close { code, reason }) => {
+                    let frame = CloseFrame { code: CloseCode::from(code), reason: reason.clone().into() };
+                    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+                        if socket.close(Some(frame)).await.is_ok() {
+                            while let Some(Ok(_)) = socket.next().await {}
+                        }
+                    })
+                    .await;
+                    let _ = to_function.send(WsFrame::Close { code, reason }).await;
+                    return;
+                }
+                None => return,
+            },
+        }
+    }
+}
+
+/// The next frame from connection `id`, as `[kind, data, code, reason]`
+/// (kind 0 text, 1 binary, 2 close); `null` once it is gone. Received
+/// bytes count against the invocation's subrequest bytes.
+#[op2]
+#[serde]
+pub async fn op_isola_ws_next(
+    state: Rc<RefCell<OpState>>,
+    #[smi] id: u32,
+) -> Option<(u8, Option<String>, Option<ToJsBuffer>, u16, String)> {
+    let incoming = state
+        .borrow()
+        .borrow::<Clients>()
+        .clients
+        .get(&id)
+        .map(|client| client.incoming.clone())?;
+    // One reader at a time: the JavaScript side reads in one loop.
+    let mut receiver = incoming.borrow_mut().take()?;
+    let frame = receiver.recv().await;
+    *incoming.borrow_mut() = Some(receiver);
+    let budget = state.borrow().borrow::<FetchBudget>().clone();
+    match frame {
+        Some(WsFrame::Message(message)) => {
+            let read = budget.bytes.get() + message.len() as u64;
+            budget.bytes.set(read);
+            if read > budget.max_bytes {
+                drop_client(&state, id);
+                return Some((
+                    2,
+                    None,
+                    None,
+                    close_code::TOO_BIG,
+                    "this invocation may read at most its max_subrequest_mb from subrequests"
+                        .into(),
+                ));
+            }
+            Some(match message {
+                WsMessage::Text(text) => (0, Some(text), None, 0, String::new()),
+                WsMessage::Binary(bytes) => (1, None, Some(bytes.into()), 0, String::new()),
+            })
+        }
+        Some(WsFrame::Close { code, reason }) => {
+            drop_client(&state, id);
+            Some((2, None, None, code, reason))
+        }
+        None => {
+            drop_client(&state, id);
+            Some((2, None, None, close_code::ABNORMAL, String::new()))
+        }
+    }
+}
+
+/// Drops connection `id` (its task is aborted).
+fn drop_client(state: &Rc<RefCell<OpState>>, id: u32) {
+    let client = state
+        .borrow_mut()
+        .borrow_mut::<Clients>()
+        .clients
+        .remove(&id);
+    drop(client);
+}
+
+/// Sends a message on connection `id`: 0 queued, 1 closed, 2 too big, 3
+/// the server reads too slowly (the connection is closed).
+fn send(state: &mut OpState, id: u32, message: WsMessage) -> u32 {
+    let clients = state.borrow_mut::<Clients>();
+    let limits = clients.limits;
+    let length = message.len();
+    if length > limits.max_message {
+        return 2;
+    }
+    let Some(client) = clients.clients.get(&id) else {
+        return 1;
+    };
+    if client.queued.load(Ordering::Relaxed) + length > limits.max_buffered {
+        let _ = client.outgoing.send(WsFrame::Close {
+            code: close_code::POLICY,
+            reason: "the server reads too slowly".into(),
+        });
+        return 3;
+    }
+    client.queued.fetch_add(length, Ordering::Relaxed);
+    match client.outgoing.send(WsFrame::Message(message)) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+/// Sends a text message on an outbound connection (see [`send`]).
+#[op2(fast)]
+pub fn op_isola_ws_client_send_text(
+    state: &mut OpState,
+    #[smi] id: u32,
+    #[string] text: String,
+) -> u32 {
+    send(state, id, WsMessage::Text(text))
+}
+
+/// Sends a binary message on an outbound connection (see [`send`]).
+#[op2]
+pub fn op_isola_ws_client_send_binary(
+    state: &mut OpState,
+    #[smi] id: u32,
+    #[buffer] data: JsBuffer,
+) -> u32 {
+    send(state, id, WsMessage::Binary(data.to_vec()))
+}
+
+/// Starts closing an outbound connection; its close arrives through
+/// [`op_isola_ws_next`].
+#[op2(fast)]
+pub fn op_isola_ws_client_close(
+    state: &mut OpState,
+    #[smi] id: u32,
+    #[smi] code: u32,
+    #[string] reason: String,
+) {
+    let clients = state.borrow_mut::<Clients>();
+    if let Some(client) = clients.clients.get(&id) {
+        let code = u16::try_from(code).unwrap_or(close_code::NORMAL);
+        let _ = client.outgoing.send(WsFrame::Close { code, reason });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NetRules;
+
+    #[test]
+    fn rules_deny_private_ranges_unless_allowed() {
+        let rules = NetRules {
+            denied: vec![
+                "127.0.0.0/8".parse().unwrap(),
+                "10.0.0.0/8".parse().unwrap(),
+            ],
+            allowed: vec!["10.1.0.0/16".parse().unwrap()],
+        };
+        assert!(!rules.permits("127.0.0.1".parse().unwrap()));
+        assert!(!rules.permits("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!rules.permits("10.2.0.1".parse().unwrap()));
+        assert!(rules.permits("10.1.2.3".parse().unwrap()));
+        assert!(rules.permits("93.184.216.34".parse().unwrap()));
+    }
+}
