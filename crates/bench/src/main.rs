@@ -5,6 +5,7 @@
 
 mod runtime;
 mod stats;
+mod websocket;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,10 @@ enum Command {
     Warm(runtime::WarmArgs),
     /// Resident memory per warm idle isolate.
     Memory(runtime::MemoryArgs),
+    /// WebSocket echo load against a loopback server: messages/s and round trips.
+    WsEcho(websocket::EchoArgs),
+    /// Many idle WebSocket connections held open (for the server's memory).
+    WsIdle(websocket::IdleArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,6 +41,8 @@ fn main() -> anyhow::Result<()> {
             Command::Cold(args) => runtime::cold(args).await,
             Command::Warm(args) => runtime::warm(args).await,
             Command::Memory(args) => runtime::memory(args).await,
+            Command::WsEcho(args) => websocket::echo(args).await,
+            Command::WsIdle(args) => websocket::idle(args).await,
         }
     })
 }

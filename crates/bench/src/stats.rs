@@ -22,6 +22,11 @@ impl Samples {
         self.0[rank.clamp(1, self.0.len()) - 1]
     }
 
+    /// The samples themselves.
+    pub fn into_inner(self) -> Vec<Duration> {
+        self.0
+    }
+
     /// Number of samples.
     pub fn len(&self) -> usize {
         self.0.len()
