@@ -151,3 +151,48 @@ fn web_platform_conformance_scripts_pass() {
         failed.join("\n")
     );
 }
+
+#[test]
+fn dev_serves_websockets_and_prints_their_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("echo.js");
+    std::fs::write(
+        &file,
+        r#"export default { fetch() {
+            const [client, server] = Object.values(new WebSocketPair());
+            server.accept();
+            server.addEventListener("message", (e) => { console.log("heard", e.data); server.send(e.data); });
+            return new Response(null, { status: 101, webSocket: client });
+        } };"#,
+    )
+    .unwrap();
+    let dev = Dev::start(&file, &[]);
+    let address = dev.url.trim_start_matches("http://");
+    let stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (mut socket, _) = tungstenite::client(format!("ws://{address}/"), stream).unwrap();
+    socket.send(tungstenite::Message::text("hello")).unwrap();
+    assert_eq!(socket.read().unwrap(), tungstenite::Message::text("hello"));
+    socket.close(None).unwrap();
+    while socket.read().is_ok() {}
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut said = Vec::new();
+    while !said.iter().any(|l: &String| l.contains("closed 1005")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match dev.said.recv_timeout(left) {
+            Ok(line) => said.push(line),
+            Err(_) => panic!("isola dev did not print the close: {said:?}"),
+        }
+    }
+    assert!(
+        said.iter().any(|l| l.contains("101 WebSocket open")),
+        "{said:?}"
+    );
+    assert!(said.iter().any(|l| l == "[info] heard hello"), "{said:?}");
+    assert!(
+        said.iter().any(|l| l.contains("1 messages in, 1 out")),
+        "{said:?}"
+    );
+}

@@ -1,32 +1,14 @@
-//! WebSocket connections to functions. A request with `Upgrade: websocket`
-//! runs the function like any other; only when it answers `101` with the
-//! client end of a `WebSocketPair` does the node complete the handshake
-//! (hyper's upgrade) and relay frames both ways until either side closes.
-//!
-//! Who pays and what bounds it: the node holds at most
-//! `ServerConfig::max_websockets` connections, a function at most its
-//! `websocket_connections`; a message is at most `websocket_message_kb`;
-//! a connection closes after `websocket_idle_s` without a message and
-//! after `websocket_lifetime_s` in all. Each client event runs under the
-//! limits of one invocation and waits for the previous one, so a client
-//! that sends faster than its function handles stops being read; what the
-//! function sends is held back at most a bound per client (then the client
-//! is dropped) and its memory limit over all. The connection's record,
-//! with its totals, is written when it ends.
+//! Relaying one accepted WebSocket connection: client messages to the
+//! function one event at a time, the function's frames to the client,
+//! closes either way, and the idle and lifetime limits.
 
-use crate::respond::{self, Audience};
-use crate::routes::{self, Ran};
-use crate::AppState;
-use axum::body::Body;
-use axum::extract::Request;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::Response;
+use super::{Ended, Watcher};
 use futures::{SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use isola_core::websocket::{close_code, EventReport, SocketEvent, SocketLink, WsFrame, WsMessage};
-use isola_core::{InvocationInput, InvocationOutput, Limits, LogEntry, LogLevel};
-use isola_store::{InvocationRecord, SocketStats};
+use isola_core::Limits;
+use isola_store::SocketStats;
 use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -35,149 +17,38 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
-/// What the node keeps of an upgrade request until the function answers.
-pub struct Upgrade {
-    on_upgrade: OnUpgrade,
-    key: String,
-}
-
-/// The upgrade of `request`, when it asks for a WebSocket; `Err` with the
-/// answer when it asks for one the node cannot give (not HTTP/1.1 GET,
-/// no key, another version).
-pub fn take(request: &mut Request) -> Option<Result<Upgrade, Response>> {
-    let headers = request.headers();
-    let asks = headers
-        .get_all(header::UPGRADE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',')
-                .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
-        });
-    if !asks {
-        return None;
-    }
-    let key = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let version_13 = headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .is_some_and(|v| v == "13");
-    let on_upgrade = request.extensions_mut().remove::<OnUpgrade>();
-    let bad = |status| Some(Err(respond::plain(status)));
-    match (
-        request.method() == axum::http::Method::GET,
-        key,
-        version_13,
-        on_upgrade,
-    ) {
-        (true, Some(key), true, Some(on_upgrade)) => Some(Ok(Upgrade { on_upgrade, key })),
-        (true, Some(_), false, _) => {
-            let mut answer = respond::plain(StatusCode::UPGRADE_REQUIRED);
-            answer.headers_mut().insert(
-                header::SEC_WEBSOCKET_VERSION,
-                HeaderValue::from_static("13"),
-            );
-            Some(Err(answer))
-        }
-        _ => bad(StatusCode::BAD_REQUEST),
-    }
-}
-
-/// Runs the function for an upgrade request and, when it accepts, starts
-/// relaying the connection; answers as the public sees it.
-pub async fn serve(
-    state: AppState,
-    name: String,
-    input: InvocationInput,
-    upgrade: Upgrade,
-) -> Response {
-    let Ok(permit) = state.websockets.clone().try_acquire_owned() else {
-        return respond::failure(
-            Audience::Public,
-            crate::ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the node holds as many WebSocket connections as it may",
-            ),
-        );
-    };
-    let ran = match routes::run_unrecorded(&state, &name, input).await {
-        Ok(ran) => ran,
-        Err(error) => return respond::failure(Audience::Public, error),
-    };
-    let Ran {
-        id,
-        mut outcome,
-        record,
-        limits,
-    } = ran;
-    let link = match &outcome.result {
-        Ok(InvocationOutput::Http(response)) => response.upgrade.take(),
-        _ => None,
-    };
-    let Some(link) = link else {
-        state.recorder.record(record);
-        let limit = state.config.max_response_bytes;
-        return respond::invocation(Audience::Public, limit, &id, outcome);
-    };
-    let Ok(InvocationOutput::Http(accepted)) = std::mem::replace(
-        &mut outcome.result,
-        Ok(InvocationOutput::Json(serde_json::Value::Null)),
-    ) else {
-        unreachable!("a link comes with an HTTP response");
-    };
-    let mut response = Response::new(Body::empty());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    for (name, value) in &accepted.headers {
-        if name.eq_ignore_ascii_case("sec-websocket-protocol") {
-            if let Ok(value) = HeaderValue::try_from(value.as_str()) {
-                response
-                    .headers_mut()
-                    .insert(header::SEC_WEBSOCKET_PROTOCOL, value);
-            }
-        }
-    }
-    let headers = response.headers_mut();
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    let accept = tungstenite::handshake::derive_accept_key(upgrade.key.as_bytes());
-    if let Ok(accept) = HeaderValue::try_from(accept) {
-        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-    }
-    let connection = Connection {
-        link,
-        limits,
-        record,
-        stats: SocketStats::default(),
-        started: Instant::now(),
-        _permit: permit,
-    };
-    tokio::spawn(connection.run(state, upgrade.on_upgrade));
-    response
-}
-
 /// One relayed connection.
-struct Connection {
+pub(super) struct Connection {
     link: SocketLink,
     limits: Limits,
-    record: InvocationRecord,
+    watcher: Option<Box<dyn Watcher>>,
     stats: SocketStats,
     started: Instant,
     /// Its place among the node's connections.
-    _permit: OwnedSemaphorePermit,
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 /// How long a close waits for the other side's close.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
-/// Console lines kept in a connection's record, at most.
-const MAX_LINES: usize = 1000;
-
 impl Connection {
-    async fn run(mut self, state: AppState, on_upgrade: OnUpgrade) {
-        let started_cpu = self.record.cpu_us;
+    pub(super) fn new(
+        link: SocketLink,
+        limits: Limits,
+        watcher: Box<dyn Watcher>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Self {
+        Self {
+            link,
+            limits,
+            watcher: Some(watcher),
+            stats: SocketStats::default(),
+            started: Instant::now(),
+            _permit: permit,
+        }
+    }
+
+    pub(super) async fn run(mut self, on_upgrade: OnUpgrade) {
         let close = match on_upgrade.await {
             Ok(upgraded) => {
                 let max = self.limits.websocket_message_bytes();
@@ -196,13 +67,13 @@ impl Connection {
             Err(_) => self.tell(close_code::ABNORMAL, "").await,
         };
         self.stats.close_code = close;
-        self.record.websocket = Some(self.stats);
-        self.record.duration_us += self.started.elapsed().as_micros() as u64;
-        tracing::debug!(
-            cpu_us = self.record.cpu_us - started_cpu,
-            "websocket closed"
-        );
-        state.recorder.record(self.record);
+        let ended = Ended {
+            stats: self.stats,
+            open: self.started.elapsed(),
+        };
+        if let Some(watcher) = self.watcher.take() {
+            watcher.end(ended);
+        }
     }
 
     /// Relays until either side closes; the close code.
@@ -368,22 +239,8 @@ impl Connection {
         };
         self.link.events.send(event).await.ok()?;
         let report = report.await.ok()?;
-        self.record.cpu_us += report.cpu_us;
-        let room = MAX_LINES.saturating_sub(self.record.logs.len());
-        let dropped = report.logs.len().saturating_sub(room);
-        self.record
-            .logs
-            .extend(report.logs.iter().take(room).cloned());
-        if dropped > 0 && room > 0 {
-            self.record.logs.push(LogEntry {
-                level: LogLevel::Warn,
-                message: format!("console lines past {MAX_LINES} of this connection are dropped"),
-            });
-        }
-        if let Some(error) = &report.error {
-            self.record.status = "error".into();
-            self.record.error_code = Some(error.code.as_str().to_string());
-            self.record.error_message = Some(respond::error_detail(error));
+        if let Some(watcher) = self.watcher.as_mut() {
+            watcher.event(&report);
         }
         Some(report)
     }

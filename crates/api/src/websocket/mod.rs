@@ -1,0 +1,226 @@
+//! WebSocket connections to functions. A request with `Upgrade: websocket`
+//! runs the function like any other; only when it answers `101` with the
+//! client end of a `WebSocketPair` does the node complete the handshake
+//! (hyper's upgrade) and relay frames both ways until either side closes.
+//!
+//! Who pays and what bounds it: the node holds at most
+//! `ServerConfig::max_websockets` connections, a function at most its
+//! `websocket_connections`; a message is at most `websocket_message_kb`;
+//! a connection closes after `websocket_idle_s` without a message and
+//! after `websocket_lifetime_s` in all. Each client event runs under the
+//! limits of one invocation and waits for the previous one, so a client
+//! that sends faster than its function handles stops being read; what the
+//! function sends is held back at most a bound per client (then the client
+//! is dropped) and its memory limit over all. The connection's record,
+//! with its totals, is written when it ends.
+
+mod relay;
+
+use crate::respond::{self, Audience};
+use crate::routes::{self, Ran};
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use hyper::upgrade::OnUpgrade;
+use isola_core::websocket::{EventReport, SocketLink};
+use isola_core::{InvocationInput, InvocationOutput, Limits, LogEntry, LogLevel};
+use isola_store::{InvocationRecord, SocketStats};
+use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_tungstenite::tungstenite;
+
+/// What the node keeps of an upgrade request until the function answers.
+pub struct Upgrade {
+    on_upgrade: OnUpgrade,
+    key: String,
+}
+
+/// The upgrade of `request`, when it asks for a WebSocket; `Err` with the
+/// answer when it asks for one the node cannot give (not HTTP/1.1 GET,
+/// no key, another version).
+pub fn take(request: &mut Request) -> Option<Result<Upgrade, Response>> {
+    let headers = request.headers();
+    let asks = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+        });
+    if !asks {
+        return None;
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let version_13 = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v == "13");
+    let on_upgrade = request.extensions_mut().remove::<OnUpgrade>();
+    let bad = |status| Some(Err(respond::plain(status)));
+    match (
+        request.method() == axum::http::Method::GET,
+        key,
+        version_13,
+        on_upgrade,
+    ) {
+        (true, Some(key), true, Some(on_upgrade)) => Some(Ok(Upgrade { on_upgrade, key })),
+        (true, Some(_), false, _) => {
+            let mut answer = respond::plain(StatusCode::UPGRADE_REQUIRED);
+            answer.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+            Some(Err(answer))
+        }
+        _ => bad(StatusCode::BAD_REQUEST),
+    }
+}
+
+/// Runs the function for an upgrade request and, when it accepts, starts
+/// relaying the connection; answers as the public sees it.
+pub async fn serve(
+    state: AppState,
+    name: String,
+    input: InvocationInput,
+    upgrade: Upgrade,
+) -> Response {
+    let Ok(permit) = state.websockets.clone().try_acquire_owned() else {
+        return respond::failure(
+            Audience::Public,
+            crate::ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the node holds as many WebSocket connections as it may",
+            ),
+        );
+    };
+    let ran = match routes::run_unrecorded(&state, &name, input).await {
+        Ok(ran) => ran,
+        Err(error) => return respond::failure(Audience::Public, error),
+    };
+    let Ran {
+        id,
+        mut outcome,
+        record,
+        limits,
+    } = ran;
+    let link = match &outcome.result {
+        Ok(InvocationOutput::Http(response)) => response.upgrade.take(),
+        _ => None,
+    };
+    let Some(link) = link else {
+        state.recorder.record(record);
+        let limit = state.config.max_response_bytes;
+        return respond::invocation(Audience::Public, limit, &id, outcome);
+    };
+    let Ok(InvocationOutput::Http(accepted)) = std::mem::replace(
+        &mut outcome.result,
+        Ok(InvocationOutput::Json(serde_json::Value::Null)),
+    ) else {
+        unreachable!("a link comes with an HTTP response");
+    };
+    let watcher = Recorded {
+        record,
+        recorder: state.recorder.clone(),
+    };
+    accept(
+        upgrade,
+        link,
+        &accepted.headers,
+        limits,
+        Box::new(watcher),
+        Some(permit),
+    )
+}
+
+/// The `101` answer to an upgrade the function accepted with `headers`;
+/// starts relaying the connection, watched by `watcher`.
+pub fn accept(
+    upgrade: Upgrade,
+    link: SocketLink,
+    headers: &[(String, String)],
+    limits: Limits,
+    watcher: Box<dyn Watcher>,
+    permit: Option<OwnedSemaphorePermit>,
+) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("sec-websocket-protocol") {
+            if let Ok(value) = HeaderValue::try_from(value.as_str()) {
+                response
+                    .headers_mut()
+                    .insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+            }
+        }
+    }
+    let out = response.headers_mut();
+    out.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    out.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    let key = tungstenite::handshake::derive_accept_key(upgrade.key.as_bytes());
+    if let Ok(key) = HeaderValue::try_from(key) {
+        out.insert(header::SEC_WEBSOCKET_ACCEPT, key);
+    }
+    let connection = relay::Connection::new(link, limits, watcher, permit);
+    tokio::spawn(connection.run(upgrade.on_upgrade));
+    response
+}
+
+/// What follows a relayed connection: each event's report, and its end.
+pub trait Watcher: Send + 'static {
+    /// One event ran in the function.
+    fn event(&mut self, report: &EventReport);
+    /// The connection ended.
+    fn end(self: Box<Self>, ended: Ended);
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Ended {
+    /// What went over it.
+    pub stats: SocketStats,
+    /// How long it was open.
+    pub open: Duration,
+}
+
+/// Console lines kept in a connection's record, at most.
+const MAX_LINES: usize = 1000;
+
+/// `isola serve`'s watcher: the connection's invocation record, written
+/// when it ends with its totals, CPU time and console lines.
+struct Recorded {
+    record: InvocationRecord,
+    recorder: crate::recorder::Recorder,
+}
+
+impl Watcher for Recorded {
+    fn event(&mut self, report: &EventReport) {
+        let record = &mut self.record;
+        record.cpu_us += report.cpu_us;
+        let room = MAX_LINES.saturating_sub(record.logs.len());
+        let dropped = report.logs.len().saturating_sub(room);
+        record.logs.extend(report.logs.iter().take(room).cloned());
+        if dropped > 0 && room > 0 {
+            record.logs.push(LogEntry {
+                level: LogLevel::Warn,
+                message: format!("console lines past {MAX_LINES} of this connection are dropped"),
+            });
+        }
+        if let Some(error) = &report.error {
+            record.status = "error".into();
+            record.error_code = Some(error.code.as_str().to_string());
+            record.error_message = Some(respond::error_detail(error));
+        }
+    }
+
+    fn end(mut self: Box<Self>, ended: Ended) {
+        self.record.websocket = Some(ended.stats);
+        self.record.duration_us += ended.open.as_micros() as u64;
+        self.recorder.record(self.record);
+    }
+}
