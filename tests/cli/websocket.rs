@@ -27,6 +27,15 @@ export default {
         server.close(4000, "asked");
       } else if (data.startsWith("all:")) {
         for (const other of clients) other.send(data.slice(4));
+      } else if (data === "flood") {
+        // A client that does not read: the node drops it, not buffers on.
+        const chunk = "x".repeat(512 * 1024);
+        let sent = 0;
+        while (server.readyState === WebSocket.OPEN && sent < 1000) {
+          server.send(chunk);
+          sent++;
+        }
+        console.log("flood stopped after", sent);
       } else if (data === "spin") {
         for (;;) {}
       } else if (data === "throw") {
@@ -333,4 +342,34 @@ fn outbound_websockets_reach_allowed_hosts_only() {
         "{refused}"
     );
     thread.join().unwrap();
+}
+
+#[test]
+fn a_client_that_does_not_read_is_dropped_not_buffered() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.deploy_function("room", ROOM);
+    let mut slow = connect(&server, "room").unwrap();
+    slow.send(Message::text("flood")).unwrap();
+    // 1,000 half-MiB messages were asked for; the node held back at most
+    // twice the message limit (2 MiB) beyond what the sockets took.
+    let logs = server.list_of("/v1/functions/room/logs", 1);
+    let line = logs
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .find(|m| m.starts_with("flood stopped after"))
+        .unwrap_or_else(|| panic!("{logs:?}"));
+    let sent: usize = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(sent < 100, "{line}");
+    // What reached the client ends without a close: it was dropped.
+    let mut read = 0usize;
+    loop {
+        match slow.read() {
+            Ok(Message::Text(text)) => read += text.len(),
+            Ok(Message::Close(_)) => panic!("a dropped client got a close frame"),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    assert!(read < sent * 512 * 1024 + 1, "{read}");
 }
