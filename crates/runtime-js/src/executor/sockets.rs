@@ -166,10 +166,12 @@ impl Host {
             }
             None => EventReport::default(),
         };
-        if closing {
-            if let Some(isolate) = self.isolate.as_mut() {
+        if let Some(isolate) = self.isolate.as_mut() {
+            if closing {
                 isolate.forget_socket(event.socket);
             }
+            // A pair made by a listener can never be returned in a 101.
+            isolate.forget_unused_sockets();
         }
         if !self.pending_logs.is_empty() {
             let mut logs = std::mem::take(&mut self.pending_logs);
