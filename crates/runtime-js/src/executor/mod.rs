@@ -157,6 +157,7 @@ const ANSWER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// What every worker thread of an executor shares.
 struct Common {
     executor: u64,
+    quarantined: Arc<Quarantine>,
     watchdog: CpuWatchdog,
     code_cache: Arc<CodeCache>,
     transpiled: Arc<TranspileCache>,
@@ -182,6 +183,7 @@ impl Common {
         let in_flight = Arc::new(AtomicUsize::new(0));
         let worker = WorkerSetup {
             executor: self.executor,
+            quarantined: self.quarantined.clone(),
             queue: shared,
             own_queue,
             in_flight: in_flight.clone(),
@@ -215,7 +217,7 @@ pub struct Executor {
     jobs: async_channel::Sender<Job>,
     admission: Arc<Admission>,
     /// Functions that broke a limit recently, and the worker they run on.
-    quarantined: Quarantine,
+    quarantined: Arc<Quarantine>,
     quarantine: WorkerHandle,
     workers: Vec<WorkerHandle>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -231,8 +233,10 @@ impl Executor {
         let workers = config.workers.max(1);
         let (jobs, queue) = async_channel::bounded(config.queue_capacity.max(1));
         let id = NEXT_EXECUTOR.fetch_add(1, Ordering::Relaxed);
+        let quarantined = Arc::new(Quarantine::default());
         let common = Common {
             executor: id,
+            quarantined: quarantined.clone(),
             watchdog: CpuWatchdog::start(),
             code_cache: Arc::new(CodeCache::default()),
             transpiled: Arc::new(TranspileCache::default()),
@@ -257,7 +261,7 @@ impl Executor {
             id,
             jobs,
             admission: Arc::new(Admission::new(common.config.max_admitted_memory_mb)),
-            quarantined: Quarantine::default(),
+            quarantined,
             quarantine,
             workers: handles,
             threads,
@@ -342,10 +346,10 @@ impl Executor {
     /// idle, else on the shared queue.
     fn submit(&self, job: Job) -> Result<(), FunctionError> {
         let home = &self.workers[home_worker(job.function_id(), self.workers.len())];
-        let queue = if job.is_upgrade() {
-            &home.jobs
-        } else if self.quarantined.holds(job.function_id()) {
+        let queue = if self.quarantined.holds(job.function_id()) {
             &self.quarantine.jobs
+        } else if job.is_upgrade() {
+            &home.jobs
         } else if home.in_flight.load(Ordering::Relaxed) == 0 {
             &home.jobs
         } else {

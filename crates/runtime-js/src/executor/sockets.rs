@@ -8,8 +8,9 @@
 //! The host holds its function's memory reservation while connections are
 //! open, refuses connections past `websocket_connections`, closes them all
 //! with 1012 when the version is evicted (a redeploy) and with 1011 when
-//! the function breaks a limit, and gives its isolate back to the warm
-//! pool when its last connection closes.
+//! the function breaks a limit (which quarantines it: its next connections
+//! are hosted on the quarantine worker), and gives its isolate back to the
+//! warm pool when its last connection closes.
 
 use super::*;
 use isola_core::websocket::{close_code, EventReport, SocketEvent, WsFrame};
@@ -172,6 +173,13 @@ impl Host {
             }
             // A pair made by a listener can never be returned in a 101.
             isolate.forget_unused_sockets();
+        }
+        let broke = report.error.as_ref().is_some_and(|error| {
+            matches!(error.code, ErrorCode::CpuLimit | ErrorCode::MemoryLimit)
+        });
+        if broke {
+            // Its next connections run on the quarantine worker.
+            self.worker.quarantined.admit(&self.source.id);
         }
         if !self.pending_logs.is_empty() {
             let mut logs = std::mem::take(&mut self.pending_logs);

@@ -21,6 +21,7 @@ impl Pooled for FunctionIsolate {
 /// What a worker thread starts with.
 pub(super) struct WorkerSetup {
     pub(super) executor: u64,
+    pub(super) quarantined: Arc<Quarantine>,
     pub(super) queue: async_channel::Receiver<Job>,
     pub(super) own_queue: async_channel::Receiver<Job>,
     pub(super) in_flight: Arc<AtomicUsize>,
@@ -52,6 +53,8 @@ pub(super) struct Worker {
     cpu_estimates: RefCell<std::collections::HashMap<String, u64>>,
     /// The isolates holding WebSocket connections, by function version.
     hosts: Hosts,
+    /// Functions that broke a limit recently (a WebSocket listener too).
+    quarantined: Arc<Quarantine>,
 }
 
 impl Worker {
@@ -160,6 +163,7 @@ impl WorkerSetup {
             waiting_in_place: Cell::new(0),
             cpu_estimates: RefCell::default(),
             hosts: Hosts::default(),
+            quarantined: self.quarantined.clone(),
         });
         let slots = worker.slots.clone();
         if !self.quarantine {
