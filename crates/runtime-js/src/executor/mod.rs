@@ -343,14 +343,12 @@ impl Executor {
     }
 
     /// Queues a job on the home worker of its function when that worker is
-    /// idle, else on the shared queue.
+    /// idle (always, for a WebSocket request), else on the shared queue.
     fn submit(&self, job: Job) -> Result<(), FunctionError> {
         let home = &self.workers[home_worker(job.function_id(), self.workers.len())];
         let queue = if self.quarantined.holds(job.function_id()) {
             &self.quarantine.jobs
-        } else if job.is_upgrade() {
-            &home.jobs
-        } else if home.in_flight.load(Ordering::Relaxed) == 0 {
+        } else if job.is_upgrade() || home.in_flight.load(Ordering::Relaxed) == 0 {
             &home.jobs
         } else {
             &self.jobs
