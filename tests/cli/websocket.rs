@@ -373,3 +373,26 @@ fn a_client_that_does_not_read_is_dropped_not_buffered() {
     }
     assert!(read < sent * 512 * 1024 + 1, "{read}");
 }
+
+#[test]
+fn a_connection_ends_at_its_lifetime_however_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.create_function("brief");
+    let limits = serde_json::json!({ "websocket_lifetime_s": 1, "websocket_idle_s": 60 });
+    deploy(&server, "brief", ROOM, limits);
+    let mut busy = connect(&server, "brief").unwrap();
+    let started = Instant::now();
+    // Never idle: a message every 100 ms, until the node closes it.
+    let code = loop {
+        assert!(started.elapsed() < Duration::from_secs(5), "still open");
+        busy.send(Message::text("hi")).unwrap();
+        match busy.read().unwrap() {
+            Message::Text(_) => std::thread::sleep(Duration::from_millis(100)),
+            Message::Close(frame) => break frame.map(|f| f.code),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(code, Some(CloseCode::Policy));
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
