@@ -17,6 +17,9 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
+/// The connection, upgraded.
+type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
 /// One relayed connection.
 pub(super) struct Connection {
     link: SocketLink,
@@ -77,10 +80,7 @@ impl Connection {
     }
 
     /// Relays until either side closes; the close code.
-    async fn relay(
-        &mut self,
-        mut socket: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
-    ) -> u16 {
+    async fn relay(&mut self, mut socket: Socket) -> u16 {
         let idle = Duration::from_secs(self.limits.websocket_idle_s.into());
         let lifetime =
             tokio::time::sleep(Duration::from_secs(self.limits.websocket_lifetime_s.into()));
@@ -91,30 +91,8 @@ impl Connection {
             tokio::select! {
                 incoming = socket.next() => {
                     idle_until = Instant::now() + idle;
-                    match incoming {
-                        Some(Ok(Message::Text(text))) => {
-                            let message = WsMessage::Text(text.as_str().to_string());
-                            if let Some(code) = self.received(&mut socket, message).await {
-                                return code;
-                            }
-                        }
-                        Some(Ok(Message::Binary(bytes))) => {
-                            if let Some(code) = self.received(&mut socket, WsMessage::Binary(bytes.to_vec())).await {
-                                return code;
-                            }
-                        }
-                        Some(Ok(Message::Close(frame))) => {
-                            let (code, reason) = frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.as_str().to_string()));
-                            self.tell(code, &reason).await;
-                            // tungstenite answers the close; flushing sends it.
-                            let _ = tokio::time::timeout(CLOSE_WAIT, socket.flush()).await;
-                            return code;
-                        }
-                        Some(Ok(_)) => {}
-                        Some(Err(tungstenite::Error::Capacity(_))) => {
-                            return self.close(&mut socket, close_code::TOO_BIG, "message too big").await;
-                        }
-                        Some(Err(_)) | None => return self.tell(close_code::ABNORMAL, "").await,
+                    if let Some(code) = self.client_sent(&mut socket, incoming).await {
+                        return code;
                     }
                 }
                 outgoing = self.link.outgoing.recv() => match outgoing {
@@ -144,13 +122,43 @@ impl Connection {
         }
     }
 
+    /// Takes what the client sent: a message goes to the function, a close
+    /// or an error ends the connection (its close code).
+    async fn client_sent(
+        &mut self,
+        socket: &mut Socket,
+        incoming: Option<Result<Message, tungstenite::Error>>,
+    ) -> Option<u16> {
+        match incoming {
+            Some(Ok(Message::Text(text))) => {
+                let message = WsMessage::Text(text.as_str().to_string());
+                self.received(socket, message).await
+            }
+            Some(Ok(Message::Binary(bytes))) => {
+                self.received(socket, WsMessage::Binary(bytes.to_vec()))
+                    .await
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let (code, reason) = frame.map_or((1005, String::new()), |f| {
+                    (u16::from(f.code), f.reason.as_str().to_string())
+                });
+                self.tell(code, &reason).await;
+                // tungstenite answers the close; flushing sends it.
+                let _ = tokio::time::timeout(CLOSE_WAIT, socket.flush()).await;
+                Some(code)
+            }
+            Some(Ok(_)) => None,
+            Some(Err(tungstenite::Error::Capacity(_))) => Some(
+                self.close(socket, close_code::TOO_BIG, "message too big")
+                    .await,
+            ),
+            Some(Err(_)) | None => Some(self.tell(close_code::ABNORMAL, "").await),
+        }
+    }
+
     /// Hands a client's message to the function; a close code when that
     /// ended the connection.
-    async fn received(
-        &mut self,
-        socket: &mut WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
-        message: WsMessage,
-    ) -> Option<u16> {
+    async fn received(&mut self, socket: &mut Socket, message: WsMessage) -> Option<u16> {
         self.stats.messages_in += 1;
         self.stats.bytes_in += message.len() as u64;
         let report = self.deliver(WsFrame::Message(message)).await;
@@ -174,11 +182,7 @@ impl Connection {
 
     /// Writes a message of the function's; `false` when the client is gone
     /// or too slow.
-    async fn send(
-        &mut self,
-        socket: &mut WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
-        message: WsMessage,
-    ) -> bool {
+    async fn send(&mut self, socket: &mut Socket, message: WsMessage) -> bool {
         let length = message.len();
         self.stats.messages_out += 1;
         self.stats.bytes_out += length as u64;
@@ -198,12 +202,7 @@ impl Connection {
     /// Tells the function, then closes with `code` and `reason` and waits
     /// briefly for the client's answer: a client that saw the close can
     /// count on the function having seen it too.
-    async fn close(
-        &mut self,
-        socket: &mut WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
-        code: u16,
-        reason: &str,
-    ) -> u16 {
+    async fn close(&mut self, socket: &mut Socket, code: u16, reason: &str) -> u16 {
         self.tell(code, reason).await;
         let frame = CloseFrame {
             code: CloseCode::from(code),

@@ -111,59 +111,17 @@ pub async fn op_isola_ws_connect(
     #[string] url: String,
     #[serde] protocols: Vec<String>,
 ) -> Result<(u32, String), JsErrorBox> {
-    let (budget, rules, limits) = {
-        let state = state.borrow();
-        let clients = state.borrow::<Clients>();
-        (
-            state.borrow::<FetchBudget>().clone(),
-            clients.rules.clone(),
-            clients.limits,
-        )
-    };
-    let made = budget.subrequests.get() + 1;
-    budget.subrequests.set(made);
-    if made > budget.max_subrequests {
-        return Err(refused(format!(
-            "WebSocket refused: an invocation may make at most {} subrequests",
-            budget.max_subrequests
-        )));
-    }
-    if state.borrow().borrow::<Clients>().clients.len() >= budget.max_subrequests as usize {
-        return Err(refused(format!(
-            "WebSocket refused: a function may hold at most {} outbound connections (its max_subrequests)",
-            budget.max_subrequests
-        )));
-    }
-    let parsed =
-        url::Url::parse(&url).map_err(|e| refused(format!("invalid WebSocket URL: {e}")))?;
-    let tls = match parsed.scheme() {
-        "ws" => false,
-        "wss" => true,
-        other => {
-            return Err(refused(format!(
-                "a WebSocket URL is ws: or wss:, not {other}:"
-            )))
-        }
-    };
-    let host = parsed
-        .host_str()
-        .ok_or_else(|| refused("the WebSocket URL has no host"))?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let port = parsed
-        .port_or_known_default()
-        .unwrap_or(if tls { 443 } else { 80 });
+    let (budget, rules, limits) = admit(&state)?;
+    let target = Target::parse(&url)?;
     let connect = async {
-        let stream = connect_permitted(&host, port, &rules).await?;
+        let stream = connect_permitted(&target.host, target.port, &rules).await?;
         let mut request = url
             .as_str()
             .into_client_request()
             .map_err(|e| refused(format!("invalid WebSocket request: {e}")))?;
         if !protocols.is_empty() {
-            let value = protocols.join(", ");
-            let value = value
+            let value = protocols
+                .join(", ")
                 .parse()
                 .map_err(|_| refused("invalid WebSocket protocols"))?;
             request
@@ -173,39 +131,94 @@ pub async fn op_isola_ws_connect(
         let config = WebSocketConfig::default()
             .max_message_size(Some(limits.max_message))
             .max_frame_size(Some(limits.max_message));
-        if tls {
-            let stream = tls_stream(stream, &host)?;
+        if target.tls {
+            let stream = tls_stream(stream, &target.host)?;
             handshake(request, stream, config).await
         } else {
             handshake(request, stream, config).await
         }
     };
-    let (socket_task, protocol, incoming, outgoing, queued) =
-        match tokio::time::timeout(budget.timeout, connect).await {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(refused(format!(
-                    "WebSocket timed out: no handshake within {} ms",
-                    budget.timeout.as_millis()
-                )))
-            }
-        };
+    let Ok(handshaken) = tokio::time::timeout(budget.timeout, connect).await else {
+        return Err(refused(format!(
+            "WebSocket timed out: no handshake within {} ms",
+            budget.timeout.as_millis()
+        )));
+    };
+    let (socket_task, protocol, incoming, outgoing, queued) = handshaken?;
     // The relay is `Send`: it runs on the worker's runtime beside the isolate.
     let task = tokio::spawn(socket_task).abort_handle();
     let mut state = state.borrow_mut();
     let clients = state.borrow_mut::<Clients>();
     let id = clients.next;
     clients.next = clients.next.wrapping_add(1);
-    clients.clients.insert(
-        id,
-        Client {
-            outgoing,
-            queued,
-            incoming: Rc::new(RefCell::new(Some(incoming))),
-            task,
-        },
-    );
+    let incoming = Rc::new(RefCell::new(Some(incoming)));
+    let client = Client {
+        outgoing,
+        queued,
+        incoming,
+        task,
+    };
+    clients.clients.insert(id, client);
     Ok((id, protocol))
+}
+
+/// Counts a connection as a subrequest, refusing it past the invocation's
+/// `max_subrequests` (and past as many open at once); the budget, the
+/// rules and the limits it is made under.
+fn admit(
+    state: &Rc<RefCell<OpState>>,
+) -> Result<(FetchBudget, NetRules, SocketLimits), JsErrorBox> {
+    let state = state.borrow();
+    let clients = state.borrow::<Clients>();
+    let budget = state.borrow::<FetchBudget>().clone();
+    let made = budget.subrequests.get() + 1;
+    budget.subrequests.set(made);
+    if made > budget.max_subrequests {
+        return Err(refused(format!(
+            "WebSocket refused: an invocation may make at most {} subrequests",
+            budget.max_subrequests
+        )));
+    }
+    if clients.clients.len() >= budget.max_subrequests as usize {
+        return Err(refused(format!(
+            "WebSocket refused: a function may hold at most {} outbound connections (its max_subrequests)",
+            budget.max_subrequests
+        )));
+    }
+    Ok((budget, clients.rules.clone(), clients.limits))
+}
+
+/// Where a WebSocket URL points.
+struct Target {
+    tls: bool,
+    host: String,
+    port: u16,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Self, JsErrorBox> {
+        let parsed =
+            url::Url::parse(url).map_err(|e| refused(format!("invalid WebSocket URL: {e}")))?;
+        let tls = match parsed.scheme() {
+            "ws" => false,
+            "wss" => true,
+            other => {
+                return Err(refused(format!(
+                    "a WebSocket URL is ws: or wss:, not {other}:"
+                )))
+            }
+        };
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| refused("the WebSocket URL has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = parsed
+            .port_or_known_default()
+            .unwrap_or(if tls { 443 } else { 80 });
+        Ok(Self { tls, host, port })
+    }
 }
 
 /// A TCP connection to the first permitted address of `host`.
@@ -294,6 +307,42 @@ where
     Ok((Box::pin(task), protocol, incoming, outgoing, queued))
 }
 
+/// What a read from the server means for the function.
+enum Read {
+    /// A message to hand over.
+    Message(WsFrame),
+    /// Nothing for the function (a ping, a pong).
+    Nothing,
+    /// The end, with the close to hand over.
+    End(WsFrame),
+}
+
+fn read(incoming: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>) -> Read {
+    let gone = |code: u16| {
+        Read::End(WsFrame::Close {
+            code,
+            reason: String::new(),
+        })
+    };
+    match incoming {
+        Some(Ok(Message::Text(text))) => {
+            Read::Message(WsFrame::Message(WsMessage::Text(text.as_str().to_string())))
+        }
+        Some(Ok(Message::Binary(bytes))) => {
+            Read::Message(WsFrame::Message(WsMessage::Binary(bytes.to_vec())))
+        }
+        Some(Ok(Message::Close(frame))) => {
+            let (code, reason) = frame.map_or((1005, String::new()), |f| {
+                (u16::from(f.code), f.reason.as_str().to_string())
+            });
+            Read::End(WsFrame::Close { code, reason })
+        }
+        Some(Ok(_)) => Read::Nothing,
+        Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => gone(close_code::TOO_BIG),
+        Some(Err(_)) | None => gone(close_code::ABNORMAL),
+    }
+}
+
 /// Relays one connection until either side closes.
 async fn relay<S>(
     mut socket: tokio_tungstenite::WebSocketStream<S>,
@@ -303,36 +352,22 @@ async fn relay<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let gone = |code: u16| WsFrame::Close {
-        code,
-        reason: String::new(),
-    };
     loop {
         tokio::select! {
-            incoming = socket.next() => {
-                let frame = match incoming {
-                    Some(Ok(Message::Text(text))) => WsFrame::Message(WsMessage::Text(text.as_str().to_string())),
-                    Some(Ok(Message::Binary(bytes))) => WsFrame::Message(WsMessage::Binary(bytes.to_vec())),
-                    Some(Ok(Message::Close(frame))) => {
-                        let _ = tokio::time::timeout(CLOSE_WAIT, socket.flush()).await;
-                        let (code, reason) = frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.as_str().to_string()));
-                        let _ = to_function.send(WsFrame::Close { code, reason }).await;
+            incoming = socket.next() => match read(incoming) {
+                Read::Message(frame) => {
+                    if to_function.send(frame).await.is_err() {
                         return;
                     }
-                    Some(Ok(_)) => continue,
-                    Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
-                        let _ = to_function.send(gone(close_code::TOO_BIG)).await;
-                        return;
-                    }
-                    Some(Err(_)) | None => {
-                        let _ = to_function.send(gone(close_code::ABNORMAL)).await;
-                        return;
-                    }
-                };
-                if to_function.send(frame).await.is_err() {
+                }
+                Read::Nothing => {}
+                Read::End(close) => {
+                    // tungstenite answers a close; flushing sends it.
+                    let _ = tokio::time::timeout(CLOSE_WAIT, socket.flush()).await;
+                    let _ = to_function.send(close).await;
                     return;
                 }
-            }
+            },
             outgoing = from_function.recv() => match outgoing {
                 Some(WsFrame::Message(message)) => {
                     let length = message.len();
@@ -343,7 +378,8 @@ async fn relay<S>(
                     let sent = socket.send(message).await;
                     queued.fetch_sub(length, Ordering::Relaxed);
                     if sent.is_err() {
-                        let _ = to_function.send(gone(close_code::ABNORMAL)).await;
+                        let gone = WsFrame::Close { code: close_code::ABNORMAL, reason: String::new() };
+                        let _ = to_function.send(gone).await;
                         return;
                     }
                 }
