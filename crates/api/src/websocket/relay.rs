@@ -31,6 +31,9 @@ pub(super) struct Connection {
     _permit: Option<OwnedSemaphorePermit>,
 }
 
+/// tungstenite's read buffer per connection.
+const READ_BUFFER: usize = 4096;
+
 /// How long a close waits for the other side's close.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
@@ -57,7 +60,10 @@ impl Connection {
                 let max = self.limits.websocket_message_bytes();
                 let config = WebSocketConfig::default()
                     .max_message_size(Some(max))
-                    .max_frame_size(Some(max));
+                    .max_frame_size(Some(max))
+                    // Eagerly allocated per connection: 4 KiB, not 128.
+                    .read_buffer_size(READ_BUFFER)
+                    .write_buffer_size(0);
                 let socket = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,

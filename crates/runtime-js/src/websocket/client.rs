@@ -53,6 +53,9 @@ impl NetRules {
 /// Messages from a server waiting for the function, at most.
 const INCOMING: usize = 16;
 
+/// tungstenite's read buffer per connection.
+const READ_BUFFER: usize = 4096;
+
 /// How long a close waits for the server's answer.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
@@ -130,7 +133,10 @@ pub async fn op_isola_ws_connect(
         }
         let config = WebSocketConfig::default()
             .max_message_size(Some(limits.max_message))
-            .max_frame_size(Some(limits.max_message));
+            .max_frame_size(Some(limits.max_message))
+            // Eagerly allocated per connection: 4 KiB, not 128.
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(0);
         if target.tls {
             let stream = tls_stream(stream, &target.host)?;
             handshake(request, stream, config).await
