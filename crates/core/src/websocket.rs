@@ -36,7 +36,17 @@ impl WsMessage {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// What the message costs while it waits to be written: its bytes plus
+    /// [`FRAME_COST`], so that empty messages are not free.
+    pub fn queued_cost(&self) -> usize {
+        self.len() + FRAME_COST
+    }
 }
+
+/// What a queued frame costs besides its payload (the channel's node, the
+/// frame's header and allocation), roughly.
+pub const FRAME_COST: usize = 64;
 
 /// What travels on a connection, either way.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,10 +125,10 @@ pub struct SocketLink {
 }
 
 impl SocketLink {
-    /// Marks `bytes` of queued frames as written.
-    pub fn written(&self, bytes: usize) {
-        self.buffered.fetch_sub(bytes, Ordering::Relaxed);
-        self.buffered_total.fetch_sub(bytes, Ordering::Relaxed);
+    /// Marks a queued message (its [`WsMessage::queued_cost`]) as written.
+    pub fn written(&self, cost: usize) {
+        self.buffered.fetch_sub(cost, Ordering::Relaxed);
+        self.buffered_total.fetch_sub(cost, Ordering::Relaxed);
     }
 }
 

@@ -189,9 +189,9 @@ impl Connection {
     /// Writes a message of the function's; `false` when the client is gone
     /// or too slow.
     async fn send(&mut self, socket: &mut Socket, message: WsMessage) -> bool {
-        let length = message.len();
+        let cost = message.queued_cost();
         self.stats.messages_out += 1;
-        self.stats.bytes_out += length as u64;
+        self.stats.bytes_out += message.len() as u64;
         let message = match message {
             WsMessage::Text(text) => Message::Text(text.into()),
             WsMessage::Binary(bytes) => Message::Binary(bytes.into()),
@@ -201,7 +201,7 @@ impl Connection {
             sent = socket.send(message) => sent.is_ok(),
             _ = overflow.notified() => false,
         };
-        self.link.written(length);
+        self.link.written(cost);
         sent
     }
 

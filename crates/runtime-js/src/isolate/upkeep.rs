@@ -112,6 +112,10 @@ impl FunctionIsolate {
         let sinks = state.borrow_mut::<BodySinks>();
         sinks.senders.clear();
         sinks.opened = None;
+        // Pairs a plain request made can never be returned in a 101.
+        state
+            .borrow_mut::<crate::websocket::Sockets>()
+            .forget_unused();
     }
 
     /// Console output captured since the last call.

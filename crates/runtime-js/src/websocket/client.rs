@@ -376,13 +376,13 @@ async fn relay<S>(
             },
             outgoing = from_function.recv() => match outgoing {
                 Some(WsFrame::Message(message)) => {
-                    let length = message.len();
+                    let cost = message.queued_cost();
                     let message = match message {
                         WsMessage::Text(text) => Message::Text(text.into()),
                         WsMessage::Binary(bytes) => Message::Binary(bytes.into()),
                     };
                     let sent = socket.send(message).await;
-                    queued.fetch_sub(length, Ordering::Relaxed);
+                    queued.fetch_sub(cost, Ordering::Relaxed);
                     if sent.is_err() {
                         let gone = WsFrame::Close { code: close_code::ABNORMAL, reason: String::new() };
                         let _ = to_function.send(gone).await;
@@ -472,21 +472,21 @@ fn drop_client(state: &Rc<RefCell<OpState>>, id: u32) {
 fn send(state: &mut OpState, id: u32, message: WsMessage) -> u32 {
     let clients = state.borrow_mut::<Clients>();
     let limits = clients.limits;
-    let length = message.len();
-    if length > limits.max_message {
+    if message.len() > limits.max_message {
         return 2;
     }
+    let cost = message.queued_cost();
     let Some(client) = clients.clients.get(&id) else {
         return 1;
     };
-    if client.queued.load(Ordering::Relaxed) + length > limits.max_buffered {
+    if client.queued.load(Ordering::Relaxed) + cost > limits.max_buffered {
         let _ = client.outgoing.send(WsFrame::Close {
             code: close_code::POLICY,
             reason: "the server reads too slowly".into(),
         });
         return 3;
     }
-    client.queued.fetch_add(length, Ordering::Relaxed);
+    client.queued.fetch_add(cost, Ordering::Relaxed);
     match client.outgoing.send(WsFrame::Message(message)) {
         Ok(()) => 0,
         Err(_) => 1,

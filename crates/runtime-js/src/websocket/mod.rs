@@ -25,6 +25,17 @@ struct End {
     overflow: Arc<Notify>,
     /// The receiving half, until a response takes it.
     pending: Option<mpsc::UnboundedReceiver<WsFrame>>,
+    /// Closed by either side: sends are refused, but the end is kept (and
+    /// counted) until its connection's relay has let go of it.
+    closed: bool,
+}
+
+impl End {
+    /// Gives back to `total` what this end queued and its relay never
+    /// wrote: only once no relay holds it (gone, or never linked).
+    fn release(&self, total: &AtomicUsize) {
+        total.fetch_sub(self.buffered.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+    }
 }
 
 /// The isolate's sockets, in its `OpState`.
@@ -99,30 +110,33 @@ impl Sockets {
                 buffered: Arc::default(),
                 overflow: Arc::default(),
                 pending: Some(receiver),
+                closed: false,
             },
         );
         Some(id)
     }
 
     fn send(&mut self, id: u32, message: WsMessage) -> Sent {
-        let length = message.len();
-        if length > self.limits.max_message {
+        if message.len() > self.limits.max_message {
             return Sent::TooBig;
         }
-        let Some(end) = self.ends.get(&id) else {
+        let cost = message.queued_cost();
+        let Some(end) = self.ends.get_mut(&id).filter(|end| !end.closed) else {
             return Sent::Closed;
         };
-        let queued = end.buffered.load(Ordering::Relaxed) + length;
-        let total = self.total.load(Ordering::Relaxed) + length;
+        let queued = end.buffered.load(Ordering::Relaxed) + cost;
+        let total = self.total.load(Ordering::Relaxed) + cost;
         if queued > self.limits.max_buffered || total > self.limits.max_buffered_total {
             end.overflow.notify_one();
-            self.ends.remove(&id);
+            end.closed = true;
             return Sent::Overflow;
         }
-        end.buffered.fetch_add(length, Ordering::Relaxed);
-        self.total.fetch_add(length, Ordering::Relaxed);
+        end.buffered.fetch_add(cost, Ordering::Relaxed);
+        self.total.fetch_add(cost, Ordering::Relaxed);
         if end.outgoing.send(WsFrame::Message(message)).is_err() {
-            self.ends.remove(&id);
+            // No relay holds it any more: nothing will write this.
+            end.closed = true;
+            end.release(&self.total);
             return Sent::Closed;
         }
         Sent::Queued
@@ -130,14 +144,16 @@ impl Sockets {
 
     /// Closes the socket `id` with `code` and `reason`.
     pub fn close(&mut self, id: u32, code: u16, reason: String) {
-        if let Some(end) = self.ends.remove(&id) {
+        if let Some(end) = self.ends.get_mut(&id).filter(|end| !end.closed) {
+            end.closed = true;
             let _ = end.outgoing.send(WsFrame::Close { code, reason });
         }
     }
 
     /// Closes every socket, e.g. with 1012 when the function is redeployed.
     pub fn close_all(&mut self, code: u16, reason: &str) {
-        for (_, end) in self.ends.drain() {
+        for end in self.ends.values_mut().filter(|end| !end.closed) {
+            end.closed = true;
             let _ = end.outgoing.send(WsFrame::Close {
                 code,
                 reason: reason.to_string(),
@@ -145,16 +161,24 @@ impl Sockets {
         }
     }
 
-    /// Forgets socket `id` (its connection ended).
+    /// Socket `id`'s connection ended: it takes no more sends.
     pub fn forget(&mut self, id: u32) {
-        self.ends.remove(&id);
+        if let Some(end) = self.ends.get_mut(&id) {
+            end.closed = true;
+        }
     }
 
-    /// Connections open: linked ends whose connection has not gone away
-    /// (those that have are forgotten now).
+    /// Connections open: linked ends whose relay still holds them (closing
+    /// ones included); those let go of are forgotten now.
     pub fn open(&mut self) -> usize {
-        self.ends
-            .retain(|_, end| end.pending.is_some() || !end.outgoing.is_closed());
+        let total = &self.total;
+        self.ends.retain(|_, end| {
+            let gone = end.pending.is_none() && end.outgoing.is_closed();
+            if gone {
+                end.release(total);
+            }
+            !gone
+        });
         self.ends
             .values()
             .filter(|end| end.pending.is_none())
@@ -163,7 +187,13 @@ impl Sockets {
 
     /// Forgets pairs no response took (made and never returned).
     pub fn forget_unused(&mut self) {
-        self.ends.retain(|_, end| end.pending.is_none());
+        let total = &self.total;
+        self.ends.retain(|_, end| {
+            if end.pending.is_some() {
+                end.release(total);
+            }
+            end.pending.is_none()
+        });
     }
 
     /// The link of socket `id`, for the response that accepted it, with
@@ -231,12 +261,16 @@ pub fn op_isola_ws_close(
 mod tests {
     use super::*;
 
+    use isola_core::websocket::FRAME_COST;
+
+    /// Messages of at most 4 bytes; two of 4 bytes fit one client's backlog,
+    /// three fit the isolate's.
     fn limits() -> SocketLimits {
         SocketLimits {
             max_ends: 2,
             max_message: 4,
-            max_buffered: 8,
-            max_buffered_total: 12,
+            max_buffered: 2 * (4 + FRAME_COST),
+            max_buffered_total: 3 * (4 + FRAME_COST),
         }
     }
 
@@ -260,20 +294,38 @@ mod tests {
         assert!(matches!(sockets.send(id, text("1234")), Sent::Queued));
         assert!(matches!(sockets.send(id, text("1234")), Sent::Queued));
         assert_eq!(sockets.open(), 1);
-        link.written(4);
+        link.written(text("1234").queued_cost());
         assert!(matches!(sockets.send(id, text("1234")), Sent::Queued));
-        // Eight bytes held back: the next one is more than the client may hold.
-        assert!(matches!(sockets.send(id, text("1")), Sent::Overflow));
+        // Two held back: even an empty message is more than it may hold.
+        assert!(matches!(sockets.send(id, text("")), Sent::Overflow));
         assert!(matches!(sockets.send(id, text("1")), Sent::Closed));
-        // A connection that went away without a word is no longer open.
-        let other = sockets.pair().unwrap();
-        let (events, _rx) = mpsc::channel(1);
-        drop(sockets.link(other, events));
+        // Still counted until its relay lets go; then what it never wrote
+        // no longer counts against the isolate.
+        assert_eq!(sockets.open(), 1);
+        drop(link);
         assert_eq!(sockets.open(), 0);
+        assert_eq!(sockets.total.load(Ordering::Relaxed), 0);
     }
 
     #[test]
-    fn closing_sends_the_code() {
+    fn empty_messages_are_not_free() {
+        let mut sockets = Sockets::new(limits());
+        let id = sockets.pair().unwrap();
+        let (events, _rx) = mpsc::channel(1);
+        let _link = sockets.link(id, events).unwrap();
+        let sent = (0..1000)
+            .take_while(|_| {
+                matches!(
+                    sockets.send(id, WsMessage::Text(String::new())),
+                    Sent::Queued
+                )
+            })
+            .count();
+        assert_eq!(sent, 2);
+    }
+
+    #[test]
+    fn closing_sends_the_code_and_keeps_counting_until_the_relay_ends() {
         let mut sockets = Sockets::new(limits());
         let id = sockets.pair().unwrap();
         let (events, _rx) = mpsc::channel(1);
@@ -286,6 +338,12 @@ mod tests {
                 reason: "redeployed".into()
             }
         );
-        assert!(sockets.ends.is_empty());
+        assert!(matches!(
+            sockets.send(id, WsMessage::Text("x".into())),
+            Sent::Closed
+        ));
+        assert_eq!(sockets.open(), 1);
+        drop(link);
+        assert_eq!(sockets.open(), 0);
     }
 }
