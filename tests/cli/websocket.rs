@@ -396,3 +396,74 @@ fn a_connection_ends_at_its_lifetime_however_busy() {
     assert_eq!(code, Some(CloseCode::Policy));
     assert!(started.elapsed() >= Duration::from_millis(900));
 }
+
+/// Each connection gets a tick every 50 ms from a timer that is never
+/// cleared; a spin every 30 ms when asked.
+const TICKER: &str = r#"
+export default {
+  fetch() {
+    const [client, server] = Object.values(new WebSocketPair());
+    server.accept();
+    setInterval(() => server.send("tick"), 50);
+    server.addEventListener("message", (event) => {
+      if (event.data === "burn") {
+        setInterval(() => { const end = Date.now() + 20; while (Date.now() < end) {} }, 30);
+      }
+    });
+    return new Response(null, { status: 101, webSocket: client });
+  },
+};
+"#;
+
+#[test]
+fn timers_outliving_their_client_do_not_fail_the_others_and_background_cpu_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.deploy_function("ticker", TICKER);
+    let mut a = connect(&server, "ticker").unwrap();
+    let mut b = connect(&server, "ticker").unwrap();
+    assert_eq!(text(&mut a), "tick");
+    a.close(None).unwrap();
+    while a.read().is_ok() {}
+    // a's timer goes on sending into a closed socket: a no-op, not an
+    // exception that would close b too.
+    let until = Instant::now() + Duration::from_millis(600);
+    while Instant::now() < until {
+        assert_eq!(text(&mut b), "tick");
+    }
+    // Timers burning 20 ms of every 30: past cpu_ms (50) in a second of
+    // background work, the function is stopped.
+    b.send(Message::text("burn")).unwrap();
+    let started = Instant::now();
+    assert_eq!(closed(&mut b).0, CloseCode::Error);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let records = server.list_of("/v1/functions/ticker/invocations", 2);
+    assert!(
+        records.iter().any(|r| r["error_code"] == "cpu_limit"),
+        "{records:?}"
+    );
+}
+
+#[test]
+fn the_node_reserves_each_connections_largest_message() {
+    let dir = tempfile::tempdir().unwrap();
+    // 2 MiB for messages being received: one connection of 1 MiB messages.
+    let server = Server::start(dir.path(), &["--websocket-buffer-mb", "2"]);
+    server.deploy_function("room", ROOM);
+    let mut first = connect(&server, "room").unwrap();
+    match connect(&server, "room") {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
+        other => panic!("a second connection was not refused: {:?}", other.map(|_| ())),
+    }
+    // The refused one never counted: the first still works, and once it
+    // closes there is room again.
+    first.send(Message::text("hi")).unwrap();
+    assert_eq!(text(&mut first), "echo:hi");
+    first.close(None).unwrap();
+    while first.read().is_ok() {}
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while connect(&server, "room").is_err() {
+        assert!(Instant::now() < deadline, "no room after the first closed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -34,6 +34,10 @@ pub struct ServerConfig {
     pub retention: Option<Retention>,
     /// Most WebSocket connections open on the node, all functions together.
     pub max_websockets: usize,
+    /// Memory the node's WebSocket connections may hold in messages being
+    /// received, in MiB: each connection reserves its function's
+    /// `websocket_message_kb` (plus 16 KiB of buffers) while it is open.
+    pub max_websocket_buffer_mb: usize,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +52,7 @@ impl Default for ServerConfig {
             max_record_queue_bytes: 64 << 20,
             retention: None,
             max_websockets: 10_000,
+            max_websocket_buffer_mb: 4096,
         }
     }
 }
@@ -90,6 +95,8 @@ pub struct Shared {
     pub storage: tokio::runtime::Handle,
     /// One permit per WebSocket connection the node may hold open.
     pub websockets: Arc<tokio::sync::Semaphore>,
+    /// One permit per KiB its connections may hold in messages being read.
+    pub websocket_buffers: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -110,6 +117,9 @@ impl AppState {
             crate::recorder::spawn_pruner(registry.clone(), retention, PRUNE_EVERY);
         }
         let websockets = Arc::new(tokio::sync::Semaphore::new(config.max_websockets));
+        let websocket_buffers = Arc::new(tokio::sync::Semaphore::new(
+            config.max_websocket_buffer_mb.saturating_mul(1024),
+        ));
         Self(Arc::new(Shared {
             kv,
             config,
@@ -120,6 +130,7 @@ impl AppState {
             )),
             storage: tokio::runtime::Handle::current(),
             websockets,
+            websocket_buffers,
             deploys: DeployLocks::default(),
             recorder,
             metrics,

@@ -69,6 +69,8 @@ pub mod close_code {
     pub const NORMAL: u16 = 1000;
     /// The endpoint is going away (the node shuts down, idle timeout).
     pub const GOING_AWAY: u16 = 1001;
+    /// The other side broke the protocol.
+    pub const PROTOCOL: u16 = 1002;
     /// The connection ended without a closing handshake.
     pub const ABNORMAL: u16 = 1006;
     /// A policy was broken: the client reads too slowly, lifetime reached.

@@ -30,6 +30,7 @@ const {
   ArrayPrototypePush,
   ArrayPrototypeSlice,
   FunctionPrototypeCall,
+  NumberIsInteger,
   ObjectDefineProperty,
   ObjectPrototypeIsPrototypeOf,
   RangeError,
@@ -161,7 +162,9 @@ export function makeWebSockets(event, Response, toInnerResponse, logError) {
       if (this.#client) throw new TypeError("the client end belongs to the client: send on the server end");
       if (!this.#accepted) throw new TypeError("call accept() before send()");
       if (this.#readyState === CONNECTING) throw new TypeError("the WebSocket is still connecting: send after its open event");
-      if (this.#readyState !== OPEN) throw new TypeError("the WebSocket is closing or closed");
+      // As the WHATWG WebSocket: sending on a closing or closed socket does
+      // nothing (a timer that outlives its client must not fail the isolate).
+      if (this.#readyState !== OPEN) return;
       const sendText = this.#outbound ? op_isola_ws_client_send_text : op_isola_ws_send_text;
       const sendBinary = this.#outbound ? op_isola_ws_client_send_binary : op_isola_ws_send_binary;
       let sent;
@@ -191,7 +194,7 @@ export function makeWebSockets(event, Response, toInnerResponse, logError) {
     close(code = 1000, reason = "") {
       if (this.#client) throw new TypeError("the client end belongs to the client: close the server end");
       code = +code;
-      if (code !== 1000 && !(code >= 3000 && code <= 4999)) {
+      if (!NumberIsInteger(code) || (code !== 1000 && !(code >= 3000 && code <= 4999))) {
         throw new RangeError(`the close code must be 1000 or between 3000 and 4999, got ${code}`);
       }
       reason = String(reason);

@@ -53,6 +53,15 @@ pub fn take(request: &mut Request) -> Option<Result<Upgrade, Response>> {
     if !asks {
         return None;
     }
+    // RFC 6455 §4.1: `Connection: Upgrade` too, or it is not an upgrade.
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        });
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
         .and_then(|v| v.to_str().ok())
@@ -62,12 +71,8 @@ pub fn take(request: &mut Request) -> Option<Result<Upgrade, Response>> {
         .is_some_and(|v| v == "13");
     let on_upgrade = request.extensions_mut().remove::<OnUpgrade>();
     let bad = |status| Some(Err(respond::plain(status)));
-    match (
-        request.method() == axum::http::Method::GET,
-        key,
-        version_13,
-        on_upgrade,
-    ) {
+    let get = request.method() == axum::http::Method::GET && connection_upgrade;
+    match (get, key, version_13, on_upgrade) {
         (true, Some(key), true, Some(on_upgrade)) => Some(Ok(Upgrade { on_upgrade, key })),
         (true, Some(_), false, _) => {
             let mut answer = respond::plain(StatusCode::UPGRADE_REQUIRED);
@@ -90,14 +95,7 @@ pub async fn serve(
     upgrade: Upgrade,
 ) -> Response {
     let Ok(permit) = state.websockets.clone().try_acquire_owned() else {
-        return respond::failure(
-            Audience::Public,
-            crate::ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the node holds as many WebSocket connections as it may",
-            ),
-        );
+        return respond::failure(Audience::Public, node_full("WebSocket connections"));
     };
     let ran = match routes::run_unrecorded(&state, &name, input).await {
         Ok(ran) => ran,
@@ -118,6 +116,25 @@ pub async fn serve(
         let limit = state.config.max_response_bytes;
         return respond::invocation(Audience::Public, limit, &id, outcome);
     };
+    // The largest message it may be sent is memory it may hold: reserved
+    // from the node's budget while it is open (refused, the function sees
+    // the connection go at once).
+    let kib = (limits.websocket_message_kb as usize).saturating_add(BUFFERS_KIB);
+    let Ok(buffers) = u32::try_from(kib)
+        .ok()
+        .and_then(|kib| {
+            state
+                .websocket_buffers
+                .clone()
+                .try_acquire_many_owned(kib)
+                .ok()
+        })
+        .ok_or(())
+    else {
+        drop(link);
+        state.recorder.record(record);
+        return respond::failure(Audience::Public, node_full("memory for WebSocket messages"));
+    };
     let Ok(InvocationOutput::Http(accepted)) = std::mem::replace(
         &mut outcome.result,
         Ok(InvocationOutput::Json(serde_json::Value::Null)),
@@ -127,6 +144,8 @@ pub async fn serve(
     let watcher = Recorded {
         record,
         recorder: state.recorder.clone(),
+        log_bytes: 0,
+        dropped: false,
     };
     accept(
         upgrade,
@@ -134,7 +153,19 @@ pub async fn serve(
         &accepted.headers,
         limits,
         Box::new(watcher),
-        Some(permit),
+        Some((permit, buffers)),
+    )
+}
+
+/// Buffers of a connection besides its largest message, in KiB.
+const BUFFERS_KIB: usize = 16;
+
+/// The node holds as much of `what` as it may.
+fn node_full(what: &str) -> crate::ApiError {
+    crate::ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        format!("the node holds as many {what} as it may: retry shortly"),
     )
 }
 
@@ -146,7 +177,7 @@ pub fn accept(
     headers: &[(String, String)],
     limits: Limits,
     watcher: Box<dyn Watcher>,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
 ) -> Response {
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -188,28 +219,41 @@ pub struct Ended {
     pub open: Duration,
 }
 
-/// Console lines kept in a connection's record, at most.
+/// Console lines kept in a connection's record, at most, and their bytes.
 const MAX_LINES: usize = 1000;
+const MAX_LOG_BYTES: usize = 256 << 10;
 
 /// `isola serve`'s watcher: the connection's invocation record, written
 /// when it ends with its totals, CPU time and console lines.
 struct Recorded {
     record: InvocationRecord,
     recorder: crate::recorder::Recorder,
+    /// Bytes of console lines kept so far.
+    log_bytes: usize,
+    /// Whether lines were dropped (said once).
+    dropped: bool,
 }
 
 impl Watcher for Recorded {
     fn event(&mut self, report: &EventReport) {
         let record = &mut self.record;
         record.cpu_us += report.cpu_us;
-        let room = MAX_LINES.saturating_sub(record.logs.len());
-        let dropped = report.logs.len().saturating_sub(room);
-        record.logs.extend(report.logs.iter().take(room).cloned());
-        if dropped > 0 && room > 0 {
-            record.logs.push(LogEntry {
-                level: LogLevel::Warn,
-                message: format!("console lines past {MAX_LINES} of this connection are dropped"),
-            });
+        for line in &report.logs {
+            let fits = record.logs.len() < MAX_LINES
+                && self.log_bytes + line.message.len() <= MAX_LOG_BYTES;
+            if fits {
+                self.log_bytes += line.message.len();
+                record.logs.push(line.clone());
+            } else if !self.dropped {
+                self.dropped = true;
+                record.logs.push(LogEntry {
+                    level: LogLevel::Warn,
+                    message: format!(
+                        "console lines past {MAX_LINES} or {} KiB of this connection are dropped",
+                        MAX_LOG_BYTES >> 10
+                    ),
+                });
+            }
         }
         if let Some(error) = &report.error {
             record.status = "error".into();

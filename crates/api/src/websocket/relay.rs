@@ -27,12 +27,20 @@ pub(super) struct Connection {
     watcher: Option<Box<dyn Watcher>>,
     stats: SocketStats,
     started: Instant,
-    /// Its place among the node's connections.
-    _permit: Option<OwnedSemaphorePermit>,
+    /// When it closes for want of messages (either way; pings do not count).
+    idle_until: Instant,
+    /// When it closes whatever happens.
+    ends_at: Instant,
+    /// Its place among the node's connections, and its share of their
+    /// message memory.
+    _permit: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
 }
 
 /// tungstenite's read buffer per connection.
 const READ_BUFFER: usize = 4096;
+
+/// How long the upgrade may take once the 101 is on its way.
+const HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// How long a close waits for the other side's close.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -42,21 +50,24 @@ impl Connection {
         link: SocketLink,
         limits: Limits,
         watcher: Box<dyn Watcher>,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
     ) -> Self {
+        let now = Instant::now();
         Self {
             link,
-            limits,
             watcher: Some(watcher),
             stats: SocketStats::default(),
-            started: Instant::now(),
+            started: now,
+            idle_until: now + Duration::from_secs(limits.websocket_idle_s.into()),
+            ends_at: now + Duration::from_secs(limits.websocket_lifetime_s.into()),
+            limits,
             _permit: permit,
         }
     }
 
     pub(super) async fn run(mut self, on_upgrade: OnUpgrade) {
-        let close = match on_upgrade.await {
-            Ok(upgraded) => {
+        let close = match tokio::time::timeout(HANDSHAKE, on_upgrade).await {
+            Ok(Ok(upgraded)) => {
                 let max = self.limits.websocket_message_bytes();
                 let config = WebSocketConfig::default()
                     .max_message_size(Some(max))
@@ -72,8 +83,8 @@ impl Connection {
                 .await;
                 self.relay(socket).await
             }
-            // The client left before the handshake finished.
-            Err(_) => self.tell(close_code::ABNORMAL, "").await,
+            // The client left (or stalled) before the handshake finished.
+            _ => self.tell(close_code::ABNORMAL, "").await,
         };
         self.stats.close_code = close;
         let ended = Ended {
@@ -87,23 +98,16 @@ impl Connection {
 
     /// Relays until either side closes; the close code.
     async fn relay(&mut self, mut socket: Socket) -> u16 {
-        let idle = Duration::from_secs(self.limits.websocket_idle_s.into());
-        let lifetime =
-            tokio::time::sleep(Duration::from_secs(self.limits.websocket_lifetime_s.into()));
-        tokio::pin!(lifetime);
-        let mut idle_until = Instant::now() + idle;
         loop {
             let overflow = self.link.overflow.clone();
             tokio::select! {
                 incoming = socket.next() => {
-                    idle_until = Instant::now() + idle;
                     if let Some(code) = self.client_sent(&mut socket, incoming).await {
                         return code;
                     }
                 }
                 outgoing = self.link.outgoing.recv() => match outgoing {
                     Some(WsFrame::Message(message)) => {
-                        idle_until = Instant::now() + idle;
                         if !self.send(&mut socket, message).await {
                             return self.tell(close_code::ABNORMAL, "").await;
                         }
@@ -118,14 +122,20 @@ impl Connection {
                     }
                 },
                 _ = overflow.notified() => return self.tell(close_code::ABNORMAL, "").await,
-                _ = tokio::time::sleep_until(idle_until) => {
+                _ = tokio::time::sleep_until(self.idle_until) => {
                     return self.close(&mut socket, close_code::GOING_AWAY, "idle timeout").await;
                 }
-                _ = &mut lifetime => {
+                _ = tokio::time::sleep_until(self.ends_at) => {
                     return self.close(&mut socket, close_code::POLICY, "connection lifetime reached").await;
                 }
             }
         }
+    }
+
+    /// A message went either way: the connection is not idle.
+    fn active(&mut self) {
+        let idle = Duration::from_secs(self.limits.websocket_idle_s.into());
+        self.idle_until = Instant::now() + idle;
     }
 
     /// Takes what the client sent: a message goes to the function, a close
@@ -165,6 +175,7 @@ impl Connection {
     /// Hands a client's message to the function; a close code when that
     /// ended the connection.
     async fn received(&mut self, socket: &mut Socket, message: WsMessage) -> Option<u16> {
+        self.active();
         self.stats.messages_in += 1;
         self.stats.bytes_in += message.len() as u64;
         let report = self.deliver(WsFrame::Message(message)).await;
@@ -196,9 +207,13 @@ impl Connection {
             WsMessage::Text(text) => Message::Text(text.into()),
             WsMessage::Binary(bytes) => Message::Binary(bytes.into()),
         };
+        self.active();
+        // A client that does not read cannot hold the connection past its
+        // idle time or lifetime, nor past the function's backlog.
+        let deadline = self.idle_until.min(self.ends_at);
         let overflow = self.link.overflow.clone();
         let sent = tokio::select! {
-            sent = socket.send(message) => sent.is_ok(),
+            sent = tokio::time::timeout_at(deadline, socket.send(message)) => matches!(sent, Ok(Ok(()))),
             _ = overflow.notified() => false,
         };
         self.link.written(cost);

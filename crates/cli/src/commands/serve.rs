@@ -60,6 +60,13 @@ pub struct ServeArgs {
     /// records are dropped (counted in isola_records_dropped_total).
     #[arg(long, default_value_t = 64)]
     pub record_queue_mb: usize,
+    /// Most WebSocket connections open on the node, all functions together.
+    #[arg(long, env = "ISOLA_MAX_WEBSOCKETS", default_value_t = 10_000)]
+    pub max_websockets: usize,
+    /// Memory the node's WebSocket connections may hold in messages being
+    /// received, in MiB (each reserves its function's websocket_message_kb).
+    #[arg(long, env = "ISOLA_WEBSOCKET_BUFFER_MB", default_value_t = 4096)]
+    pub websocket_buffer_mb: usize,
     /// Log each function request (function, method, path, status, time,
     /// CPU, cold start) at info level.
     #[arg(long, env = "ISOLA_ACCESS_LOG")]
@@ -193,6 +200,8 @@ fn server_config(args: &ServeArgs, token_hash: String) -> ServerConfig {
         max_request_bytes: args.max_request_mb << 20,
         max_response_bytes: args.max_response_mb << 20,
         max_record_queue_bytes: args.record_queue_mb << 20,
+        max_websockets: args.max_websockets,
+        max_websocket_buffer_mb: args.websocket_buffer_mb,
         retention: Some(Retention {
             max_age: Duration::from_secs(args.retention_hours.saturating_mul(3600)),
             max_records: args.retention_max_records,

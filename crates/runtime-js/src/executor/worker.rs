@@ -215,7 +215,7 @@ impl Worker {
                 } if is_upgrade(&invocation) => this.upgrade(UpgradeJob {
                     invocation,
                     reply,
-                    held: (permit, admitted),
+                    held: Some((permit, admitted)),
                 }),
                 Job::Invoke {
                     invocation,

@@ -130,11 +130,12 @@ impl FunctionIsolate {
         }
     }
 
-    /// Runs what listeners left behind until the event loop is idle, each
-    /// stretch under the CPU limit of one invocation; an error breaks the
-    /// isolate. Safe to drop midway (an event then comes first).
-    pub async fn background(&mut self) -> EventReport {
-        self.reset_for_event(Instant::now() + self.source.limits.timeout());
+    /// Runs what listeners left behind until the event loop is idle, with
+    /// at most `budget` of CPU (the subrequest and KV budgets go on from
+    /// the last event); an error breaks the isolate. Safe to drop midway
+    /// (an event then comes first).
+    pub async fn background(&mut self, budget: Duration) -> EventReport {
+        self.meter.reset(budget);
         // Timers may wait longer than an invocation's wall time: only CPU counts here.
         self.meter.set_wall_deadline(None);
         let Self {
