@@ -14,6 +14,7 @@ mod serve_journey;
 mod server;
 mod traffic;
 mod unknown_functions;
+mod wasm;
 mod websocket;
 
 use std::io::Write;

@@ -453,7 +453,10 @@ fn the_node_reserves_each_connections_largest_message() {
     let mut first = connect(&server, "room").unwrap();
     match connect(&server, "room") {
         Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
-        other => panic!("a second connection was not refused: {:?}", other.map(|_| ())),
+        other => panic!(
+            "a second connection was not refused: {:?}",
+            other.map(|_| ())
+        ),
     }
     // The refused one never counted: the first still works, and once it
     // closes there is room again.

@@ -95,11 +95,16 @@ impl Project {
     }
 }
 
-const MODULE_EXTENSIONS: &[&str] = &["js", "mjs", "ts", "mts", "json"];
+const MODULE_EXTENSIONS: &[&str] = &["js", "mjs", "ts", "mts", "json", "wasm"];
 
-fn read_module(file: &Path) -> anyhow::Result<String> {
+/// A module's bytes: WebAssembly as it is, anything else UTF-8 text.
+fn read_module(file: &Path) -> anyhow::Result<Vec<u8>> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    String::from_utf8(bytes).with_context(|| format!("{} is not valid UTF-8", file.display()))
+    if !isola_core::RuntimeKind::detect(&bytes).is_wasm() {
+        std::str::from_utf8(&bytes)
+            .with_context(|| format!("{} is not valid UTF-8", file.display()))?;
+    }
+    Ok(bytes)
 }
 
 /// The files of a deployment and its entry: one file, or every module under
@@ -158,6 +163,7 @@ pub fn collect_files(
                 "index.ts",
                 "main.mjs",
                 "index.mjs",
+                "main.wasm",
             ]
             .iter()
             .find(|e| files.iter().any(|f| f.path == **e))

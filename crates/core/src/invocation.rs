@@ -14,8 +14,10 @@ use std::time::Duration;
 pub struct SourceFile {
     /// Path inside the deployment, relative, with `/` separators (`main.js`, `lib/util.js`).
     pub path: String,
-    /// The module's JavaScript source.
-    pub code: String,
+    /// The file's bytes: a module's source text (UTF-8) or a Wasm binary
+    /// (a string or `{"base64": …}` in JSON).
+    #[serde(with = "crate::source::content")]
+    pub code: Vec<u8>,
 }
 
 /// Everything needed to run one version of a function.
@@ -45,6 +47,9 @@ pub struct FunctionSource {
     /// private (e.g. `10.0.0.5`, `192.168.1.0/24`).
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// Which runtime runs it (told by its entry file).
+    #[serde(default)]
+    pub runtime: crate::RuntimeKind,
 }
 
 impl FunctionSource {
@@ -60,21 +65,27 @@ impl FunctionSource {
             entry: "main.js".into(),
             files: vec![SourceFile {
                 path: "main.js".into(),
-                code: code.into(),
+                code: code.into().into_bytes(),
             }],
             limits: Limits::default(),
             env: BTreeMap::new(),
             kv_binding: None,
             allowed_hosts: Vec::new(),
+            runtime: crate::RuntimeKind::Js,
         }
     }
 
-    /// The source of the file at `path`, if the function has it.
+    /// The text of the file at `path`, if the function has it as UTF-8.
     pub fn file(&self, path: &str) -> Option<&str> {
+        std::str::from_utf8(self.file_bytes(path)?).ok()
+    }
+
+    /// The bytes of the file at `path`, if the function has it.
+    pub fn file_bytes(&self, path: &str) -> Option<&[u8]> {
         self.files
             .iter()
             .find(|f| f.path == path)
-            .map(|f| f.code.as_str())
+            .map(|f| f.code.as_slice())
     }
 }
 

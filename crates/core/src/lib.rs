@@ -7,12 +7,15 @@
 //! executor today; a Wasm runtime and a remote worker over NATS later) serves
 //! the same trait, so the HTTP API and the CLI never care which one answers.
 
+mod dispatch;
 mod error;
 mod invocation;
 mod limits;
+pub mod source;
 pub mod text;
 pub mod websocket;
 
+pub use dispatch::Dispatch;
 pub use error::{ErrorCode, FunctionError};
 pub use invocation::{
     BodyChunk, BodyStream, BoxFuture, FunctionSource, HttpRequest, HttpResponse, Invocation,
@@ -20,3 +23,4 @@ pub use invocation::{
     LogLevel, Outcome, SourceFile,
 };
 pub use limits::Limits;
+pub use source::RuntimeKind;

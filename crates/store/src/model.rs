@@ -68,7 +68,11 @@ impl NewDeployment {
                 )));
             }
         }
-        if self.files.iter().all(|f| f.code.trim().is_empty()) {
+        if self
+            .files
+            .iter()
+            .all(|f| f.code.iter().all(u8::is_ascii_whitespace))
+        {
             return Err(StoreError::Invalid("the deployment's code is empty".into()));
         }
         if let Some(binding) = &self.kv_binding {
@@ -149,6 +153,9 @@ pub struct DeploymentInfo {
     /// Private addresses or ranges it may fetch.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// Which runtime runs it, told by its entry file.
+    #[serde(default)]
+    pub runtime: isola_core::RuntimeKind,
     /// Creation time, Unix milliseconds.
     pub created_at: i64,
     /// Whether it is the function's active deployment.
@@ -280,7 +287,7 @@ mod tests {
                 .iter()
                 .map(|(p, c)| SourceFile {
                     path: p.to_string(),
-                    code: c.to_string(),
+                    code: c.as_bytes().to_vec(),
                 })
                 .collect(),
             entry: entry.into(),

@@ -8,7 +8,7 @@ use crate::retention::{self, Pruned, Retention};
 use crate::secrets::{self, NodeKey};
 use crate::{records, schema, Registry, Result, StoreError};
 use async_trait::async_trait;
-use isola_core::{FunctionSource, SourceFile};
+use isola_core::{FunctionSource, RuntimeKind, SourceFile};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -140,6 +140,10 @@ fn read_deployment(row: &rusqlite::Row) -> rusqlite::Result<DeploymentRow> {
 fn decode_deployment(row: DeploymentRow) -> Result<StoredDeployment> {
     let files: Vec<SourceFile> = serde_json::from_str(&row.files)?;
     let secrets: BTreeMap<String, String> = serde_json::from_str(&row.secrets)?;
+    let runtime = files
+        .iter()
+        .find(|f| f.path == row.entry)
+        .map_or(RuntimeKind::Js, |f| RuntimeKind::detect(&f.code));
     Ok(StoredDeployment {
         info: DeploymentInfo {
             function: row.function,
@@ -152,6 +156,7 @@ fn decode_deployment(row: DeploymentRow) -> Result<StoredDeployment> {
             secret_names: secrets.keys().cloned().collect(),
             kv_binding: row.kv_binding,
             allowed_hosts: serde_json::from_str(&row.allowed_hosts)?,
+            runtime,
             created_at: row.created_at,
             active: row.active_version == Some(row.version),
         },
@@ -336,6 +341,7 @@ impl Registry for SqliteRegistry {
                 env,
                 kv_binding: stored.info.kv_binding.clone(),
                 allowed_hosts: stored.info.allowed_hosts.clone(),
+                runtime: stored.info.runtime,
             };
             Ok(Some((stored.info, source)))
         })

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use isola_core::{ErrorCode, FunctionError, FunctionSource, SourceFile};
+use isola_core::{ErrorCode, FunctionError, FunctionSource, RuntimeKind, SourceFile};
 use isola_store::{DeploymentInfo, NewDeployment};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -36,14 +36,23 @@ fn parse_upload(headers: &HeaderMap, body: &[u8]) -> Result<NewDeployment, ApiEr
         return serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("invalid deployment JSON: {e}")));
     }
-    let code = std::str::from_utf8(body)
-        .map_err(|e| ApiError::bad_request(format!("the module is not valid UTF-8: {e}")))?;
+    // A bare body is one module: WebAssembly (by its magic) or JavaScript.
+    let entry = if RuntimeKind::detect(body).is_wasm() {
+        "main.wasm"
+    } else {
+        std::str::from_utf8(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the module is neither WebAssembly nor valid UTF-8 text: {e}"
+            ))
+        })?;
+        "main.js"
+    };
     Ok(NewDeployment {
         files: vec![SourceFile {
-            path: "main.js".into(),
-            code: code.to_string(),
+            path: entry.into(),
+            code: body.to_vec(),
         }],
-        entry: "main.js".into(),
+        entry: entry.into(),
         limits: Default::default(),
         env: Default::default(),
         secrets: Default::default(),
@@ -130,6 +139,11 @@ pub(super) async fn deploy(
         env,
         kv_binding: deployment.kv_binding.clone(),
         allowed_hosts: deployment.allowed_hosts.clone(),
+        runtime: deployment
+            .files
+            .iter()
+            .find(|f| f.path == deployment.entry)
+            .map_or(RuntimeKind::Js, |f| RuntimeKind::detect(&f.code)),
     };
     state
         .invoker

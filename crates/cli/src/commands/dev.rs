@@ -41,6 +41,7 @@ fn load(path: &Path, generation: u64, cpu_ms: Option<u32>) -> anyhow::Result<Fun
                 env: project.vars.clone(),
                 kv_binding: project.kv_binding.clone(),
                 allowed_hosts: project.allowed_hosts.clone(),
+                runtime: Default::default(),
             }
         }
         None => {
@@ -55,6 +56,9 @@ fn load(path: &Path, generation: u64, cpu_ms: Option<u32>) -> anyhow::Result<Fun
         }
     };
     source.id = format!("dev:{generation}");
+    source.runtime = source
+        .file_bytes(&source.entry)
+        .map_or(Default::default(), isola_core::RuntimeKind::detect);
     if let Some(cpu_ms) = cpu_ms {
         source.limits.cpu_ms = cpu_ms;
     }
@@ -119,7 +123,7 @@ pub async fn execute(args: DevArgs) -> anyhow::Result<crate::ExitStatus> {
         kv: Some(Arc::new(kv)),
         ..ExecutorConfig::default()
     }));
-    let executor: Arc<dyn Invoker> = workers.clone();
+    let executor: Arc<dyn Invoker> = Arc::new(isola_core::Dispatch::new(workers.clone(), None));
     let first = Arc::new(load(&args.file, 0, args.cpu_ms)?);
     if let Err(error) = executor.prepare(first.clone()).await {
         eprintln!("[error] {}: {}", error.code, error.message);

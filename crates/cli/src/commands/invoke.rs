@@ -10,7 +10,8 @@ use crate::ExitStatus;
 use anyhow::{bail, Context};
 use clap::Args;
 use isola_core::{
-    FunctionSource, Invocation, InvocationInput, InvocationOutput, Limits, LogEntry, LogLevel,
+    FunctionSource, Invocation, InvocationInput, InvocationOutput, Invoker, Limits, LogEntry,
+    LogLevel, RuntimeKind,
 };
 use isola_runtime_js::{Executor, ExecutorConfig};
 use std::io::{Read, Write};
@@ -42,7 +43,7 @@ pub struct InvokeArgs {
     pub include: bool,
 }
 
-fn read_module(file: Option<&PathBuf>) -> anyhow::Result<(String, String)> {
+fn read_module(file: Option<&PathBuf>) -> anyhow::Result<(String, Vec<u8>)> {
     let (name, bytes) = match file {
         Some(path) => {
             let bytes =
@@ -60,11 +61,13 @@ fn read_module(file: Option<&PathBuf>) -> anyhow::Result<(String, String)> {
             ("stdin".to_string(), bytes)
         }
     };
-    let code = String::from_utf8(bytes).context("the module is not valid UTF-8")?;
-    if code.trim().is_empty() {
-        bail!("the module is empty");
+    if !RuntimeKind::detect(&bytes).is_wasm() {
+        let code = std::str::from_utf8(&bytes).context("the module is not valid UTF-8")?;
+        if code.trim().is_empty() {
+            bail!("the module is empty");
+        }
     }
-    Ok((name, code))
+    Ok((name, bytes))
 }
 
 /// Runs `isola invoke`.
@@ -81,7 +84,14 @@ pub async fn execute(args: InvokeArgs) -> anyhow::Result<ExitStatus> {
         ..Limits::default()
     };
     limits.validate().map_err(anyhow::Error::msg)?;
-    let mut source = FunctionSource::single_module("cli", name, code);
+    let runtime = RuntimeKind::detect(&code);
+    let mut source = FunctionSource::single_module("cli", name, "");
+    source.files[0].code = code;
+    source.runtime = runtime;
+    if runtime.is_wasm() {
+        source.entry = "main.wasm".into();
+        source.files[0].path = "main.wasm".into();
+    }
     // The module keeps its own file name (stacks and syntax errors say
     // `toplevel.js:2:7`); from stdin it is `main.js`.
     if let Some(file_name) = args.file.as_ref().and_then(|f| f.file_name()) {
@@ -92,12 +102,13 @@ pub async fn execute(args: InvokeArgs) -> anyhow::Result<ExitStatus> {
     source.limits = limits;
     source.env = crate::commands::functions::parse_pairs(&args.env, "--env")?;
 
-    let executor = Executor::new(ExecutorConfig {
+    let executor = Arc::new(Executor::new(ExecutorConfig {
         workers: 1,
         ..ExecutorConfig::default()
-    });
-    let outcome = executor
-        .run(Invocation {
+    }));
+    let invoker = isola_core::Dispatch::new(executor, None);
+    let outcome = invoker
+        .invoke(Invocation {
             id: "cli".into(),
             function: Arc::new(source),
             input: InvocationInput::Json(payload),

@@ -244,7 +244,8 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
     }
     let executor = Arc::new(Executor::new(executor_config));
     let config = server_config(&args, token_hash);
-    let node = isola_api::Node::new(config, Arc::new(registry), executor.clone(), Some(kv));
+    let invoker = Arc::new(isola_core::Dispatch::new(executor.clone(), None));
+    let node = isola_api::Node::new(config, Arc::new(registry), invoker, Some(kv));
     eprintln!(
         "isola listening on http://{} (data in {})",
         listener.local_addr()?,

@@ -75,7 +75,7 @@ fn typescript(code: String) -> Arc<FunctionSource> {
     let mut source = (*function(&code)).clone();
     source.files = vec![SourceFile {
         path: "main.ts".into(),
-        code,
+        code: code.into(),
     }];
     source.entry = "main.ts".into();
     Arc::new(source)

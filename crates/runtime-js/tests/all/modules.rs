@@ -122,7 +122,7 @@ fn multi_file(files: &[(&str, &str)]) -> Arc<FunctionSource> {
         .iter()
         .map(|(path, code)| SourceFile {
             path: path.to_string(),
-            code: code.to_string(),
+            code: code.as_bytes().to_vec(),
         })
         .collect();
     Arc::new(source)

@@ -28,7 +28,7 @@ fn a_typescript_cold_start_does_not_hold_up_its_thread() {
     code.push_str("export default (): string => 'typed';\n");
     let mut typed = (*function("")).clone();
     typed.files[0].path = "main.ts".into();
-    typed.files[0].code = code;
+    typed.files[0].code = code.into();
     typed.entry = "main.ts".into();
     let typed = std::sync::Arc::new(typed);
     let plain = function("export default () => 'plain'");
