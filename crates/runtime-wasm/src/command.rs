@@ -1,0 +1,279 @@
+//! Running a WASI preview 1 command: its input on stdin, its result from
+//! stdout, its logs from stderr, under the function's CPU and memory
+//! limits; failures mapped to the error codes JavaScript functions use.
+
+use crate::engine::WasmEngine;
+use isola_core::{
+    ErrorCode, FunctionError, FunctionSource, HttpResponse, InvocationInput, InvocationMetrics,
+    InvocationOutput, LogEntry, LogLevel, Outcome,
+};
+use std::time::{Duration, Instant};
+use wasmtime::{InstancePre, Linker, Module, ResourceLimiter, Store};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+
+/// Most bytes a command may write to stdout (the rest is refused: the
+/// command sees an I/O error) and to stderr.
+const MAX_STDOUT: usize = 16 << 20;
+const MAX_STDERR: usize = 1 << 20;
+
+/// Most elements a table may hold.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Largest input a command is given on stdin.
+const MAX_STDIN: usize = 32 << 20;
+
+/// What a store holds: WASI's context and the memory limiter.
+pub struct State {
+    wasi: WasiP1Ctx,
+    limiter: Limiter,
+}
+
+/// Keeps linear memories and tables within the function's memory limit;
+/// remembers a refusal, which makes the trap a `memory_limit`.
+struct Limiter {
+    max_memory: usize,
+    memory: usize,
+    refused: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let grown = self.memory + (desired - current);
+        if grown > self.max_memory {
+            self.refused = true;
+            return Err(wasmtime::Error::msg("memory limit reached"));
+        }
+        self.memory = grown;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS {
+            self.refused = true;
+            return Err(wasmtime::Error::msg("table limit reached"));
+        }
+        Ok(true)
+    }
+}
+
+/// A module compiled and linked against WASI, ready to instantiate.
+pub struct Prepared {
+    pre: InstancePre<State>,
+}
+
+impl Prepared {
+    /// Validates and compiles `bytes`, and links them against WASI
+    /// preview 1 (an import of anything else is refused now).
+    pub fn compile(engine: &WasmEngine, bytes: &[u8]) -> Result<Self, FunctionError> {
+        let module = Module::new(&engine.engine, bytes).map_err(|e| {
+            FunctionError::new(
+                ErrorCode::InvalidFunction,
+                format!("invalid WebAssembly module: {e:#}"),
+            )
+        })?;
+        if module.get_export("_start").is_none() {
+            return Err(FunctionError::new(
+                ErrorCode::InvalidFunction,
+                "the module exports no _start: build a WASI command (wasm32-wasi, with main)",
+            ));
+        }
+        let mut linker: Linker<State> = Linker::new(&engine.engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut State| &mut state.wasi)
+            .map_err(|e| internal("linking WASI", e))?;
+        let pre = linker.instantiate_pre(&module).map_err(|e| {
+            FunctionError::new(
+                ErrorCode::LinkError,
+                format!("the module imports what isola does not provide: {e:#}"),
+            )
+        })?;
+        Ok(Self { pre })
+    }
+}
+
+fn internal(context: &str, error: impl std::fmt::Display) -> FunctionError {
+    FunctionError::new(ErrorCode::Internal, format!("{context}: {error}"))
+}
+
+/// The command's stdin for an invocation: a JSON payload's text, or an
+/// HTTP request's body.
+pub async fn stdin_of(input: &InvocationInput) -> Result<Vec<u8>, FunctionError> {
+    match input {
+        InvocationInput::Json(payload) => Ok(serde_json::to_vec(payload).unwrap_or_default()),
+        InvocationInput::Http(request) => {
+            let mut body = request.body.clone();
+            if let Some(mut rest) = request.rest.take() {
+                while let Some(chunk) = rest.recv().await {
+                    let chunk =
+                        chunk.map_err(|e| FunctionError::new(ErrorCode::InvalidInput, e))?;
+                    body.extend_from_slice(&chunk);
+                    if body.len() > MAX_STDIN {
+                        return Err(FunctionError::new(
+                            ErrorCode::InvalidInput,
+                            format!("the request body is larger than {MAX_STDIN} bytes"),
+                        ));
+                    }
+                }
+            }
+            Ok(body)
+        }
+    }
+}
+
+/// Runs the command once, in a fresh instance; blocks its thread.
+pub fn run(
+    engine: &WasmEngine,
+    prepared: &Prepared,
+    function: &FunctionSource,
+    stdin: Vec<u8>,
+    input: &InvocationInput,
+) -> Outcome {
+    let started = Instant::now();
+    let cpu_started = thread_cpu();
+    let stdout = MemoryOutputPipe::new(MAX_STDOUT);
+    let stderr = MemoryOutputPipe::new(MAX_STDERR);
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.stdin(MemoryInputPipe::new(stdin))
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .args(&[function.name.as_str()]);
+    for (name, value) in &function.env {
+        wasi.env(name, value);
+    }
+    let state = State {
+        wasi: wasi.build_p1(),
+        limiter: Limiter {
+            max_memory: function.limits.memory_bytes(),
+            memory: 0,
+            refused: false,
+        },
+    };
+    let mut store = Store::new(&engine.engine, state);
+    store.limiter(|state| &mut state.limiter);
+    // Wall time and CPU time are the same here: the command never waits.
+    let budget = function.limits.cpu().min(function.limits.timeout());
+    store.set_epoch_deadline(WasmEngine::ticks(budget));
+    let ran = prepared
+        .pre
+        .instantiate(&mut store)
+        .and_then(|instance| instance.get_typed_func::<(), ()>(&mut store, "_start"))
+        .and_then(|start| start.call(&mut store, ()));
+    let refused = store.data().limiter.refused;
+    let cpu = thread_cpu().saturating_sub(cpu_started);
+    let result = match ran {
+        Ok(()) => Ok(0),
+        Err(error) => match error.downcast_ref::<I32Exit>() {
+            Some(I32Exit(code)) => Ok(*code),
+            None => Err(classify(&error, refused, function, cpu)),
+        },
+    };
+    let result = result.and_then(|code| match code {
+        0 => Ok(output(input, stdout.contents().to_vec())),
+        code => Err(FunctionError::new(
+            ErrorCode::UncaughtException,
+            format!("the command exited with code {code}"),
+        )),
+    });
+    Outcome {
+        result,
+        logs: log_lines(&stderr.contents()),
+        metrics: InvocationMetrics {
+            cold_start: false,
+            duration_us: started.elapsed().as_micros() as u64,
+            cpu_us: cpu.as_micros() as u64,
+            peak_heap_bytes: store.data().limiter.memory as u64,
+        },
+    }
+}
+
+/// The error for a command that trapped or failed.
+fn classify(
+    error: &wasmtime::Error,
+    refused: bool,
+    function: &FunctionSource,
+    cpu: Duration,
+) -> FunctionError {
+    let limits = &function.limits;
+    if refused {
+        return FunctionError::new(
+            ErrorCode::MemoryLimit,
+            format!(
+                "the function exceeded its memory limit of {} MiB",
+                limits.memory_mb
+            ),
+        );
+    }
+    if let Some(wasmtime::Trap::Interrupt) = error.downcast_ref::<wasmtime::Trap>() {
+        return FunctionError::new(
+            ErrorCode::CpuLimit,
+            format!(
+                "the function exceeded its CPU time limit of {} ms (it used {:.1} ms)",
+                limits.cpu_ms.min(limits.timeout_ms),
+                cpu.as_secs_f64() * 1000.0
+            ),
+        );
+    }
+    let message = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => format!("wasm trap: {trap}"),
+        None => format!("{error:#}"),
+    };
+    FunctionError::new(ErrorCode::UncaughtException, message)
+}
+
+/// The result of a command that wrote `stdout`: JSON when it is JSON, else
+/// text; over HTTP, the response body.
+fn output(input: &InvocationInput, stdout: Vec<u8>) -> InvocationOutput {
+    let json = serde_json::from_slice::<serde_json::Value>(&stdout).ok();
+    match input {
+        InvocationInput::Json(_) => InvocationOutput::Json(json.unwrap_or_else(|| {
+            serde_json::Value::String(String::from_utf8_lossy(&stdout).into_owned())
+        })),
+        InvocationInput::Http(_) => {
+            let kind = if json.is_some() {
+                "application/json"
+            } else {
+                "text/plain; charset=utf-8"
+            };
+            InvocationOutput::Http(HttpResponse {
+                status: 200,
+                headers: vec![("content-type".into(), kind.into())],
+                body: stdout,
+                rest: Default::default(),
+                upgrade: Default::default(),
+            })
+        }
+    }
+}
+
+/// Each line of stderr as an `error`-level log line.
+fn log_lines(stderr: &[u8]) -> Vec<LogEntry> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .map(|line| LogEntry {
+            level: LogLevel::Error,
+            message: line.to_string(),
+        })
+        .collect()
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}

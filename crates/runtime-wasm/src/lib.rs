@@ -1,0 +1,133 @@
+//! isola's WebAssembly runtime: functions that are WASI preview 1 commands
+//! (any language that targets `wasm32-wasi`), run by wasmtime under the
+//! same limits and error codes as JavaScript functions.
+//!
+//! - **Shape.** The invocation's payload (a JSON invocation's JSON text, an
+//!   HTTP request's body) is the command's stdin; what it writes to stdout
+//!   is the result (JSON when it parses as JSON, else a string; over HTTP
+//!   the response body); each line it writes to stderr is a log line; a
+//!   non-zero exit code is a function error. Variables and secrets are its
+//!   environment. No files, no sockets, no clocks beyond WASI's.
+//! - **Limits.** CPU by epoch interruption (a ticker thread advances the
+//!   engine's epoch every millisecond; a store's deadline is its
+//!   `cpu_ms`), memory by a `ResourceLimiter` (linear memories and tables
+//!   within `memory_mb`; growing past it traps as `memory_limit`), stdout
+//!   and stderr bounded. Commands run on tokio's blocking threads, at most
+//!   one per core at once.
+//! - **Compilation.** A module is validated and compiled at deploy
+//!   ([`Invoker::prepare`]), its `InstancePre` kept per function version;
+//!   each invocation gets a fresh instance.
+
+mod command;
+mod engine;
+
+use isola_core::{
+    BoxFuture, ErrorCode, FunctionError, FunctionSource, Invocation, Invoker, InvokerStats,
+    Outcome, RuntimeKind,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+
+pub use engine::WasmEngine;
+
+/// Compiled modules kept, at most (then the cache starts afresh).
+const MAX_CACHED: usize = 256;
+
+/// Runs WebAssembly functions; see the crate docs.
+pub struct WasmRuntime {
+    engine: WasmEngine,
+    /// Compiled and linked modules, by function version.
+    prepared: Mutex<HashMap<String, Arc<command::Prepared>>>,
+    /// One command per core at once.
+    running: Arc<Semaphore>,
+}
+
+impl WasmRuntime {
+    /// A runtime with its own engine and epoch ticker.
+    pub fn new() -> Result<Self, FunctionError> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok(Self {
+            engine: WasmEngine::new()?,
+            prepared: Mutex::default(),
+            running: Arc::new(Semaphore::new(cores)),
+        })
+    }
+
+    /// The function's compiled module, compiled now if need be.
+    fn prepared(&self, function: &FunctionSource) -> Result<Arc<command::Prepared>, FunctionError> {
+        if let Some(found) = self.prepared.lock().unwrap().get(&function.id) {
+            return Ok(found.clone());
+        }
+        if function.runtime != RuntimeKind::WasmModule {
+            return Err(FunctionError::new(
+                ErrorCode::InvalidFunction,
+                "WebAssembly components are not supported yet: deploy a WASI preview 1 command (a core module)",
+            ));
+        }
+        let bytes = function.file_bytes(&function.entry).ok_or_else(|| {
+            FunctionError::new(ErrorCode::InvalidFunction, "the entry file is missing")
+        })?;
+        let prepared = Arc::new(command::Prepared::compile(&self.engine, bytes)?);
+        let mut cache = self.prepared.lock().unwrap();
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache.insert(function.id.clone(), prepared.clone());
+        Ok(prepared)
+    }
+
+    async fn run(&self, invocation: Invocation) -> Outcome {
+        let prepared = match self.prepared(&invocation.function) {
+            Ok(prepared) => prepared,
+            Err(error) => return Outcome::failed(error),
+        };
+        let Ok(_turn) = self.running.clone().acquire_owned().await else {
+            return Outcome::failed(FunctionError::new(
+                ErrorCode::Unavailable,
+                "the WebAssembly runtime is shutting down",
+            ));
+        };
+        let stdin = match command::stdin_of(&invocation.input).await {
+            Ok(stdin) => stdin,
+            Err(error) => return Outcome::failed(error),
+        };
+        let engine = self.engine.clone();
+        let function = invocation.function.clone();
+        let input = invocation.input;
+        let ran = tokio::task::spawn_blocking(move || {
+            command::run(&engine, &prepared, &function, stdin, &input)
+        })
+        .await;
+        ran.unwrap_or_else(|_| {
+            Outcome::failed(FunctionError::new(
+                ErrorCode::Internal,
+                "the WebAssembly command's thread stopped",
+            ))
+        })
+    }
+}
+
+impl Invoker for WasmRuntime {
+    fn invoke(&self, invocation: Invocation) -> BoxFuture<'_, Outcome> {
+        Box::pin(self.run(invocation))
+    }
+
+    fn prepare(&self, function: Arc<FunctionSource>) -> BoxFuture<'_, Result<(), FunctionError>> {
+        Box::pin(async move {
+            function
+                .limits
+                .validate()
+                .map_err(|message| FunctionError::new(ErrorCode::InvalidInput, message))?;
+            self.prepared(&function).map(|_| ())
+        })
+    }
+
+    fn evict(&self, function_id: &str) {
+        self.prepared.lock().unwrap().remove(function_id);
+    }
+
+    fn stats(&self) -> InvokerStats {
+        InvokerStats::default()
+    }
+}

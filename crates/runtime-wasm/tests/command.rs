@@ -1,0 +1,200 @@
+//! WASI preview 1 commands end to end through the runtime, from WAT text:
+//! stdin to stdout, exit codes, stderr as logs, and hostile modules.
+
+use isola_core::{
+    ErrorCode, FunctionSource, Invocation, InvocationInput, InvocationOutput, Invoker, Limits,
+    Outcome, RuntimeKind,
+};
+use isola_runtime_wasm::WasmRuntime;
+use std::sync::Arc;
+
+/// WASI's fd_read / fd_write / proc_exit, and a page of memory.
+const PRELUDE: &str = r#"
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+"#;
+
+/// Copies stdin to stdout, then writes "done" to stderr.
+const ECHO: &str = r#"
+  (data (i32.const 512) "done\n")
+  (func (export "_start")
+    (loop $again
+      (i32.store (i32.const 0) (i32.const 1024))
+      (i32.store (i32.const 4) (i32.const 4096))
+      (drop (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+      (if (i32.eqz (i32.load (i32.const 8)))
+        (then
+          (i32.store (i32.const 16) (i32.const 512))
+          (i32.store (i32.const 20) (i32.const 5))
+          (drop (call $fd_write (i32.const 2) (i32.const 16) (i32.const 1) (i32.const 24)))
+          (return)))
+      (i32.store (i32.const 16) (i32.const 1024))
+      (i32.store (i32.const 20) (i32.load (i32.const 8)))
+      (drop (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))
+      (br $again)))
+"#;
+
+fn module(body: &str) -> Vec<u8> {
+    wat::parse_str(format!("(module {PRELUDE} {body})")).unwrap()
+}
+
+fn function(bytes: Vec<u8>, limits: Limits) -> Arc<FunctionSource> {
+    let mut source = FunctionSource::single_module(format!("wasm-{}", bytes.len()), "f", "");
+    source.runtime = RuntimeKind::detect(&bytes);
+    source.entry = "main.wasm".into();
+    source.files[0].path = "main.wasm".into();
+    source.files[0].code = bytes;
+    source.limits = limits;
+    Arc::new(source)
+}
+
+async fn invoke(
+    runtime: &WasmRuntime,
+    function: Arc<FunctionSource>,
+    payload: serde_json::Value,
+) -> Outcome {
+    runtime
+        .invoke(Invocation {
+            id: "i".into(),
+            function,
+            input: InvocationInput::Json(payload),
+        })
+        .await
+}
+
+fn code(outcome: &Outcome) -> ErrorCode {
+    outcome.result.as_ref().unwrap_err().code
+}
+
+#[tokio::test]
+async fn a_command_echoes_its_input_and_logs_its_stderr() {
+    let runtime = WasmRuntime::new().unwrap();
+    let echo = function(module(ECHO), Limits::default());
+    runtime.prepare(echo.clone()).await.unwrap();
+    let outcome = invoke(&runtime, echo, serde_json::json!({ "a": [1, 2] })).await;
+    match &outcome.result {
+        Ok(InvocationOutput::Json(value)) => assert_eq!(value, &serde_json::json!({ "a": [1, 2] })),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(outcome.logs.len(), 1);
+    assert_eq!(outcome.logs[0].message, "done");
+}
+
+#[tokio::test]
+async fn exit_codes_and_traps_are_function_errors() {
+    let runtime = WasmRuntime::new().unwrap();
+    let exits = function(
+        module(r#"(func (export "_start") (call $proc_exit (i32.const 3)))"#),
+        Limits::default(),
+    );
+    let outcome = invoke(&runtime, exits, serde_json::Value::Null).await;
+    assert_eq!(code(&outcome), ErrorCode::UncaughtException);
+    assert!(outcome.result.unwrap_err().message.contains("code 3"));
+    let traps = function(
+        module(r#"(func (export "_start") unreachable)"#),
+        Limits::default(),
+    );
+    let outcome = invoke(&runtime, traps, serde_json::Value::Null).await;
+    assert_eq!(code(&outcome), ErrorCode::UncaughtException);
+    assert!(outcome.result.unwrap_err().message.contains("unreachable"));
+}
+
+#[tokio::test]
+async fn an_endless_loop_is_stopped_at_its_cpu_limit() {
+    let runtime = WasmRuntime::new().unwrap();
+    let limits = Limits {
+        cpu_ms: 20,
+        ..Limits::default()
+    };
+    let spins = function(
+        module(r#"(func (export "_start") (loop $l (br $l)))"#),
+        limits,
+    );
+    let started = std::time::Instant::now();
+    let outcome = invoke(&runtime, spins, serde_json::Value::Null).await;
+    assert_eq!(code(&outcome), ErrorCode::CpuLimit, "{:?}", outcome.result);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    // The runtime goes on serving.
+    let echo = function(module(ECHO), Limits::default());
+    assert!(invoke(&runtime, echo, serde_json::json!(1))
+        .await
+        .result
+        .is_ok());
+}
+
+#[tokio::test]
+async fn growing_memory_past_the_limit_is_a_memory_limit() {
+    let runtime = WasmRuntime::new().unwrap();
+    let limits = Limits {
+        memory_mb: 8,
+        ..Limits::default()
+    };
+    // 200 pages of 64 KiB: 12.5 MiB.
+    let grows = function(
+        module(r#"(func (export "_start") (drop (memory.grow (i32.const 200))))"#),
+        limits,
+    );
+    let outcome = invoke(&runtime, grows, serde_json::Value::Null).await;
+    assert_eq!(
+        code(&outcome),
+        ErrorCode::MemoryLimit,
+        "{:?}",
+        outcome.result
+    );
+}
+
+#[tokio::test]
+async fn huge_output_is_cut_off() {
+    let runtime = WasmRuntime::new().unwrap();
+    // Writes the first 64 KiB of memory to stdout 1,000 times (62.5 MiB).
+    let floods = function(
+        module(
+            r#"(func (export "_start") (local $n i32)
+              (i32.store (i32.const 0) (i32.const 0))
+              (i32.store (i32.const 4) (i32.const 65536))
+              (loop $l
+                (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+                (local.set $n (i32.add (local.get $n) (i32.const 1)))
+                (br_if $l (i32.lt_u (local.get $n) (i32.const 1000)))))"#,
+        ),
+        Limits::default(),
+    );
+    let outcome = invoke(&runtime, floods, serde_json::Value::Null).await;
+    match &outcome.result {
+        Ok(InvocationOutput::Json(serde_json::Value::String(text))) => {
+            assert!(text.len() <= 16 << 20, "{}", text.len())
+        }
+        other => panic!("{:?}", other.as_ref().map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn invalid_and_truncated_modules_are_refused_at_deploy() {
+    let runtime = WasmRuntime::new().unwrap();
+    let whole = module(ECHO);
+    for bytes in [
+        whole[..whole.len() / 2].to_vec(),
+        b"\0asm\x01\0\0\0garbage".to_vec(),
+    ] {
+        let error = runtime
+            .prepare(function(bytes, Limits::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidFunction, "{error:?}");
+        assert!(
+            error.message.contains("invalid WebAssembly module"),
+            "{error:?}"
+        );
+    }
+    // A module that imports what isola does not give.
+    let imports =
+        wat::parse_str(r#"(module (import "env" "open_socket" (func)) (func (export "_start")))"#)
+            .unwrap();
+    let error = runtime
+        .prepare(function(imports, Limits::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::LinkError, "{error:?}");
+}
