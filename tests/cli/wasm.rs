@@ -1,12 +1,28 @@
-//! The seams for WebAssembly functions: files are bytes (base64 in JSON),
-//! a deployment says which runtime runs it, and one dispatching invoker
-//! sends each function to its runtime. This node has no Wasm runtime yet,
-//! so a Wasm deployment is refused with a clear error and nothing stored.
+//! WebAssembly functions: files are bytes (base64 in JSON), a deployment
+//! says which runtime runs it, and one dispatching invoker sends each
+//! function to its runtime; WASI preview 1 commands through `isola serve`
+//! and `isola invoke`.
 
 use crate::server::Server;
 
-/// The smallest valid core module: the magic and version 1.
+/// The smallest valid core module: the magic and version 1 (not a command).
 const EMPTY_MODULE: &[u8] = b"\0asm\x01\0\0\0";
+
+/// A WASI command copying stdin to stdout.
+const ECHO: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (loop $again
+      (i32.store (i32.const 0) (i32.const 1024))
+      (i32.store (i32.const 4) (i32.const 4096))
+      (drop (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+      (if (i32.eqz (i32.load (i32.const 8))) (then (return)))
+      (i32.store (i32.const 16) (i32.const 1024))
+      (i32.store (i32.const 20) (i32.load (i32.const 8)))
+      (drop (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))
+      (br $again))))"#;
 
 #[test]
 fn files_are_bytes_and_deployments_name_their_runtime() {
@@ -35,8 +51,8 @@ fn files_are_bytes_and_deployments_name_their_runtime() {
         .unwrap();
     assert_eq!(answer, "42");
 
-    // A Wasm module, as a bare upload: refused by a node without a Wasm
-    // runtime, with what to do about it, and nothing stored.
+    // A Wasm module that is not a command: refused with what to do about
+    // it, and nothing stored.
     server.create_function("wasm");
     let refused = server.deploy_module("wasm", EMPTY_MODULE);
     assert_eq!(refused.status(), reqwest::StatusCode::BAD_REQUEST);
@@ -46,7 +62,7 @@ fn files_are_bytes_and_deployments_name_their_runtime() {
         body["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("WebAssembly"),
+            .contains("_start"),
         "{body}"
     );
     let deployments = server
@@ -56,18 +72,57 @@ fn files_are_bytes_and_deployments_name_their_runtime() {
         .json::<Vec<serde_json::Value>>()
         .unwrap();
     assert!(deployments.is_empty(), "{deployments:?}");
+}
 
-    // The CLI reads a .wasm file as bytes (not as UTF-8 text).
-    let file = dir.path().join("fn.wasm");
-    std::fs::write(&file, EMPTY_MODULE).unwrap();
+#[test]
+fn a_wasi_command_answers_json_and_http_through_serve_and_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let file = dir.path().join("echo.wasm");
+    std::fs::write(&file, wat::parse_str(ECHO).unwrap()).unwrap();
     let deployed = server.cli(
-        &["deploy", file.to_str().unwrap(), "--function", "wasm"],
+        &["deploy", file.to_str().unwrap(), "--function", "echo"],
         "",
     );
-    assert!(!deployed.status.success());
-    let said = String::from_utf8_lossy(&deployed.stderr);
     assert!(
-        said.contains("WebAssembly") && !said.contains("UTF-8"),
-        "{said}"
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stderr)
     );
+    let info = server
+        .api(reqwest::Method::GET, "/v1/functions/echo/deployments")
+        .send()
+        .unwrap()
+        .json::<Vec<serde_json::Value>>()
+        .unwrap();
+    assert_eq!(info[0]["runtime"], "wasm_module", "{info:?}");
+    // JSON in, JSON out.
+    let answer: serde_json::Value = server
+        .api(reqwest::Method::POST, "/v1/functions/echo/invoke")
+        .json(&serde_json::json!({ "n": 7 }))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(answer, serde_json::json!({ "n": 7 }));
+    // Over HTTP: the body in, stdout out.
+    let answer = server
+        .http()
+        .post(format!("{}/fn/echo/", server.url))
+        .body("plain words")
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.text().unwrap(), "plain words");
+    // `isola invoke fn.wasm`, the module from a file or from stdin.
+    let ran = crate::isola(
+        &["invoke", file.to_str().unwrap(), "--payload", "[1,2]"],
+        "",
+    );
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ran.stdout).trim(), "[1,2]");
 }

@@ -123,7 +123,9 @@ pub async fn execute(args: DevArgs) -> anyhow::Result<crate::ExitStatus> {
         kv: Some(Arc::new(kv)),
         ..ExecutorConfig::default()
     }));
-    let executor: Arc<dyn Invoker> = Arc::new(isola_core::Dispatch::new(workers.clone(), None));
+    let wasm: Arc<dyn Invoker> = Arc::new(isola_runtime_wasm::WasmRuntime::new()?);
+    let executor: Arc<dyn Invoker> =
+        Arc::new(isola_core::Dispatch::new(workers.clone(), Some(wasm)));
     let first = Arc::new(load(&args.file, 0, args.cpu_ms)?);
     if let Err(error) = executor.prepare(first.clone()).await {
         eprintln!("[error] {}: {}", error.code, error.message);

@@ -106,7 +106,8 @@ pub async fn execute(args: InvokeArgs) -> anyhow::Result<ExitStatus> {
         workers: 1,
         ..ExecutorConfig::default()
     }));
-    let invoker = isola_core::Dispatch::new(executor, None);
+    let wasm: Arc<dyn Invoker> = Arc::new(isola_runtime_wasm::WasmRuntime::new()?);
+    let invoker = isola_core::Dispatch::new(executor, Some(wasm));
     let outcome = invoker
         .invoke(Invocation {
             id: "cli".into(),
