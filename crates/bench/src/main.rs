@@ -5,6 +5,7 @@
 
 mod runtime;
 mod stats;
+mod wasm;
 mod websocket;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,8 @@ enum Command {
     Warm(runtime::WarmArgs),
     /// Resident memory per warm idle isolate.
     Memory(runtime::MemoryArgs),
+    /// WebAssembly: instantiate + invoke from the runtime, and a compute kernel as Wasm vs JS.
+    Wasm(wasm::WasmArgs),
     /// WebSocket echo load against a loopback server: messages/s and round trips.
     WsEcho(websocket::EchoArgs),
     /// Many idle WebSocket connections held open (for the server's memory).
@@ -41,6 +44,7 @@ fn main() -> anyhow::Result<()> {
             Command::Cold(args) => runtime::cold(args).await,
             Command::Warm(args) => runtime::warm(args).await,
             Command::Memory(args) => runtime::memory(args).await,
+            Command::Wasm(args) => wasm::wasm(args).await,
             Command::WsEcho(args) => websocket::echo(args).await,
             Command::WsIdle(args) => websocket::idle(args).await,
         }
