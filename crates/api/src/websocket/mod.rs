@@ -42,26 +42,11 @@ pub struct Upgrade {
 /// no key, another version).
 pub fn take(request: &mut Request) -> Option<Result<Upgrade, Response>> {
     let headers = request.headers();
-    let asks = headers
-        .get_all(header::UPGRADE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',')
-                .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
-        });
-    if !asks {
+    if !lists(headers, header::UPGRADE, "websocket") {
         return None;
     }
     // RFC 6455 §4.1: `Connection: Upgrade` too, or it is not an upgrade.
-    let connection_upgrade = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-        });
+    let connection_upgrade = lists(headers, header::CONNECTION, "upgrade");
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
         .and_then(|v| v.to_str().ok())
@@ -84,6 +69,15 @@ pub fn take(request: &mut Request) -> Option<Result<Upgrade, Response>> {
         }
         _ => bad(StatusCode::BAD_REQUEST),
     }
+}
+
+/// Whether the comma-separated header `name` lists `token`.
+fn lists(headers: &axum::http::HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
 /// Runs the function for an upgrade request and, when it accepts, starts

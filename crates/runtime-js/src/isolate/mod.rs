@@ -449,17 +449,7 @@ impl FunctionIsolate {
         invocation: &Invocation,
         deadline: Instant,
     ) -> Result<InvocationOutput, FunctionError> {
-        self.meter.reset(self.source.limits.cpu());
-        self.meter.set_wall_deadline(Some(deadline.into_std()));
-        self.budget.clear_refused();
-        self.runtime
-            .op_state()
-            .borrow()
-            .borrow::<FetchBudget>()
-            .reset();
-        if let Some(kv_budget) = &self.kv_budget {
-            kv_budget.set(kv::MAX_OPS_PER_INVOCATION);
-        }
+        self.reset_for(deadline);
         let result = match self.run_handler(invocation, deadline).await {
             Ok((output, tick)) => {
                 self.settle(tick);

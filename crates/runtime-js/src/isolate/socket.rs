@@ -98,7 +98,7 @@ impl FunctionIsolate {
         frame: &WsFrame,
         deadline: Instant,
     ) -> EventReport {
-        self.reset_for_event(deadline);
+        self.reset_for(deadline);
         let result = self.dispatch(socket, frame, deadline).await;
         let error = match result {
             Ok(tick) => {
@@ -172,7 +172,9 @@ impl FunctionIsolate {
         }
     }
 
-    fn reset_for_event(&mut self, deadline: Instant) {
+    /// A fresh budget for one invocation or event ending at `deadline`:
+    /// CPU, wall time, memory refusals, subrequests, KV operations.
+    pub(super) fn reset_for(&mut self, deadline: Instant) {
         self.meter.reset(self.source.limits.cpu());
         self.meter.set_wall_deadline(Some(deadline.into_std()));
         self.budget.clear_refused();
