@@ -116,10 +116,10 @@ impl AppState {
         if let Some(retention) = config.retention {
             crate::recorder::spawn_pruner(registry.clone(), retention, PRUNE_EVERY);
         }
-        let websockets = Arc::new(tokio::sync::Semaphore::new(config.max_websockets));
-        let websocket_buffers = Arc::new(tokio::sync::Semaphore::new(
-            config.max_websocket_buffer_mb.saturating_mul(1024),
-        ));
+        use tokio::sync::Semaphore;
+        let permits = |n: usize| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS)));
+        let websockets = permits(config.max_websockets);
+        let websocket_buffers = permits(config.max_websocket_buffer_mb.saturating_mul(1024));
         Self(Arc::new(Shared {
             kv,
             config,

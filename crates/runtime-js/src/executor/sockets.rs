@@ -3,8 +3,9 @@
 //! function version's open connections on this node, so that they can see
 //! each other (a chat room broadcasts to all of them). The host runs one
 //! thing at a time: an upgrade request, an event a client sent (each under
-//! the limits of one invocation), or what listeners left behind (timers,
-//! fetches: at most `cpu_ms` of CPU per second, billed to the next event).
+//! the limits of one invocation), or a turn of what listeners left behind
+//! (timers, fetches: a turn may use `cpu_ms`; past `cpu_ms` in a second,
+//! they wait for the next second; billed to the next event).
 //!
 //! Who pays: the host holds its function's memory reservation for its life
 //! (upgrades waiting for it hold none, and at most [`MAX_WAITING`] wait);
@@ -23,8 +24,10 @@ use tokio::sync::Notify;
 /// faster than its function handles waits, and its TCP window fills.
 const EVENT_QUEUE: usize = 64;
 
-/// Upgrade requests waiting for a busy host, at most; past it, 503.
-const MAX_WAITING: usize = 32;
+/// Upgrade requests waiting for a busy host, at most; past it, 503. They
+/// hold no memory or worker slot (and each its place among the node's
+/// connections), so a burst of reconnections fits.
+const MAX_WAITING: usize = 1024;
 
 /// How often a host without events looks for connections that went away
 /// without a word.
@@ -80,6 +83,11 @@ struct Host {
     pending: EventReport,
     /// When the current background window began, and the CPU used in it.
     window: (Instant, std::time::Duration),
+}
+
+/// Whether a failure broke the function's CPU or memory limit.
+fn breaks_limit(error: &FunctionError) -> bool {
+    matches!(error.code, ErrorCode::CpuLimit | ErrorCode::MemoryLimit)
 }
 
 /// The answer to an upgrade a host cannot take.
@@ -156,22 +164,32 @@ impl Host {
                 .isolate
                 .as_ref()
                 .is_some_and(FunctionIsolate::has_background_work);
-            let budget = self.background_budget();
+            // Past `cpu_ms` in this window, background work waits for the next.
+            let throttled = self.background_spent();
+            // Not biased: upgrades and events take turns.
             tokio::select! {
-                biased;
                 _ = stop.notified() => {
                     break Some((close_code::SERVICE_RESTART, "the function was redeployed"));
                 }
-                Some(job) = upgrades.recv() => self.upgrade(job).await,
-                Some(event) = events.recv() => self.event(event).await,
-                report = Self::background(&mut self.isolate, budget), if background && !budget.is_zero() => {
+                Some(job) = upgrades.recv() => {
+                    self.bill_interrupted();
+                    self.upgrade(job).await;
+                }
+                Some(event) = events.recv() => {
+                    self.bill_interrupted();
+                    self.event(event).await;
+                }
+                report = Self::background(&mut self.isolate), if background && !throttled => {
                     self.window.1 += std::time::Duration::from_micros(report.cpu_us);
                     self.pending_add(report);
                 }
-                _ = tokio::time::sleep_until(self.window.0 + BACKGROUND_WINDOW), if background && budget.is_zero() => {}
+                _ = tokio::time::sleep_until(self.window.0 + BACKGROUND_WINDOW), if background && throttled => {}
                 _ = tokio::time::sleep(SWEEP) => {}
             }
             if self.isolate.as_ref().is_some_and(|i| !i.is_reusable()) {
+                if self.pending.error.as_ref().is_some_and(breaks_limit) {
+                    self.worker.quarantined.admit(&self.source.id);
+                }
                 break Some((close_code::INTERNAL, "the function failed"));
             }
             if self.open() == 0 && upgrades.is_empty() {
@@ -212,7 +230,11 @@ impl Host {
             let Ok(Some(event)) = tokio::time::timeout_at(until, events.recv()).await else {
                 return;
             };
-            let report = std::mem::take(&mut self.pending);
+            // The logs go with the first close, the failure with each.
+            let error = self.pending.error.clone();
+            let mut report = std::mem::take(&mut self.pending);
+            report.error = report.error.or(error.clone());
+            self.pending.error = error;
             if let Some(isolate) = self.isolate.as_mut() {
                 isolate.forget_socket(event.socket);
             }
@@ -220,20 +242,27 @@ impl Host {
         }
     }
 
-    /// CPU background work may still use in the current window.
-    fn background_budget(&mut self) -> std::time::Duration {
+    /// Whether background work used its `cpu_ms` in the current window.
+    fn background_spent(&mut self) -> bool {
         if self.window.0.elapsed() >= BACKGROUND_WINDOW {
             self.window = (Instant::now(), std::time::Duration::ZERO);
         }
-        self.source.limits.cpu().saturating_sub(self.window.1)
+        self.window.1 >= self.source.limits.cpu()
     }
 
-    async fn background(
-        isolate: &mut Option<FunctionIsolate>,
-        budget: std::time::Duration,
-    ) -> EventReport {
+    /// Counts and bills what a background turn dropped for an event used.
+    fn bill_interrupted(&mut self) {
+        let Some(isolate) = self.isolate.as_mut() else {
+            return;
+        };
+        let cpu = isolate.take_background_cpu();
+        self.window.1 += cpu;
+        self.pending.cpu_us += cpu.as_micros() as u64;
+    }
+
+    async fn background(isolate: &mut Option<FunctionIsolate>) -> EventReport {
         match isolate {
-            Some(isolate) => isolate.background(budget).await,
+            Some(isolate) => isolate.background().await,
             None => std::future::pending().await,
         }
     }
@@ -264,10 +293,7 @@ impl Host {
             // A pair made by a listener can never be returned in a 101.
             isolate.forget_unused_sockets();
         }
-        let broke = report.error.as_ref().is_some_and(|error| {
-            matches!(error.code, ErrorCode::CpuLimit | ErrorCode::MemoryLimit)
-        });
-        if broke {
+        if report.error.as_ref().is_some_and(breaks_limit) {
             // Its next connections run on the quarantine worker.
             self.worker.quarantined.admit(&self.source.id);
         }

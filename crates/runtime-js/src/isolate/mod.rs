@@ -106,6 +106,8 @@ pub struct FunctionIsolate {
     /// Where a `101` response links its socket, when this isolate holds
     /// its function's WebSocket connections.
     socket_events: Option<tokio::sync::mpsc::Sender<isola_core::websocket::SocketEvent>>,
+    /// CPU the background turn under way has used so far.
+    background_cpu: Duration,
 }
 
 /// Runs `f` with the isolate behind `raw` entered, as one CPU slice.
@@ -313,6 +315,7 @@ impl FunctionIsolate {
             startup_cpu: Duration::ZERO,
             kv_budget,
             socket_events: None,
+            background_cpu: Duration::ZERO,
         })
     }
 

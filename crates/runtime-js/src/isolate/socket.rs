@@ -130,29 +130,40 @@ impl FunctionIsolate {
         }
     }
 
-    /// Runs what listeners left behind until the event loop is idle, with
-    /// at most `budget` of CPU (the subrequest and KV budgets go on from
-    /// the last event); an error breaks the isolate. Safe to drop midway
-    /// (an event then comes first).
-    pub async fn background(&mut self, budget: Duration) -> EventReport {
-        self.meter.reset(budget);
+    /// Runs what listeners left behind (timers, fetches) for one turn: until
+    /// the event loop is idle, or until it has run something after a wake,
+    /// so that the host accounts each turn's CPU before the next; one turn
+    /// may use at most `cpu_ms` (past it the isolate is broken). Safe to
+    /// drop while it waits: what it used is then in
+    /// [`Self::take_background_cpu`].
+    pub async fn background(&mut self) -> EventReport {
+        self.meter.reset(self.source.limits.cpu());
         // Timers may wait longer than an invocation's wall time: only CPU counts here.
         self.meter.set_wall_deadline(None);
         let Self {
             runtime,
             raw,
             meter,
+            background_cpu,
             ..
         } = self;
-        let ran = Metered {
-            raw: *raw,
-            meter,
-            inner: Box::pin(std::future::poll_fn(|cx| {
+        let raw = *raw;
+        let mut polls = 0u32;
+        let (ran, idle) = std::future::poll_fn(|cx| {
+            polls += 1;
+            let polled = entered(raw, meter, || {
                 runtime.poll_event_loop(cx, PollEventLoopOptions::default())
-            })),
-        }
+            });
+            *background_cpu = meter.used();
+            match polled {
+                Poll::Ready(done) => Poll::Ready((done, true)),
+                Poll::Pending if polls > 1 => Poll::Ready((Ok(()), false)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
         .await;
-        self.idle = true;
+        self.background_cpu = Duration::ZERO;
+        self.idle = idle;
         self.charge_offloaded();
         let error = match ran {
             Ok(()) if !self.is_reusable() || self.meter.exceeded() => {
@@ -170,6 +181,12 @@ impl FunctionIsolate {
             logs: self.take_logs(),
             error,
         }
+    }
+
+    /// CPU a background turn used before it was dropped for an event
+    /// (taken once).
+    pub fn take_background_cpu(&mut self) -> Duration {
+        std::mem::take(&mut self.background_cpu)
     }
 
     /// A fresh budget for one invocation or event ending at `deadline`:
