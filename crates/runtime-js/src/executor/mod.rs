@@ -135,6 +135,31 @@ enum Control {
     Spawn(LocalTask),
 }
 
+/// Which thread runs something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Worker(usize),
+    Quarantine,
+}
+
+/// Where each function version's WebSocket host runs.
+#[derive(Clone, Default)]
+struct Hosted(Arc<std::sync::Mutex<std::collections::HashMap<String, Place>>>);
+
+impl Hosted {
+    fn get(&self, id: &str) -> Option<Place> {
+        self.0.lock().unwrap().get(id).copied()
+    }
+
+    fn set(&self, id: &str, place: Option<Place>) {
+        let mut hosted = self.0.lock().unwrap();
+        match place {
+            Some(place) => hosted.insert(id.to_string(), place),
+            None => hosted.remove(id),
+        };
+    }
+}
+
 /// Tells executors apart, so a worker thread runs locally only the
 /// invocations of its own executor.
 static NEXT_EXECUTOR: AtomicU64 = AtomicU64::new(1);
@@ -158,6 +183,7 @@ const ANSWER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 struct Common {
     executor: u64,
     quarantined: Arc<Quarantine>,
+    hosted: Hosted,
     watchdog: CpuWatchdog,
     code_cache: Arc<CodeCache>,
     transpiled: Arc<TranspileCache>,
@@ -171,6 +197,7 @@ impl Common {
     /// a `quarantine` worker runs at a lower OS priority.
     fn spawn(
         &self,
+        index: usize,
         name: String,
         shared: Option<async_channel::Receiver<Job>>,
         quarantine: bool,
@@ -184,6 +211,12 @@ impl Common {
         let worker = WorkerSetup {
             executor: self.executor,
             quarantined: self.quarantined.clone(),
+            hosted: self.hosted.clone(),
+            place: if quarantine {
+                Place::Quarantine
+            } else {
+                Place::Worker(index)
+            },
             queue: shared,
             own_queue,
             in_flight: in_flight.clone(),
@@ -218,6 +251,8 @@ pub struct Executor {
     admission: Arc<Admission>,
     /// Functions that broke a limit recently, and the worker they run on.
     quarantined: Arc<Quarantine>,
+    /// Where each function version's WebSocket host runs, if it has one.
+    hosted: Hosted,
     quarantine: WorkerHandle,
     workers: Vec<WorkerHandle>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -234,9 +269,11 @@ impl Executor {
         let (jobs, queue) = async_channel::bounded(config.queue_capacity.max(1));
         let id = NEXT_EXECUTOR.fetch_add(1, Ordering::Relaxed);
         let quarantined = Arc::new(Quarantine::default());
+        let hosted = Hosted::default();
         let common = Common {
             executor: id,
             quarantined: quarantined.clone(),
+            hosted: hosted.clone(),
             watchdog: CpuWatchdog::start(),
             code_cache: Arc::new(CodeCache::default()),
             transpiled: Arc::new(TranspileCache::default()),
@@ -250,18 +287,23 @@ impl Executor {
         let mut handles = Vec::new();
         let mut threads = Vec::new();
         for index in 0..workers {
-            let (handle, thread) =
-                common.spawn(format!("isola-worker-{index}"), Some(queue.clone()), false);
+            let (handle, thread) = common.spawn(
+                index,
+                format!("isola-worker-{index}"),
+                Some(queue.clone()),
+                false,
+            );
             handles.push(handle);
             threads.push(thread);
         }
-        let (quarantine, thread) = common.spawn("isola-quarantine".into(), None, true);
+        let (quarantine, thread) = common.spawn(0, "isola-quarantine".into(), None, true);
         threads.push(thread);
         Self {
             id,
             jobs,
             admission: Arc::new(Admission::new(common.config.max_admitted_memory_mb)),
             quarantined,
+            hosted,
             quarantine,
             workers: handles,
             threads,
@@ -346,7 +388,18 @@ impl Executor {
     /// idle (always, for a WebSocket request), else on the shared queue.
     fn submit(&self, job: Job) -> Result<(), FunctionError> {
         let home = &self.workers[home_worker(job.function_id(), self.workers.len())];
-        let queue = if self.quarantined.holds(job.function_id()) {
+        // A WebSocket request goes where its function's connections are, so
+        // that they all see each other (even once it is quarantined).
+        let host = job
+            .is_upgrade()
+            .then(|| self.hosted.get(job.function_id()))
+            .flatten();
+        let queue = if let Some(place) = host {
+            match place {
+                Place::Worker(index) => &self.workers[index].jobs,
+                Place::Quarantine => &self.quarantine.jobs,
+            }
+        } else if self.quarantined.holds(job.function_id()) {
             &self.quarantine.jobs
         } else if job.is_upgrade() || home.in_flight.load(Ordering::Relaxed) == 0 {
             &home.jobs

@@ -130,6 +130,7 @@ impl Worker {
             stop: stop.clone(),
         };
         self.hosts.0.borrow_mut().insert(source.id.clone(), handle);
+        self.hosted.set(&source.id, Some(self.place));
         let (events, event_queue) = mpsc::channel(EVENT_QUEUE);
         let host = Host {
             worker: self.clone(),
@@ -198,6 +199,7 @@ impl Host {
         };
         // Deregistered before any await: no upgrade can reach this host now.
         self.worker.hosts.0.borrow_mut().remove(&self.source.id);
+        self.worker.hosted.set(&self.source.id, None);
         // Those that came as it stopped are refused (a redeploy: the client
         // retries and reaches the new version).
         while let Ok(job) = upgrades.try_recv() {

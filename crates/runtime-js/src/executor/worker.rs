@@ -22,6 +22,8 @@ impl Pooled for FunctionIsolate {
 pub(super) struct WorkerSetup {
     pub(super) executor: u64,
     pub(super) quarantined: Arc<Quarantine>,
+    pub(super) hosted: Hosted,
+    pub(super) place: Place,
     pub(super) queue: async_channel::Receiver<Job>,
     pub(super) own_queue: async_channel::Receiver<Job>,
     pub(super) in_flight: Arc<AtomicUsize>,
@@ -55,6 +57,9 @@ pub(super) struct Worker {
     hosts: Hosts,
     /// Functions that broke a limit recently (a WebSocket listener too).
     quarantined: Arc<Quarantine>,
+    /// Where WebSocket hosts run (this worker's included), and this worker.
+    hosted: Hosted,
+    place: Place,
 }
 
 impl Worker {
@@ -164,6 +169,8 @@ impl WorkerSetup {
             cpu_estimates: RefCell::default(),
             hosts: Hosts::default(),
             quarantined: self.quarantined.clone(),
+            hosted: self.hosted.clone(),
+            place: self.place,
         });
         let slots = worker.slots.clone();
         if !self.quarantine {
