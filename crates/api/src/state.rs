@@ -97,6 +97,8 @@ pub struct Shared {
     pub websockets: Arc<tokio::sync::Semaphore>,
     /// One permit per KiB its connections may hold in messages being read.
     pub websocket_buffers: Arc<tokio::sync::Semaphore>,
+    /// Of those, the KiB each function holds (at most a quarter each).
+    pub websocket_shares: crate::websocket::Shares,
 }
 
 impl AppState {
@@ -131,6 +133,7 @@ impl AppState {
             storage: tokio::runtime::Handle::current(),
             websockets,
             websocket_buffers,
+            websocket_shares: Default::default(),
             deploys: DeployLocks::default(),
             recorder,
             metrics,

@@ -111,20 +111,10 @@ pub async fn serve(
         return respond::invocation(Audience::Public, limit, &id, outcome);
     };
     // The largest message it may be sent is memory it may hold: reserved
-    // from the node's budget while it is open (refused, the function sees
-    // the connection go at once).
+    // from the node's budget while it is open, a function at most a quarter
+    // of it (refused, the function sees the connection go at once).
     let kib = (limits.websocket_message_kb as usize).saturating_add(BUFFERS_KIB);
-    let Ok(buffers) = u32::try_from(kib)
-        .ok()
-        .and_then(|kib| {
-            state
-                .websocket_buffers
-                .clone()
-                .try_acquire_many_owned(kib)
-                .ok()
-        })
-        .ok_or(())
-    else {
+    let Some(reservation) = reserve(&state, &name, kib, permit) else {
         drop(link);
         state.recorder.record(record);
         return respond::failure(Audience::Public, node_full("memory for WebSocket messages"));
@@ -147,8 +137,73 @@ pub async fn serve(
         &accepted.headers,
         limits,
         Box::new(watcher),
-        Some((permit, buffers)),
+        Some(reservation),
     )
+}
+
+/// What an open connection holds of the node: its place among the
+/// connections, its largest message's memory, and that memory counted
+/// against its function's share; all given back when it ends.
+pub struct Reservation {
+    _place: OwnedSemaphorePermit,
+    _buffers: OwnedSemaphorePermit,
+    _share: Share,
+}
+
+/// A function's part of the node's message budget, given back when dropped.
+struct Share {
+    shares: Shares,
+    function: String,
+    kib: usize,
+}
+
+/// KiB of the node's message budget each function holds.
+pub type Shares = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>;
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut shares = self.shares.lock().unwrap();
+        if let Some(held) = shares.get_mut(&self.function) {
+            *held = held.saturating_sub(self.kib);
+            if *held == 0 {
+                shares.remove(&self.function);
+            }
+        }
+    }
+}
+
+/// `kib` of the node's message budget for a connection of `function`, if
+/// the node has them and the function would hold at most a quarter.
+fn reserve(
+    state: &AppState,
+    function: &str,
+    kib: usize,
+    place: OwnedSemaphorePermit,
+) -> Option<Reservation> {
+    let budget = state.config.max_websocket_buffer_mb.saturating_mul(1024);
+    let share = {
+        let mut shares = state.websocket_shares.lock().unwrap();
+        let held = shares.entry(function.to_string()).or_insert(0);
+        if *held + kib > (budget / 4).max(kib) {
+            return None;
+        }
+        *held += kib;
+        Share {
+            shares: state.websocket_shares.clone(),
+            function: function.to_string(),
+            kib,
+        }
+    };
+    let buffers = state
+        .websocket_buffers
+        .clone()
+        .try_acquire_many_owned(u32::try_from(kib).ok()?)
+        .ok()?;
+    Some(Reservation {
+        _place: place,
+        _buffers: buffers,
+        _share: share,
+    })
 }
 
 /// Buffers of a connection besides its largest message, in KiB.
@@ -171,7 +226,7 @@ pub fn accept(
     headers: &[(String, String)],
     limits: Limits,
     watcher: Box<dyn Watcher>,
-    permit: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+    reservation: Option<Reservation>,
 ) -> Response {
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -191,7 +246,7 @@ pub fn accept(
     if let Ok(key) = HeaderValue::try_from(key) {
         out.insert(header::SEC_WEBSOCKET_ACCEPT, key);
     }
-    let connection = relay::Connection::new(link, limits, watcher, permit);
+    let connection = relay::Connection::new(link, limits, watcher, reservation);
     tokio::spawn(connection.run(upgrade.on_upgrade));
     response
 }

@@ -10,7 +10,6 @@ use isola_core::websocket::{close_code, EventReport, SocketEvent, SocketLink, Ws
 use isola_core::Limits;
 use isola_store::SocketStats;
 use std::time::Duration;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -33,7 +32,7 @@ pub(super) struct Connection {
     ends_at: Instant,
     /// Its place among the node's connections, and its share of their
     /// message memory.
-    _permit: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+    _reservation: Option<super::Reservation>,
 }
 
 /// tungstenite's read buffer per connection.
@@ -50,7 +49,7 @@ impl Connection {
         link: SocketLink,
         limits: Limits,
         watcher: Box<dyn Watcher>,
-        permit: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+        reservation: Option<super::Reservation>,
     ) -> Self {
         let now = Instant::now();
         Self {
@@ -61,7 +60,7 @@ impl Connection {
             idle_until: now + Duration::from_secs(limits.websocket_idle_s.into()),
             ends_at: now + Duration::from_secs(limits.websocket_lifetime_s.into()),
             limits,
-            _permit: permit,
+            _reservation: reservation,
         }
     }
 
