@@ -486,7 +486,10 @@ fn the_node_reserves_each_connections_largest_message() {
     let mut first = connect(&server, "room").unwrap();
     match connect(&server, "room") {
         Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
-        other => panic!("a second connection was not refused: {:?}", other.map(|_| ())),
+        other => panic!(
+            "a second connection was not refused: {:?}",
+            other.map(|_| ())
+        ),
     }
     // Another function still has its share.
     let mut neighbour = connect(&server, "other").unwrap();
