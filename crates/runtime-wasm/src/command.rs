@@ -83,6 +83,11 @@ impl Prepared {
                 format!("invalid WebAssembly module: {e:#}"),
             )
         })?;
+        Self::link(engine, module)
+    }
+
+    /// Links a compiled module against WASI (see [`Self::compile`]).
+    pub fn link(engine: &WasmEngine, module: Module) -> Result<Self, FunctionError> {
         if module.get_export("_start").is_none() {
             return Err(FunctionError::new(
                 ErrorCode::InvalidFunction,
@@ -99,6 +104,11 @@ impl Prepared {
             )
         })?;
         Ok(Self { pre })
+    }
+
+    /// The compiled module.
+    pub fn module(&self) -> &Module {
+        self.pre.module()
     }
 }
 

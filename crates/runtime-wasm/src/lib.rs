@@ -16,8 +16,11 @@
 //!   one per core at once.
 //! - **Compilation.** A module is validated and compiled at deploy
 //!   ([`Invoker::prepare`]), its `InstancePre` kept per function version;
-//!   each invocation gets a fresh instance.
+//!   each invocation gets a fresh instance. With a cache folder, compiled
+//!   modules are kept on disk ([`cache`]) and a restarted node loads them
+//!   instead of compiling again.
 
+mod cache;
 mod command;
 mod engine;
 
@@ -41,6 +44,10 @@ pub struct WasmRuntime {
     prepared: Mutex<HashMap<String, Arc<command::Prepared>>>,
     /// One command per core at once.
     running: Arc<Semaphore>,
+    /// Compiled modules on disk, if the node keeps them.
+    artifacts: Option<cache::ArtifactCache>,
+    /// Modules compiled (not loaded from the cache) so far.
+    compiled: std::sync::atomic::AtomicU64,
 }
 
 impl WasmRuntime {
@@ -51,7 +58,38 @@ impl WasmRuntime {
             engine: WasmEngine::new()?,
             prepared: Mutex::default(),
             running: Arc::new(Semaphore::new(cores)),
+            artifacts: None,
+            compiled: Default::default(),
         })
+    }
+
+    /// Keeps compiled modules in `dir` (the node's own), across restarts.
+    pub fn with_cache(mut self, dir: std::path::PathBuf) -> Result<Self, FunctionError> {
+        let cache = cache::ArtifactCache::new(dir).map_err(|e| {
+            FunctionError::new(ErrorCode::Internal, format!("the Wasm cache folder: {e}"))
+        })?;
+        self.artifacts = Some(cache);
+        Ok(self)
+    }
+
+    /// Modules compiled so far (those loaded from the cache not counted).
+    pub fn compiled(&self) -> u64 {
+        self.compiled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Compiles `bytes`, or loads them compiled from the cache.
+    fn compile(&self, bytes: &[u8]) -> Result<command::Prepared, FunctionError> {
+        let engine = &self.engine.engine;
+        if let Some(module) = self.artifacts.as_ref().and_then(|c| c.load(engine, bytes)) {
+            return command::Prepared::link(&self.engine, module);
+        }
+        let prepared = command::Prepared::compile(&self.engine, bytes)?;
+        self.compiled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(cache) = &self.artifacts {
+            cache.store(engine, bytes, prepared.module());
+        }
+        Ok(prepared)
     }
 
     /// The function's compiled module, compiled now if need be.
@@ -68,7 +106,7 @@ impl WasmRuntime {
         let bytes = function.file_bytes(&function.entry).ok_or_else(|| {
             FunctionError::new(ErrorCode::InvalidFunction, "the entry file is missing")
         })?;
-        let prepared = Arc::new(command::Prepared::compile(&self.engine, bytes)?);
+        let prepared = Arc::new(self.compile(bytes)?);
         let mut cache = self.prepared.lock().unwrap();
         if cache.len() >= MAX_CACHED {
             cache.clear();

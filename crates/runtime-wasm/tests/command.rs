@@ -198,3 +198,35 @@ async fn invalid_and_truncated_modules_are_refused_at_deploy() {
         .unwrap_err();
     assert_eq!(error.code, ErrorCode::LinkError, "{error:?}");
 }
+
+#[tokio::test]
+async fn compiled_modules_survive_a_restart_and_a_bad_artifact_is_compiled_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = function(module(ECHO), Limits::default());
+    let first = WasmRuntime::new()
+        .unwrap()
+        .with_cache(dir.path().into())
+        .unwrap();
+    first.prepare(echo.clone()).await.unwrap();
+    assert_eq!(first.compiled(), 1);
+    let artifacts: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(artifacts.len(), 1);
+    // A "restarted node": loads, does not compile.
+    let second = WasmRuntime::new()
+        .unwrap()
+        .with_cache(dir.path().into())
+        .unwrap();
+    second.prepare(echo.clone()).await.unwrap();
+    assert_eq!(second.compiled(), 0);
+    let outcome = invoke(&second, echo.clone(), serde_json::json!("again")).await;
+    assert!(matches!(outcome.result, Ok(InvocationOutput::Json(ref v)) if v == "again"));
+    // A damaged artifact is not trusted: compiled again (and rewritten).
+    let path = artifacts[0].as_ref().unwrap().path();
+    std::fs::write(&path, b"not an artifact").unwrap();
+    let third = WasmRuntime::new()
+        .unwrap()
+        .with_cache(dir.path().into())
+        .unwrap();
+    third.prepare(echo).await.unwrap();
+    assert_eq!(third.compiled(), 1);
+}

@@ -1,0 +1,75 @@
+//! Compiled modules kept on disk, so that a restarted node does not
+//! compile again: wasmtime's serialized artifacts, named by the module's
+//! SHA-256 and the engine's compatibility hash (wasmtime version, target,
+//! settings), written whole and renamed into place, never changed after.
+//!
+//! Loading an artifact runs native code it holds, so the folder must be
+//! the node's own (the data directory, `0700`): whoever can write there
+//! can change the node anyway.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use wasmtime::{Engine, Module};
+
+/// A folder of compiled modules.
+pub struct ArtifactCache {
+    dir: PathBuf,
+}
+
+impl ArtifactCache {
+    /// The cache in `dir` (made if missing).
+    pub fn new(dir: PathBuf) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { dir })
+    }
+
+    fn path(&self, engine: &Engine, bytes: &[u8]) -> PathBuf {
+        use sha2::{Digest, Sha256};
+        let mut compat = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut compat);
+        let name = format!(
+            "{}-{:016x}.cwasm",
+            hex::encode(Sha256::digest(bytes)),
+            compat.finish()
+        );
+        self.dir.join(name)
+    }
+
+    /// The compiled module for `bytes`, if the cache has a usable one.
+    pub fn load(&self, engine: &Engine, bytes: &[u8]) -> Option<Module> {
+        // Read into memory, not mapped: a file changed underneath (by
+        // anything) then cannot fault the node.
+        let artifact = std::fs::read(self.path(engine, bytes)).ok()?;
+        // SAFETY: the bytes are an artifact this cache wrote whole (renamed
+        // into place) in the node's private folder; wasmtime checks that a
+        // compatible engine made them.
+        unsafe { Module::deserialize(engine, &artifact) }.ok()
+    }
+
+    /// Keeps `module`, compiled from `bytes`; a failure only costs a
+    /// compilation later.
+    pub fn store(&self, engine: &Engine, bytes: &[u8], module: &Module) {
+        let Ok(artifact) = module.serialize() else {
+            return;
+        };
+        let path = self.path(engine, bytes);
+        let partial = path.with_extension(format!("part{}", std::process::id()));
+        if write_private(&partial, &artifact).is_ok() {
+            let _ = std::fs::rename(&partial, &path);
+        } else {
+            let _ = std::fs::remove_file(&partial);
+        }
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
