@@ -97,15 +97,18 @@ pub async fn serve(
     };
     let Ran {
         id,
-        mut outcome,
+        outcome,
         record,
         limits,
     } = ran;
-    let link = match &outcome.result {
-        Ok(InvocationOutput::Http(response)) => response.upgrade.take(),
+    let accepted = match &outcome.result {
+        Ok(InvocationOutput::Http(response)) => response
+            .upgrade
+            .take()
+            .map(|link| (link, response.headers.clone())),
         _ => None,
     };
-    let Some(link) = link else {
+    let Some((link, headers)) = accepted else {
         state.recorder.record(record);
         let limit = state.config.max_response_bytes;
         return respond::invocation(Audience::Public, limit, &id, outcome);
@@ -119,12 +122,6 @@ pub async fn serve(
         state.recorder.record(record);
         return respond::failure(Audience::Public, node_full("memory for WebSocket messages"));
     };
-    let Ok(InvocationOutput::Http(accepted)) = std::mem::replace(
-        &mut outcome.result,
-        Ok(InvocationOutput::Json(serde_json::Value::Null)),
-    ) else {
-        unreachable!("a link comes with an HTTP response");
-    };
     let watcher = Recorded {
         record,
         recorder: state.recorder.clone(),
@@ -134,7 +131,7 @@ pub async fn serve(
     accept(
         upgrade,
         link,
-        &accepted.headers,
+        &headers,
         limits,
         Box::new(watcher),
         Some(reservation),

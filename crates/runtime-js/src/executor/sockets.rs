@@ -197,6 +197,17 @@ impl Host {
                 break None;
             }
         };
+        self.finish(closing, upgrades, events).await;
+    }
+
+    /// Ends the host: closes its connections with `closing` (or gives its
+    /// isolate back to the pool when none is left open).
+    async fn finish(
+        mut self,
+        closing: Option<(u16, &str)>,
+        mut upgrades: mpsc::UnboundedReceiver<UpgradeJob>,
+        mut events: mpsc::Receiver<SocketEvent>,
+    ) {
         // Deregistered before any await: no upgrade can reach this host now.
         self.worker.hosts.0.borrow_mut().remove(&self.source.id);
         self.worker.hosted.set(&self.source.id, None);
