@@ -9,6 +9,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
 
 /// A folder of compiled modules.
@@ -46,10 +47,17 @@ impl ArtifactCache {
         unsafe { Module::deserialize(engine, &artifact) }.ok()
     }
 
-    /// Keeps `module`, compiled from `bytes`; a failure only costs a
-    /// compilation later.
-    pub fn store(&self, engine: &Engine, bytes: &[u8], module: &Module) {
-        let Ok(artifact) = module.serialize() else {
+    /// The compiled component for `bytes`, as [`Self::load`].
+    pub fn load_component(&self, engine: &Engine, bytes: &[u8]) -> Option<Component> {
+        let artifact = std::fs::read(self.path(engine, bytes)).ok()?;
+        // SAFETY: as in `load`.
+        unsafe { Component::deserialize(engine, &artifact) }.ok()
+    }
+
+    /// Keeps the artifact of `bytes` (a module's or a component's
+    /// `serialize()`); a failure only costs a compilation later.
+    pub fn store(&self, engine: &Engine, bytes: &[u8], artifact: wasmtime::Result<Vec<u8>>) {
+        let Ok(artifact) = artifact else {
             return;
         };
         let path = self.path(engine, bytes);

@@ -15,8 +15,8 @@ use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 /// Most bytes a command may write to stdout (the rest is refused: the
 /// command sees an I/O error) and to stderr.
-const MAX_STDOUT: usize = 16 << 20;
-const MAX_STDERR: usize = 1 << 20;
+pub(crate) const MAX_STDOUT: usize = 16 << 20;
+pub(crate) const MAX_STDERR: usize = 1 << 20;
 
 /// Most elements a table may hold.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
@@ -32,10 +32,10 @@ pub struct State {
 
 /// Keeps linear memories and tables within the function's memory limit;
 /// remembers a refusal, which makes the trap a `memory_limit`.
-struct Limiter {
-    max_memory: usize,
-    memory: usize,
-    refused: bool,
+pub(crate) struct Limiter {
+    pub(crate) max_memory: usize,
+    pub(crate) memory: usize,
+    pub(crate) refused: bool,
 }
 
 impl ResourceLimiter for Limiter {
@@ -112,7 +112,7 @@ impl Prepared {
     }
 }
 
-fn internal(context: &str, error: impl std::fmt::Display) -> FunctionError {
+pub(crate) fn internal(context: &str, error: impl std::fmt::Display) -> FunctionError {
     FunctionError::new(ErrorCode::Internal, format!("{context}: {error}"))
 }
 
@@ -208,7 +208,7 @@ pub fn run(
 }
 
 /// The error for a command that trapped or failed.
-fn classify(
+pub(crate) fn classify(
     error: &wasmtime::Error,
     refused: bool,
     function: &FunctionSource,
@@ -243,7 +243,7 @@ fn classify(
 
 /// The result of a command that wrote `stdout`: JSON when it is JSON, else
 /// text; over HTTP, the response body.
-fn output(input: &InvocationInput, stdout: Vec<u8>) -> InvocationOutput {
+pub(crate) fn output(input: &InvocationInput, stdout: Vec<u8>) -> InvocationOutput {
     let json = serde_json::from_slice::<serde_json::Value>(&stdout).ok();
     match input {
         InvocationInput::Json(_) => InvocationOutput::Json(json.unwrap_or_else(|| {
@@ -267,7 +267,7 @@ fn output(input: &InvocationInput, stdout: Vec<u8>) -> InvocationOutput {
 }
 
 /// Each line of stderr as an `error`-level log line.
-fn log_lines(stderr: &[u8]) -> Vec<LogEntry> {
+pub(crate) fn log_lines(stderr: &[u8]) -> Vec<LogEntry> {
     String::from_utf8_lossy(stderr)
         .lines()
         .map(|line| LogEntry {
@@ -278,7 +278,7 @@ fn log_lines(stderr: &[u8]) -> Vec<LogEntry> {
 }
 
 /// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
+pub(crate) fn thread_cpu() -> Duration {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

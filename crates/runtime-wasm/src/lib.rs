@@ -1,6 +1,7 @@
-//! isola's WebAssembly runtime: functions that are WASI preview 1 commands
-//! (any language that targets `wasm32-wasi`), run by wasmtime under the
-//! same limits and error codes as JavaScript functions.
+//! isola's WebAssembly runtime: functions that are WASI commands (preview
+//! 1 core modules, as any language targeting `wasm32-wasi` builds, or WASI
+//! 0.2 command components), run by wasmtime under the same limits and
+//! error codes as JavaScript functions.
 //!
 //! - **Shape.** The invocation's payload (a JSON invocation's JSON text, an
 //!   HTTP request's body) is the command's stdin; what it writes to stdout
@@ -22,6 +23,7 @@
 
 mod cache;
 mod command;
+mod component;
 mod engine;
 
 use isola_core::{
@@ -34,14 +36,22 @@ use tokio::sync::Semaphore;
 
 pub use engine::WasmEngine;
 
+/// A function compiled and linked, ready to instantiate.
+enum Prepared {
+    /// A WASI preview 1 command (a core module).
+    Module(command::Prepared),
+    /// A WASI 0.2 command component.
+    Component(component::PreparedComponent),
+}
+
 /// Compiled modules kept, at most (then the cache starts afresh).
 const MAX_CACHED: usize = 256;
 
 /// Runs WebAssembly functions; see the crate docs.
 pub struct WasmRuntime {
     engine: WasmEngine,
-    /// Compiled and linked modules, by function version.
-    prepared: Mutex<HashMap<String, Arc<command::Prepared>>>,
+    /// Compiled and linked modules and components, by function version.
+    prepared: Mutex<HashMap<String, Arc<Prepared>>>,
     /// One command per core at once.
     running: Arc<Semaphore>,
     /// Compiled modules on disk, if the node keeps them.
@@ -87,26 +97,45 @@ impl WasmRuntime {
         self.compiled
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(cache) = &self.artifacts {
-            cache.store(engine, bytes, prepared.module());
+            cache.store(engine, bytes, prepared.module().serialize());
         }
         Ok(prepared)
     }
 
-    /// The function's compiled module, compiled now if need be.
-    fn prepared(&self, function: &FunctionSource) -> Result<Arc<command::Prepared>, FunctionError> {
+    /// Compiles a component, or loads it compiled from the cache.
+    fn compile_component(
+        &self,
+        bytes: &[u8],
+    ) -> Result<component::PreparedComponent, FunctionError> {
+        let engine = &self.engine.engine;
+        let cached = self
+            .artifacts
+            .as_ref()
+            .and_then(|c| c.load_component(engine, bytes));
+        if let Some(compiled) = cached {
+            return component::PreparedComponent::link(&self.engine, compiled);
+        }
+        let prepared = component::PreparedComponent::compile(&self.engine, bytes)?;
+        self.compiled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(cache) = &self.artifacts {
+            cache.store(engine, bytes, prepared.component().serialize());
+        }
+        Ok(prepared)
+    }
+
+    /// The function's compiled module or component, compiled now if need be.
+    fn prepared(&self, function: &FunctionSource) -> Result<Arc<Prepared>, FunctionError> {
         if let Some(found) = self.prepared.lock().unwrap().get(&function.id) {
             return Ok(found.clone());
-        }
-        if function.runtime != RuntimeKind::WasmModule {
-            return Err(FunctionError::new(
-                ErrorCode::InvalidFunction,
-                "WebAssembly components are not supported yet: deploy a WASI preview 1 command (a core module)",
-            ));
         }
         let bytes = function.file_bytes(&function.entry).ok_or_else(|| {
             FunctionError::new(ErrorCode::InvalidFunction, "the entry file is missing")
         })?;
-        let prepared = Arc::new(self.compile(bytes)?);
+        let prepared = Arc::new(match function.runtime {
+            RuntimeKind::WasmComponent => Prepared::Component(self.compile_component(bytes)?),
+            _ => Prepared::Module(self.compile(bytes)?),
+        });
         let mut cache = self.prepared.lock().unwrap();
         if cache.len() >= MAX_CACHED {
             cache.clear();
@@ -133,8 +162,11 @@ impl WasmRuntime {
         let engine = self.engine.clone();
         let function = invocation.function.clone();
         let input = invocation.input;
-        let ran = tokio::task::spawn_blocking(move || {
-            command::run(&engine, &prepared, &function, stdin, &input)
+        let ran = tokio::task::spawn_blocking(move || match &*prepared {
+            Prepared::Module(module) => command::run(&engine, module, &function, stdin, &input),
+            Prepared::Component(component) => {
+                component::run(&engine, component, &function, stdin, &input)
+            }
         })
         .await;
         ran.unwrap_or_else(|_| {

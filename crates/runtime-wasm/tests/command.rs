@@ -230,3 +230,89 @@ async fn compiled_modules_survive_a_restart_and_a_bad_artifact_is_compiled_again
     third.prepare(echo).await.unwrap();
     assert_eq!(third.compiled(), 1);
 }
+
+/// `core` as a WASI 0.2 command component, through the preview 1 adapter.
+fn component(core: &[u8]) -> Vec<u8> {
+    use wasi_preview1_component_adapter_provider::{
+        WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+    };
+    wit_component::ComponentEncoder::default()
+        .module(core)
+        .unwrap()
+        .adapter(
+            WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
+            WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+        )
+        .unwrap()
+        .validate(true)
+        .encode()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_command_component_runs_like_a_command() {
+    let runtime = WasmRuntime::new().unwrap();
+    let bytes = component(&module(ECHO));
+    assert_eq!(RuntimeKind::detect(&bytes), RuntimeKind::WasmComponent);
+    let echo = function(bytes, Limits::default());
+    runtime.prepare(echo.clone()).await.unwrap();
+    let outcome = invoke(&runtime, echo, serde_json::json!({ "via": "component" })).await;
+    match &outcome.result {
+        Ok(InvocationOutput::Json(value)) => {
+            assert_eq!(value, &serde_json::json!({ "via": "component" }))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(outcome.logs.len(), 1, "{:?}", outcome.logs);
+    // Limits hold the same way.
+    let limits = Limits {
+        cpu_ms: 20,
+        ..Limits::default()
+    };
+    let spins = function(
+        component(&module(r#"(func (export "_start") (loop $l (br $l)))"#)),
+        limits,
+    );
+    let outcome = invoke(&runtime, spins, serde_json::Value::Null).await;
+    assert_eq!(code(&outcome), ErrorCode::CpuLimit, "{:?}", outcome.result);
+    let exits = function(
+        component(&module(
+            r#"(func (export "_start") (call $proc_exit (i32.const 4)))"#,
+        )),
+        Limits::default(),
+    );
+    let outcome = invoke(&runtime, exits, serde_json::Value::Null).await;
+    assert_eq!(code(&outcome), ErrorCode::UncaughtException);
+    // Kept compiled across restarts, as modules are.
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = component(&module(ECHO));
+    let cached = WasmRuntime::new()
+        .unwrap()
+        .with_cache(dir.path().into())
+        .unwrap();
+    cached
+        .prepare(function(bytes.clone(), Limits::default()))
+        .await
+        .unwrap();
+    assert_eq!(cached.compiled(), 1);
+    let restarted = WasmRuntime::new()
+        .unwrap()
+        .with_cache(dir.path().into())
+        .unwrap();
+    let echo = function(bytes, Limits::default());
+    restarted.prepare(echo.clone()).await.unwrap();
+    assert_eq!(restarted.compiled(), 0);
+    assert!(invoke(&restarted, echo, serde_json::json!(2))
+        .await
+        .result
+        .is_ok());
+    // Garbage that claims to be a component is refused at deploy.
+    let error = runtime
+        .prepare(function(
+            b"\0asm\x0d\0\x01\0garbage".to_vec(),
+            Limits::default(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::InvalidFunction, "{error:?}");
+}

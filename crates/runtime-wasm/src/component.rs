@@ -1,0 +1,143 @@
+//! Running a WASI 0.2 command component (`wasi:cli/run`): the same shape
+//! as a preview 1 command (stdin in, stdout out, stderr as logs), its
+//! failure an `Err` from `run`; under the same limits.
+
+use crate::command::{classify, internal, log_lines, output, thread_cpu, Limiter};
+use crate::command::{MAX_STDERR, MAX_STDOUT};
+use crate::engine::WasmEngine;
+use isola_core::{
+    ErrorCode, FunctionError, FunctionSource, InvocationInput, InvocationMetrics, Outcome,
+};
+use std::time::Instant;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::Store;
+use wasmtime_wasi::p2::bindings::sync::CommandPre;
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
+
+/// What a component's store holds.
+pub struct State {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    limiter: Limiter,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A component compiled and linked against WASI 0.2.
+pub struct PreparedComponent {
+    pre: CommandPre<State>,
+}
+
+impl PreparedComponent {
+    /// Validates and compiles `bytes`; refuses a component that is not a
+    /// WASI command or imports anything but WASI.
+    pub fn compile(engine: &WasmEngine, bytes: &[u8]) -> Result<Self, FunctionError> {
+        let component = Component::new(&engine.engine, bytes).map_err(|e| {
+            FunctionError::new(
+                ErrorCode::InvalidFunction,
+                format!("invalid WebAssembly component: {e:#}"),
+            )
+        })?;
+        Self::link(engine, component)
+    }
+
+    /// Links a compiled component against WASI 0.2 (see [`Self::compile`]).
+    pub fn link(engine: &WasmEngine, component: Component) -> Result<Self, FunctionError> {
+        let mut linker: Linker<State> = Linker::new(&engine.engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| internal("linking WASI 0.2", e))?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| {
+            FunctionError::new(
+                ErrorCode::LinkError,
+                format!("the component imports what isola does not provide: {e:#}"),
+            )
+        })?;
+        let pre = CommandPre::new(pre).map_err(|e| {
+            FunctionError::new(
+                ErrorCode::InvalidFunction,
+                format!("the component is not a WASI command (it must export wasi:cli/run): {e:#}"),
+            )
+        })?;
+        Ok(Self { pre })
+    }
+
+    /// The compiled component.
+    pub fn component(&self) -> &Component {
+        self.pre.instance_pre().component()
+    }
+}
+
+/// Runs the component once, in a fresh instance; blocks its thread.
+pub fn run(
+    engine: &WasmEngine,
+    prepared: &PreparedComponent,
+    function: &FunctionSource,
+    stdin: Vec<u8>,
+    input: &InvocationInput,
+) -> Outcome {
+    let started = Instant::now();
+    let cpu_started = thread_cpu();
+    let stdout = MemoryOutputPipe::new(MAX_STDOUT);
+    let stderr = MemoryOutputPipe::new(MAX_STDERR);
+    let mut wasi = WasiCtx::builder();
+    wasi.stdin(MemoryInputPipe::new(stdin))
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .args(&[function.name.as_str()]);
+    for (name, value) in &function.env {
+        wasi.env(name, value);
+    }
+    let state = State {
+        ctx: wasi.build(),
+        table: ResourceTable::new(),
+        limiter: Limiter {
+            max_memory: function.limits.memory_bytes(),
+            memory: 0,
+            refused: false,
+        },
+    };
+    let mut store = Store::new(&engine.engine, state);
+    store.limiter(|state| &mut state.limiter);
+    let budget = function.limits.cpu().min(function.limits.timeout());
+    store.set_epoch_deadline(WasmEngine::ticks(budget));
+    let ran = prepared
+        .pre
+        .instantiate(&mut store)
+        .and_then(|command| command.wasi_cli_run().call_run(&mut store));
+    let refused = store.data().limiter.refused;
+    let cpu = thread_cpu().saturating_sub(cpu_started);
+    let result = match ran {
+        Ok(Ok(())) => Ok(output(input, stdout.contents().to_vec())),
+        Ok(Err(())) => Err(exited(1)),
+        Err(error) => match error.downcast_ref::<I32Exit>() {
+            Some(I32Exit(0)) => Ok(output(input, stdout.contents().to_vec())),
+            Some(I32Exit(code)) => Err(exited(*code)),
+            None => Err(classify(&error, refused, function, cpu)),
+        },
+    };
+    Outcome {
+        result,
+        logs: log_lines(&stderr.contents()),
+        metrics: InvocationMetrics {
+            cold_start: false,
+            duration_us: started.elapsed().as_micros() as u64,
+            cpu_us: cpu.as_micros() as u64,
+            peak_heap_bytes: store.data().limiter.memory as u64,
+        },
+    }
+}
+
+fn exited(code: i32) -> FunctionError {
+    FunctionError::new(
+        ErrorCode::UncaughtException,
+        format!("the command exited with code {code}"),
+    )
+}
