@@ -67,8 +67,34 @@ impl ArtifactCache {
         } else {
             let _ = std::fs::remove_file(&partial);
         }
+        self.prune();
+    }
+
+    /// Keeps the [`MAX_ARTIFACTS`] newest artifacts; older ones go (a
+    /// deployment still in use is compiled again if it needs its own).
+    fn prune(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+            .filter_map(|entry| {
+                let entry = entry.ok()?;
+                let modified = entry.metadata().ok()?.modified().ok()?;
+                Some((modified, entry.path()))
+            })
+            .collect();
+        if files.len() <= MAX_ARTIFACTS {
+            return;
+        }
+        files.sort();
+        for (_, path) in &files[..files.len() - MAX_ARTIFACTS] {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
+
+/// Artifacts kept on disk, at most.
+const MAX_ARTIFACTS: usize = 512;
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
