@@ -149,7 +149,7 @@ impl WasmRuntime {
             Ok(prepared) => prepared,
             Err(error) => return Outcome::failed(error),
         };
-        let Ok(_turn) = self.running.clone().acquire_owned().await else {
+        let Ok(turn) = self.running.clone().acquire_owned().await else {
             return Outcome::failed(FunctionError::new(
                 ErrorCode::Unavailable,
                 "the WebAssembly runtime is shutting down",
@@ -161,20 +161,34 @@ impl WasmRuntime {
         };
         let engine = self.engine.clone();
         let function = invocation.function.clone();
+        let timeout = function.limits.timeout();
         let input = invocation.input;
-        let ran = tokio::task::spawn_blocking(move || match &*prepared {
-            Prepared::Module(module) => command::run(&engine, module, &function, stdin, &input),
-            Prepared::Component(component) => {
-                component::run(&engine, component, &function, stdin, &input)
+        let ran = tokio::task::spawn_blocking(move || {
+            // Its turn ends with the command, not with the caller's wait.
+            let _turn = turn;
+            match &*prepared {
+                Prepared::Module(module) => command::run(&engine, module, &function, stdin, &input),
+                Prepared::Component(component) => {
+                    component::run(&engine, component, &function, stdin, &input)
+                }
             }
-        })
-        .await;
-        ran.unwrap_or_else(|_| {
-            Outcome::failed(FunctionError::new(
+        });
+        // The CPU deadline stops Wasm code; a host call that blocks (a
+        // component's poll on a clock) is answered at the wall limit.
+        match tokio::time::timeout(timeout, ran).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Outcome::failed(FunctionError::new(
                 ErrorCode::Internal,
                 "the WebAssembly command's thread stopped",
-            ))
-        })
+            )),
+            Err(_) => Outcome::failed(FunctionError::new(
+                ErrorCode::WallTimeout,
+                format!(
+                    "the function did not finish within its {} ms wall-clock limit",
+                    invocation.function.limits.timeout_ms
+                ),
+            )),
+        }
     }
 }
 

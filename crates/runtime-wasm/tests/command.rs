@@ -13,6 +13,7 @@ const PRELUDE: &str = r#"
   (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
 "#;
 
@@ -315,4 +316,23 @@ async fn a_command_component_runs_like_a_command() {
         .await
         .unwrap_err();
     assert_eq!(error.code, ErrorCode::InvalidFunction, "{error:?}");
+}
+
+#[tokio::test]
+async fn a_command_cannot_sleep_a_thread_away() {
+    let runtime = WasmRuntime::new().unwrap();
+    // A 10 s clock subscription; the command exits with poll_oneoff's errno.
+    let sleeps = function(
+        module(
+            r#"(func (export "_start")
+              (i64.store (i32.const 24) (i64.const 10000000000))
+              (call $proc_exit (call $poll_oneoff (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128))))"#,
+        ),
+        Limits::default(),
+    );
+    let started = std::time::Instant::now();
+    let outcome = invoke(&runtime, sleeps, serde_json::Value::Null).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    let error = outcome.result.unwrap_err();
+    assert!(error.message.contains("code 58"), "{error:?}");
 }
