@@ -49,11 +49,18 @@ const MAX_CACHED: usize = 256;
 
 /// Runs WebAssembly functions; see the crate docs.
 pub struct WasmRuntime {
+    compiler: Arc<Compiler>,
+    /// One command per core at once.
+    running: Arc<Semaphore>,
+    /// One compilation at once (a large module takes seconds and every core).
+    compiling: Arc<Semaphore>,
+}
+
+/// What compiling needs, shared with the blocking threads that do it.
+struct Compiler {
     engine: WasmEngine,
     /// Compiled and linked modules and components, by function version.
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
-    /// One command per core at once.
-    running: Arc<Semaphore>,
     /// Compiled modules on disk, if the node keeps them.
     artifacts: Option<cache::ArtifactCache>,
     /// Modules compiled (not loaded from the cache) so far.
@@ -64,12 +71,16 @@ impl WasmRuntime {
     /// A runtime with its own engine and epoch ticker.
     pub fn new() -> Result<Self, FunctionError> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Ok(Self {
+        let compiler = Compiler {
             engine: WasmEngine::new()?,
             prepared: Mutex::default(),
-            running: Arc::new(Semaphore::new(cores)),
             artifacts: None,
             compiled: Default::default(),
+        };
+        Ok(Self {
+            compiler: Arc::new(compiler),
+            running: Arc::new(Semaphore::new(cores)),
+            compiling: Arc::new(Semaphore::new(1)),
         })
     }
 
@@ -78,15 +89,42 @@ impl WasmRuntime {
         let cache = cache::ArtifactCache::new(dir).map_err(|e| {
             FunctionError::new(ErrorCode::Internal, format!("the Wasm cache folder: {e}"))
         })?;
-        self.artifacts = Some(cache);
+        if let Some(compiler) = Arc::get_mut(&mut self.compiler) {
+            compiler.artifacts = Some(cache);
+        }
         Ok(self)
     }
 
     /// Modules compiled so far (those loaded from the cache not counted).
     pub fn compiled(&self) -> u64 {
-        self.compiled.load(std::sync::atomic::Ordering::Relaxed)
+        self.compiler
+            .compiled
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The function's compiled module or component; compiled (or loaded
+    /// from the cache) on a blocking thread, one at a time, if need be.
+    async fn prepared(
+        &self,
+        function: &Arc<FunctionSource>,
+    ) -> Result<Arc<Prepared>, FunctionError> {
+        if let Some(found) = self.compiler.prepared.lock().unwrap().get(&function.id) {
+            return Ok(found.clone());
+        }
+        let _turn = self.compiling.acquire().await.map_err(|_| {
+            FunctionError::new(
+                ErrorCode::Unavailable,
+                "the WebAssembly runtime is shutting down",
+            )
+        })?;
+        let (compiler, function) = (self.compiler.clone(), function.clone());
+        tokio::task::spawn_blocking(move || compiler.prepared(&function))
+            .await
+            .unwrap_or_else(|_| Err(FunctionError::new(ErrorCode::Internal, "compiling stopped")))
+    }
+}
+
+impl Compiler {
     /// Compiles `bytes`, or loads them compiled from the cache.
     fn compile(&self, bytes: &[u8]) -> Result<command::Prepared, FunctionError> {
         let engine = &self.engine.engine;
@@ -143,9 +181,11 @@ impl WasmRuntime {
         cache.insert(function.id.clone(), prepared.clone());
         Ok(prepared)
     }
+}
 
+impl WasmRuntime {
     async fn run(&self, invocation: Invocation) -> Outcome {
-        let prepared = match self.prepared(&invocation.function) {
+        let prepared = match self.prepared(&invocation.function).await {
             Ok(prepared) => prepared,
             Err(error) => return Outcome::failed(error),
         };
@@ -159,7 +199,7 @@ impl WasmRuntime {
             Ok(stdin) => stdin,
             Err(error) => return Outcome::failed(error),
         };
-        let engine = self.engine.clone();
+        let engine = self.compiler.engine.clone();
         let function = invocation.function.clone();
         let timeout = function.limits.timeout();
         let input = invocation.input;
@@ -203,12 +243,12 @@ impl Invoker for WasmRuntime {
                 .limits
                 .validate()
                 .map_err(|message| FunctionError::new(ErrorCode::InvalidInput, message))?;
-            self.prepared(&function).map(|_| ())
+            self.prepared(&function).await.map(|_| ())
         })
     }
 
     fn evict(&self, function_id: &str) {
-        self.prepared.lock().unwrap().remove(function_id);
+        self.compiler.prepared.lock().unwrap().remove(function_id);
     }
 
     fn stats(&self) -> InvokerStats {
