@@ -248,7 +248,7 @@ pub(crate) fn classify(
         );
     }
     let message = match error.downcast_ref::<wasmtime::Trap>() {
-        Some(trap) => format!("wasm trap: {trap}"),
+        Some(trap) => trap.to_string(),
         None => format!("{error:#}"),
     };
     FunctionError::new(ErrorCode::UncaughtException, message)
@@ -257,13 +257,16 @@ pub(crate) fn classify(
 /// The result of a command that wrote `stdout`: JSON when it is JSON, else
 /// text; over HTTP, the response body.
 pub(crate) fn output(input: &InvocationInput, stdout: Vec<u8>) -> InvocationOutput {
-    let json = serde_json::from_slice::<serde_json::Value>(&stdout).ok();
     match input {
-        InvocationInput::Json(_) => InvocationOutput::Json(json.unwrap_or_else(|| {
-            serde_json::Value::String(String::from_utf8_lossy(&stdout).into_owned())
-        })),
+        InvocationInput::Json(_) => InvocationOutput::Json(
+            serde_json::from_slice::<serde_json::Value>(&stdout).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&stdout).into_owned())
+            }),
+        ),
         InvocationInput::Http(_) => {
-            let kind = if json.is_some() {
+            // Only checked, never built: the body goes out as it is.
+            let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(&stdout).is_ok();
+            let kind = if is_json {
                 "application/json"
             } else {
                 "text/plain; charset=utf-8"
@@ -279,16 +282,32 @@ pub(crate) fn output(input: &InvocationInput, stdout: Vec<u8>) -> InvocationOutp
     }
 }
 
-/// Each line of stderr as an `error`-level log line.
+/// Each line of stderr as an `error`-level log line: at most
+/// [`MAX_LOG_LINES`] lines and [`MAX_LOG_BYTES`] bytes, as for JavaScript.
 pub(crate) fn log_lines(stderr: &[u8]) -> Vec<LogEntry> {
-    String::from_utf8_lossy(stderr)
-        .lines()
-        .map(|line| LogEntry {
+    let text = String::from_utf8_lossy(stderr);
+    let mut logs = Vec::new();
+    let mut bytes = 0;
+    for line in text.lines() {
+        if logs.len() == MAX_LOG_LINES || bytes + line.len() > MAX_LOG_BYTES {
+            logs.push(LogEntry {
+                level: LogLevel::Warn,
+                message: "stderr lines dropped: output limit reached".into(),
+            });
+            break;
+        }
+        bytes += line.len();
+        logs.push(LogEntry {
             level: LogLevel::Error,
             message: line.to_string(),
-        })
-        .collect()
+        });
+    }
+    logs
 }
+
+/// Log lines and bytes one invocation keeps.
+const MAX_LOG_LINES: usize = 1000;
+const MAX_LOG_BYTES: usize = 256 << 10;
 
 /// CPU time of the calling thread.
 pub(crate) fn thread_cpu() -> Duration {

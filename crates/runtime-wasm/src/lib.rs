@@ -56,9 +56,14 @@ pub struct WasmRuntime {
     compiling: Arc<Semaphore>,
 }
 
+/// Why components are refused unless enabled ([`WasmRuntime::with_components`]).
+const COMPONENTS_OFF: &str = "WASI 0.2 components are not enabled on this node yet (their clock and poll host calls can hold a thread past the function's limits): deploy a WASI preview 1 command";
+
 /// What compiling needs, shared with the blocking threads that do it.
 struct Compiler {
     engine: WasmEngine,
+    /// Whether components may run (off: see [`COMPONENTS_OFF`]).
+    components: bool,
     /// Compiled and linked modules and components, by function version.
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
     /// Compiled modules on disk, if the node keeps them.
@@ -73,6 +78,7 @@ impl WasmRuntime {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let compiler = Compiler {
             engine: WasmEngine::new()?,
+            components: false,
             prepared: Mutex::default(),
             artifacts: None,
             compiled: Default::default(),
@@ -93,6 +99,16 @@ impl WasmRuntime {
             compiler.artifacts = Some(cache);
         }
         Ok(self)
+    }
+
+    /// Runs WASI 0.2 command components too. Off by default: a component's
+    /// sleep (`wasi:io/poll` on a clock) blocks its thread in a host call
+    /// that the CPU deadline cannot stop.
+    pub fn with_components(mut self) -> Self {
+        if let Some(compiler) = Arc::get_mut(&mut self.compiler) {
+            compiler.components = true;
+        }
+        self
     }
 
     /// Modules compiled so far (those loaded from the cache not counted).
@@ -117,6 +133,10 @@ impl WasmRuntime {
                 "the WebAssembly runtime is shutting down",
             )
         })?;
+        // Another call may have compiled it while this one waited.
+        if let Some(found) = self.compiler.prepared.lock().unwrap().get(&function.id) {
+            return Ok(found.clone());
+        }
         let (compiler, function) = (self.compiler.clone(), function.clone());
         tokio::task::spawn_blocking(move || compiler.prepared(&function))
             .await
@@ -171,6 +191,12 @@ impl Compiler {
             FunctionError::new(ErrorCode::InvalidFunction, "the entry file is missing")
         })?;
         let prepared = Arc::new(match function.runtime {
+            RuntimeKind::WasmComponent if !self.components => {
+                return Err(FunctionError::new(
+                    ErrorCode::InvalidFunction,
+                    COMPONENTS_OFF,
+                ))
+            }
             RuntimeKind::WasmComponent => Prepared::Component(self.compile_component(bytes)?),
             _ => Prepared::Module(self.compile(bytes)?),
         });
@@ -189,19 +215,31 @@ impl WasmRuntime {
             Ok(prepared) => prepared,
             Err(error) => return Outcome::failed(error),
         };
-        let Ok(turn) = self.running.clone().acquire_owned().await else {
-            return Outcome::failed(FunctionError::new(
-                ErrorCode::Unavailable,
-                "the WebAssembly runtime is shutting down",
-            ));
-        };
+        // The input is read whole before a turn is taken: a slow client
+        // holds nothing that other functions need.
         let stdin = match command::stdin_of(&invocation.input).await {
             Ok(stdin) => stdin,
             Err(error) => return Outcome::failed(error),
         };
+        let timeout = invocation.function.limits.timeout();
+        let waited = tokio::time::timeout(timeout, self.running.clone().acquire_owned()).await;
+        let turn = match waited {
+            Ok(Ok(turn)) => turn,
+            Ok(Err(_)) => {
+                return Outcome::failed(FunctionError::new(
+                    ErrorCode::Unavailable,
+                    "the WebAssembly runtime is shutting down",
+                ))
+            }
+            Err(_) => {
+                return Outcome::failed(FunctionError::new(
+                    ErrorCode::Unavailable,
+                    "every WebAssembly slot stayed busy for the function's whole wall-clock limit: retry shortly",
+                ))
+            }
+        };
         let engine = self.compiler.engine.clone();
         let function = invocation.function.clone();
-        let timeout = function.limits.timeout();
         let input = invocation.input;
         let ran = tokio::task::spawn_blocking(move || {
             // Its turn ends with the command, not with the caller's wait.

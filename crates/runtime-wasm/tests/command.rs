@@ -251,10 +251,18 @@ fn component(core: &[u8]) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn a_command_component_runs_like_a_command() {
-    let runtime = WasmRuntime::new().unwrap();
+async fn a_command_component_runs_like_a_command_where_enabled() {
     let bytes = component(&module(ECHO));
     assert_eq!(RuntimeKind::detect(&bytes), RuntimeKind::WasmComponent);
+    // Off by default: refused at deploy, with why.
+    let off = WasmRuntime::new().unwrap();
+    let error = off
+        .prepare(function(bytes.clone(), Limits::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::InvalidFunction);
+    assert!(error.message.contains("not enabled"), "{error:?}");
+    let runtime = WasmRuntime::new().unwrap().with_components();
     let echo = function(bytes, Limits::default());
     runtime.prepare(echo.clone()).await.unwrap();
     let outcome = invoke(&runtime, echo, serde_json::json!({ "via": "component" })).await;
@@ -290,7 +298,8 @@ async fn a_command_component_runs_like_a_command() {
     let cached = WasmRuntime::new()
         .unwrap()
         .with_cache(dir.path().into())
-        .unwrap();
+        .unwrap()
+        .with_components();
     cached
         .prepare(function(bytes.clone(), Limits::default()))
         .await
@@ -299,7 +308,8 @@ async fn a_command_component_runs_like_a_command() {
     let restarted = WasmRuntime::new()
         .unwrap()
         .with_cache(dir.path().into())
-        .unwrap();
+        .unwrap()
+        .with_components();
     let echo = function(bytes, Limits::default());
     restarted.prepare(echo.clone()).await.unwrap();
     assert_eq!(restarted.compiled(), 0);
@@ -335,4 +345,30 @@ async fn a_command_cannot_sleep_a_thread_away() {
     assert!(started.elapsed() < std::time::Duration::from_secs(1));
     let error = outcome.result.unwrap_err();
     assert!(error.message.contains("code 58"), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_stderr_flood_keeps_a_thousand_lines() {
+    let runtime = WasmRuntime::new().unwrap();
+    // 64 KiB of newlines written to stderr 16 times: a million empty lines.
+    let floods = function(
+        module(
+            r#"(func (export "_start") (local $n i32)
+              (memory.fill (i32.const 0) (i32.const 10) (i32.const 65536))
+              (i32.store (i32.const 0) (i32.const 0))
+              (i32.store (i32.const 4) (i32.const 65536))
+              (i32.store8 (i32.const 0) (i32.const 10))
+              (i32.store (i32.const 0) (i32.const 16))
+              (i32.store (i32.const 4) (i32.const 65000))
+              (loop $l
+                (drop (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
+                (local.set $n (i32.add (local.get $n) (i32.const 1)))
+                (br_if $l (i32.lt_u (local.get $n) (i32.const 16)))))"#,
+        ),
+        Limits::default(),
+    );
+    let outcome = invoke(&runtime, floods, serde_json::Value::Null).await;
+    assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+    assert_eq!(outcome.logs.len(), 1001);
+    assert!(outcome.logs[1000].message.contains("dropped"));
 }
