@@ -21,6 +21,9 @@ pub(crate) const MAX_STDERR: usize = 1 << 20;
 /// WASI's `ENOTSUP`.
 const ERRNO_NOTSUP: i32 = 58;
 
+/// What a table element costs, counted in the function's memory.
+const TABLE_ELEMENT_BYTES: usize = 16;
+
 /// Most elements a table may hold.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
@@ -59,14 +62,17 @@ impl ResourceLimiter for Limiter {
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > MAX_TABLE_ELEMENTS {
+        // Table elements are memory too (a reference each).
+        let grown = self.memory + (desired - current) * TABLE_ELEMENT_BYTES;
+        if desired > MAX_TABLE_ELEMENTS || grown > self.max_memory {
             self.refused = true;
             return Err(wasmtime::Error::msg("table limit reached"));
         }
+        self.memory = grown;
         Ok(true)
     }
 }

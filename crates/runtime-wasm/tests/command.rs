@@ -372,3 +372,51 @@ async fn a_stderr_flood_keeps_a_thousand_lines() {
     assert_eq!(outcome.logs.len(), 1001);
     assert!(outcome.logs[1000].message.contains("dropped"));
 }
+
+#[tokio::test]
+async fn tables_count_against_the_memory_limit() {
+    let runtime = WasmRuntime::new().unwrap();
+    let limits = Limits {
+        memory_mb: 8,
+        ..Limits::default()
+    };
+    // One memory page plus tables of 90k elements each, grown until refused.
+    let tables = function(
+        module(
+            r#"(table $t 0 funcref)
+            (func (export "_start") (local $n i32)
+              (loop $l
+                (drop (table.grow $t (ref.null func) (i32.const 90000)))
+                (local.set $n (i32.add (local.get $n) (i32.const 1)))
+                (br_if $l (i32.lt_u (local.get $n) (i32.const 1)))))"#,
+        ),
+        limits,
+    );
+    // 90k elements of 16 bytes: 1.4 MiB, within 8 MiB.
+    assert!(invoke(&runtime, tables, serde_json::Value::Null)
+        .await
+        .result
+        .is_ok());
+    let many = function(
+        module(
+            r#"(table $a 0 funcref) (table $b 0 funcref) (table $c 0 funcref)
+            (table $d 0 funcref) (table $e 0 funcref) (table $f 0 funcref) (table $g 0 funcref)
+            (func (export "_start")
+              (drop (table.grow $a (ref.null func) (i32.const 90000)))
+              (drop (table.grow $b (ref.null func) (i32.const 90000)))
+              (drop (table.grow $c (ref.null func) (i32.const 90000)))
+              (drop (table.grow $d (ref.null func) (i32.const 90000)))
+              (drop (table.grow $e (ref.null func) (i32.const 90000)))
+              (drop (table.grow $f (ref.null func) (i32.const 90000)))
+              (drop (table.grow $g (ref.null func) (i32.const 90000))))"#,
+        ),
+        limits,
+    );
+    let outcome = invoke(&runtime, many, serde_json::Value::Null).await;
+    assert_eq!(
+        code(&outcome),
+        ErrorCode::MemoryLimit,
+        "{:?}",
+        outcome.result
+    );
+}
