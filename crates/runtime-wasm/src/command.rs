@@ -36,12 +36,49 @@ pub struct State {
     limiter: Limiter,
 }
 
+/// A WASI context for one run of `function`: `stdin` in, stdout and
+/// stderr captured (capped), its name as the only argument, its variables
+/// and secrets as the environment; nothing else.
+pub(crate) fn wasi_for(
+    function: &FunctionSource,
+    stdin: Vec<u8>,
+) -> (WasiCtxBuilder, MemoryOutputPipe, MemoryOutputPipe) {
+    let stdout = MemoryOutputPipe::new(MAX_STDOUT);
+    let stderr = MemoryOutputPipe::new(MAX_STDERR);
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.stdin(MemoryInputPipe::new(stdin))
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .args(&[function.name.as_str()]);
+    for (name, value) in &function.env {
+        wasi.env(name, value);
+    }
+    (wasi, stdout, stderr)
+}
+
+/// The epoch deadline of one run: its CPU limit (wall time and CPU time
+/// are the same here, since nothing may wait), at most its wall limit.
+pub(crate) fn deadline_ticks(function: &FunctionSource) -> u64 {
+    WasmEngine::ticks(function.limits.cpu().min(function.limits.timeout()))
+}
+
 /// Keeps linear memories and tables within the function's memory limit;
 /// remembers a refusal, which makes the trap a `memory_limit`.
 pub(crate) struct Limiter {
     pub(crate) max_memory: usize,
     pub(crate) memory: usize,
     pub(crate) refused: bool,
+}
+
+impl Limiter {
+    /// A limiter for `function`'s memory limit.
+    pub(crate) fn of(function: &FunctionSource) -> Self {
+        Self {
+            max_memory: function.limits.memory_bytes(),
+            memory: 0,
+            refused: false,
+        }
+    }
 }
 
 impl ResourceLimiter for Limiter {
@@ -170,29 +207,14 @@ pub fn run(
 ) -> Outcome {
     let started = Instant::now();
     let cpu_started = thread_cpu();
-    let stdout = MemoryOutputPipe::new(MAX_STDOUT);
-    let stderr = MemoryOutputPipe::new(MAX_STDERR);
-    let mut wasi = WasiCtxBuilder::new();
-    wasi.stdin(MemoryInputPipe::new(stdin))
-        .stdout(stdout.clone())
-        .stderr(stderr.clone())
-        .args(&[function.name.as_str()]);
-    for (name, value) in &function.env {
-        wasi.env(name, value);
-    }
+    let (mut wasi, stdout, stderr) = wasi_for(function, stdin);
     let state = State {
         wasi: wasi.build_p1(),
-        limiter: Limiter {
-            max_memory: function.limits.memory_bytes(),
-            memory: 0,
-            refused: false,
-        },
+        limiter: Limiter::of(function),
     };
     let mut store = Store::new(&engine.engine, state);
     store.limiter(|state| &mut state.limiter);
-    // Wall time and CPU time are the same here: the command never waits.
-    let budget = function.limits.cpu().min(function.limits.timeout());
-    store.set_epoch_deadline(WasmEngine::ticks(budget));
+    store.set_epoch_deadline(deadline_ticks(function));
     let ran = prepared
         .pre
         .instantiate(&mut store)

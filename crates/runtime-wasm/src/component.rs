@@ -2,8 +2,8 @@
 //! as a preview 1 command (stdin in, stdout out, stderr as logs), its
 //! failure an `Err` from `run`; under the same limits.
 
-use crate::command::{classify, internal, log_lines, output, thread_cpu, Limiter};
-use crate::command::{MAX_STDERR, MAX_STDOUT};
+use crate::command::{classify, deadline_ticks, internal, log_lines, output, thread_cpu};
+use crate::command::{wasi_for, Limiter};
 use crate::engine::WasmEngine;
 use isola_core::{
     ErrorCode, FunctionError, FunctionSource, InvocationInput, InvocationMetrics, Outcome,
@@ -12,7 +12,6 @@ use std::time::Instant;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::Store;
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
-use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 
 /// What a component's store holds.
@@ -85,29 +84,15 @@ pub fn run(
 ) -> Outcome {
     let started = Instant::now();
     let cpu_started = thread_cpu();
-    let stdout = MemoryOutputPipe::new(MAX_STDOUT);
-    let stderr = MemoryOutputPipe::new(MAX_STDERR);
-    let mut wasi = WasiCtx::builder();
-    wasi.stdin(MemoryInputPipe::new(stdin))
-        .stdout(stdout.clone())
-        .stderr(stderr.clone())
-        .args(&[function.name.as_str()]);
-    for (name, value) in &function.env {
-        wasi.env(name, value);
-    }
+    let (mut wasi, stdout, stderr) = wasi_for(function, stdin);
     let state = State {
         ctx: wasi.build(),
         table: ResourceTable::new(),
-        limiter: Limiter {
-            max_memory: function.limits.memory_bytes(),
-            memory: 0,
-            refused: false,
-        },
+        limiter: Limiter::of(function),
     };
     let mut store = Store::new(&engine.engine, state);
     store.limiter(|state| &mut state.limiter);
-    let budget = function.limits.cpu().min(function.limits.timeout());
-    store.set_epoch_deadline(WasmEngine::ticks(budget));
+    store.set_epoch_deadline(deadline_ticks(function));
     let ran = prepared
         .pre
         .instantiate(&mut store)
