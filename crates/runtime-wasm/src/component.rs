@@ -82,6 +82,7 @@ pub fn run(
     stdin: Vec<u8>,
     input: &InvocationInput,
 ) -> Outcome {
+    let _running = engine.running();
     let started = Instant::now();
     let cpu_started = thread_cpu();
     let (mut wasi, stdout, stderr) = wasi_for(function, stdin);
