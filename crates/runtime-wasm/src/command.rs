@@ -15,8 +15,8 @@ use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 /// Most bytes a command may write to stdout (the rest is refused: the
 /// command sees an I/O error) and to stderr.
-pub(crate) const MAX_STDOUT: usize = 16 << 20;
-pub(crate) const MAX_STDERR: usize = 1 << 20;
+const MAX_STDOUT: usize = 16 << 20;
+const MAX_STDERR: usize = 1 << 20;
 
 /// WASI's `ENOTSUP`.
 const ERRNO_NOTSUP: i32 = 58;
@@ -39,21 +39,70 @@ pub struct State {
 /// A WASI context for one run of `function`: `stdin` in, stdout and
 /// stderr captured (capped), its name as the only argument, its variables
 /// and secrets as the environment; nothing else.
-pub(crate) fn wasi_for(
-    function: &FunctionSource,
-    stdin: Vec<u8>,
-) -> (WasiCtxBuilder, MemoryOutputPipe, MemoryOutputPipe) {
-    let stdout = MemoryOutputPipe::new(MAX_STDOUT);
-    let stderr = MemoryOutputPipe::new(MAX_STDERR);
+pub(crate) fn wasi_for(function: &FunctionSource, stdin: Vec<u8>) -> (WasiCtxBuilder, Capture) {
+    let capture = Capture {
+        stdout: MemoryOutputPipe::new(MAX_STDOUT),
+        stderr: MemoryOutputPipe::new(MAX_STDERR),
+        started: Instant::now(),
+        cpu_started: thread_cpu(),
+    };
     let mut wasi = WasiCtxBuilder::new();
     wasi.stdin(MemoryInputPipe::new(stdin))
-        .stdout(stdout.clone())
-        .stderr(stderr.clone())
+        .stdout(capture.stdout.clone())
+        .stderr(capture.stderr.clone())
         .args(&[function.name.as_str()]);
     for (name, value) in &function.env {
         wasi.env(name, value);
     }
-    (wasi, stdout, stderr)
+    (wasi, capture)
+}
+
+/// What one run writes and costs, turned into its outcome at the end.
+pub(crate) struct Capture {
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+    started: Instant,
+    cpu_started: Duration,
+}
+
+impl Capture {
+    /// The outcome of a run that ended with `ran` (its exit code, or what
+    /// stopped it), its memory kept by `limiter`.
+    pub(crate) fn finish(
+        self,
+        ran: wasmtime::Result<i32>,
+        function: &FunctionSource,
+        input: &InvocationInput,
+        limiter: &Limiter,
+    ) -> Outcome {
+        let cpu = thread_cpu().saturating_sub(self.cpu_started);
+        let result = match ran {
+            Ok(0) => Ok(output(input, self.stdout.contents().to_vec())),
+            Ok(code) => Err(FunctionError::new(
+                ErrorCode::UncaughtException,
+                format!("the command exited with code {code}"),
+            )),
+            Err(error) => Err(classify(&error, limiter.refused, function, cpu)),
+        };
+        Outcome {
+            result,
+            logs: log_lines(&self.stderr.contents()),
+            metrics: InvocationMetrics {
+                cold_start: false,
+                duration_us: self.started.elapsed().as_micros() as u64,
+                cpu_us: cpu.as_micros() as u64,
+                peak_heap_bytes: limiter.memory as u64,
+            },
+        }
+    }
+}
+
+/// The exit code a failed run asked for (`proc_exit`), or its failure.
+pub(crate) fn exit_code(error: wasmtime::Error) -> wasmtime::Result<i32> {
+    match error.downcast_ref::<I32Exit>() {
+        Some(I32Exit(code)) => Ok(*code),
+        None => Err(error),
+    }
 }
 
 /// The epoch deadline of one run: its CPU limit (wall time and CPU time
@@ -206,9 +255,7 @@ pub fn run(
     input: &InvocationInput,
 ) -> Outcome {
     let _running = engine.running();
-    let started = Instant::now();
-    let cpu_started = thread_cpu();
-    let (mut wasi, stdout, stderr) = wasi_for(function, stdin);
+    let (mut wasi, capture) = wasi_for(function, stdin);
     let state = State {
         wasi: wasi.build_p1(),
         limiter: Limiter::of(function),
@@ -220,37 +267,14 @@ pub fn run(
         .pre
         .instantiate(&mut store)
         .and_then(|instance| instance.get_typed_func::<(), ()>(&mut store, "_start"))
-        .and_then(|start| start.call(&mut store, ()));
-    let refused = store.data().limiter.refused;
-    let cpu = thread_cpu().saturating_sub(cpu_started);
-    let result = match ran {
-        Ok(()) => Ok(0),
-        Err(error) => match error.downcast_ref::<I32Exit>() {
-            Some(I32Exit(code)) => Ok(*code),
-            None => Err(classify(&error, refused, function, cpu)),
-        },
-    };
-    let result = result.and_then(|code| match code {
-        0 => Ok(output(input, stdout.contents().to_vec())),
-        code => Err(FunctionError::new(
-            ErrorCode::UncaughtException,
-            format!("the command exited with code {code}"),
-        )),
-    });
-    Outcome {
-        result,
-        logs: log_lines(&stderr.contents()),
-        metrics: InvocationMetrics {
-            cold_start: false,
-            duration_us: started.elapsed().as_micros() as u64,
-            cpu_us: cpu.as_micros() as u64,
-            peak_heap_bytes: store.data().limiter.memory as u64,
-        },
-    }
+        .and_then(|start| start.call(&mut store, ()))
+        .map(|()| 0)
+        .or_else(exit_code);
+    capture.finish(ran, function, input, &store.data().limiter)
 }
 
 /// The error for a command that trapped or failed.
-pub(crate) fn classify(
+fn classify(
     error: &wasmtime::Error,
     refused: bool,
     function: &FunctionSource,
@@ -285,7 +309,7 @@ pub(crate) fn classify(
 
 /// The result of a command that wrote `stdout`: JSON when it is JSON, else
 /// text; over HTTP, the response body.
-pub(crate) fn output(input: &InvocationInput, stdout: Vec<u8>) -> InvocationOutput {
+fn output(input: &InvocationInput, stdout: Vec<u8>) -> InvocationOutput {
     match input {
         InvocationInput::Json(_) => InvocationOutput::Json(
             serde_json::from_slice::<serde_json::Value>(&stdout).unwrap_or_else(|_| {
@@ -313,7 +337,7 @@ pub(crate) fn output(input: &InvocationInput, stdout: Vec<u8>) -> InvocationOutp
 
 /// Each line of stderr as an `error`-level log line: at most
 /// [`MAX_LOG_LINES`] lines and [`MAX_LOG_BYTES`] bytes, as for JavaScript.
-pub(crate) fn log_lines(stderr: &[u8]) -> Vec<LogEntry> {
+fn log_lines(stderr: &[u8]) -> Vec<LogEntry> {
     let text = String::from_utf8_lossy(stderr);
     let mut logs = Vec::new();
     let mut bytes = 0;
@@ -339,7 +363,7 @@ const MAX_LOG_LINES: usize = 1000;
 const MAX_LOG_BYTES: usize = 256 << 10;
 
 /// CPU time of the calling thread.
-pub(crate) fn thread_cpu() -> Duration {
+fn thread_cpu() -> Duration {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -2,17 +2,13 @@
 //! as a preview 1 command (stdin in, stdout out, stderr as logs), its
 //! failure an `Err` from `run`; under the same limits.
 
-use crate::command::{classify, deadline_ticks, internal, log_lines, output, thread_cpu};
-use crate::command::{wasi_for, Limiter};
+use crate::command::{deadline_ticks, exit_code, internal, wasi_for, Limiter};
 use crate::engine::WasmEngine;
-use isola_core::{
-    ErrorCode, FunctionError, FunctionSource, InvocationInput, InvocationMetrics, Outcome,
-};
-use std::time::Instant;
+use isola_core::{ErrorCode, FunctionError, FunctionSource, InvocationInput, Outcome};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::Store;
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
-use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// What a component's store holds.
 pub struct State {
@@ -83,9 +79,7 @@ pub fn run(
     input: &InvocationInput,
 ) -> Outcome {
     let _running = engine.running();
-    let started = Instant::now();
-    let cpu_started = thread_cpu();
-    let (mut wasi, stdout, stderr) = wasi_for(function, stdin);
+    let (mut wasi, capture) = wasi_for(function, stdin);
     let state = State {
         ctx: wasi.build(),
         table: ResourceTable::new(),
@@ -97,33 +91,9 @@ pub fn run(
     let ran = prepared
         .pre
         .instantiate(&mut store)
-        .and_then(|command| command.wasi_cli_run().call_run(&mut store));
-    let refused = store.data().limiter.refused;
-    let cpu = thread_cpu().saturating_sub(cpu_started);
-    let result = match ran {
-        Ok(Ok(())) => Ok(output(input, stdout.contents().to_vec())),
-        Ok(Err(())) => Err(exited(1)),
-        Err(error) => match error.downcast_ref::<I32Exit>() {
-            Some(I32Exit(0)) => Ok(output(input, stdout.contents().to_vec())),
-            Some(I32Exit(code)) => Err(exited(*code)),
-            None => Err(classify(&error, refused, function, cpu)),
-        },
-    };
-    Outcome {
-        result,
-        logs: log_lines(&stderr.contents()),
-        metrics: InvocationMetrics {
-            cold_start: false,
-            duration_us: started.elapsed().as_micros() as u64,
-            cpu_us: cpu.as_micros() as u64,
-            peak_heap_bytes: store.data().limiter.memory as u64,
-        },
-    }
-}
-
-fn exited(code: i32) -> FunctionError {
-    FunctionError::new(
-        ErrorCode::UncaughtException,
-        format!("the command exited with code {code}"),
-    )
+        .and_then(|command| command.wasi_cli_run().call_run(&mut store))
+        // `run` failing without an exit code is exit code 1.
+        .map(|run| if run.is_ok() { 0 } else { 1 })
+        .or_else(exit_code);
+    capture.finish(ran, function, input, &store.data().limiter)
 }
