@@ -52,6 +52,26 @@ pub(super) fn call_handler<'s>(
     }
 }
 
+/// The value a call settled to: at once, or once the event loop has
+/// settled its promise (by `deadline`, else a wall timeout).
+pub(super) async fn settled(
+    runtime: &mut JsRuntime,
+    called: Called,
+    deadline: Instant,
+    source: &FunctionSource,
+) -> Result<v8::Global<v8::Value>, FunctionError> {
+    let promise = match called {
+        Called::Settled(value) => return Ok(value),
+        Called::Pending(promise) => promise,
+    };
+    let settled = runtime.resolve(promise);
+    let driven = runtime.with_event_loop_promise(settled, PollEventLoopOptions::default());
+    tokio::time::timeout_at(deadline, driven)
+        .await
+        .map_err(|_| wall_timeout(source))?
+        .map_err(|e| errors::from_core_error(e, Phase::Invoke))
+}
+
 /// The error for an exception thrown by a handler (or its rejection).
 fn thrown<'s>(
     scope: &mut v8::PinScope<'s, '_>,

@@ -14,7 +14,7 @@ mod setup;
 mod socket;
 mod upkeep;
 
-use call::{call_handler, Called};
+use call::call_handler;
 use convert::*;
 use setup::*;
 
@@ -525,18 +525,7 @@ impl FunctionIsolate {
                     (HandlerKind::Json, InvocationInput::Http(_)) => Err(json_handler_needs_json()),
                 })?
             };
-            let value = match called {
-                Called::Settled(value) => value,
-                Called::Pending(promise) => {
-                    let settled = runtime.resolve(promise);
-                    let driven =
-                        runtime.with_event_loop_promise(settled, PollEventLoopOptions::default());
-                    tokio::time::timeout_at(deadline, driven)
-                        .await
-                        .map_err(|_| wall_timeout(source))?
-                        .map_err(|e| errors::from_core_error(e, Phase::Invoke))?
-                }
-            };
+            let value = call::settled(runtime, called, deadline, source).await?;
             let decoded = {
                 deno_core::scope!(scope, runtime);
                 let value = v8::Local::new(scope, value);

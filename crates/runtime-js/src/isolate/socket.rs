@@ -228,15 +228,7 @@ impl FunctionIsolate {
                     event_args(scope, socket, frame)
                 })?
             };
-            if let Called::Pending(promise) = called {
-                let settled = runtime.resolve(promise);
-                let driven =
-                    runtime.with_event_loop_promise(settled, PollEventLoopOptions::default());
-                tokio::time::timeout_at(deadline, driven)
-                    .await
-                    .map_err(|_| wall_timeout(source))?
-                    .map_err(|e| errors::from_core_error(e, Phase::Invoke))?;
-            }
+            call::settled(runtime, called, deadline, source).await?;
             Ok(upkeep::tick(runtime))
         };
         Metered {
