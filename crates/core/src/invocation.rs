@@ -126,41 +126,50 @@ pub struct HttpResponse {
 /// One chunk of a streamed body, or the error that ended the stream.
 pub type BodyChunk = Result<Vec<u8>, String>;
 
-/// A response body that arrives after the response head. Cloning shares
-/// the one receiver: whoever takes it first reads the body.
-#[derive(Clone, Default)]
-pub struct BodyStream(
-    Option<Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<BodyChunk>>>>>,
-);
+/// A value handed over once, from whoever made it to whoever takes it
+/// first; clones share it (and compare equal only to each other).
+pub struct TakeOnce<T>(Option<Arc<std::sync::Mutex<Option<T>>>>);
 
-impl BodyStream {
-    /// A stream reading from `receiver`.
-    pub fn new(receiver: tokio::sync::mpsc::Receiver<BodyChunk>) -> Self {
-        Self(Some(Arc::new(std::sync::Mutex::new(Some(receiver)))))
+impl<T> TakeOnce<T> {
+    /// Holds `value` until it is taken.
+    pub fn new(value: T) -> Self {
+        Self(Some(Arc::new(std::sync::Mutex::new(Some(value)))))
     }
 
-    /// Whether there is a streamed body at all.
-    pub fn is_streaming(&self) -> bool {
+    /// Whether there was a value at all (taken or not).
+    pub fn is_some(&self) -> bool {
         self.0.is_some()
     }
 
-    /// Takes the receiver (once).
-    pub fn take(&self) -> Option<tokio::sync::mpsc::Receiver<BodyChunk>> {
+    /// Takes the value (once).
+    pub fn take(&self) -> Option<T> {
         self.0.as_ref()?.lock().ok()?.take()
     }
 }
 
-impl std::fmt::Debug for BodyStream {
+impl<T> Default for TakeOnce<T> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<T> Clone for TakeOnce<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T> std::fmt::Debug for TakeOnce<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.is_streaming() {
-            "BodyStream(streaming)"
+        f.write_str(if self.is_some() {
+            "TakeOnce(some)"
         } else {
-            "BodyStream(none)"
+            "TakeOnce(none)"
         })
     }
 }
 
-impl PartialEq for BodyStream {
+impl<T> PartialEq for TakeOnce<T> {
     fn eq(&self, other: &Self) -> bool {
         match (&self.0, &other.0) {
             (None, None) => true,
@@ -170,7 +179,29 @@ impl PartialEq for BodyStream {
     }
 }
 
-impl Eq for BodyStream {}
+impl<T> Eq for TakeOnce<T> {}
+
+/// A body that arrives after the response head (or a request body that
+/// arrives while the function runs): whoever takes it first reads it.
+#[derive(Clone, Default, Debug, PartialEq, Eq)]
+pub struct BodyStream(TakeOnce<tokio::sync::mpsc::Receiver<BodyChunk>>);
+
+impl BodyStream {
+    /// A stream reading from `receiver`.
+    pub fn new(receiver: tokio::sync::mpsc::Receiver<BodyChunk>) -> Self {
+        Self(TakeOnce::new(receiver))
+    }
+
+    /// Whether there is a streamed body at all.
+    pub fn is_streaming(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Takes the receiver (once).
+    pub fn take(&self) -> Option<tokio::sync::mpsc::Receiver<BodyChunk>> {
+        self.0.take()
+    }
+}
 
 impl HttpResponse {
     /// The whole body: `body`, then every streamed chunk, at most `limit`

@@ -11,7 +11,7 @@
 
 use crate::{FunctionError, LogEntry};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 /// One WebSocket message.
@@ -134,49 +134,9 @@ impl SocketLink {
     }
 }
 
-/// The accepted connection a `101` response carries. Cloning shares it:
-/// whoever takes it first relays it.
-#[derive(Clone, Default)]
-pub struct SocketUpgrade(Option<Arc<Mutex<Option<SocketLink>>>>);
-
-impl SocketUpgrade {
-    /// An upgrade to `link`.
-    pub fn new(link: SocketLink) -> Self {
-        Self(Some(Arc::new(Mutex::new(Some(link)))))
-    }
-
-    /// Whether the response accepted a WebSocket at all.
-    pub fn is_some(&self) -> bool {
-        self.0.is_some()
-    }
-
-    /// Takes the link (once).
-    pub fn take(&self) -> Option<SocketLink> {
-        self.0.as_ref()?.lock().ok()?.take()
-    }
-}
-
-impl std::fmt::Debug for SocketUpgrade {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.is_some() {
-            "SocketUpgrade(accepted)"
-        } else {
-            "SocketUpgrade(none)"
-        })
-    }
-}
-
-impl PartialEq for SocketUpgrade {
-    fn eq(&self, other: &Self) -> bool {
-        match (&self.0, &other.0) {
-            (None, None) => true,
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            _ => false,
-        }
-    }
-}
-
-impl Eq for SocketUpgrade {}
+/// The accepted connection a `101` response carries: whoever takes it
+/// first relays it.
+pub type SocketUpgrade = crate::TakeOnce<SocketLink>;
 
 /// Whether request headers ask for a WebSocket (`Upgrade: websocket`).
 pub fn is_websocket_upgrade(headers: &[(String, String)]) -> bool {
