@@ -8,22 +8,6 @@ use crate::server::Server;
 /// The smallest valid core module: the magic and version 1 (not a command).
 const EMPTY_MODULE: &[u8] = b"\0asm\x01\0\0\0";
 
-/// A WASI command copying stdin to stdout.
-const ECHO: &str = r#"(module
-  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "_start")
-    (loop $again
-      (i32.store (i32.const 0) (i32.const 1024))
-      (i32.store (i32.const 4) (i32.const 4096))
-      (drop (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
-      (if (i32.eqz (i32.load (i32.const 8))) (then (return)))
-      (i32.store (i32.const 16) (i32.const 1024))
-      (i32.store (i32.const 20) (i32.load (i32.const 8)))
-      (drop (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))
-      (br $again))))"#;
-
 #[test]
 fn files_are_bytes_and_deployments_name_their_runtime() {
     let dir = tempfile::tempdir().unwrap();
@@ -79,7 +63,7 @@ fn a_wasi_command_answers_json_and_http_through_serve_and_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let file = dir.path().join("echo.wasm");
-    std::fs::write(&file, wat::parse_str(ECHO).unwrap()).unwrap();
+    std::fs::write(&file, wat::parse_str(crate::WASI_ECHO).unwrap()).unwrap();
     let deployed = server.cli(
         &["deploy", file.to_str().unwrap(), "--function", "echo"],
         "",
