@@ -105,6 +105,13 @@ enum Job {
         /// Its share of the node's memory, held until the worker is done.
         admitted: Admitted,
     },
+    /// Run a request for a WebSocket in its function's host (told apart
+    /// once, when the job is made).
+    Upgrade {
+        invocation: Invocation,
+        reply: oneshot::Sender<Outcome>,
+        admitted: Admitted,
+    },
     /// Load a function version and keep it warm.
     Prepare {
         function: Arc<FunctionSource>,
@@ -114,12 +121,14 @@ enum Job {
 
 impl Job {
     fn is_upgrade(&self) -> bool {
-        matches!(self, Job::Invoke { invocation, .. } if worker::is_upgrade(invocation))
+        matches!(self, Job::Upgrade { .. })
     }
 
     fn function_id(&self) -> &str {
         match self {
-            Job::Invoke { invocation, .. } => &invocation.function.id,
+            Job::Invoke { invocation, .. } | Job::Upgrade { invocation, .. } => {
+                &invocation.function.id
+            }
             Job::Prepare { function, .. } => &function.id,
         }
     }
@@ -326,10 +335,18 @@ impl Executor {
             ));
         };
         let (reply, outcome) = oneshot::channel();
-        let job = Job::Invoke {
-            invocation,
-            reply,
-            admitted,
+        let job = if worker::is_upgrade(&invocation) {
+            Job::Upgrade {
+                invocation,
+                reply,
+                admitted,
+            }
+        } else {
+            Job::Invoke {
+                invocation,
+                reply,
+                admitted,
+            }
         };
         // A WebSocket request goes to its function's home worker, where the
         // isolate holding the function's connections is.

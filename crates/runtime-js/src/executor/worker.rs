@@ -215,11 +215,11 @@ impl Worker {
                 this.waiting_in_place.set(this.waiting_in_place.get() - 1);
             }
             match job {
-                Job::Invoke {
+                Job::Upgrade {
                     invocation,
                     reply,
                     admitted,
-                } if is_upgrade(&invocation) => this.upgrade(UpgradeJob {
+                } => this.upgrade(UpgradeJob {
                     invocation,
                     reply,
                     held: Some((permit, admitted)),
