@@ -11,6 +11,7 @@ mod dispatch;
 mod error;
 mod invocation;
 mod limits;
+pub mod net;
 pub mod source;
 pub mod text;
 pub mod websocket;

@@ -10,84 +10,12 @@ use deno_permissions::{
 use ipnet::IpNet;
 use std::sync::Arc;
 
-/// Address ranges no function may connect to.
-pub const DENIED_NETWORKS: &[&str] = &[
-    "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.0.0.0/24",
-    "192.168.0.0/16",
-    "198.18.0.0/15",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
-    "255.255.255.255/32",
-    // IPv4-compatible (deprecated) addresses embed any IPv4 address,
-    // including ::/128 (unspecified) and ::1/128 (loopback).
-    "::/96",
-    // IPv4-mapped addresses are checked as the IPv4 address they embed, but
-    // refuse the range outright too.
-    "::ffff:0:0/96",
-    // NAT64 (well-known and local-use prefixes) and 6to4 reach IPv4 hosts,
-    // private ones included, through a translator.
-    "64:ff9b::/96",
-    "64:ff9b:1::/48",
-    "2002::/16",
-    // Teredo embeds an IPv4 server and client address.
-    "2001::/32",
-    // Discard-only, documentation and ORCHID ranges: never a real peer.
-    "100::/64",
-    "2001:db8::/32",
-    "2001:10::/28",
-    "2001:20::/28",
-    // Unique local, site-local (deprecated), link-local, multicast.
-    "fc00::/7",
-    "fec0::/10",
-    "fe80::/10",
-    "ff00::/8",
-];
+pub use isola_core::net::{parse_allowed, resolve_allowed, DENIED_NETWORKS};
 
 /// The rules outbound WebSockets are checked by: the same ranges as
 /// `fetch`, less the `allowed` ones.
-pub fn net_rules(allowed: &[IpNet]) -> crate::websocket::client::NetRules {
-    crate::websocket::client::NetRules {
-        denied: DENIED_NETWORKS
-            .iter()
-            .map(|cidr| cidr.parse().expect("the deny list holds valid CIDRs"))
-            .collect(),
-        allowed: allowed.to_vec(),
-    }
-}
-
-/// Parses an allowed address (`10.0.0.5`, `fd00::1`) or range (`10.1.0.0/16`).
-pub fn parse_allowed(entry: &str) -> Result<IpNet, String> {
-    entry
-        .parse::<IpNet>()
-        .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
-        .map(|net| net.trunc())
-        .map_err(|_| format!("allowed host {entry:?} is not an IP address or CIDR range"))
-}
-
-/// The networks an allowlist opens: addresses and ranges as written, and
-/// host names resolved now (when the isolate starts), so `db.internal`
-/// opens the addresses it has at that moment.
-pub fn resolve_allowed(entries: &[String]) -> Result<Vec<IpNet>, String> {
-    let mut networks = Vec::new();
-    for entry in entries {
-        if let Ok(net) = parse_allowed(entry) {
-            networks.push(net);
-            continue;
-        }
-        let host = entry
-            .rsplit_once(':')
-            .map_or(entry.as_str(), |(host, _port)| host);
-        let addresses = std::net::ToSocketAddrs::to_socket_addrs(&(host, 0))
-            .map_err(|e| format!("allowed host {entry:?} does not resolve: {e}"))?;
-        networks.extend(addresses.map(|a| IpNet::from(a.ip())));
-    }
-    Ok(networks)
+pub fn net_rules(allowed: &[IpNet]) -> isola_core::net::NetRules {
+    isola_core::net::NetRules::with_allowed(allowed)
 }
 
 /// `net` without the addresses of `hole`, as CIDR blocks.

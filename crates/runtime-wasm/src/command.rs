@@ -3,10 +3,13 @@
 //! limits; failures mapped to the error codes JavaScript functions use.
 
 use crate::engine::WasmEngine;
+use crate::meter::{Deadlines, Meter, Stopped};
 use isola_core::{
     ErrorCode, FunctionError, FunctionSource, HttpResponse, InvocationInput, InvocationMetrics,
     InvocationOutput, LogEntry, LogLevel, Outcome,
 };
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::{InstancePre, Linker, Module, ResourceLimiter, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -17,9 +20,6 @@ use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 /// command sees an I/O error) and to stderr.
 const MAX_STDOUT: usize = 16 << 20;
 const MAX_STDERR: usize = 1 << 20;
-
-/// WASI's `ENOTSUP`.
-const ERRNO_NOTSUP: i32 = 58;
 
 /// What a table element costs, counted in the function's memory.
 const TABLE_ELEMENT_BYTES: usize = 16;
@@ -36,15 +36,58 @@ pub struct State {
     limiter: Limiter,
 }
 
+/// A store's state that keeps a [`Limiter`].
+pub(crate) trait Limited: Send + 'static {
+    /// The limiter.
+    fn limiter(&mut self) -> &mut Limiter;
+}
+
+impl Limited for State {
+    fn limiter(&mut self) -> &mut Limiter {
+        &mut self.limiter
+    }
+}
+
+impl Limited for crate::component::State {
+    fn limiter(&mut self) -> &mut Limiter {
+        &mut self.limiter
+    }
+}
+
+/// A store for one run of `function`: its memory kept by the state's
+/// limiter, its CPU and wall time checked at every epoch tick (see
+/// [`crate::meter`]).
+pub(crate) fn new_store<T: Limited>(
+    engine: &WasmEngine,
+    function: &FunctionSource,
+    state: T,
+    capture: &Capture,
+) -> Store<T> {
+    let mut store = Store::new(&engine.engine, state);
+    store.limiter(|state| state.limiter() as &mut dyn ResourceLimiter);
+    let deadlines = Deadlines {
+        meter: capture.meter.clone(),
+        cpu: function.limits.cpu(),
+        wall: capture.started + function.limits.timeout(),
+    };
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| deadlines.check());
+    store
+}
+
 /// A WASI context for one run of `function`: `stdin` in, stdout and
 /// stderr captured (capped), its name as the only argument, its variables
 /// and secrets as the environment; nothing else.
-pub(crate) fn wasi_for(function: &FunctionSource, stdin: Vec<u8>) -> (WasiCtxBuilder, Capture) {
+pub(crate) fn wasi_for(
+    function: &FunctionSource,
+    stdin: Vec<u8>,
+    meter: Arc<Meter>,
+) -> (WasiCtxBuilder, Capture) {
     let capture = Capture {
         stdout: MemoryOutputPipe::new(MAX_STDOUT),
         stderr: MemoryOutputPipe::new(MAX_STDERR),
         started: Instant::now(),
-        cpu_started: thread_cpu(),
+        meter,
     };
     let mut wasi = WasiCtxBuilder::new();
     wasi.stdin(MemoryInputPipe::new(stdin))
@@ -62,38 +105,71 @@ pub(crate) struct Capture {
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
     started: Instant,
-    cpu_started: Duration,
+    meter: Arc<Meter>,
 }
 
 impl Capture {
     /// The outcome of a run that ended with `ran` (its exit code, or what
-    /// stopped it), its memory kept by `limiter`.
+    /// stopped it), its memory counted in `usage`.
     pub(crate) fn finish(
         self,
         ran: wasmtime::Result<i32>,
         function: &FunctionSource,
         input: &InvocationInput,
-        limiter: &Limiter,
+        usage: &Usage,
     ) -> Outcome {
-        let cpu = thread_cpu().saturating_sub(self.cpu_started);
         let result = match ran {
             Ok(0) => Ok(output(input, self.stdout.contents().to_vec())),
             Ok(code) => Err(FunctionError::new(
                 ErrorCode::UncaughtException,
                 format!("the command exited with code {code}"),
             )),
-            Err(error) => Err(classify(&error, limiter.refused, function, cpu)),
+            Err(error) => Err(self.failure(&error, function, usage)),
         };
+        self.outcome(result, log_lines(&self.stderr.contents()), usage)
+    }
+
+    /// An outcome with what the run cost so far.
+    pub(crate) fn outcome(
+        &self,
+        result: Result<InvocationOutput, FunctionError>,
+        logs: Vec<LogEntry>,
+        usage: &Usage,
+    ) -> Outcome {
         Outcome {
             result,
-            logs: log_lines(&self.stderr.contents()),
+            logs,
             metrics: InvocationMetrics {
                 cold_start: false,
                 duration_us: self.started.elapsed().as_micros() as u64,
-                cpu_us: cpu.as_micros() as u64,
-                peak_heap_bytes: limiter.memory as u64,
+                cpu_us: self.meter.used().as_micros() as u64,
+                peak_heap_bytes: usage.memory() as u64,
             },
         }
+    }
+
+    /// The error for a run that trapped or failed with `error`.
+    pub(crate) fn failure(
+        &self,
+        error: &wasmtime::Error,
+        function: &FunctionSource,
+        usage: &Usage,
+    ) -> FunctionError {
+        classify(error, usage.refused(), function, self.meter.used())
+    }
+
+    /// What the run wrote to stdout and stderr, as log lines (for a
+    /// component whose result is not its stdout).
+    pub(crate) fn output_logs(&self) -> Vec<LogEntry> {
+        let mut logs = log_lines(&self.stdout.contents());
+        for line in &mut logs {
+            if line.level == LogLevel::Error {
+                line.level = LogLevel::Info;
+            }
+        }
+        let room = MAX_LOG_LINES.saturating_sub(logs.len());
+        logs.extend(log_lines(&self.stderr.contents()).into_iter().take(room));
+        logs
     }
 }
 
@@ -105,18 +181,31 @@ pub(crate) fn exit_code(error: wasmtime::Error) -> wasmtime::Result<i32> {
     }
 }
 
-/// The epoch deadline of one run: its CPU limit (wall time and CPU time
-/// are the same here, since nothing may wait), at most its wall limit.
-pub(crate) fn deadline_ticks(function: &FunctionSource) -> u64 {
-    WasmEngine::ticks(function.limits.cpu().min(function.limits.timeout()))
-}
-
 /// Keeps linear memories and tables within the function's memory limit;
 /// remembers a refusal, which makes the trap a `memory_limit`.
 pub(crate) struct Limiter {
-    pub(crate) max_memory: usize,
-    pub(crate) memory: usize,
-    pub(crate) refused: bool,
+    max_memory: usize,
+    usage: Arc<Usage>,
+}
+
+/// What a run's memories and tables hold, readable while the store is
+/// busy.
+#[derive(Default)]
+pub(crate) struct Usage {
+    memory: AtomicUsize,
+    refused: AtomicBool,
+}
+
+impl Usage {
+    /// Bytes of linear memory and tables.
+    pub(crate) fn memory(&self) -> usize {
+        self.memory.load(Ordering::Relaxed)
+    }
+
+    /// Whether a growth was refused.
+    pub(crate) fn refused(&self) -> bool {
+        self.refused.load(Ordering::Relaxed)
+    }
 }
 
 impl Limiter {
@@ -124,9 +213,24 @@ impl Limiter {
     pub(crate) fn of(function: &FunctionSource) -> Self {
         Self {
             max_memory: function.limits.memory_bytes(),
-            memory: 0,
-            refused: false,
+            usage: Arc::default(),
         }
+    }
+
+    /// What it counts, to read while the store is busy.
+    pub(crate) fn usage(&self) -> Arc<Usage> {
+        self.usage.clone()
+    }
+
+    /// Grows the count by `bytes`, or refuses past the limit.
+    fn grow(&mut self, bytes: usize, what: &str) -> wasmtime::Result<bool> {
+        let grown = self.usage.memory().saturating_add(bytes);
+        if grown > self.max_memory {
+            self.usage.refused.store(true, Ordering::Relaxed);
+            return Err(wasmtime::Error::msg(format!("{what} limit reached")));
+        }
+        self.usage.memory.store(grown, Ordering::Relaxed);
+        Ok(true)
     }
 }
 
@@ -137,13 +241,7 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let grown = self.memory + (desired - current);
-        if grown > self.max_memory {
-            self.refused = true;
-            return Err(wasmtime::Error::msg("memory limit reached"));
-        }
-        self.memory = grown;
-        Ok(true)
+        self.grow(desired - current, "memory")
     }
 
     fn table_growing(
@@ -152,14 +250,12 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        // Table elements are memory too (a reference each).
-        let grown = self.memory + (desired - current) * TABLE_ELEMENT_BYTES;
-        if desired > MAX_TABLE_ELEMENTS || grown > self.max_memory {
-            self.refused = true;
+        if desired > MAX_TABLE_ELEMENTS {
+            self.usage.refused.store(true, Ordering::Relaxed);
             return Err(wasmtime::Error::msg("table limit reached"));
         }
-        self.memory = grown;
-        Ok(true)
+        // Table elements are memory too (a reference each).
+        self.grow((desired - current) * TABLE_ELEMENT_BYTES, "table")
     }
 }
 
@@ -190,17 +286,9 @@ impl Prepared {
             ));
         }
         let mut linker: Linker<State> = Linker::new(&engine.engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut State| &mut state.wasi)
-            .map_err(|e| internal("linking WASI", e))?;
-        // A sleep would hold a thread where the CPU deadline cannot reach
-        // (a host call): `poll_oneoff` answers ENOTSUP instead.
-        linker.allow_shadowing(true);
-        linker
-            .func_wrap(
-                "wasi_snapshot_preview1",
-                "poll_oneoff",
-                |_: i32, _: i32, _: i32, _: i32| -> i32 { ERRNO_NOTSUP },
-            )
+        // Asynchronous: a sleep (`poll_oneoff`) waits without a thread, and
+        // the wall-clock limit ends it.
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state: &mut State| &mut state.wasi)
             .map_err(|e| internal("linking WASI", e))?;
         let pre = linker.instantiate_pre(&module).map_err(|e| {
             FunctionError::new(
@@ -246,31 +334,31 @@ pub async fn stdin_of(input: &InvocationInput) -> Result<Vec<u8>, FunctionError>
     }
 }
 
-/// Runs the command once, in a fresh instance; blocks its thread.
-pub fn run(
+/// Runs the command once, in a fresh instance.
+pub async fn run(
     engine: &WasmEngine,
     prepared: &Prepared,
     function: &FunctionSource,
     stdin: Vec<u8>,
     input: &InvocationInput,
+    meter: Arc<Meter>,
 ) -> Outcome {
     let _running = engine.running();
-    let (mut wasi, capture) = wasi_for(function, stdin);
+    let (mut wasi, capture) = wasi_for(function, stdin, meter);
     let state = State {
         wasi: wasi.build_p1(),
         limiter: Limiter::of(function),
     };
-    let mut store = Store::new(&engine.engine, state);
-    store.limiter(|state| &mut state.limiter);
-    store.set_epoch_deadline(deadline_ticks(function));
-    let ran = prepared
-        .pre
-        .instantiate(&mut store)
-        .and_then(|instance| instance.get_typed_func::<(), ()>(&mut store, "_start"))
-        .and_then(|start| start.call(&mut store, ()))
-        .map(|()| 0)
-        .or_else(exit_code);
-    capture.finish(ran, function, input, &store.data().limiter)
+    let mut store = new_store(engine, function, state, &capture);
+    let ran = async {
+        let instance = prepared.pre.instantiate_async(&mut store).await?;
+        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+        start.call_async(&mut store, ()).await
+    }
+    .await
+    .map(|()| 0)
+    .or_else(exit_code);
+    capture.finish(ran, function, input, &store.data().limiter.usage)
 }
 
 /// The error for a command that trapped or failed.
@@ -290,12 +378,25 @@ fn classify(
             ),
         );
     }
-    if let Some(wasmtime::Trap::Interrupt) = error.downcast_ref::<wasmtime::Trap>() {
+    if let Some(Stopped::Wall) = error.downcast_ref::<Stopped>() {
+        return FunctionError::new(
+            ErrorCode::WallTimeout,
+            format!(
+                "the function did not finish within its {} ms wall-clock limit",
+                limits.timeout_ms
+            ),
+        );
+    }
+    let interrupted = matches!(
+        error.downcast_ref::<wasmtime::Trap>(),
+        Some(wasmtime::Trap::Interrupt)
+    );
+    if interrupted || error.downcast_ref::<Stopped>().is_some() {
         return FunctionError::new(
             ErrorCode::CpuLimit,
             format!(
                 "the function exceeded its CPU time limit of {} ms (it used {:.1} ms)",
-                limits.cpu_ms.min(limits.timeout_ms),
+                limits.cpu_ms,
                 cpu.as_secs_f64() * 1000.0
             ),
         );
@@ -361,14 +462,3 @@ fn log_lines(stderr: &[u8]) -> Vec<LogEntry> {
 /// Log lines and bytes one invocation keeps.
 const MAX_LOG_LINES: usize = 1000;
 const MAX_LOG_BYTES: usize = 256 << 10;
-
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid timespec to write into.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
-    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
-}

@@ -1,20 +1,41 @@
-//! Running a WASI 0.2 command component (`wasi:cli/run`): the same shape
-//! as a preview 1 command (stdin in, stdout out, stderr as logs), its
-//! failure an `Err` from `run`; under the same limits.
+//! WASI 0.2 components: commands (`wasi:cli/run`: the same shape as a
+//! preview 1 command, stdin in and stdout out) and HTTP handlers
+//! (`wasi:http/incoming-handler`, see [`crate::http`]). Both are linked
+//! against WASI 0.2 and `wasi:http` (outbound requests go through
+//! [`crate::outbound`]) and run under the same limits as commands.
 
-use crate::command::{deadline_ticks, exit_code, internal, wasi_for, Limiter};
+use crate::command::{exit_code, internal, wasi_for, Limiter};
 use crate::engine::WasmEngine;
+use crate::meter::Meter;
+use crate::outbound::Outbound;
 use isola_core::{ErrorCode, FunctionError, FunctionSource, InvocationInput, Outcome};
+use std::sync::Arc;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::Store;
-use wasmtime_wasi::p2::bindings::sync::CommandPre;
+use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// What a component's store holds.
 pub struct State {
     ctx: WasiCtx,
     table: ResourceTable,
-    limiter: Limiter,
+    http: WasiHttpCtx,
+    hooks: Outbound,
+    pub(crate) limiter: Limiter,
+}
+
+impl State {
+    /// A store's state for one run of `function`.
+    pub(crate) fn new(ctx: WasiCtx, function: &FunctionSource) -> Self {
+        Self {
+            ctx,
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            hooks: Outbound::of(function),
+            limiter: Limiter::of(function),
+        }
+    }
 }
 
 impl WasiView for State {
@@ -26,14 +47,27 @@ impl WasiView for State {
     }
 }
 
-/// A component compiled and linked against WASI 0.2.
-pub struct PreparedComponent {
-    pre: CommandPre<State>,
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// A component compiled and linked, by what it exports.
+pub enum PreparedComponent {
+    /// A command (`wasi:cli/run`).
+    Command(CommandPre<State>),
+    /// An HTTP handler (`wasi:http/incoming-handler`).
+    Http(ProxyPre<State>),
 }
 
 impl PreparedComponent {
-    /// Validates and compiles `bytes`; refuses a component that is not a
-    /// WASI command or imports anything but WASI.
+    /// Validates and compiles `bytes`; refuses a component that is neither
+    /// a command nor an HTTP handler, or imports anything but WASI 0.2.
     pub fn compile(engine: &WasmEngine, bytes: &[u8]) -> Result<Self, FunctionError> {
         let component = Component::new(&engine.engine, bytes).map_err(|e| {
             FunctionError::new(
@@ -44,56 +78,62 @@ impl PreparedComponent {
         Self::link(engine, component)
     }
 
-    /// Links a compiled component against WASI 0.2 (see [`Self::compile`]).
+    /// Links a compiled component (see [`Self::compile`]).
     pub fn link(engine: &WasmEngine, component: Component) -> Result<Self, FunctionError> {
         let mut linker: Linker<State> = Linker::new(&engine.engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| internal("linking WASI 0.2", e))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| internal("linking wasi:http", e))?;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             FunctionError::new(
                 ErrorCode::LinkError,
                 format!("the component imports what isola does not provide: {e:#}"),
             )
         })?;
-        let pre = CommandPre::new(pre).map_err(|e| {
+        if let Ok(proxy) = ProxyPre::new(pre.clone()) {
+            return Ok(Self::Http(proxy));
+        }
+        let command = CommandPre::new(pre).map_err(|e| {
             FunctionError::new(
                 ErrorCode::InvalidFunction,
-                format!("the component is not a WASI command (it must export wasi:cli/run): {e:#}"),
+                format!(
+                    "the component exports neither wasi:http/incoming-handler nor wasi:cli/run: {e:#}"
+                ),
             )
         })?;
-        Ok(Self { pre })
+        Ok(Self::Command(command))
     }
 
     /// The compiled component.
     pub fn component(&self) -> &Component {
-        self.pre.instance_pre().component()
+        match self {
+            Self::Command(pre) => pre.instance_pre().component(),
+            Self::Http(pre) => pre.instance_pre().component(),
+        }
     }
 }
 
-/// Runs the component once, in a fresh instance; blocks its thread.
-pub fn run(
+/// Runs a command component once, in a fresh instance.
+pub async fn run_command(
     engine: &WasmEngine,
-    prepared: &PreparedComponent,
+    pre: &CommandPre<State>,
     function: &FunctionSource,
     stdin: Vec<u8>,
     input: &InvocationInput,
+    meter: Arc<Meter>,
 ) -> Outcome {
     let _running = engine.running();
-    let (mut wasi, capture) = wasi_for(function, stdin);
-    let state = State {
-        ctx: wasi.build(),
-        table: ResourceTable::new(),
-        limiter: Limiter::of(function),
-    };
-    let mut store = Store::new(&engine.engine, state);
-    store.limiter(|state| &mut state.limiter);
-    store.set_epoch_deadline(deadline_ticks(function));
-    let ran = prepared
-        .pre
-        .instantiate(&mut store)
-        .and_then(|command| command.wasi_cli_run().call_run(&mut store))
-        // `run` failing without an exit code is exit code 1.
-        .map(|run| if run.is_ok() { 0 } else { 1 })
-        .or_else(exit_code);
-    capture.finish(ran, function, input, &store.data().limiter)
+    let (mut wasi, capture) = wasi_for(function, stdin, meter);
+    let state = State::new(wasi.build(), function);
+    let mut store = crate::command::new_store(engine, function, state, &capture);
+    let ran = async {
+        let command = pre.instantiate_async(&mut store).await?;
+        command.wasi_cli_run().call_run(&mut store).await
+    }
+    .await
+    // `run` failing without an exit code is exit code 1.
+    .map(|run| if run.is_ok() { 0 } else { 1 })
+    .or_else(exit_code);
+    capture.finish(ran, function, input, &store.data().limiter.usage())
 }

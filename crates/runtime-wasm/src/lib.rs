@@ -1,20 +1,25 @@
 //! isola's WebAssembly runtime: functions that are WASI commands (preview
 //! 1 core modules, as any language targeting `wasm32-wasi` builds, or WASI
-//! 0.2 command components), run by wasmtime under the same limits and
-//! error codes as JavaScript functions.
+//! 0.2 command components) or `wasi:http` handlers (components), run by
+//! wasmtime under the same limits and error codes as JavaScript functions.
 //!
-//! - **Shape.** The invocation's payload (a JSON invocation's JSON text, an
-//!   HTTP request's body) is the command's stdin; what it writes to stdout
-//!   is the result (JSON when it parses as JSON, else a string; over HTTP
-//!   the response body); each line it writes to stderr is a log line; a
-//!   non-zero exit code is a function error. Variables and secrets are its
-//!   environment. No files, no sockets, no clocks beyond WASI's.
-//! - **Limits.** CPU by epoch interruption (a ticker thread advances the
-//!   engine's epoch every millisecond; a store's deadline is its
-//!   `cpu_ms`), memory by a `ResourceLimiter` (linear memories and tables
-//!   within `memory_mb`; growing past it traps as `memory_limit`), stdout
-//!   and stderr bounded. Commands run on tokio's blocking threads, at most
-//!   one per core at once.
+//! - **Commands.** The invocation's payload (a JSON invocation's JSON
+//!   text, an HTTP request's body) is the command's stdin; what it writes
+//!   to stdout is the result (JSON when it parses as JSON, else a string;
+//!   over HTTP the response body); each line it writes to stderr is a log
+//!   line; a non-zero exit code is a function error. Variables and secrets
+//!   are its environment. No files, no sockets, no clocks beyond WASI's.
+//! - **HTTP handlers** ([`http`]) get the request and stream their
+//!   response; their outbound requests obey the JavaScript `fetch` rules
+//!   ([`outbound`]).
+//! - **Limits.** CPU by epoch interruption: a ticker thread advances the
+//!   engine's epoch every millisecond while Wasm runs, and at each tick a
+//!   store compares its run's CPU time with `cpu_ms` and the clock with
+//!   `timeout_ms` ([`meter`]). Memory by a `ResourceLimiter` (linear
+//!   memories and tables within `memory_mb`; growing past it traps as
+//!   `memory_limit`); stdout and stderr bounded. Runs are tasks on the
+//!   runtime's own threads ([`task`]), at most [`RUNS_PER_CORE`] per core
+//!   at once.
 //! - **Compilation.** A module is validated and compiled at deploy
 //!   ([`Invoker::prepare`]), its `InstancePre` kept per function version;
 //!   each invocation gets a fresh instance. With a cache folder, compiled
@@ -25,6 +30,10 @@ mod cache;
 mod command;
 mod component;
 mod engine;
+mod http;
+mod meter;
+mod outbound;
+mod task;
 
 use isola_core::{
     BoxFuture, ErrorCode, FunctionError, FunctionSource, Invocation, Invoker, InvokerStats,
@@ -34,14 +43,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
+use component::PreparedComponent;
 pub use engine::WasmEngine;
 
 /// A function compiled and linked, ready to instantiate.
 enum Prepared {
     /// A WASI preview 1 command (a core module).
     Module(command::Prepared),
-    /// A WASI 0.2 command component.
-    Component(component::PreparedComponent),
+    /// A WASI 0.2 component: a command or an HTTP handler.
+    Component(PreparedComponent),
 }
 
 /// Compiled modules kept, at most (then the cache starts afresh).
@@ -50,20 +60,19 @@ const MAX_CACHED: usize = 256;
 /// Runs WebAssembly functions; see the crate docs.
 pub struct WasmRuntime {
     compiler: Arc<Compiler>,
-    /// One command per core at once.
+    /// Runs under way, at most [`RUNS_PER_CORE`] per core.
     running: Arc<Semaphore>,
     /// One compilation at once (a large module takes seconds and every core).
     compiling: Arc<Semaphore>,
+    threads: task::Threads,
 }
 
-/// Why components are refused unless enabled ([`WasmRuntime::with_components`]).
-const COMPONENTS_OFF: &str = "WASI 0.2 components are not enabled on this node yet (their clock and poll host calls can hold a thread past the function's limits): deploy a WASI preview 1 command";
+/// Runs at once per core: each may hold its memory limit.
+pub const RUNS_PER_CORE: usize = 16;
 
 /// What compiling needs, shared with the blocking threads that do it.
 struct Compiler {
     engine: WasmEngine,
-    /// Whether components may run (off: see [`COMPONENTS_OFF`]).
-    components: bool,
     /// Compiled and linked modules and components, by function version.
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
     /// Compiled modules on disk, if the node keeps them.
@@ -78,15 +87,15 @@ impl WasmRuntime {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let compiler = Compiler {
             engine: WasmEngine::new()?,
-            components: false,
             prepared: Mutex::default(),
             artifacts: None,
             compiled: Default::default(),
         };
         Ok(Self {
             compiler: Arc::new(compiler),
-            running: Arc::new(Semaphore::new(cores)),
+            running: Arc::new(Semaphore::new(cores * RUNS_PER_CORE)),
             compiling: Arc::new(Semaphore::new(1)),
+            threads: task::Threads::start(cores)?,
         })
     }
 
@@ -99,16 +108,6 @@ impl WasmRuntime {
             compiler.artifacts = Some(cache);
         }
         Ok(self)
-    }
-
-    /// Runs WASI 0.2 command components too. Off by default: a component's
-    /// sleep (`wasi:io/poll` on a clock) blocks its thread in a host call
-    /// that the CPU deadline cannot stop.
-    pub fn with_components(mut self) -> Self {
-        if let Some(compiler) = Arc::get_mut(&mut self.compiler) {
-            compiler.components = true;
-        }
-        self
     }
 
     /// Modules compiled so far (those loaded from the cache not counted).
@@ -161,19 +160,16 @@ impl Compiler {
     }
 
     /// Compiles a component, or loads it compiled from the cache.
-    fn compile_component(
-        &self,
-        bytes: &[u8],
-    ) -> Result<component::PreparedComponent, FunctionError> {
+    fn compile_component(&self, bytes: &[u8]) -> Result<PreparedComponent, FunctionError> {
         let engine = &self.engine.engine;
         let cached = self
             .artifacts
             .as_ref()
             .and_then(|c| c.load_component(engine, bytes));
         if let Some(compiled) = cached {
-            return component::PreparedComponent::link(&self.engine, compiled);
+            return PreparedComponent::link(&self.engine, compiled);
         }
-        let prepared = component::PreparedComponent::compile(&self.engine, bytes)?;
+        let prepared = PreparedComponent::compile(&self.engine, bytes)?;
         self.compiled
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(cache) = &self.artifacts {
@@ -191,12 +187,6 @@ impl Compiler {
             FunctionError::new(ErrorCode::InvalidFunction, "the entry file is missing")
         })?;
         let prepared = Arc::new(match function.runtime {
-            RuntimeKind::WasmComponent if !self.components => {
-                return Err(FunctionError::new(
-                    ErrorCode::InvalidFunction,
-                    COMPONENTS_OFF,
-                ))
-            }
             RuntimeKind::WasmComponent => Prepared::Component(self.compile_component(bytes)?),
             _ => Prepared::Module(self.compile(bytes)?),
         });
@@ -215,56 +205,64 @@ impl WasmRuntime {
             Ok(prepared) => prepared,
             Err(error) => return Outcome::failed(error),
         };
-        // The input is read whole before a turn is taken: a slow client
-        // holds nothing that other functions need.
-        let stdin = match command::stdin_of(&invocation.input).await {
-            Ok(stdin) => stdin,
-            Err(error) => return Outcome::failed(error),
+        // A command's input is read whole before a turn is taken: a slow
+        // client holds nothing that other functions need. A handler reads
+        // its body as it arrives.
+        let is_handler = matches!(&*prepared, Prepared::Component(PreparedComponent::Http(_)));
+        let stdin = if is_handler {
+            Vec::new()
+        } else {
+            match command::stdin_of(&invocation.input).await {
+                Ok(stdin) => stdin,
+                Err(error) => return Outcome::failed(error),
+            }
         };
         let timeout = invocation.function.limits.timeout();
-        let waited = tokio::time::timeout(timeout, self.running.clone().acquire_owned()).await;
-        let turn = match waited {
-            Ok(Ok(turn)) => turn,
-            Ok(Err(_)) => {
-                return Outcome::failed(FunctionError::new(
-                    ErrorCode::Unavailable,
-                    "the WebAssembly runtime is shutting down",
-                ))
-            }
-            Err(_) => {
-                return Outcome::failed(FunctionError::new(
-                    ErrorCode::Unavailable,
-                    "every WebAssembly slot stayed busy for the function's whole wall-clock limit: retry shortly",
-                ))
-            }
+        let turn = match self.turn(timeout).await {
+            Ok(turn) => turn,
+            Err(error) => return Outcome::failed(error),
         };
         let engine = self.compiler.engine.clone();
-        let function = invocation.function.clone();
-        let input = invocation.input;
-        let ran = tokio::task::spawn_blocking(move || {
-            // Its turn ends with the command, not with the caller's wait.
-            let _turn = turn;
-            match &*prepared {
-                Prepared::Module(module) => command::run(&engine, module, &function, stdin, &input),
-                Prepared::Component(component) => {
-                    component::run(&engine, component, &function, stdin, &input)
-                }
-            }
-        });
-        // The CPU deadline stops Wasm code; a host call that blocks (a
-        // component's poll on a clock) is answered at the wall limit.
-        match tokio::time::timeout(timeout, ran).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Outcome::failed(FunctionError::new(
-                ErrorCode::Internal,
-                "the WebAssembly command's thread stopped",
+        let Invocation {
+            function, input, ..
+        } = invocation;
+        let meter = Arc::new(meter::Meter::default());
+        let metered = meter.clone();
+        self.threads
+            .run(timeout, meter, move |reply| async move {
+                // The turn ends with the run, not with the caller's wait.
+                let _turn = turn;
+                let outcome = match &*prepared {
+                    Prepared::Module(module) => {
+                        command::run(&engine, module, &function, stdin, &input, metered).await
+                    }
+                    Prepared::Component(PreparedComponent::Command(pre)) => {
+                        component::run_command(&engine, pre, &function, stdin, &input, metered)
+                            .await
+                    }
+                    Prepared::Component(PreparedComponent::Http(pre)) => {
+                        return http::serve(&engine, pre, &function, input, metered, &reply).await
+                    }
+                };
+                reply.send(outcome);
+            })
+            .await
+    }
+
+    /// A turn to run, waited for at most `timeout`.
+    async fn turn(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, FunctionError> {
+        match tokio::time::timeout(timeout, self.running.clone().acquire_owned()).await {
+            Ok(Ok(turn)) => Ok(turn),
+            Ok(Err(_)) => Err(FunctionError::new(
+                ErrorCode::Unavailable,
+                "the WebAssembly runtime is shutting down",
             )),
-            Err(_) => Outcome::failed(FunctionError::new(
-                ErrorCode::WallTimeout,
-                format!(
-                    "the function did not finish within its {} ms wall-clock limit",
-                    invocation.function.limits.timeout_ms
-                ),
+            Err(_) => Err(FunctionError::new(
+                ErrorCode::Unavailable,
+                "every WebAssembly slot stayed busy for the function's whole wall-clock limit: retry shortly",
             )),
         }
     }

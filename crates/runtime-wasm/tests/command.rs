@@ -251,18 +251,10 @@ fn component(core: &[u8]) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn a_command_component_runs_like_a_command_where_enabled() {
+async fn a_command_component_runs_like_a_command() {
     let bytes = component(&module(ECHO));
     assert_eq!(RuntimeKind::detect(&bytes), RuntimeKind::WasmComponent);
-    // Off by default: refused at deploy, with why.
-    let off = WasmRuntime::new().unwrap();
-    let error = off
-        .prepare(function(bytes.clone(), Limits::default()))
-        .await
-        .unwrap_err();
-    assert_eq!(error.code, ErrorCode::InvalidFunction);
-    assert!(error.message.contains("not enabled"), "{error:?}");
-    let runtime = WasmRuntime::new().unwrap().with_components();
+    let runtime = WasmRuntime::new().unwrap();
     let echo = function(bytes, Limits::default());
     runtime.prepare(echo.clone()).await.unwrap();
     let outcome = invoke(&runtime, echo, serde_json::json!({ "via": "component" })).await;
@@ -298,8 +290,7 @@ async fn a_command_component_runs_like_a_command_where_enabled() {
     let cached = WasmRuntime::new()
         .unwrap()
         .with_cache(dir.path().into())
-        .unwrap()
-        .with_components();
+        .unwrap();
     cached
         .prepare(function(bytes.clone(), Limits::default()))
         .await
@@ -308,8 +299,7 @@ async fn a_command_component_runs_like_a_command_where_enabled() {
     let restarted = WasmRuntime::new()
         .unwrap()
         .with_cache(dir.path().into())
-        .unwrap()
-        .with_components();
+        .unwrap();
     let echo = function(bytes, Limits::default());
     restarted.prepare(echo.clone()).await.unwrap();
     assert_eq!(restarted.compiled(), 0);
@@ -329,22 +319,51 @@ async fn a_command_component_runs_like_a_command_where_enabled() {
 }
 
 #[tokio::test]
-async fn a_command_cannot_sleep_a_thread_away() {
-    let runtime = WasmRuntime::new().unwrap();
-    // A 10 s clock subscription; the command exits with poll_oneoff's errno.
+async fn a_sleeping_command_holds_no_thread_and_ends_at_its_wall_limit() {
+    let runtime = Arc::new(WasmRuntime::new().unwrap());
+    // A 10 s clock subscription.
     let sleeps = function(
         module(
             r#"(func (export "_start")
               (i64.store (i32.const 24) (i64.const 10000000000))
               (call $proc_exit (call $poll_oneoff (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128))))"#,
         ),
-        Limits::default(),
+        Limits {
+            timeout_ms: 600,
+            ..Limits::default()
+        },
     );
+    runtime.prepare(sleeps.clone()).await.unwrap();
     let started = std::time::Instant::now();
-    let outcome = invoke(&runtime, sleeps, serde_json::Value::Null).await;
-    assert!(started.elapsed() < std::time::Duration::from_secs(1));
-    let error = outcome.result.unwrap_err();
-    assert!(error.message.contains("code 58"), "{error:?}");
+    // More sleepers than threads: none of them holds one.
+    let sleepers: Vec<_> = (0..8)
+        .map(|_| {
+            let (runtime, sleeps) = (runtime.clone(), sleeps.clone());
+            tokio::spawn(async move { invoke(&runtime, sleeps, serde_json::Value::Null).await })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let echo = function(module(ECHO), Limits::default());
+    let outcome = invoke(&runtime, echo, serde_json::json!(1)).await;
+    assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+    assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    for sleeper in sleepers {
+        let outcome = sleeper.await.unwrap();
+        assert_eq!(
+            code(&outcome),
+            ErrorCode::WallTimeout,
+            "{:?}",
+            outcome.result
+        );
+        // Sleeping costs no CPU.
+        assert!(outcome.metrics.cpu_us < 100_000, "{:?}", outcome.metrics);
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= std::time::Duration::from_millis(600),
+        "{elapsed:?}"
+    );
+    assert!(elapsed < std::time::Duration::from_secs(3), "{elapsed:?}");
 }
 
 #[tokio::test]

@@ -15,11 +15,9 @@ use crate::outbound::FetchBudget;
 use deno_core::{op2, JsBuffer, OpState, ToJsBuffer};
 use deno_error::JsErrorBox;
 use futures::{SinkExt, StreamExt};
-use ipnet::IpNet;
 use isola_core::websocket::{close_code, WsFrame, WsMessage};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -30,25 +28,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 
-/// Where a function may connect: every address but the denied ranges,
-/// except those its deployment allows.
-#[derive(Debug, Clone, Default)]
-pub struct NetRules {
-    /// Ranges no function may reach.
-    pub denied: Vec<IpNet>,
-    /// Ranges this function may reach although they are denied.
-    pub allowed: Vec<IpNet>,
-}
-
-impl NetRules {
-    /// Whether `ip` may be connected to.
-    pub fn permits(&self, ip: IpAddr) -> bool {
-        // An IPv4-mapped IPv6 address is judged as the IPv4 address.
-        let ip = ip.to_canonical();
-        self.allowed.iter().any(|net| net.contains(&ip))
-            || !self.denied.iter().any(|net| net.contains(&ip))
-    }
-}
+pub use isola_core::net::NetRules;
 
 /// Messages from a server waiting for the function, at most.
 const INCOMING: usize = 16;
@@ -233,31 +213,14 @@ async fn connect_permitted(
     port: u16,
     rules: &NetRules,
 ) -> Result<tokio::net::TcpStream, JsErrorBox> {
-    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+    isola_core::net::connect_permitted(host, port, rules)
         .await
-        .map_err(|e| refused(format!("WebSocket failed: {host} does not resolve: {e}")))?
-        .collect();
-    let permitted: Vec<SocketAddr> = addresses
-        .iter()
-        .copied()
-        .filter(|address| rules.permits(address.ip()))
-        .collect();
-    if permitted.is_empty() {
-        return Err(refused(format!(
-            "WebSocket refused: {host} is a private or local address functions may not reach (allow it with allowed_hosts)"
-        )));
-    }
-    let mut last = None;
-    for address in permitted {
-        match tokio::net::TcpStream::connect(address).await {
-            Ok(stream) => return Ok(stream),
-            Err(error) => last = Some(error),
-        }
-    }
-    Err(refused(format!(
-        "WebSocket failed: connecting to {host}: {}",
-        last.map_or_else(String::new, |e| e.to_string())
-    )))
+        .map_err(|error| match error {
+            isola_core::net::ConnectError::Denied { .. } => {
+                refused(format!("WebSocket refused: {error}"))
+            }
+            _ => refused(format!("WebSocket failed: {error}")),
+        })
 }
 
 /// TLS over `stream` for `host`, with the web's root certificates.
@@ -526,26 +489,5 @@ pub fn op_isola_ws_client_close(
     if let Some(client) = clients.clients.get(&id) {
         let code = u16::try_from(code).unwrap_or(close_code::NORMAL);
         let _ = client.outgoing.send(WsFrame::Close { code, reason });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::NetRules;
-
-    #[test]
-    fn rules_deny_private_ranges_unless_allowed() {
-        let rules = NetRules {
-            denied: vec![
-                "127.0.0.0/8".parse().unwrap(),
-                "10.0.0.0/8".parse().unwrap(),
-            ],
-            allowed: vec!["10.1.0.0/16".parse().unwrap()],
-        };
-        assert!(!rules.permits("127.0.0.1".parse().unwrap()));
-        assert!(!rules.permits("::ffff:127.0.0.1".parse().unwrap()));
-        assert!(!rules.permits("10.2.0.1".parse().unwrap()));
-        assert!(rules.permits("10.1.2.3".parse().unwrap()));
-        assert!(rules.permits("93.184.216.34".parse().unwrap()));
     }
 }
