@@ -30,6 +30,8 @@ mod cache;
 mod command;
 mod component;
 mod engine;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
 mod http;
 mod meter;
 mod outbound;

@@ -439,3 +439,54 @@ async fn tables_count_against_the_memory_limit() {
         outcome.result
     );
 }
+
+/// An HTTP request to `path` of the function.
+fn get(path: &str) -> InvocationInput {
+    InvocationInput::Http(isola_core::HttpRequest {
+        method: "GET".into(),
+        url: format!("http://fn.example{path}"),
+        headers: vec![("host".into(), "fn.example".into())],
+        body: Vec::new(),
+        rest: Default::default(),
+    })
+}
+
+/// The status and whole body of an HTTP outcome.
+async fn response_of(outcome: Outcome) -> (u16, Result<String, String>) {
+    match outcome.result {
+        Ok(InvocationOutput::Http(response)) => {
+            let body = response.read_body(1 << 20).await;
+            (
+                response.status,
+                body.map(|b| String::from_utf8_lossy(&b).into_owned()),
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_http_handler_component_answers_requests() {
+    let runtime = WasmRuntime::new().unwrap();
+    let hello = function(
+        isola_runtime_wasm::fixtures::hello("hello from wasm"),
+        Limits::default(),
+    );
+    runtime.prepare(hello.clone()).await.unwrap();
+    for _ in 0..3 {
+        let outcome = runtime
+            .invoke(Invocation {
+                id: "i".into(),
+                function: hello.clone(),
+                input: get("/"),
+            })
+            .await;
+        assert_eq!(
+            response_of(outcome).await,
+            (200, Ok("hello from wasm".into()))
+        );
+    }
+    // A JSON invocation arrives as a POST.
+    let outcome = invoke(&runtime, hello, serde_json::json!({ "a": 1 })).await;
+    assert_eq!(response_of(outcome).await.0, 200);
+}
