@@ -110,13 +110,12 @@ pub async fn serve(
         capture.output_logs(),
         &usage,
     ));
-    let finish = async {
-        match ended {
-            Some(ran) => ran,
-            None => guest.await,
-        }
+    // The relay is a task of its own: the handler's writes wait for it.
+    tokio::spawn(relay(body, chunks.clone()));
+    let ran = match ended {
+        Some(ran) => ran,
+        None => guest.await,
     };
-    let (ran, ()) = tokio::join!(finish, relay(body, chunks.clone()));
     if let Err(error) = ran {
         let error = capture.failure(&error, function, &usage);
         let _ = chunks.send(Err(error.message)).await;

@@ -212,3 +212,92 @@ impl http_body::Body for Counted {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A local server answering every connection's first request with
+    /// `body`.
+    async fn upstream(body: &'static [u8]) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut head = [0u8; 1024];
+                    let _ = stream.read(&mut head).await;
+                    let reply =
+                        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                    let _ = stream.write_all(body).await;
+                });
+            }
+        });
+        port
+    }
+
+    fn request(port: u16) -> http::Request<WasiBody> {
+        let empty = http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        http::Request::get(format!("http://127.0.0.1:{port}/x"))
+            .body(empty)
+            .unwrap()
+    }
+
+    async fn send(hooks: &mut Outbound, port: u16) -> Result<http::Response<WasiBody>, Error> {
+        let sent = hooks.send_request(request(port), None, Box::new(async { Ok(()) }));
+        Box::into_pin(sent).await.map(|(response, _io)| response)
+    }
+
+    fn function(allowed: &[&str], limits: isola_core::Limits) -> FunctionSource {
+        let mut function = FunctionSource::single_module("f", "f", "");
+        function.allowed_hosts = allowed.iter().map(|h| h.to_string()).collect();
+        function.limits = limits;
+        function
+    }
+
+    #[tokio::test]
+    async fn private_addresses_are_refused_unless_allowed_and_budgets_hold() {
+        let port = upstream(b"hello").await;
+        let mut closed = Outbound::of(&function(&[], Default::default()));
+        let refused = send(&mut closed, port).await.unwrap_err();
+        assert!(
+            matches!(refused, Error::DestinationIpProhibited),
+            "{refused:?}"
+        );
+        let limits = isola_core::Limits {
+            max_subrequests: 2,
+            ..Default::default()
+        };
+        let mut open = Outbound::of(&function(&["127.0.0.1"], limits));
+        let response = send(&mut open, port).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"hello");
+        assert!(send(&mut open, port).await.is_ok());
+        // The third request of the invocation is over its budget.
+        let over = send(&mut open, port).await.unwrap_err();
+        assert!(matches!(over, Error::HttpRequestDenied), "{over:?}");
+    }
+
+    #[tokio::test]
+    async fn response_bodies_count_against_the_byte_budget() {
+        static BIG: [u8; 1536 * 1024] = [b'x'; 1536 * 1024];
+        let port = upstream(&BIG).await;
+        let limits = isola_core::Limits {
+            max_subrequest_mb: 1,
+            ..Default::default()
+        };
+        let mut hooks = Outbound::of(&function(&["127.0.0.1"], limits));
+        let response = send(&mut hooks, port).await.unwrap();
+        let read = response.into_body().collect().await;
+        assert!(
+            matches!(read, Err(Error::HttpResponseBodySize(Some(_)))),
+            "{:?}",
+            read.map(|b| b.to_bytes().len())
+        );
+    }
+}

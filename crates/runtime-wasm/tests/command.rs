@@ -490,3 +490,58 @@ async fn an_http_handler_component_answers_requests() {
     let outcome = invoke(&runtime, hello, serde_json::json!({ "a": 1 })).await;
     assert_eq!(response_of(outcome).await.0, 200);
 }
+
+#[tokio::test]
+async fn hostile_http_handlers_fail_alone_with_the_usual_codes() {
+    use isola_runtime_wasm::fixtures::handler;
+    let runtime = WasmRuntime::new().unwrap();
+    let limits = Limits {
+        cpu_ms: 20,
+        ..Limits::default()
+    };
+    let request = |bytes: Vec<u8>| Invocation {
+        id: "i".into(),
+        function: function(bytes, limits),
+        input: get("/"),
+    };
+    // An endless loop before the response: cpu_limit.
+    let outcome = runtime
+        .invoke(request(handler("", "(loop $l (br $l))")))
+        .await;
+    assert_eq!(code(&outcome), ErrorCode::CpuLimit, "{:?}", outcome.result);
+    assert!(outcome.metrics.cpu_us >= 15_000, "{:?}", outcome.metrics);
+    // A trap, and a handler that never answers.
+    let outcome = runtime.invoke(request(handler("", "unreachable"))).await;
+    assert_eq!(code(&outcome), ErrorCode::UncaughtException);
+    let outcome = runtime.invoke(request(handler("", ""))).await;
+    let error = outcome.result.unwrap_err();
+    assert!(
+        error.message.contains("without setting a response"),
+        "{error:?}"
+    );
+    // An endless loop after the head: the streamed body ends in an error.
+    let spins = handler(
+        r#"(data (i32.const 1024) "partial")"#,
+        "(call $answer (local.get 1) (i32.const 200))
+         (call $send (i32.const 1024) (i32.const 7))
+         (loop $l (br $l))",
+    );
+    let (status, body) = response_of(runtime.invoke(request(spins)).await).await;
+    assert_eq!(status, 200);
+    let error = body.unwrap_err();
+    assert!(error.contains("CPU time limit"), "{error}");
+    // Memory past the limit.
+    let grows = handler("", "(drop (memory.grow (i32.const 4096)))");
+    let outcome = runtime.invoke(request(grows)).await;
+    assert_eq!(
+        code(&outcome),
+        ErrorCode::MemoryLimit,
+        "{:?}",
+        outcome.result
+    );
+    // The runtime still serves.
+    let hello = runtime
+        .invoke(request(isola_runtime_wasm::fixtures::hello("ok")))
+        .await;
+    assert_eq!(response_of(hello).await, (200, Ok("ok".into())));
+}
