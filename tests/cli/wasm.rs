@@ -110,3 +110,43 @@ fn a_wasi_command_answers_json_and_http_through_serve_and_the_cli() {
     );
     assert_eq!(String::from_utf8_lossy(&ran.stdout).trim(), "[1,2]");
 }
+
+#[test]
+fn a_wasi_http_component_serves_its_routes_through_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let file = dir.path().join("hello.wasm");
+    std::fs::write(
+        &file,
+        isola_runtime_wasm::fixtures::hello("hello from a component"),
+    )
+    .unwrap();
+    let deployed = server.cli(
+        &["deploy", file.to_str().unwrap(), "--function", "hello"],
+        "",
+    );
+    assert!(
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    let info = server
+        .api(reqwest::Method::GET, "/v1/functions/hello/deployments")
+        .send()
+        .unwrap()
+        .json::<Vec<serde_json::Value>>()
+        .unwrap();
+    assert_eq!(info[0]["runtime"], "wasm_component", "{info:?}");
+    for path in ["/fn/hello/", "/fn/hello/any/path?q=1"] {
+        let answer = server
+            .http()
+            .get(format!("{}{path}", server.url))
+            .send()
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(answer.text().unwrap(), "hello from a component");
+    }
+    // Recorded like any invocation.
+    let records = server.list_of("/v1/functions/hello/invocations", 2);
+    assert!(records.iter().all(|r| r["status"] == "ok"), "{records:?}");
+}
