@@ -9,6 +9,9 @@
 #              bundled with Hono into one module by esbuild
 #   proxy      GET /: the body of a fetch to a local upstream (fetch-proxy.js;
 #              the upstream is `deno serve hello-worker.js` on 127.0.0.1:8793)
+#   wasm       GET /: "hello world" from a wasi:http component (built from WAT by
+#              `isola-bench wasm-hello`), beside isola's JS hello and the peers'
+#              hello-worker.js (not in the default list)
 # Ports: isola 8790, workerd 8791, deno 8792. Bounded: per scenario and peer,
 # 2 s of warm-up and DURATION seconds measured.
 #   scripts/bench-http.sh [DURATION] [CONNECTIONS] [SCENARIOS]   # 10 64 hello,json,framework,proxy
@@ -52,7 +55,7 @@ EOF
 }
 
 for scenario in "${scenarios[@]}"; do
-  mark=${#pids[@]} payload="" token="" path=/
+  mark=${#pids[@]} payload="" token="" path=/ extra=""
   case "$scenario" in
     hello)
       what="GET / -> hello world" expected="hello world" isola_path=/fn/hello/
@@ -77,11 +80,19 @@ for scenario in "${scenarios[@]}"; do
       wait_for http://127.0.0.1:8793/
       deploy proxy fetch-proxy.js --allow-host 127.0.0.1
       peers workerd-proxy.capnp fetch-proxy.js --allow-net=127.0.0.1:8793 ;;
-    *) echo "unknown scenario '$scenario' (hello, json, framework, proxy)" >&2; exit 1 ;;
+    wasm)
+      what="GET / -> hello world (isola: a wasi:http component, and the JS hello)" expected="hello world" isola_path=/fn/wasm/
+      "$root/target/release/isola-bench" wasm-hello --out "$work/hello.wasm"
+      deploy wasm "$work/hello.wasm"
+      deploy hello hello-worker.js
+      peers workerd.capnp hello-worker.js
+      extra="isola-js http://127.0.0.1:8790/fn/hello/" ;;
+    *) echo "unknown scenario '$scenario' (hello, json, framework, proxy, wasm)" >&2; exit 1 ;;
   esac
   echo "== $scenario: $what"
+  # shellcheck disable=SC2086
   compare "$duration" "$connections" "$expected" "$payload" \
-    "isola http://127.0.0.1:8790$isola_path $token" "deno http://127.0.0.1:8792$path" "workerd http://127.0.0.1:8791$path"
+    "isola http://127.0.0.1:8790$isola_path $token" ${extra:+"$extra"} "deno http://127.0.0.1:8792$path" "workerd http://127.0.0.1:8791$path"
   stop_from "$mark"
   echo
 done

@@ -27,6 +27,8 @@ enum Command {
     Memory(runtime::MemoryArgs),
     /// WebAssembly: instantiate + invoke from the runtime, and a compute kernel as Wasm vs JS.
     Wasm(wasm::WasmArgs),
+    /// Writes a `wasi:http` hello component (built from WAT) to a file.
+    WasmHello(wasm::HelloArgs),
     /// WebSocket echo load against a loopback server: messages/s and round trips.
     WsEcho(websocket::EchoArgs),
     /// Many idle WebSocket connections held open (for the server's memory).
@@ -45,6 +47,7 @@ fn main() -> anyhow::Result<()> {
             Command::Warm(args) => runtime::warm(args).await,
             Command::Memory(args) => runtime::memory(args).await,
             Command::Wasm(args) => wasm::wasm(args).await,
+            Command::WasmHello(args) => wasm::hello(args),
             Command::WsEcho(args) => websocket::echo(args).await,
             Command::WsIdle(args) => websocket::idle(args).await,
         }

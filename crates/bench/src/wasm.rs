@@ -107,3 +107,20 @@ pub async fn wasm(args: WasmArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Where the hello component goes, and what it answers.
+#[derive(Debug, clap::Args)]
+pub struct HelloArgs {
+    /// The file to write.
+    #[arg(long)]
+    out: std::path::PathBuf,
+    /// The response body.
+    #[arg(long, default_value = "hello world")]
+    text: String,
+}
+
+/// Writes a `wasi:http` component answering 200 with the text.
+pub fn hello(args: HelloArgs) -> anyhow::Result<()> {
+    std::fs::write(&args.out, isola_runtime_wasm::fixtures::hello(&args.text))?;
+    Ok(())
+}

@@ -24,8 +24,7 @@ const MAX_STDERR: usize = 1 << 20;
 /// What a table element costs, counted in the function's memory.
 const TABLE_ELEMENT_BYTES: usize = 16;
 
-/// Most elements a table may hold.
-const MAX_TABLE_ELEMENTS: usize = 100_000;
+use crate::engine::MAX_TABLE_ELEMENTS;
 
 /// Largest input a command is given on stdin.
 const MAX_STDIN: usize = 32 << 20;

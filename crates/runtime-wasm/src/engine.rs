@@ -1,6 +1,8 @@
-//! The wasmtime engine every Wasm function shares, with epoch
-//! interruption driven by a ticker thread that runs only while commands
-//! do (an idle node does not wake every millisecond).
+//! The wasmtime engine every Wasm function shares: instances, memories,
+//! tables and async stacks come from wasmtime's pooling allocator (sized
+//! for the runs the runtime allows at once), and epoch interruption is
+//! driven by a ticker thread that runs only while Wasm does (an idle node
+//! does not wake every millisecond).
 
 use isola_core::{ErrorCode, FunctionError};
 use std::sync::{Arc, Condvar, Mutex};
@@ -34,11 +36,13 @@ impl Drop for Running {
 }
 
 impl WasmEngine {
-    /// An engine with epoch interruption and a thread advancing its epoch
-    /// while commands run (for as long as the engine lives).
-    pub fn new() -> Result<Self, FunctionError> {
+    /// An engine for at most `runs` runs at once, with epoch interruption
+    /// and a thread advancing its epoch while Wasm runs (for as long as
+    /// the engine lives).
+    pub fn new(runs: u32) -> Result<Self, FunctionError> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool(runs)));
         let engine = wasmtime::Engine::new(&config).map_err(|e| {
             FunctionError::new(ErrorCode::Internal, format!("starting wasmtime: {e}"))
         })?;
@@ -67,6 +71,36 @@ impl WasmEngine {
     pub fn ticks(duration: Duration) -> u64 {
         (duration.as_micros() / TICK.as_micros()).max(1) as u64
     }
+}
+
+/// What one run may take from the pool, at most: a component adapted from
+/// preview 1 is several core instances, each with its memory and table.
+const CORE_INSTANCES_PER_RUN: u32 = 4;
+
+/// Tables a module may define (one memory: more is refused at deploy).
+const TABLES_PER_MODULE: u32 = 8;
+
+/// Largest table a function may have (elements); see the limiter.
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// The pool for `runs` runs at once. Slots are address space reserved up
+/// front (a memory slot is its 4 GiB maximum plus guard pages), not memory
+/// in use; what a run may really use is its function's `memory_mb`.
+fn pool(runs: u32) -> wasmtime::PoolingAllocationConfig {
+    let mut pool = wasmtime::PoolingAllocationConfig::default();
+    let cores = runs * CORE_INSTANCES_PER_RUN;
+    pool.total_component_instances(runs)
+        .total_stacks(runs)
+        .total_core_instances(cores)
+        .total_memories(cores)
+        .total_tables(cores * TABLES_PER_MODULE)
+        .max_tables_per_module(TABLES_PER_MODULE)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_RUN)
+        .max_memories_per_component(CORE_INSTANCES_PER_RUN)
+        .max_tables_per_component(CORE_INSTANCES_PER_RUN * TABLES_PER_MODULE)
+        .table_elements(MAX_TABLE_ELEMENTS)
+        .max_unused_warm_slots(runs);
+    pool
 }
 
 /// Advances the epoch every [`TICK`] while a command runs; sleeps

@@ -18,8 +18,8 @@
 //!   `timeout_ms` ([`meter`]). Memory by a `ResourceLimiter` (linear
 //!   memories and tables within `memory_mb`; growing past it traps as
 //!   `memory_limit`); stdout and stderr bounded. Runs are tasks on the
-//!   runtime's own threads ([`task`]), at most [`RUNS_PER_CORE`] per core
-//!   at once.
+//!   caller's threads ([`task`]), at most [`RUNS_PER_CORE`] per core at
+//!   once.
 //! - **Compilation.** A module is validated and compiled at deploy
 //!   ([`Invoker::prepare`]), its `InstancePre` kept per function version;
 //!   each invocation gets a fresh instance. With a cache folder, compiled
@@ -66,7 +66,6 @@ pub struct WasmRuntime {
     running: Arc<Semaphore>,
     /// One compilation at once (a large module takes seconds and every core).
     compiling: Arc<Semaphore>,
-    threads: task::Threads,
 }
 
 /// Runs at once per core: each may hold its memory limit.
@@ -88,7 +87,7 @@ impl WasmRuntime {
     pub fn new() -> Result<Self, FunctionError> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let compiler = Compiler {
-            engine: WasmEngine::new()?,
+            engine: WasmEngine::new((cores * RUNS_PER_CORE) as u32)?,
             prepared: Mutex::default(),
             artifacts: None,
             compiled: Default::default(),
@@ -97,7 +96,6 @@ impl WasmRuntime {
             compiler: Arc::new(compiler),
             running: Arc::new(Semaphore::new(cores * RUNS_PER_CORE)),
             compiling: Arc::new(Semaphore::new(1)),
-            threads: task::Threads::start(cores)?,
         })
     }
 
@@ -230,25 +228,23 @@ impl WasmRuntime {
         } = invocation;
         let meter = Arc::new(meter::Meter::default());
         let metered = meter.clone();
-        self.threads
-            .run(timeout, meter, move |reply| async move {
-                // The turn ends with the run, not with the caller's wait.
-                let _turn = turn;
-                let outcome = match &*prepared {
-                    Prepared::Module(module) => {
-                        command::run(&engine, module, &function, stdin, &input, metered).await
-                    }
-                    Prepared::Component(PreparedComponent::Command(pre)) => {
-                        component::run_command(&engine, pre, &function, stdin, &input, metered)
-                            .await
-                    }
-                    Prepared::Component(PreparedComponent::Http(pre)) => {
-                        return http::serve(&engine, pre, &function, input, metered, &reply).await
-                    }
-                };
-                reply.send(outcome);
-            })
-            .await
+        task::run(timeout, meter, move |reply| async move {
+            // The turn ends with the run, not with the caller's wait.
+            let _turn = turn;
+            let outcome = match &*prepared {
+                Prepared::Module(module) => {
+                    command::run(&engine, module, &function, stdin, &input, metered).await
+                }
+                Prepared::Component(PreparedComponent::Command(pre)) => {
+                    component::run_command(&engine, pre, &function, stdin, &input, metered).await
+                }
+                Prepared::Component(PreparedComponent::Http(pre)) => {
+                    return http::serve(&engine, pre, &function, input, metered, &reply).await
+                }
+            };
+            reply.send(outcome);
+        })
+        .await
     }
 
     /// A turn to run, waited for at most `timeout`.

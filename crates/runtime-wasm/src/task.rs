@@ -1,11 +1,12 @@
-//! The threads Wasm runs on, and how one run answers its caller.
+//! Where Wasm runs, and how one run answers its caller.
 //!
-//! Runs are tasks of a multi-threaded tokio runtime of the Wasm runtime's
-//! own (one thread per core): wasmtime's async API turns a guest into a
-//! future that yields at every epoch tick and at every host call that
-//! waits, so a busy guest shares its thread and a sleeping one holds none.
-//! Each task is bounded by its function's wall-clock limit and charged the
-//! CPU time of its polls ([`crate::meter`]).
+//! A run is a task on the caller's own tokio runtime: a request served on
+//! a worker thread runs its Wasm there, with no thread hop, as JavaScript
+//! does. wasmtime's async API turns a guest into a future that yields at
+//! every epoch tick and at every host call that waits, so a busy guest
+//! shares its thread (at most a tick at a time) and a sleeping one holds
+//! none. Each task is bounded by its function's wall-clock limit and
+//! charged the CPU time of its polls ([`crate::meter`]).
 //!
 //! A run answers through a [`Reply`] as soon as it can (a command when it
 //! ends, an HTTP handler when it sets its response head) and may go on
@@ -41,76 +42,45 @@ impl Reply {
     }
 }
 
-/// The Wasm threads.
-pub struct Threads(Option<tokio::runtime::Runtime>);
-
-impl Threads {
-    /// One thread per core.
-    pub fn start(cores: usize) -> Result<Self, FunctionError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(cores.max(1))
-            .thread_name("isola-wasm")
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                FunctionError::new(
-                    ErrorCode::Internal,
-                    format!("starting the Wasm threads: {e}"),
-                )
-            })?;
-        Ok(Self(Some(runtime)))
-    }
-
-    /// Runs `work` on the Wasm threads under a wall-clock limit of
-    /// `timeout` and charges its polls to `meter`; the outcome it sends
-    /// through its [`Reply`] comes back.
-    pub async fn run<F>(
-        &self,
-        timeout: Duration,
-        meter: Arc<Meter>,
-        work: impl FnOnce(Arc<Reply>) -> F,
-    ) -> Outcome
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        let (answer, answered) = oneshot::channel();
-        let reply = Arc::new(Reply {
-            answer: Mutex::new(Some(answer)),
-            body: Mutex::default(),
-        });
-        let work = Metered::new(work(reply.clone()), meter);
-        let handle = self.0.as_ref().expect("running").handle();
-        let task = handle.spawn(async move {
-            if tokio::time::timeout(timeout, work).await.is_err() {
-                let late = reply.body.lock().unwrap().take();
-                match late {
-                    Some(body) => {
-                        let _ = body.try_send(Err(timed_out(timeout).message));
-                    }
-                    None => reply.send(Outcome::failed(timed_out(timeout))),
+/// Runs `work` as a task of the current runtime under a wall-clock limit
+/// of `timeout` and charges its polls to `meter`; the outcome it sends
+/// through its [`Reply`] comes back.
+pub async fn run<F>(
+    timeout: Duration,
+    meter: Arc<Meter>,
+    work: impl FnOnce(Arc<Reply>) -> F,
+) -> Outcome
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let (answer, answered) = oneshot::channel();
+    let reply = Arc::new(Reply {
+        answer: Mutex::new(Some(answer)),
+        body: Mutex::default(),
+    });
+    let work = Metered::new(work(reply.clone()), meter);
+    let task = tokio::spawn(async move {
+        if tokio::time::timeout(timeout, work).await.is_err() {
+            let late = reply.body.lock().unwrap().take();
+            match late {
+                Some(body) => {
+                    let _ = body.try_send(Err(timed_out(timeout).message));
                 }
+                None => reply.send(Outcome::failed(timed_out(timeout))),
             }
-        });
-        // Dropped before the answer (the caller gave up), the run stops;
-        // answered, it may go on streaming its body.
-        let mut abort = AbortOnDrop(Some(task.abort_handle()));
-        let outcome = answered.await.unwrap_or_else(|_| {
-            Outcome::failed(FunctionError::new(
-                ErrorCode::Internal,
-                "the WebAssembly run stopped without an answer",
-            ))
-        });
-        abort.0 = None;
-        outcome
-    }
-}
-
-impl Drop for Threads {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
         }
-    }
+    });
+    // Dropped before the answer (the caller gave up), the run stops;
+    // answered, it may go on streaming its body.
+    let mut abort = AbortOnDrop(Some(task.abort_handle()));
+    let outcome = answered.await.unwrap_or_else(|_| {
+        Outcome::failed(FunctionError::new(
+            ErrorCode::Internal,
+            "the WebAssembly run stopped without an answer",
+        ))
+    });
+    abort.0 = None;
+    outcome
 }
 
 /// Aborts a run whose caller is gone before it answered.
