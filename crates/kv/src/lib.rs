@@ -17,6 +17,9 @@ pub use sqlite::SqliteKv;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+/// KV operations one invocation may make, in every runtime.
+pub const MAX_OPS_PER_INVOCATION: u32 = 1000;
+
 /// Size limits of keys and values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvLimits {

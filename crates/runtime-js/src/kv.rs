@@ -8,8 +8,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-/// KV operations one invocation may make.
-pub const MAX_OPS_PER_INVOCATION: u32 = 1000;
+pub use isola_kv::MAX_OPS_PER_INVOCATION;
 
 /// One function's namespace.
 pub struct NamespacedKv {

@@ -6,11 +6,13 @@
 
 use crate::command::{exit_code, internal, wasi_for, Limiter};
 use crate::engine::WasmEngine;
+use crate::kv::KvAccess;
 use crate::meter::Meter;
 use crate::outbound::Outbound;
 use isola_core::{ErrorCode, FunctionError, FunctionSource, InvocationInput, Outcome};
+use isola_kv::KvStore;
 use std::sync::Arc;
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, HasData, Linker, ResourceTable};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -22,20 +24,34 @@ pub struct State {
     table: ResourceTable,
     http: WasiHttpCtx,
     hooks: Outbound,
+    kv: KvAccess,
     pub(crate) limiter: Limiter,
 }
 
 impl State {
-    /// A store's state for one run of `function`.
-    pub(crate) fn new(ctx: WasiCtx, function: &FunctionSource) -> Self {
+    /// A store's state for one run of `function`, with the node's KV
+    /// store if it has one.
+    pub(crate) fn new(
+        ctx: WasiCtx,
+        function: &FunctionSource,
+        kv: Option<&Arc<dyn KvStore>>,
+    ) -> Self {
         Self {
             ctx,
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
             hooks: Outbound::of(function),
+            kv: KvAccess::of(kv, function),
             limiter: Limiter::of(function),
         }
     }
+}
+
+/// `isola:kv/store`'s view of a store's state.
+struct Kv;
+
+impl HasData for Kv {
+    type Data<'a> = &'a mut KvAccess;
 }
 
 impl WasiView for State {
@@ -85,6 +101,8 @@ impl PreparedComponent {
             .map_err(|e| internal("linking WASI 0.2", e))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| internal("linking wasi:http", e))?;
+        crate::kv::add_to_linker::<State, Kv>(&mut linker, |state| &mut state.kv)
+            .map_err(|e| internal("linking isola:kv", e))?;
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             FunctionError::new(
                 ErrorCode::LinkError,
@@ -122,10 +140,11 @@ pub async fn run_command(
     stdin: Vec<u8>,
     input: &InvocationInput,
     meter: Arc<Meter>,
+    kv: Option<&Arc<dyn KvStore>>,
 ) -> Outcome {
     let _running = engine.running();
     let (mut wasi, capture) = wasi_for(function, stdin, meter);
-    let state = State::new(wasi.build(), function);
+    let state = State::new(wasi.build(), function, kv);
     let mut store = crate::command::new_store(engine, function, state, &capture);
     let ran = async {
         let command = pre.instantiate_async(&mut store).await?;

@@ -39,11 +39,12 @@ pub async fn serve(
     function: &FunctionSource,
     input: InvocationInput,
     meter: Arc<Meter>,
+    kv: Option<&Arc<dyn isola_kv::KvStore>>,
     reply: &Reply,
 ) {
     let _running = engine.running();
     let (mut wasi, capture) = wasi_for(function, Vec::new(), meter);
-    let state = State::new(wasi.build(), function);
+    let state = State::new(wasi.build(), function, kv);
     let usage = state.limiter.usage();
     let mut store = new_store(engine, function, state, &capture);
     let request = match to_request(input) {

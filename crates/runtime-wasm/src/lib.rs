@@ -33,6 +33,7 @@ mod engine;
 #[cfg(feature = "fixtures")]
 pub mod fixtures;
 mod http;
+mod kv;
 mod meter;
 mod outbound;
 mod task;
@@ -66,6 +67,8 @@ pub struct WasmRuntime {
     running: Arc<Semaphore>,
     /// One compilation at once (a large module takes seconds and every core).
     compiling: Arc<Semaphore>,
+    /// The node's KV store, for components' `isola:kv`.
+    kv: Option<Arc<dyn isola_kv::KvStore>>,
 }
 
 /// Runs at once per core: each may hold its memory limit.
@@ -96,6 +99,7 @@ impl WasmRuntime {
             compiler: Arc::new(compiler),
             running: Arc::new(Semaphore::new(cores * RUNS_PER_CORE)),
             compiling: Arc::new(Semaphore::new(1)),
+            kv: None,
         })
     }
 
@@ -108,6 +112,13 @@ impl WasmRuntime {
             compiler.artifacts = Some(cache);
         }
         Ok(self)
+    }
+
+    /// Gives components `isola:kv`: their function's namespace of `store`
+    /// (when their deployment has a KV binding).
+    pub fn with_kv(mut self, store: Arc<dyn isola_kv::KvStore>) -> Self {
+        self.kv = Some(store);
+        self
     }
 
     /// Modules compiled so far (those loaded from the cache not counted).
@@ -228,6 +239,7 @@ impl WasmRuntime {
         } = invocation;
         let meter = Arc::new(meter::Meter::default());
         let metered = meter.clone();
+        let kv = self.kv.clone();
         task::run(timeout, meter, move |reply| async move {
             // The turn ends with the run, not with the caller's wait.
             let _turn = turn;
@@ -236,10 +248,13 @@ impl WasmRuntime {
                     command::run(&engine, module, &function, stdin, &input, metered).await
                 }
                 Prepared::Component(PreparedComponent::Command(pre)) => {
-                    component::run_command(&engine, pre, &function, stdin, &input, metered).await
+                    let kv = kv.as_ref();
+                    component::run_command(&engine, pre, &function, stdin, &input, metered, kv)
+                        .await
                 }
                 Prepared::Component(PreparedComponent::Http(pre)) => {
-                    return http::serve(&engine, pre, &function, input, metered, &reply).await
+                    let kv = kv.as_ref();
+                    return http::serve(&engine, pre, &function, input, metered, kv, &reply).await;
                 }
             };
             reply.send(outcome);

@@ -545,3 +545,40 @@ async fn hostile_http_handlers_fail_alone_with_the_usual_codes() {
         .await;
     assert_eq!(response_of(hello).await, (200, Ok("ok".into())));
 }
+
+#[tokio::test]
+async fn components_reach_their_namespace_with_isola_kv_only_when_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn isola_kv::KvStore> =
+        Arc::new(isola_kv::SqliteKv::open(&dir.path().join("kv.db"), Default::default()).unwrap());
+    let runtime = WasmRuntime::new().unwrap().with_kv(store.clone());
+    let bytes = isola_runtime_wasm::fixtures::kv_roundtrip();
+    // No KV binding: unavailable, and nothing written.
+    let unbound = function(bytes.clone(), Limits::default());
+    let outcome = runtime
+        .invoke(Invocation {
+            id: "i".into(),
+            function: unbound.clone(),
+            input: get("/"),
+        })
+        .await;
+    let (status, body) = response_of(outcome).await;
+    assert_eq!(status, 503);
+    assert!(body.unwrap().contains("no KV"));
+    assert!(store.get(&unbound.name, "counter").await.unwrap().is_none());
+    // Bound: the function's own namespace.
+    let mut bound = (*function(bytes, Limits::default())).clone();
+    bound.id = "kv-bound".into();
+    bound.kv_binding = Some("KV".into());
+    let outcome = runtime
+        .invoke(Invocation {
+            id: "i".into(),
+            function: Arc::new(bound.clone()),
+            input: get("/"),
+        })
+        .await;
+    assert_eq!(response_of(outcome).await, (200, Ok("stored value".into())));
+    let entry = store.get(&bound.name, "counter").await.unwrap().unwrap();
+    assert_eq!(entry.value, b"stored value");
+    assert!(store.get("other", "counter").await.unwrap().is_none());
+}

@@ -118,12 +118,15 @@ fn describe(source: &FunctionSource) -> String {
 pub async fn execute(args: DevArgs) -> anyhow::Result<crate::ExitStatus> {
     let kv_dir = std::env::temp_dir().join(format!("isola-dev-kv-{}", std::process::id()));
     std::fs::create_dir_all(&kv_dir)?;
-    let kv = isola_kv::SqliteKv::open(&kv_dir.join("kv.db"), isola_kv::KvLimits::default())?;
+    let kv: Arc<dyn isola_kv::KvStore> = Arc::new(isola_kv::SqliteKv::open(
+        &kv_dir.join("kv.db"),
+        isola_kv::KvLimits::default(),
+    )?);
     let workers = Arc::new(Executor::new(ExecutorConfig {
-        kv: Some(Arc::new(kv)),
+        kv: Some(kv.clone()),
         ..ExecutorConfig::default()
     }));
-    let wasm: Arc<dyn Invoker> = Arc::new(isola_runtime_wasm::WasmRuntime::new()?);
+    let wasm: Arc<dyn Invoker> = Arc::new(isola_runtime_wasm::WasmRuntime::new()?.with_kv(kv));
     let executor: Arc<dyn Invoker> =
         Arc::new(isola_core::Dispatch::new(workers.clone(), Some(wasm)));
     let first = Arc::new(load(&args.file, 0, args.cpu_ms)?);

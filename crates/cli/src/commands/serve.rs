@@ -245,8 +245,11 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
     let executor = Arc::new(Executor::new(executor_config));
     let config = server_config(&args, token_hash);
     // Compiled Wasm modules are kept in the data directory across restarts.
-    let wasm: Arc<dyn isola_core::Invoker> =
-        Arc::new(isola_runtime_wasm::WasmRuntime::new()?.with_cache(args.data.join("wasm-cache"))?);
+    let wasm: Arc<dyn isola_core::Invoker> = Arc::new(
+        isola_runtime_wasm::WasmRuntime::new()?
+            .with_cache(args.data.join("wasm-cache"))?
+            .with_kv(kv.clone()),
+    );
     let invoker = Arc::new(isola_core::Dispatch::new(executor.clone(), Some(wasm)));
     let node = isola_api::Node::new(config, Arc::new(registry), invoker, Some(kv));
     eprintln!(
