@@ -5,6 +5,7 @@
 //! does not wake every millisecond).
 
 use isola_core::{ErrorCode, FunctionError};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -12,10 +13,15 @@ use std::time::Duration;
 /// CPU deadline is counted in these.
 pub const TICK: Duration = Duration::from_millis(1);
 
-/// Commands running now, and the ticker's wake-up.
+/// Ticks the ticker goes on for after the last run ends, so that a busy
+/// node does not wake it for every request.
+const IDLE_TICKS: u32 = 100;
+
+/// Runs under way now, and the ticker's sleep and wake-up.
 #[derive(Default)]
 struct Activity {
-    running: Mutex<usize>,
+    running: AtomicUsize,
+    asleep: Mutex<bool>,
     wake: Condvar,
 }
 
@@ -31,7 +37,7 @@ pub struct Running(Arc<Activity>);
 
 impl Drop for Running {
     fn drop(&mut self) {
-        *self.0.running.lock().unwrap() -= 1;
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -62,8 +68,11 @@ impl WasmEngine {
 
     /// Marks a command running until the guard drops.
     pub fn running(&self) -> Running {
-        *self.activity.running.lock().unwrap() += 1;
-        self.activity.wake.notify_one();
+        if self.activity.running.fetch_add(1, Ordering::SeqCst) == 0
+            && *self.activity.asleep.lock().unwrap()
+        {
+            self.activity.wake.notify_one();
+        }
         Running(self.activity.clone())
     }
 
@@ -111,22 +120,31 @@ fn pool(runs: u32) -> wasmtime::PoolingAllocationConfig {
     pool
 }
 
-/// Advances the epoch every [`TICK`] while a command runs; sleeps
-/// otherwise; ends with the engine.
+/// Advances the epoch every [`TICK`] while Wasm runs and for
+/// [`IDLE_TICKS`] after; sleeps otherwise; ends with the engine.
 fn tick(engine: wasmtime::EngineWeak, activity: Arc<Activity>) {
+    let mut idle = 0;
     loop {
-        {
-            let mut running = activity.running.lock().unwrap();
-            while *running == 0 {
+        if activity.running.load(Ordering::SeqCst) == 0 {
+            idle += 1;
+        } else {
+            idle = 0;
+        }
+        if idle > IDLE_TICKS {
+            let mut asleep = activity.asleep.lock().unwrap();
+            *asleep = true;
+            while activity.running.load(Ordering::SeqCst) == 0 {
                 let (waited, _) = activity
                     .wake
-                    .wait_timeout(running, Duration::from_secs(1))
+                    .wait_timeout(asleep, Duration::from_secs(1))
                     .unwrap();
-                running = waited;
-                if *running == 0 && engine.upgrade().is_none() {
+                asleep = waited;
+                if engine.upgrade().is_none() {
                     return;
                 }
             }
+            *asleep = false;
+            idle = 0;
         }
         let Some(live) = engine.upgrade() else {
             return;

@@ -14,7 +14,7 @@ use crate::engine::WasmEngine;
 use crate::meter::Meter;
 use crate::task::Reply;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use http_body_util::BodyExt;
 use isola_core::{
     ErrorCode, FunctionError, FunctionSource, HttpResponse, InvocationInput, InvocationOutput,
@@ -92,9 +92,44 @@ pub async fn serve(
             return reply.send(capture.outcome(Err(error), capture.output_logs(), &usage));
         }
     };
-    let (parts, body) = response.into_parts();
-    let (chunks, rest) = mpsc::channel(BODY_CHUNKS);
-    reply.stream_into(chunks.clone());
+    let (parts, mut body) = response.into_parts();
+    // What the handler writes without waiting goes out with the head, and
+    // a body that ends so goes out whole: one write, no relay.
+    let mut first = Vec::new();
+    let (mut complete, mut failed, mut ended) = (false, None, ended);
+    loop {
+        let mut progressed = false;
+        if ended.is_none() {
+            if let Some(ran) = (&mut guest).now_or_never() {
+                ended = Some(ran);
+                progressed = true;
+            }
+        }
+        while first.len() < INLINE_BODY && !complete && failed.is_none() {
+            match body.frame().now_or_never() {
+                None => break,
+                Some(None) => complete = true,
+                Some(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        first.extend_from_slice(&data);
+                    }
+                    progressed = true;
+                }
+                Some(Some(Err(error))) => failed = Some(body_failed(&error)),
+            }
+        }
+        if complete || failed.is_some() || !progressed || first.len() >= INLINE_BODY {
+            break;
+        }
+    }
+    let chunks = (!complete).then(|| mpsc::channel(BODY_CHUNKS));
+    let rest = match &chunks {
+        Some((sender, _)) => {
+            reply.stream_into(sender.clone());
+            Some(sender.clone())
+        }
+        None => None,
+    };
     let head = HttpResponse {
         status: parts.status.as_u16(),
         headers: parts
@@ -102,8 +137,10 @@ pub async fn serve(
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect(),
-        body: Vec::new(),
-        rest: isola_core::BodyStream::new(rest),
+        body: first,
+        rest: chunks.map_or_else(Default::default, |(_, receiver)| {
+            isola_core::BodyStream::new(receiver)
+        }),
         upgrade: Default::default(),
     };
     reply.send(capture.outcome(
@@ -111,16 +148,30 @@ pub async fn serve(
         capture.output_logs(),
         &usage,
     ));
-    // The relay is a task of its own: the handler's writes wait for it.
-    tokio::spawn(relay(body, chunks.clone()));
+    if let Some(rest) = &rest {
+        match failed {
+            Some(message) => {
+                let _ = rest.try_send(Err(message));
+            }
+            // The relay is a task of its own: the handler's writes wait for it.
+            None => drop(tokio::spawn(relay(body, rest.clone()))),
+        }
+    }
     let ran = match ended {
         Some(ran) => ran,
         None => guest.await,
     };
-    if let Err(error) = ran {
+    if let (Err(error), Some(rest)) = (ran, rest) {
         let error = capture.failure(&error, function, &usage);
-        let _ = chunks.send(Err(error.message)).await;
+        let _ = rest.send(Err(error.message)).await;
     }
+}
+
+/// Most of a response body sent with its head (the rest is streamed).
+const INLINE_BODY: usize = 64 << 10;
+
+fn body_failed(error: &impl std::fmt::Display) -> String {
+    format!("the response body failed: {error}")
 }
 
 /// Relays a response body to the client, chunk by chunk, until it ends,
@@ -133,7 +184,7 @@ async fn relay(mut body: HyperOutgoingBody, chunks: mpsc::Sender<isola_core::Bod
                 // Trailers are not passed on.
                 Err(_) => continue,
             },
-            Err(error) => Err(format!("the response body failed: {error}")),
+            Err(error) => Err(body_failed(&error)),
         };
         let failed = chunk.is_err();
         if chunks.send(chunk).await.is_err() || failed {

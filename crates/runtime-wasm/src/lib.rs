@@ -240,7 +240,12 @@ impl WasmRuntime {
         let meter = Arc::new(meter::Meter::default());
         let metered = meter.clone();
         let kv = self.kv.clone();
-        task::run(timeout, meter, move |reply| async move {
+        let placement = if is_handler {
+            task::Placement::Task
+        } else {
+            task::Placement::Inline
+        };
+        task::run(placement, timeout, meter, move |reply| async move {
             // The turn ends with the run, not with the caller's wait.
             let _turn = turn;
             let outcome = match &*prepared {

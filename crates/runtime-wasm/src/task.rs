@@ -1,8 +1,12 @@
 //! Where Wasm runs, and how one run answers its caller.
 //!
-//! A run is a task on the caller's own tokio runtime: a request served on
-//! a worker thread runs its Wasm there, with no thread hop, as JavaScript
-//! does. wasmtime's async API turns a guest into a future that yields at
+//! A run stays on the caller's thread: a request served on a worker thread
+//! runs its Wasm there, with no thread hop, as JavaScript does. A command
+//! is polled by its caller ([`Placement::Inline`]); an HTTP handler, which
+//! may answer before it ends (streaming its body), is a task of the
+//! caller's runtime from the start ([`Placement::Task`]), which measured
+//! faster under HTTP load (`scripts/bench-http.sh 8 32 wasm`: 36.7k
+//! requests/s as a task, 26.3k polled by the connection). wasmtime's async API turns a guest into a future that yields at
 //! every epoch tick and at every host call that waits, so a busy guest
 //! shares its thread (at most a tick at a time) and a sleeping one holds
 //! none. Each task is bounded by its function's wall-clock limit and
@@ -42,10 +46,20 @@ impl Reply {
     }
 }
 
-/// Runs `work` as a task of the current runtime under a wall-clock limit
-/// of `timeout` and charges its polls to `meter`; the outcome it sends
-/// through its [`Reply`] comes back.
+/// How a run is polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// By its caller; what is left of it once it answered becomes a task.
+    Inline,
+    /// As a task of the caller's runtime.
+    Task,
+}
+
+/// Runs `work` under a wall-clock limit of `timeout` and charges its polls
+/// to `meter`; the outcome it sends through its [`Reply`] comes back. A
+/// caller that goes before the answer stops the run.
 pub async fn run<F>(
+    placement: Placement,
     timeout: Duration,
     meter: Arc<Meter>,
     work: impl FnOnce(Arc<Reply>) -> F,
@@ -59,7 +73,7 @@ where
         body: Mutex::default(),
     });
     let work = Metered::new(work(reply.clone()), meter);
-    let task = tokio::spawn(async move {
+    let mut run = Box::pin(async move {
         if tokio::time::timeout(timeout, work).await.is_err() {
             let late = reply.body.lock().unwrap().take();
             match late {
@@ -70,28 +84,33 @@ where
             }
         }
     });
-    // Dropped before the answer (the caller gave up), the run stops;
-    // answered, it may go on streaming its body.
-    let mut abort = AbortOnDrop(Some(task.abort_handle()));
-    let outcome = answered.await.unwrap_or_else(|_| {
+    // Dropped before the answer (the caller gave up), the run stops with
+    // it; answered first, it goes on by itself.
+    let mut answered = std::pin::pin!(answered);
+    let answer = match placement {
+        Placement::Inline => tokio::select! {
+            biased;
+            () = &mut run => answered.try_recv().ok(),
+            answer = &mut answered => {
+                tokio::spawn(run);
+                answer.ok()
+            }
+        },
+        Placement::Task => {
+            let task = tokio::spawn(run);
+            let answer = answered.await.ok();
+            if answer.is_none() {
+                task.abort();
+            }
+            answer
+        }
+    };
+    answer.unwrap_or_else(|| {
         Outcome::failed(FunctionError::new(
             ErrorCode::Internal,
             "the WebAssembly run stopped without an answer",
         ))
-    });
-    abort.0 = None;
-    outcome
-}
-
-/// Aborts a run whose caller is gone before it answered.
-struct AbortOnDrop(Option<tokio::task::AbortHandle>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(task) = self.0.take() {
-            task.abort();
-        }
-    }
+    })
 }
 
 fn timed_out(timeout: Duration) -> FunctionError {
