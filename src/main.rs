@@ -1,7 +1,16 @@
 //! The `isola` binary: initialises V8 before any thread exists, then hands
-//! over to the command line in `isola-cli`.
+//! over to the command line in `isola-cli`. A Wasm compiler child (`isola
+//! __wasm-compile`, started by `isola serve` under address-space limits)
+//! runs no JavaScript, so it starts without V8 and its reservations.
 
 fn main() -> std::process::ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == "__wasm-compile")
+    {
+        let code = isola_runtime_wasm::compile::child_main();
+        return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     isola_runtime_js::init_platform();
     isola_cli::run()
 }

@@ -150,3 +150,53 @@ fn a_wasi_http_component_serves_its_routes_through_serve() {
     let records = server.list_of("/v1/functions/hello/invocations", 2);
     assert!(records.iter().all(|r| r["status"] == "ok"), "{records:?}");
 }
+
+/// A command whose one function is `ops` additions: costly to compile.
+fn costly_module(ops: usize) -> Vec<u8> {
+    let body = "(local.set 0 (i32.add (local.get 0) (i32.const 1)))\n".repeat(ops);
+    let text = format!(
+        r#"(module
+          (func (export "_start") (local i32) {body}))"#
+    );
+    wat::parse_str(text).unwrap()
+}
+
+#[test]
+fn compiling_is_bounded_by_the_nodes_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--wasm-compile-cpu-s", "1"]);
+    server.create_function("costly");
+    let started = std::time::Instant::now();
+    let refused = server.deploy_module("costly", costly_module(400_000));
+    let elapsed = started.elapsed();
+    assert_eq!(refused.status(), reqwest::StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = refused.json().unwrap();
+    assert_eq!(body["error"]["code"], "invalid_function", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 1 s"),
+        "{body}"
+    );
+    assert!(elapsed < std::time::Duration::from_secs(10), "{elapsed:?}");
+    // An invalid module is refused with the compiler's reason, and a small
+    // one still deploys and runs.
+    let invalid = server.deploy_module("costly", &b"\0asm\x01\0\0\0\x01\x05garbage"[..]);
+    assert_eq!(invalid.status(), reqwest::StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = invalid.json().unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid WebAssembly module"),
+        "{body}"
+    );
+    let small = server.deploy_module("costly", costly_module(10));
+    assert!(small.status().is_success(), "{:?}", small.text());
+    let answer = server
+        .api(reqwest::Method::POST, "/v1/functions/costly/invoke")
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+}

@@ -49,6 +49,10 @@ enum Command {
     Login(commands::login::LoginArgs),
     /// Run a function module once, locally, and print its result.
     Invoke(commands::invoke::InvokeArgs),
+    /// Compiles a WebAssembly module or component from stdin to stdout, for
+    /// `isola serve` (which runs it in a child process, within limits).
+    #[command(name = "__wasm-compile", hide = true)]
+    WasmCompile,
     /// Print a shell completion script: `isola completions bash > /etc/bash_completion.d/isola`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -63,6 +67,11 @@ pub fn run() -> ExitCode {
         use clap::CommandFactory;
         clap_complete::generate(shell, &mut Cli::command(), "isola", &mut std::io::stdout());
         return ExitCode::SUCCESS;
+    }
+    if let Command::WasmCompile = cli.command {
+        // The binary answers it before V8 starts (see its main).
+        let code = isola_runtime_wasm::compile::child_main();
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -83,7 +92,9 @@ pub fn run() -> ExitCode {
             Command::Login(args) => commands::login::execute(args).await,
             Command::Status(args) => commands::status::execute(args).await,
             Command::Invoke(args) => commands::invoke::execute(args).await,
-            Command::Completions { .. } => unreachable!("answered before tokio starts"),
+            Command::Completions { .. } | Command::WasmCompile => {
+                unreachable!("answered before tokio starts")
+            }
         }
     });
     match result {

@@ -46,12 +46,9 @@ impl WasmEngine {
     /// and a thread advancing its epoch while Wasm runs (for as long as
     /// the engine lives).
     pub fn new(runs: u32) -> Result<Self, FunctionError> {
-        let mut config = wasmtime::Config::new();
-        config.epoch_interruption(true);
+        let mut config = compiling_config();
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool(runs)));
-        let engine = wasmtime::Engine::new(&config).map_err(|e| {
-            FunctionError::new(ErrorCode::Internal, format!("starting wasmtime: {e}"))
-        })?;
+        let engine = start(&config)?;
         let activity = Arc::new(Activity::default());
         let (ticking, watched) = (engine.weak(), activity.clone());
         std::thread::Builder::new()
@@ -80,6 +77,25 @@ impl WasmEngine {
     pub fn ticks(duration: Duration) -> u64 {
         (duration.as_micros() / TICK.as_micros()).max(1) as u64
     }
+}
+
+/// The settings compiled code depends on: the same in the node's engine
+/// and in a compiler child's.
+fn compiling_config() -> wasmtime::Config {
+    let mut config = wasmtime::Config::new();
+    config.epoch_interruption(true);
+    config
+}
+
+fn start(config: &wasmtime::Config) -> Result<wasmtime::Engine, FunctionError> {
+    wasmtime::Engine::new(config)
+        .map_err(|e| FunctionError::new(ErrorCode::Internal, format!("starting wasmtime: {e}")))
+}
+
+/// An engine that only compiles (a compiler child's): the node's settings
+/// without the pool, whose address space a compiler has no use for.
+pub fn compiling_engine() -> Result<wasmtime::Engine, FunctionError> {
+    start(&compiling_config())
 }
 
 /// What one run may take from the pool, at most: a component adapted from

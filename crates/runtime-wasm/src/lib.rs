@@ -28,6 +28,7 @@
 
 mod cache;
 mod command;
+pub mod compile;
 mod component;
 mod engine;
 #[cfg(feature = "fixtures")]
@@ -83,6 +84,8 @@ struct Compiler {
     artifacts: Option<cache::ArtifactCache>,
     /// Modules compiled (not loaded from the cache) so far.
     compiled: std::sync::atomic::AtomicU64,
+    /// Where modules are compiled: a child process, or here.
+    process: Option<compile::CompilerProcess>,
 }
 
 impl WasmRuntime {
@@ -94,6 +97,7 @@ impl WasmRuntime {
             prepared: Mutex::default(),
             artifacts: None,
             compiled: Default::default(),
+            process: None,
         };
         Ok(Self {
             compiler: Arc::new(compiler),
@@ -112,6 +116,15 @@ impl WasmRuntime {
             compiler.artifacts = Some(cache);
         }
         Ok(self)
+    }
+
+    /// Compiles modules in child processes, within `process`'s limits (see
+    /// [`compile`]), rather than in this one.
+    pub fn with_compiler_process(mut self, process: compile::CompilerProcess) -> Self {
+        if let Some(compiler) = Arc::get_mut(&mut self.compiler) {
+            compiler.process = Some(process);
+        }
+        self
     }
 
     /// Gives components `isola:kv`: their function's namespace of `store`
@@ -161,7 +174,17 @@ impl Compiler {
         if let Some(module) = self.artifacts.as_ref().and_then(|c| c.load(engine, bytes)) {
             return command::Prepared::link(&self.engine, module);
         }
-        let prepared = command::Prepared::compile(&self.engine, bytes)?;
+        let prepared = match &self.process {
+            Some(process) => {
+                let artifact = process.compile(bytes)?;
+                // SAFETY: the artifact is what this binary's compiler child
+                // made for this engine's settings.
+                let module = unsafe { wasmtime::Module::deserialize(engine, &artifact) }
+                    .map_err(|e| command::internal("loading a compiled module", e))?;
+                command::Prepared::link(&self.engine, module)?
+            }
+            None => command::Prepared::compile(&self.engine, bytes)?,
+        };
         self.compiled
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(cache) = &self.artifacts {
@@ -180,7 +203,17 @@ impl Compiler {
         if let Some(compiled) = cached {
             return PreparedComponent::link(&self.engine, compiled);
         }
-        let prepared = PreparedComponent::compile(&self.engine, bytes)?;
+        let prepared = match &self.process {
+            Some(process) => {
+                let artifact = process.compile(bytes)?;
+                // SAFETY: as for modules, above.
+                let component =
+                    unsafe { wasmtime::component::Component::deserialize(engine, &artifact) }
+                        .map_err(|e| command::internal("loading a compiled component", e))?;
+                PreparedComponent::link(&self.engine, component)?
+            }
+            None => PreparedComponent::compile(&self.engine, bytes)?,
+        };
         self.compiled
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(cache) = &self.artifacts {

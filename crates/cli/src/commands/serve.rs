@@ -67,6 +67,13 @@ pub struct ServeArgs {
     /// received, in MiB (each reserves its function's websocket_message_kb).
     #[arg(long, env = "ISOLA_WEBSOCKET_BUFFER_MB", default_value_t = 4096)]
     pub websocket_buffer_mb: usize,
+    /// CPU time one Wasm compilation may use at deploy, in seconds (it runs
+    /// in a child process, killed past this).
+    #[arg(long, env = "ISOLA_WASM_COMPILE_CPU_S", default_value_t = 60)]
+    pub wasm_compile_cpu_s: u64,
+    /// Memory (address space) one Wasm compilation may use, in MiB.
+    #[arg(long, env = "ISOLA_WASM_COMPILE_MEMORY_MB", default_value_t = 4096)]
+    pub wasm_compile_memory_mb: u64,
     /// Log each function request (function, method, path, status, time,
     /// CPU, cold start) at info level.
     #[arg(long, env = "ISOLA_ACCESS_LOG")]
@@ -248,6 +255,12 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
     let wasm: Arc<dyn isola_core::Invoker> = Arc::new(
         isola_runtime_wasm::WasmRuntime::new()?
             .with_cache(args.data.join("wasm-cache"))?
+            .with_compiler_process(isola_runtime_wasm::compile::CompilerProcess {
+                program: std::env::current_exe().context("finding this program")?,
+                args: vec!["__wasm-compile".into()],
+                cpu: Duration::from_secs(args.wasm_compile_cpu_s),
+                memory_bytes: args.wasm_compile_memory_mb << 20,
+            })
             .with_kv(kv.clone()),
     );
     let invoker = Arc::new(isola_core::Dispatch::new(executor.clone(), Some(wasm)));
