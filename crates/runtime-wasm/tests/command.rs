@@ -582,3 +582,37 @@ async fn components_reach_their_namespace_with_isola_kv_only_when_bound() {
     assert_eq!(entry.value, b"stored value");
     assert!(store.get("other", "counter").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_component_cannot_reach_a_private_address_unless_allowed() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut head = [0u8; 1024];
+            let _ = stream.read(&mut head).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await;
+        }
+    });
+    let runtime = WasmRuntime::new().unwrap();
+    let bytes = isola_runtime_wasm::fixtures::fetcher(&format!("127.0.0.1:{port}"));
+    let request = |allowed: &[&str]| {
+        let mut source = (*function(bytes.clone(), Limits::default())).clone();
+        source.id = format!("fetcher-{}", allowed.len());
+        source.allowed_hosts = allowed.iter().map(|h| h.to_string()).collect();
+        Invocation {
+            id: "i".into(),
+            function: Arc::new(source),
+            input: get("/"),
+        }
+    };
+    // Loopback: destination-IP-prohibited (case 4), nothing connected.
+    let (status, _) = response_of(runtime.invoke(request(&[])).await).await;
+    assert_eq!(status, 504);
+    // Allowed explicitly, it goes through.
+    let (status, _) = response_of(runtime.invoke(request(&["127.0.0.1"])).await).await;
+    assert_eq!(status, 200);
+}
