@@ -200,3 +200,41 @@ fn compiling_is_bounded_by_the_nodes_limits() {
         .unwrap();
     assert_eq!(answer.status(), 200);
 }
+
+#[test]
+fn a_component_uses_its_functions_kv_namespace_through_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let file = dir.path().join("kv.wasm");
+    std::fs::write(&file, isola_runtime_wasm::fixtures::kv_roundtrip()).unwrap();
+    let deployed = server.cli(
+        &[
+            "deploy",
+            file.to_str().unwrap(),
+            "--function",
+            "counter",
+            "--kv",
+            "KV",
+        ],
+        "",
+    );
+    assert!(
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    let answer = server
+        .http()
+        .get(format!("{}/fn/counter/", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.text().unwrap(), "stored value");
+    // The same namespace the KV API (and JavaScript) sees.
+    let stored = server
+        .api(reqwest::Method::GET, "/v1/functions/counter/kv/counter")
+        .send()
+        .unwrap();
+    assert_eq!(stored.status(), 200);
+    assert_eq!(stored.text().unwrap(), "stored value");
+}
