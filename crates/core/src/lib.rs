@@ -7,6 +7,7 @@
 //! executor today; a Wasm runtime and a remote worker over NATS later) serves
 //! the same trait, so the HTTP API and the CLI never care which one answers.
 
+pub mod admission;
 mod dispatch;
 mod error;
 mod invocation;

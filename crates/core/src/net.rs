@@ -22,12 +22,16 @@ pub const DENIED_NETWORKS: &[&str] = &[
     "224.0.0.0/4",
     "240.0.0.0/4",
     "255.255.255.255/32",
+    // Azure's platform endpoint (metadata and DNS of its VMs).
+    "168.63.129.16/32",
     // IPv4-compatible (deprecated) addresses embed any IPv4 address,
     // including ::/128 (unspecified) and ::1/128 (loopback).
     "::/96",
     // IPv4-mapped addresses are checked as the IPv4 address they embed, but
     // refuse the range outright too.
     "::ffff:0:0/96",
+    // IPv4-translated addresses (SIIT) embed an IPv4 address too.
+    "::ffff:0:0:0/96",
     // NAT64 (well-known and local-use prefixes) and 6to4 reach IPv4 hosts,
     // private ones included, through a translator.
     "64:ff9b::/96",
@@ -132,13 +136,12 @@ pub async fn connect_permitted(
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
-    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
+    let addresses = resolve(bare, port)
         .await
         .map_err(|e| ConnectError::Unresolved {
             host: host.to_string(),
             detail: e.to_string(),
-        })?
-        .collect();
+        })?;
     let permitted = addresses.iter().filter(|a| rules.permits(a.ip()));
     let mut last = None;
     for address in permitted {
@@ -156,6 +159,34 @@ pub async fn connect_permitted(
             detail,
         },
     })
+}
+
+/// Host-name lookups under way at once, node-wide. The system resolver
+/// runs on blocking threads and cannot be cancelled (a name whose DNS
+/// server never answers holds its thread for the resolver's whole
+/// timeout), so functions may hold at most this many of those threads.
+const MAX_LOOKUPS: usize = 16;
+
+static LOOKUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_LOOKUPS);
+
+/// The addresses of `host` (an IP address is its own), looked up on a
+/// blocking thread that holds one of the [`MAX_LOOKUPS`] permits until the
+/// lookup ends, even if the caller has given up by then.
+async fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let permit = LOOKUPS
+        .acquire()
+        .await
+        .map_err(|_| std::io::Error::other("lookups are closed"))?;
+    let host = host.to_string();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port)).map(Iterator::collect)
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 #[cfg(test)]

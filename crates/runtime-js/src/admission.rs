@@ -8,77 +8,10 @@
 use isola_core::ErrorCode;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-/// The machine's memory in MiB (4 GiB if unknown).
-pub fn physical_memory_mb() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let (pages, page) = unsafe {
-        (
-            libc::sysconf(libc::_SC_PHYS_PAGES),
-            libc::sysconf(libc::_SC_PAGESIZE),
-        )
-    };
-    if pages <= 0 || page <= 0 {
-        return 4096;
-    }
-    (pages as usize).saturating_mul(page as usize) >> 20
-}
-
-/// Memory reserved by the invocations under way, in MiB.
-pub struct Admission {
-    reserved: AtomicUsize,
-    max: usize,
-}
-
-/// One invocation's reservation, released when dropped: after the worker
-/// is done with the invocation, what it left running included.
-pub struct Admitted {
-    admission: Arc<Admission>,
-    mb: usize,
-}
-
-impl Admission {
-    /// A budget of `max` MiB.
-    pub fn new(max: usize) -> Self {
-        Self {
-            reserved: AtomicUsize::new(0),
-            max: max.max(1),
-        }
-    }
-
-    /// Reserves `mb`, or `None` when it does not fit.
-    pub fn admit(self: &Arc<Self>, mb: usize) -> Option<Admitted> {
-        let mut reserved = self.reserved.load(Ordering::Relaxed);
-        loop {
-            let next = reserved + mb;
-            if next > self.max {
-                return None;
-            }
-            match self.reserved.compare_exchange_weak(
-                reserved,
-                next,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    return Some(Admitted {
-                        admission: self.clone(),
-                        mb,
-                    })
-                }
-                Err(actual) => reserved = actual,
-            }
-        }
-    }
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.admission.reserved.fetch_sub(self.mb, Ordering::AcqRel);
-    }
-}
+pub use isola_core::admission::{physical_memory_mb, Admission, Admitted};
 
 /// Function versions (by id) marked until some time: bounded in size, and
 /// free to ask about while empty (no lock), since it is asked on every
@@ -169,6 +102,7 @@ pub fn lower_thread_priority() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn limit_breakers_are_held_for_a_while() {

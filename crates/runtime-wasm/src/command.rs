@@ -21,6 +21,9 @@ use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 const MAX_STDOUT: usize = 16 << 20;
 const MAX_STDERR: usize = 1 << 20;
 
+/// Most random bytes one call may ask for.
+const MAX_RANDOM: u64 = 64 << 10;
+
 /// What a table element costs, counted in the function's memory.
 const TABLE_ELEMENT_BYTES: usize = 16;
 
@@ -92,6 +95,8 @@ pub(crate) fn wasi_for(
     wasi.stdin(MemoryInputPipe::new(stdin))
         .stdout(capture.stdout.clone())
         .stderr(capture.stderr.clone())
+        // One host call the epoch cannot interrupt: keep it short.
+        .max_random_size(MAX_RANDOM)
         .args(&[function.name.as_str()]);
     for (name, value) in &function.env {
         wasi.env(name, value);

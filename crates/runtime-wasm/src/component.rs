@@ -36,9 +36,13 @@ impl State {
         function: &FunctionSource,
         kv: Option<&Arc<dyn KvStore>>,
     ) -> Self {
+        let mut table = ResourceTable::new();
+        // Each resource (a request, a body, a stream) may hold host memory
+        // the limiter does not see: there are few of them.
+        table.set_max_capacity(MAX_RESOURCES);
         Self {
             ctx,
-            table: ResourceTable::new(),
+            table,
             http: WasiHttpCtx::new(),
             hooks: Outbound::of(function),
             kv: KvAccess::of(kv, function),
@@ -46,6 +50,9 @@ impl State {
         }
     }
 }
+
+/// Most resources one run may hold at once.
+const MAX_RESOURCES: usize = 1000;
 
 /// `isola:kv/store`'s view of a store's state.
 struct Kv;

@@ -167,6 +167,9 @@ pub async fn serve(
     }
 }
 
+/// How long the relay waits for a client to take a chunk.
+const RELAY_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Most of a response body sent with its head (the rest is streamed).
 const INLINE_BODY: usize = 64 << 10;
 
@@ -187,7 +190,9 @@ async fn relay(mut body: HyperOutgoingBody, chunks: mpsc::Sender<isola_core::Bod
             Err(error) => Err(body_failed(&error)),
         };
         let failed = chunk.is_err();
-        if chunks.send(chunk).await.is_err() || failed {
+        // A client that reads nothing for this long is given up on.
+        let sent = tokio::time::timeout(RELAY_IDLE, chunks.send(chunk)).await;
+        if !matches!(sent, Ok(Ok(()))) || failed {
             return;
         }
     }

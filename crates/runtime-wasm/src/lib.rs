@@ -33,6 +33,7 @@ mod component;
 mod engine;
 #[cfg(feature = "fixtures")]
 pub mod fixtures;
+mod gate;
 mod http;
 mod kv;
 mod meter;
@@ -43,7 +44,6 @@ use isola_core::{
     BoxFuture, ErrorCode, FunctionError, FunctionSource, Invocation, Invoker, InvokerStats,
     Outcome, RuntimeKind,
 };
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
@@ -58,14 +58,16 @@ enum Prepared {
     Component(PreparedComponent),
 }
 
-/// Compiled modules kept, at most (then the cache starts afresh).
+/// Compiled modules kept in memory, at most (the least recently used go).
 const MAX_CACHED: usize = 256;
 
 /// Runs WebAssembly functions; see the crate docs.
 pub struct WasmRuntime {
     compiler: Arc<Compiler>,
-    /// Runs under way, at most [`RUNS_PER_CORE`] per core.
-    running: Arc<Semaphore>,
+    /// Who may run: memory, per-function shares, slots.
+    gate: Arc<gate::Gate>,
+    /// The slots the gate has.
+    slots: usize,
     /// One compilation at once (a large module takes seconds and every core).
     compiling: Arc<Semaphore>,
     /// The node's KV store, for components' `isola:kv`.
@@ -78,8 +80,9 @@ pub const RUNS_PER_CORE: usize = 16;
 /// What compiling needs, shared with the blocking threads that do it.
 struct Compiler {
     engine: WasmEngine,
-    /// Compiled and linked modules and components, by function version.
-    prepared: Mutex<HashMap<String, Arc<Prepared>>>,
+    /// Compiled and linked modules and components, by function version,
+    /// the most recently used kept.
+    prepared: Mutex<lru::LruCache<String, Arc<Prepared>>>,
     /// Compiled modules on disk, if the node keeps them.
     artifacts: Option<cache::ArtifactCache>,
     /// Modules compiled (not loaded from the cache) so far.
@@ -94,14 +97,22 @@ impl WasmRuntime {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let compiler = Compiler {
             engine: WasmEngine::new((cores * RUNS_PER_CORE) as u32)?,
-            prepared: Mutex::default(),
+            prepared: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(MAX_CACHED).expect("non-zero"),
+            )),
             artifacts: None,
             compiled: Default::default(),
             process: None,
         };
         Ok(Self {
             compiler: Arc::new(compiler),
-            running: Arc::new(Semaphore::new(cores * RUNS_PER_CORE)),
+            gate: gate::Gate::new(
+                cores * RUNS_PER_CORE,
+                Arc::new(isola_core::admission::Admission::new(
+                    isola_core::admission::physical_memory_mb() / 4 * 3,
+                )),
+            ),
+            slots: cores * RUNS_PER_CORE,
             compiling: Arc::new(Semaphore::new(1)),
             kv: None,
         })
@@ -124,6 +135,13 @@ impl WasmRuntime {
         if let Some(compiler) = Arc::get_mut(&mut self.compiler) {
             compiler.process = Some(process);
         }
+        self
+    }
+
+    /// Reserves each run's memory from `admission` (the node's, shared
+    /// with JavaScript) instead of a budget of its own.
+    pub fn with_admission(mut self, admission: Arc<isola_core::admission::Admission>) -> Self {
+        self.gate = gate::Gate::new(self.slots, admission);
         self
     }
 
@@ -150,12 +168,24 @@ impl WasmRuntime {
         if let Some(found) = self.compiler.prepared.lock().unwrap().get(&function.id) {
             return Ok(found.clone());
         }
-        let _turn = self.compiling.acquire().await.map_err(|_| {
-            FunctionError::new(
-                ErrorCode::Unavailable,
-                "the WebAssembly runtime is shutting down",
-            )
-        })?;
+        // Compilations go one at a time; a wait is bounded like a run.
+        let waited =
+            tokio::time::timeout(function.limits.timeout(), self.compiling.acquire()).await;
+        let _turn = match waited {
+            Ok(Ok(turn)) => turn,
+            Ok(Err(_)) => {
+                return Err(FunctionError::new(
+                    ErrorCode::Unavailable,
+                    "the WebAssembly runtime is shutting down",
+                ))
+            }
+            Err(_) => {
+                return Err(FunctionError::new(
+                    ErrorCode::Unavailable,
+                    "the node is busy compiling other WebAssembly: retry shortly",
+                ))
+            }
+        };
         // Another call may have compiled it while this one waited.
         if let Some(found) = self.compiler.prepared.lock().unwrap().get(&function.id) {
             return Ok(found.clone());
@@ -234,11 +264,10 @@ impl Compiler {
             RuntimeKind::WasmComponent => Prepared::Component(self.compile_component(bytes)?),
             _ => Prepared::Module(self.compile(bytes)?),
         });
-        let mut cache = self.prepared.lock().unwrap();
-        if cache.len() >= MAX_CACHED {
-            cache.clear();
-        }
-        cache.insert(function.id.clone(), prepared.clone());
+        self.prepared
+            .lock()
+            .unwrap()
+            .put(function.id.clone(), prepared.clone());
         Ok(prepared)
     }
 }
@@ -262,7 +291,7 @@ impl WasmRuntime {
             }
         };
         let timeout = invocation.function.limits.timeout();
-        let turn = match self.turn(timeout).await {
+        let turn = match self.gate.enter(&invocation.function).await {
             Ok(turn) => turn,
             Err(error) => return Outcome::failed(error),
         };
@@ -299,24 +328,6 @@ impl WasmRuntime {
         })
         .await
     }
-
-    /// A turn to run, waited for at most `timeout`.
-    async fn turn(
-        &self,
-        timeout: std::time::Duration,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit, FunctionError> {
-        match tokio::time::timeout(timeout, self.running.clone().acquire_owned()).await {
-            Ok(Ok(turn)) => Ok(turn),
-            Ok(Err(_)) => Err(FunctionError::new(
-                ErrorCode::Unavailable,
-                "the WebAssembly runtime is shutting down",
-            )),
-            Err(_) => Err(FunctionError::new(
-                ErrorCode::Unavailable,
-                "every WebAssembly slot stayed busy for the function's whole wall-clock limit: retry shortly",
-            )),
-        }
-    }
 }
 
 impl Invoker for WasmRuntime {
@@ -335,7 +346,7 @@ impl Invoker for WasmRuntime {
     }
 
     fn evict(&self, function_id: &str) {
-        self.compiler.prepared.lock().unwrap().remove(function_id);
+        self.compiler.prepared.lock().unwrap().pop(function_id);
     }
 
     fn stats(&self) -> InvokerStats {

@@ -54,7 +54,16 @@ impl Outbound {
     }
 }
 
+/// Largest chunk a handler may write to a body at once (wasi:http's
+/// default is 1 MiB; with up to [`crate::http`]'s 16 chunks in flight per
+/// response, that much is held for a client that reads slowly).
+const BODY_CHUNK: usize = 64 << 10;
+
 impl WasiHttpHooks for Outbound {
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        BODY_CHUNK
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
@@ -121,6 +130,15 @@ async fn send(
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     *request.uri_mut() = http::Uri::try_from(path).map_err(|_| Error::HttpRequestUriInvalid)?;
     let connection = tokio::spawn(connection);
+    // What the function uploads counts against the same budget as what it
+    // downloads.
+    let request = request.map(|body| {
+        Counted {
+            inner: body,
+            budget: budget.clone(),
+        }
+        .boxed_unsync()
+    });
     let response = sender.send_request(request).await.map_err(Error::from)?;
     let response = response.map(|body| {
         Counted {
@@ -154,7 +172,7 @@ async fn tls_stream(
         let roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.into(),
         };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .ok()?
@@ -171,13 +189,17 @@ async fn tls_stream(
         .map_err(Error::Tls)
 }
 
-/// A response body that counts its bytes against the invocation's budget.
-struct Counted {
-    inner: hyper::body::Incoming,
+/// A body that counts its bytes against the invocation's budget.
+struct Counted<B> {
+    inner: B,
     budget: Arc<Budget>,
 }
 
-impl http_body::Body for Counted {
+impl<B> http_body::Body for Counted<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<Error>,
+{
     type Data = Bytes;
     type Error = Error;
 
@@ -187,7 +209,7 @@ impl http_body::Body for Counted {
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         let Poll::Ready(Some(Ok(frame))) = polled else {
-            return polled.map(|next| next.map(|frame| frame.map_err(Error::from)));
+            return polled.map(|next| next.map(|frame| frame.map_err(Into::into)));
         };
         if let Some(data) = frame.data_ref() {
             let read = self

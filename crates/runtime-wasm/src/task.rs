@@ -77,8 +77,10 @@ where
         if tokio::time::timeout(timeout, work).await.is_err() {
             let late = reply.body.lock().unwrap().take();
             match late {
+                // The client must see the body fail, not end: wait for room.
                 Some(body) => {
-                    let _ = body.try_send(Err(timed_out(timeout).message));
+                    let failed = body.send(Err(timed_out(timeout).message));
+                    let _ = tokio::time::timeout(LATE_ERROR_WAIT, failed).await;
                 }
                 None => reply.send(Outcome::failed(timed_out(timeout))),
             }
@@ -98,9 +100,12 @@ where
         },
         Placement::Task => {
             let task = tokio::spawn(run);
+            // Dropped before the answer (the caller gave up), the task is
+            // stopped; answered, it goes on.
+            let mut abort = AbortOnDrop(Some(task.abort_handle()));
             let answer = answered.await.ok();
-            if answer.is_none() {
-                task.abort();
+            if answer.is_some() {
+                abort.0 = None;
             }
             answer
         }
@@ -112,6 +117,21 @@ where
         ))
     })
 }
+
+/// Aborts a task when dropped, unless disarmed (`None`).
+struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
+}
+
+/// How long the error that ends a body cut off by the wall-clock limit
+/// may wait for room in its channel.
+const LATE_ERROR_WAIT: Duration = Duration::from_secs(10);
 
 fn timed_out(timeout: Duration) -> FunctionError {
     FunctionError::new(

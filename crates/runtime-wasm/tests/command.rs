@@ -335,8 +335,9 @@ async fn a_sleeping_command_holds_no_thread_and_ends_at_its_wall_limit() {
     );
     runtime.prepare(sleeps.clone()).await.unwrap();
     let started = std::time::Instant::now();
-    // More sleepers than threads: none of them holds one.
-    let sleepers: Vec<_> = (0..8)
+    // More sleepers than threads (within the function's share of runs:
+    // the echo is the same function): none of them holds a thread.
+    let sleepers: Vec<_> = (0..6)
         .map(|_| {
             let (runtime, sleeps) = (runtime.clone(), sleeps.clone());
             tokio::spawn(async move { invoke(&runtime, sleeps, serde_json::Value::Null).await })
@@ -615,4 +616,26 @@ async fn a_component_cannot_reach_a_private_address_unless_allowed() {
     // Allowed explicitly, it goes through.
     let (status, _) = response_of(runtime.invoke(request(&["127.0.0.1"])).await).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_body_cut_off_by_the_wall_clock_limit_fails_rather_than_ends() {
+    let runtime = WasmRuntime::new().unwrap();
+    let limits = Limits {
+        timeout_ms: 300,
+        ..Limits::default()
+    };
+    let started = std::time::Instant::now();
+    let outcome = runtime
+        .invoke(Invocation {
+            id: "i".into(),
+            function: function(isola_runtime_wasm::fixtures::slow_body(10), limits),
+            input: get("/"),
+        })
+        .await;
+    let (status, body) = response_of(outcome).await;
+    assert_eq!(status, 200);
+    let error = body.unwrap_err();
+    assert!(error.contains("wall-clock limit"), "{error}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
 }

@@ -126,7 +126,11 @@ pub async fn execute(args: DevArgs) -> anyhow::Result<crate::ExitStatus> {
         kv: Some(kv.clone()),
         ..ExecutorConfig::default()
     }));
-    let wasm: Arc<dyn Invoker> = Arc::new(isola_runtime_wasm::WasmRuntime::new()?.with_kv(kv));
+    let wasm: Arc<dyn Invoker> = Arc::new(
+        isola_runtime_wasm::WasmRuntime::new()?
+            .with_kv(kv)
+            .with_admission(workers.admission()),
+    );
     let executor: Arc<dyn Invoker> =
         Arc::new(isola_core::Dispatch::new(workers.clone(), Some(wasm)));
     let first = Arc::new(load(&args.file, 0, args.cpu_ms)?);

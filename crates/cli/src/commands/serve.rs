@@ -261,7 +261,8 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
                 cpu: Duration::from_secs(args.wasm_compile_cpu_s),
                 memory_bytes: args.wasm_compile_memory_mb << 20,
             })
-            .with_kv(kv.clone()),
+            .with_kv(kv.clone())
+            .with_admission(executor.admission()),
     );
     let invoker = Arc::new(isola_core::Dispatch::new(executor.clone(), Some(wasm)));
     let node = isola_api::Node::new(config, Arc::new(registry), invoker, Some(kv));

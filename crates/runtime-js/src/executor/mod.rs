@@ -321,6 +321,11 @@ impl Executor {
         }
     }
 
+    /// The node's memory admission, to share with other runtimes.
+    pub fn admission(&self) -> Arc<Admission> {
+        self.admission.clone()
+    }
+
     /// Runs one invocation to its end.
     pub async fn run(&self, invocation: Invocation) -> Outcome {
         let timeout = invocation.function.limits.timeout();
