@@ -43,7 +43,11 @@ impl State {
         Self {
             ctx,
             table,
-            http: WasiHttpCtx::new(),
+            http: {
+                let mut http = WasiHttpCtx::new();
+                http.set_field_size_limit(MAX_FIELDS_BYTES);
+                http
+            },
             hooks: Outbound::of(function),
             kv: KvAccess::of(kv, function),
             limiter: Limiter::of(function),
@@ -51,8 +55,14 @@ impl State {
     }
 }
 
-/// Most resources one run may hold at once.
-const MAX_RESOURCES: usize = 1000;
+/// Most resources one run may hold at once: with headers of at most
+/// [`MAX_FIELDS_BYTES`] and 64 KiB in flight per body, what they can hold
+/// on the host stays within the few MiB the gate reserves for it.
+const MAX_RESOURCES: usize = 256;
+
+/// Most bytes of one header list (a request's or a response's), as the
+/// host holds it.
+const MAX_FIELDS_BYTES: usize = 32 << 10;
 
 /// `isola:kv/store`'s view of a store's state.
 struct Kv;

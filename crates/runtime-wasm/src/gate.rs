@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// What the host may hold for one run besides its linear memory, in MiB:
-/// stdout (16) and stderr (1) pipes, and response chunks in flight.
-const HOST_MB: usize = 20;
+/// stdout (16) and stderr (1) pipes, response chunks in flight (1), and
+/// its resources' headers and bodies (256 at most: 8 + 8).
+const HOST_MB: usize = 34;
 
 /// The checks, for one runtime.
 pub struct Gate {
@@ -150,8 +151,8 @@ mod tests {
         drop(first);
         let _third = gate.enter(&greedy).await.unwrap();
         drop(second);
-        // Memory: 120 and 148 MiB (memory_mb and 20 for the host) fit in
-        // 300, another 120 does not.
+        // Memory: 134 and 162 MiB (memory_mb and 34 for the host) fit in
+        // 300, another 134 does not.
         let small = Gate::new(1000, Arc::new(Admission::new(300)));
         let _a = small.enter(&greedy).await.unwrap();
         let _b = small.enter(&other).await.unwrap();
