@@ -5,6 +5,35 @@
 
 use crate::server::Server;
 
+/// Runs `isola ARGS` against the server; it must succeed.
+fn deploy(server: &Server, args: &[&str]) {
+    let deployed = server.cli(args, "");
+    assert!(
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+}
+
+/// Deploys `file` as `function` with the CLI; its deployment must say
+/// `runtime`.
+fn deploy_file(server: &Server, file: &std::path::Path, function: &str, runtime: &str) {
+    deploy(
+        server,
+        &["deploy", file.to_str().unwrap(), "--function", function],
+    );
+    let info = server
+        .api(
+            reqwest::Method::GET,
+            &format!("/v1/functions/{function}/deployments"),
+        )
+        .send()
+        .unwrap()
+        .json::<Vec<serde_json::Value>>()
+        .unwrap();
+    assert_eq!(info[0]["runtime"], runtime, "{info:?}");
+}
+
 /// The smallest valid core module: the magic and version 1 (not a command).
 const EMPTY_MODULE: &[u8] = b"\0asm\x01\0\0\0";
 
@@ -64,22 +93,7 @@ fn a_wasi_command_answers_json_and_http_through_serve_and_the_cli() {
     let server = Server::start(dir.path(), &[]);
     let file = dir.path().join("echo.wasm");
     std::fs::write(&file, wat::parse_str(crate::WASI_ECHO).unwrap()).unwrap();
-    let deployed = server.cli(
-        &["deploy", file.to_str().unwrap(), "--function", "echo"],
-        "",
-    );
-    assert!(
-        deployed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&deployed.stderr)
-    );
-    let info = server
-        .api(reqwest::Method::GET, "/v1/functions/echo/deployments")
-        .send()
-        .unwrap()
-        .json::<Vec<serde_json::Value>>()
-        .unwrap();
-    assert_eq!(info[0]["runtime"], "wasm_module", "{info:?}");
+    deploy_file(&server, &file, "echo", "wasm_module");
     // JSON in, JSON out.
     let answer: serde_json::Value = server
         .api(reqwest::Method::POST, "/v1/functions/echo/invoke")
@@ -121,22 +135,7 @@ fn a_wasi_http_component_serves_its_routes_through_serve() {
         isola_runtime_wasm::fixtures::hello("hello from a component"),
     )
     .unwrap();
-    let deployed = server.cli(
-        &["deploy", file.to_str().unwrap(), "--function", "hello"],
-        "",
-    );
-    assert!(
-        deployed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&deployed.stderr)
-    );
-    let info = server
-        .api(reqwest::Method::GET, "/v1/functions/hello/deployments")
-        .send()
-        .unwrap()
-        .json::<Vec<serde_json::Value>>()
-        .unwrap();
-    assert_eq!(info[0]["runtime"], "wasm_component", "{info:?}");
+    deploy_file(&server, &file, "hello", "wasm_component");
     for path in ["/fn/hello/", "/fn/hello/any/path?q=1"] {
         let answer = server
             .http()
@@ -207,7 +206,8 @@ fn a_component_uses_its_functions_kv_namespace_through_serve() {
     let server = Server::start(dir.path(), &[]);
     let file = dir.path().join("kv.wasm");
     std::fs::write(&file, isola_runtime_wasm::fixtures::kv_roundtrip()).unwrap();
-    let deployed = server.cli(
+    deploy(
+        &server,
         &[
             "deploy",
             file.to_str().unwrap(),
@@ -216,12 +216,6 @@ fn a_component_uses_its_functions_kv_namespace_through_serve() {
             "--kv",
             "KV",
         ],
-        "",
-    );
-    assert!(
-        deployed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&deployed.stderr)
     );
     let answer = server
         .http()

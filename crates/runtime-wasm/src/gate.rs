@@ -83,26 +83,12 @@ impl Gate {
                 )
             })?;
         let share = self.share(&function.name)?;
-        let slot = tokio::time::timeout(
+        let slot = wait_for(
             function.limits.timeout(),
             self.slots.clone().acquire_owned(),
+            "every WebAssembly slot stayed busy for the function's whole wall-clock limit: retry shortly",
         )
-        .await;
-        let slot = match slot {
-            Ok(Ok(slot)) => slot,
-            Ok(Err(_)) => {
-                return Err(FunctionError::new(
-                    ErrorCode::Unavailable,
-                    "the WebAssembly runtime is shutting down",
-                ))
-            }
-            Err(_) => {
-                return Err(FunctionError::new(
-                    ErrorCode::Unavailable,
-                    "every WebAssembly slot stayed busy for the function's whole wall-clock limit: retry shortly",
-                ))
-            }
-        };
+        .await?;
         Ok(Entry {
             _admitted: admitted,
             _slot: slot,
@@ -127,6 +113,23 @@ impl Gate {
             gate: self.clone(),
             name: name.to_string(),
         })
+    }
+}
+
+/// A permit of a semaphore, waited for at most `timeout`; `busy` says why
+/// there was none by then.
+pub async fn wait_for<P>(
+    timeout: std::time::Duration,
+    acquire: impl std::future::Future<Output = Result<P, tokio::sync::AcquireError>>,
+    busy: &str,
+) -> Result<P, FunctionError> {
+    match tokio::time::timeout(timeout, acquire).await {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(_)) => Err(FunctionError::new(
+            ErrorCode::Unavailable,
+            "the WebAssembly runtime is shutting down",
+        )),
+        Err(_) => Err(FunctionError::new(ErrorCode::Unavailable, busy)),
     }
 }
 

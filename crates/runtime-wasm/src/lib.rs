@@ -169,23 +169,12 @@ impl WasmRuntime {
             return Ok(found.clone());
         }
         // Compilations go one at a time; a wait is bounded like a run.
-        let waited =
-            tokio::time::timeout(function.limits.timeout(), self.compiling.acquire()).await;
-        let _turn = match waited {
-            Ok(Ok(turn)) => turn,
-            Ok(Err(_)) => {
-                return Err(FunctionError::new(
-                    ErrorCode::Unavailable,
-                    "the WebAssembly runtime is shutting down",
-                ))
-            }
-            Err(_) => {
-                return Err(FunctionError::new(
-                    ErrorCode::Unavailable,
-                    "the node is busy compiling other WebAssembly: retry shortly",
-                ))
-            }
-        };
+        let _turn = gate::wait_for(
+            function.limits.timeout(),
+            self.compiling.acquire(),
+            "the node is busy compiling other WebAssembly: retry shortly",
+        )
+        .await?;
         // Another call may have compiled it while this one waited.
         if let Some(found) = self.compiler.prepared.lock().unwrap().get(&function.id) {
             return Ok(found.clone());
