@@ -11,6 +11,11 @@
 //! a flood of requests for random names costs one query per name at most.
 //! Refreshes are serialised per name: a miss for one name never waits
 //! behind another.
+//!
+//! Changes made elsewhere (another node of a cluster, or the registry used
+//! directly) arrive through the registry's watch ([`ActiveFunctions::follow`]):
+//! each changed name is refreshed, and a watcher that fell behind forgets
+//! everything it caches.
 
 use crate::metrics::{FunctionSeries, Metrics};
 use crate::ApiError;
@@ -140,6 +145,45 @@ impl ActiveFunctions {
     pub async fn refresh(&self, name: &str) -> Result<Option<Arc<Active>>, ApiError> {
         let _locked = self.lock(name).await;
         self.reload(name).await
+    }
+
+    /// Follows the registry's changes for as long as the runtime runs (see
+    /// the module docs).
+    pub fn follow(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        use tokio::sync::broadcast::error::RecvError;
+        let mut changes = self.registry.watch();
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let changed = changes.recv().await;
+                let Some(active) = this.upgrade() else {
+                    return;
+                };
+                match changed {
+                    Ok(changed) => {
+                        if let Err(error) = active.refresh(&changed.function).await {
+                            tracing::warn!(function = %changed.function, error = %error.message, "could not reload a changed function");
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => active.forget_all(),
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        })
+    }
+
+    /// Forgets every cached deployment and absence (the next lookup of each
+    /// name reads the registry), evicting the warm instances of the
+    /// deployments it held.
+    fn forget_all(&self) {
+        let held: Vec<Arc<Active>> = {
+            let mut cache = self.cache.write().unwrap();
+            self.absent.lock().unwrap().clear();
+            cache.drain().map(|(_, active)| active).collect()
+        };
+        for active in held {
+            self.invoker.evict(&active.source.id);
+        }
     }
 
     /// What the caches know: the deployment, "none" (an error: also for a

@@ -125,11 +125,16 @@ impl AppState {
         Self(Arc::new(Shared {
             kv,
             config,
-            active: Arc::new(ActiveFunctions::new(
-                registry.clone(),
-                invoker.clone(),
-                metrics.clone(),
-            )),
+            active: {
+                let active = Arc::new(ActiveFunctions::new(
+                    registry.clone(),
+                    invoker.clone(),
+                    metrics.clone(),
+                ));
+                // Changes made elsewhere reach the cache too.
+                active.follow();
+                active
+            },
             storage: tokio::runtime::Handle::current(),
             websockets,
             websocket_buffers,

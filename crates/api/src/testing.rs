@@ -35,6 +35,9 @@ impl Counting {
 
 #[async_trait]
 impl Registry for Counting {
+    fn watch(&self) -> tokio::sync::broadcast::Receiver<isola_store::Changed> {
+        self.inner.watch()
+    }
     async fn create_function(&self, name: &str) -> Result<FunctionInfo> {
         self.inner.create_function(name).await
     }

@@ -26,9 +26,26 @@ pub use sqlite::SqliteRegistry;
 use async_trait::async_trait;
 use isola_core::FunctionSource;
 
+/// A change of a function that every node caching it must see: it was
+/// created or deleted, or its active deployment changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changed {
+    /// The function's name.
+    pub function: String,
+}
+
+/// Changes a watcher may fall behind by before it misses some (and must
+/// then reload everything it caches: `RecvError::Lagged`).
+pub const WATCH_CAPACITY: usize = 1024;
+
 /// Where functions and deployments are kept.
 #[async_trait]
 pub trait Registry: Send + Sync + 'static {
+    /// Changes as they happen: made through this registry and, for a shared
+    /// backend, by other nodes. A receiver that lags behind misses changes
+    /// (`RecvError::Lagged`) and must reload whatever it caches.
+    fn watch(&self) -> tokio::sync::broadcast::Receiver<Changed>;
+
     /// Creates a function with no deployment yet.
     async fn create_function(&self, name: &str) -> Result<FunctionInfo>;
     /// One function.

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 pub struct SqliteRegistry {
     conn: Arc<Mutex<Connection>>,
     key: Arc<NodeKey>,
+    changes: tokio::sync::broadcast::Sender<crate::Changed>,
 }
 
 fn now_ms() -> i64 {
@@ -37,10 +38,23 @@ impl SqliteRegistry {
         schema::configure(&conn)?;
         schema::migrate(&conn)?;
         secrets::prepare(&mut conn, &key)?;
-        Ok(Self {
+        Ok(Self::with(conn, key))
+    }
+
+    fn with(conn: Connection, key: NodeKey) -> Self {
+        Self {
             conn: Arc::new(Mutex::new(conn)),
             key: Arc::new(key),
-        })
+            changes: tokio::sync::broadcast::channel(crate::WATCH_CAPACITY).0,
+        }
+    }
+
+    /// Tells watchers that `name` changed.
+    fn changed(&self, name: &str) {
+        // Nobody watching is fine.
+        let _ = self.changes.send(crate::Changed {
+            function: name.to_string(),
+        });
     }
 
     /// An in-memory database with a random key, for tests.
@@ -50,10 +64,7 @@ impl SqliteRegistry {
         schema::migrate(&conn)?;
         let key = NodeKey::generate();
         secrets::prepare(&mut conn, &key)?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-            key: Arc::new(key),
-        })
+        Ok(Self::with(conn, key))
     }
 
     async fn run<T, F>(&self, f: F) -> Result<T>
@@ -224,20 +235,27 @@ fn insert_deployment(
 
 #[async_trait]
 impl Registry for SqliteRegistry {
+    fn watch(&self) -> tokio::sync::broadcast::Receiver<crate::Changed> {
+        self.changes.subscribe()
+    }
+
     async fn create_function(&self, name: &str) -> Result<FunctionInfo> {
         validate_function_name(name)?;
-        let name = name.to_string();
-        self.run(move |conn| {
-            let inserted = conn.execute(
-                "INSERT OR IGNORE INTO functions (name, created_at) VALUES (?1, ?2)",
-                params![name, now_ms()],
-            )?;
-            if inserted == 0 {
-                return Err(StoreError::Conflict(format!("function {name:?}")));
-            }
-            read_function(conn, &name)
-        })
-        .await
+        let owned = name.to_string();
+        let created = self
+            .run(move |conn| {
+                let inserted = conn.execute(
+                    "INSERT OR IGNORE INTO functions (name, created_at) VALUES (?1, ?2)",
+                    params![owned, now_ms()],
+                )?;
+                if inserted == 0 {
+                    return Err(StoreError::Conflict(format!("function {owned:?}")));
+                }
+                read_function(conn, &owned)
+            })
+            .await?;
+        self.changed(name);
+        Ok(created)
     }
 
     async fn function(&self, name: &str) -> Result<FunctionInfo> {
@@ -262,15 +280,17 @@ impl Registry for SqliteRegistry {
     }
 
     async fn delete_function(&self, name: &str) -> Result<()> {
-        let name = name.to_string();
+        let owned = name.to_string();
         self.run(move |conn| {
-            let deleted = conn.execute("DELETE FROM functions WHERE name = ?1", [&name])?;
+            let deleted = conn.execute("DELETE FROM functions WHERE name = ?1", [&owned])?;
             if deleted == 0 {
-                return Err(StoreError::NotFound(format!("function {name:?}")));
+                return Err(StoreError::NotFound(format!("function {owned:?}")));
             }
             Ok(())
         })
-        .await
+        .await?;
+        self.changed(name);
+        Ok(())
     }
 
     async fn create_deployment(
@@ -280,13 +300,18 @@ impl Registry for SqliteRegistry {
         activate: bool,
     ) -> Result<DeploymentInfo> {
         deployment.validate()?;
-        let name = name.to_string();
+        let owned = name.to_string();
         let key = self.key.clone();
-        self.run(move |conn| {
-            let version = insert_deployment(conn, &key, &name, &deployment, activate)?;
-            Ok(load_deployment(conn, &name, version)?.info)
-        })
-        .await
+        let info = self
+            .run(move |conn| {
+                let version = insert_deployment(conn, &key, &owned, &deployment, activate)?;
+                Ok(load_deployment(conn, &owned, version)?.info)
+            })
+            .await?;
+        if activate {
+            self.changed(name);
+        }
+        Ok(info)
     }
 
     fn deployment_hash(&self, deployment: &NewDeployment) -> String {
@@ -306,19 +331,22 @@ impl Registry for SqliteRegistry {
     }
 
     async fn activate(&self, name: &str, version: u32) -> Result<DeploymentInfo> {
-        let name = name.to_string();
-        self.run(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            load_deployment(&tx, &name, version)?;
-            tx.execute(
-                "UPDATE functions SET active_version = ?1 WHERE name = ?2",
-                params![version, name],
-            )?;
-            let info = load_deployment(&tx, &name, version)?.info;
-            tx.commit()?;
-            Ok(info)
-        })
-        .await
+        let owned = name.to_string();
+        let info = self
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                load_deployment(&tx, &owned, version)?;
+                tx.execute(
+                    "UPDATE functions SET active_version = ?1 WHERE name = ?2",
+                    params![version, owned],
+                )?;
+                let info = load_deployment(&tx, &owned, version)?.info;
+                tx.commit()?;
+                Ok(info)
+            })
+            .await?;
+        self.changed(name);
+        Ok(info)
     }
 
     async fn active_source(&self, name: &str) -> Result<Option<(DeploymentInfo, FunctionSource)>> {

@@ -226,3 +226,31 @@ async fn invocations_and_logs_are_recorded() {
     let later = registry.logs("logged", logs[0].seq, 10).await.unwrap();
     assert_eq!(later.len(), 1);
 }
+
+#[tokio::test]
+async fn watchers_see_every_change_of_what_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = open(&dir);
+    let mut changes = registry.watch();
+    registry.create_function("watched").await.unwrap();
+    // Stored but not activated: nothing served changed.
+    registry
+        .create_deployment("watched", deployment("export default () => 1"), false)
+        .await
+        .unwrap();
+    registry
+        .create_deployment("watched", deployment("export default () => 2"), true)
+        .await
+        .unwrap();
+    registry.activate("watched", 1).await.unwrap();
+    registry.delete_function("watched").await.unwrap();
+    // A failed write tells nobody.
+    assert!(registry.activate("watched", 1).await.is_err());
+    let mut seen = Vec::new();
+    while let Ok(changed) = changes.try_recv() {
+        assert_eq!(changed.function, "watched");
+        seen.push(changed);
+    }
+    // Created, deployed and activated, rolled back, deleted.
+    assert_eq!(seen.len(), 4, "{seen:?}");
+}

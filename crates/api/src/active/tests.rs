@@ -91,3 +91,34 @@ async fn a_slow_miss_does_not_hold_up_other_names() {
     assert!(slow.await.unwrap());
     assert!(active.locks.lock().unwrap().is_empty(), "locks left behind");
 }
+
+#[tokio::test]
+async fn changes_made_elsewhere_reach_the_cache() {
+    let (registry, active) = setup();
+    let following = active.follow();
+    assert!(active.get("elsewhere").await.is_err());
+    // Deployed without this cache being told (as by another node).
+    deploy(&registry, "elsewhere").await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        if let Ok(found) = active.get("elsewhere").await {
+            assert_eq!(found.deployment.version, 1);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the deploy never reached the cache"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    registry.delete_function("elsewhere").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while active.get("elsewhere").await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the delete never reached the cache"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    following.abort();
+}
