@@ -16,6 +16,7 @@ pub mod net;
 pub mod source;
 pub mod text;
 pub mod websocket;
+pub mod wire;
 
 pub use dispatch::Dispatch;
 pub use error::{ErrorCode, FunctionError};
