@@ -20,6 +20,71 @@ use serde::{Deserialize, Serialize};
 /// KV operations one invocation may make, in every runtime.
 pub const MAX_OPS_PER_INVOCATION: u32 = 1000;
 
+/// Key and value bytes one invocation may write (each write is a durable
+/// commit on the node's disk), in every runtime.
+pub const MAX_WRITE_BYTES_PER_INVOCATION: u64 = 16 << 20;
+
+/// What one invocation may still do with KV: operations, and bytes
+/// written. Shared by a runtime's KV binding and refilled at each
+/// invocation.
+#[derive(Debug)]
+pub struct Budget {
+    ops: std::sync::atomic::AtomicU32,
+    write_bytes: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            ops: MAX_OPS_PER_INVOCATION.into(),
+            write_bytes: MAX_WRITE_BYTES_PER_INVOCATION.into(),
+        }
+    }
+}
+
+impl Budget {
+    /// A full budget again, for the next invocation.
+    pub fn refill(&self) {
+        use std::sync::atomic::Ordering;
+        self.ops.store(MAX_OPS_PER_INVOCATION, Ordering::Relaxed);
+        self.write_bytes
+            .store(MAX_WRITE_BYTES_PER_INVOCATION, Ordering::Relaxed);
+    }
+
+    /// Spends one operation, or says why not.
+    pub fn spend_op(&self) -> std::result::Result<(), String> {
+        use std::sync::atomic::Ordering;
+        self.ops
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(1)
+            })
+            .map(|_| ())
+            .map_err(|_| {
+                format!(
+                    "KV operation limit reached: at most {MAX_OPS_PER_INVOCATION} per invocation"
+                )
+            })
+    }
+
+    /// Spends the bytes `mutations` write, or says why not (and spends
+    /// nothing).
+    pub fn spend_writes(&self, mutations: &[Mutation]) -> std::result::Result<(), String> {
+        use std::sync::atomic::Ordering;
+        let bytes: u64 = mutations.iter().map(|m| m.bytes() as u64).sum();
+        self.write_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(bytes)
+            })
+            .map(|_| ())
+            .map_err(|_| {
+                format!(
+                    "KV write limit reached: at most {} MiB of keys and values per invocation",
+                    MAX_WRITE_BYTES_PER_INVOCATION >> 20
+                )
+            })
+    }
+}
+
 /// Size limits of keys and values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvLimits {

@@ -1,42 +1,33 @@
 //! A function's KV namespace inside its isolate: the ops' [`KvHost`] over
 //! an `isola_kv::KvStore`, fixed to the function's own namespace and
-//! limited in operations per invocation.
+//! limited in operations and written bytes per invocation
+//! (`isola_kv::Budget`).
 
 use crate::extension::{KvFuture, KvHost, KvPage, KvWrite};
-use isola_kv::{Check, KvStore, Mutation};
-use std::cell::Cell;
-use std::rc::Rc;
+use isola_kv::{Budget, Check, KvStore, Mutation};
 use std::sync::Arc;
 
-pub use isola_kv::MAX_OPS_PER_INVOCATION;
 
 /// One function's namespace.
 pub struct NamespacedKv {
     store: Arc<dyn KvStore>,
     namespace: String,
-    remaining: Rc<Cell<u32>>,
+    budget: Arc<Budget>,
 }
 
 impl NamespacedKv {
     /// The namespace `namespace` of `store`, with a budget the isolate
     /// refills at each invocation.
-    pub fn new(store: Arc<dyn KvStore>, namespace: String, remaining: Rc<Cell<u32>>) -> Self {
+    pub fn new(store: Arc<dyn KvStore>, namespace: String, budget: Arc<Budget>) -> Self {
         Self {
             store,
             namespace,
-            remaining,
+            budget,
         }
     }
 
     fn spend(&self) -> Result<(), String> {
-        let left = self.remaining.get();
-        if left == 0 {
-            return Err(format!(
-                "KV operation limit reached: at most {MAX_OPS_PER_INVOCATION} per invocation"
-            ));
-        }
-        self.remaining.set(left - 1);
-        Ok(())
+        self.budget.spend_op()
     }
 
     fn run<T: 'static>(
@@ -94,7 +85,10 @@ impl KvHost for NamespacedKv {
                 },
                 None => Mutation::Delete { key },
             })
-            .collect();
+            .collect::<Vec<_>>();
+        if let Err(refused) = self.budget.spend_writes(&mutations) {
+            return Box::pin(async move { Err(refused) });
+        }
         self.run(|store, namespace| {
             Box::pin(async move {
                 store

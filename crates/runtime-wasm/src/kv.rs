@@ -1,9 +1,9 @@
 //! `isola:kv/store` (`wit/kv.wit`) for components: the function's own KV
 //! namespace, over the node's `isola_kv::KvStore`, with the same limits as
 //! JavaScript's KV binding (the store's key, value and quota limits, and
-//! [`isola_kv::MAX_OPS_PER_INVOCATION`] operations per invocation).
+//! the per-invocation `isola_kv::Budget` of operations and written bytes).
 
-use isola_kv::{Check, KvError, KvStore, Mutation};
+use isola_kv::{Budget, Check, KvError, KvStore, Mutation};
 use std::sync::Arc;
 
 wasmtime::component::bindgen!({
@@ -19,7 +19,7 @@ use isola::kv::store::{Entry, Error, Host, Page};
 pub struct KvAccess {
     store: Option<Arc<dyn KvStore>>,
     namespace: String,
-    remaining: u32,
+    budget: Budget,
 }
 
 impl KvAccess {
@@ -29,24 +29,20 @@ impl KvAccess {
         Self {
             store: function.kv_binding.as_ref().and(store.cloned()),
             namespace: function.name.clone(),
-            remaining: isola_kv::MAX_OPS_PER_INVOCATION,
+            budget: Budget::default(),
         }
     }
 
-    /// The store, after spending one operation of the budget.
-    fn spend(&mut self) -> Result<Arc<dyn KvStore>, Error> {
+    /// The store, after spending one operation of the budget and the
+    /// bytes `writes` write.
+    fn spend(&mut self, writes: &[Mutation]) -> Result<Arc<dyn KvStore>, Error> {
         let Some(store) = &self.store else {
             return Err(Error::Unavailable(
                 "this function has no KV: deploy it with a KV binding".into(),
             ));
         };
-        if self.remaining == 0 {
-            return Err(Error::Limit(format!(
-                "KV operation limit reached: at most {} per invocation",
-                isola_kv::MAX_OPS_PER_INVOCATION
-            )));
-        }
-        self.remaining -= 1;
+        self.budget.spend_op().map_err(Error::Limit)?;
+        self.budget.spend_writes(writes).map_err(Error::Limit)?;
         Ok(store.clone())
     }
 }
@@ -62,7 +58,7 @@ type Answer<T> = wasmtime::Result<Result<T, Error>>;
 
 impl Host for KvAccess {
     async fn get(&mut self, key: String) -> Answer<Option<Entry>> {
-        let store = match self.spend() {
+        let store = match self.spend(&[]) {
             Ok(store) => store,
             Err(refused) => return Ok(Err(refused)),
         };
@@ -79,9 +75,17 @@ impl Host for KvAccess {
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> Answer<u64> {
-        let store = match self.spend() {
+        let write = [Mutation::Put {
+            key,
+            value,
+            ttl_seconds: None,
+        }];
+        let store = match self.spend(&write) {
             Ok(store) => store,
             Err(refused) => return Ok(Err(refused)),
+        };
+        let [Mutation::Put { key, value, .. }] = write else {
+            unreachable!("a put")
         };
         Ok(store
             .put(&self.namespace, &key, value, None)
@@ -90,15 +94,20 @@ impl Host for KvAccess {
     }
 
     async fn delete(&mut self, key: String) -> Answer<()> {
-        let store = match self.spend() {
+        let write = [Mutation::Delete { key }];
+        let store = match self.spend(&write) {
             Ok(store) => store,
             Err(refused) => return Ok(Err(refused)),
         };
-        Ok(store.delete(&self.namespace, &key).await.map_err(error))
+        Ok(store
+            .atomic(&self.namespace, Vec::new(), write.into())
+            .await
+            .map(|_| ())
+            .map_err(error))
     }
 
     async fn list(&mut self, prefix: String, cursor: Option<String>, limit: u32) -> Answer<Page> {
-        let store = match self.spend() {
+        let store = match self.spend(&[]) {
             Ok(store) => store,
             Err(refused) => return Ok(Err(refused)),
         };
@@ -119,10 +128,6 @@ impl Host for KvAccess {
         version: Option<u64>,
         value: Vec<u8>,
     ) -> Answer<bool> {
-        let store = match self.spend() {
-            Ok(store) => store,
-            Err(refused) => return Ok(Err(refused)),
-        };
         let checks = vec![Check {
             key: key.clone(),
             version,
@@ -132,6 +137,10 @@ impl Host for KvAccess {
             value,
             ttl_seconds: None,
         }];
+        let store = match self.spend(&mutations) {
+            Ok(store) => store,
+            Err(refused) => return Ok(Err(refused)),
+        };
         Ok(store
             .atomic(&self.namespace, checks, mutations)
             .await
@@ -184,9 +193,22 @@ mod tests {
     async fn an_invocation_has_a_budget_of_operations() {
         let dir = tempfile::tempdir().unwrap();
         let mut kv = access(dir.path());
-        kv.remaining = 1;
+        for _ in 1..isola_kv::MAX_OPS_PER_INVOCATION {
+            assert!(kv.get("k".into()).await.unwrap().is_ok());
+        }
         assert!(kv.delete("k".into()).await.unwrap().is_ok());
         let refused = kv.get("k".into()).await.unwrap().unwrap_err();
         assert!(matches!(refused, Error::Limit(_)), "{refused:?}");
+        // Written bytes have a budget of their own.
+        let mut kv = access(dir.path());
+        let value = vec![7u8; 1 << 20];
+        for _ in 0..15 {
+            assert!(kv.set("big".into(), value.clone()).await.unwrap().is_ok());
+        }
+        let refused = kv.set("big".into(), value).await.unwrap().unwrap_err();
+        assert!(
+            matches!(&refused, Error::Limit(m) if m.contains("write limit")),
+            "{refused:?}"
+        );
     }
 }

@@ -33,7 +33,6 @@ use isola_core::{
     ErrorCode, FunctionError, FunctionSource, HttpRequest, HttpResponse, Invocation,
     InvocationInput, InvocationOutput, LogEntry, LogLevel,
 };
-use std::cell::Cell;
 use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::pin::Pin;
@@ -102,7 +101,7 @@ pub struct FunctionIsolate {
     /// CPU time the module's evaluation took when the isolate was created.
     startup_cpu: Duration,
     /// KV operations left to the current invocation, if the function has KV.
-    kv_budget: Option<Rc<Cell<u32>>>,
+    kv_budget: Option<Arc<isola_kv::Budget>>,
     /// Where a `101` response links its socket, when this isolate holds
     /// its function's WebSocket connections.
     socket_events: Option<tokio::sync::mpsc::Sender<isola_core::websocket::SocketEvent>>,

@@ -9,10 +9,10 @@ pub(super) fn bind_kv(
     runtime: &mut JsRuntime,
     source: &FunctionSource,
     thread: &ThreadContext,
-) -> Option<Rc<Cell<u32>>> {
+) -> Option<Arc<isola_kv::Budget>> {
     source.kv_binding.as_ref()?;
     let store = thread.kv.clone()?;
-    let budget = Rc::new(Cell::new(kv::MAX_OPS_PER_INVOCATION));
+    let budget = Arc::new(isola_kv::Budget::default());
     let host = kv::NamespacedKv::new(store, source.name.clone(), budget.clone());
     runtime
         .op_state()

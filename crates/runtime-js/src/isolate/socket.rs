@@ -190,7 +190,8 @@ impl FunctionIsolate {
     }
 
     /// A fresh budget for one invocation or event ending at `deadline`:
-    /// CPU, wall time, memory refusals, subrequests, KV operations.
+    /// CPU, wall time, memory refusals, subrequests, KV operations and
+    /// written bytes.
     pub(super) fn reset_for(&mut self, deadline: Instant) {
         self.meter.reset(self.source.limits.cpu());
         self.meter.set_wall_deadline(Some(deadline.into_std()));
@@ -201,7 +202,7 @@ impl FunctionIsolate {
             .borrow::<FetchBudget>()
             .reset();
         if let Some(kv_budget) = &self.kv_budget {
-            kv_budget.set(kv::MAX_OPS_PER_INVOCATION);
+            kv_budget.refill();
         }
     }
 

@@ -11,6 +11,7 @@ crate::cases!(
     kv_atomic_conflict_under_concurrent_invocations_loses_no_update,
     kv_namespaces_are_per_function,
     kv_limits_are_clear_errors,
+    kv_writes_have_a_byte_budget_per_invocation,
     kv_commits_are_bounded,
     no_binding_no_kv,
 );
@@ -140,6 +141,30 @@ fn kv_limits_are_clear_errors() {
     );
     assert!(errors[3].contains("KV operation limit"), "{errors:?}");
     assert!(value["ops"].as_u64().unwrap() < 1000, "{value}");
+}
+
+fn kv_writes_have_a_byte_budget_per_invocation() {
+    let source = kv_function(
+        "kv-write-budget",
+        r#"export default async (p, { env }) => {
+            const value = "x".repeat(1000 * 1000);
+            let written = 0;
+            try { for (;;) { await env.KV.put("big", value); written++; } }
+            catch (e) { return { written, error: e.message }; }
+        }"#,
+    );
+    let mut source = (*source).clone();
+    source.limits.cpu_ms = 10_000;
+    let source = Arc::new(source);
+    let value = run(&source, json!(null));
+    // 16 MiB of keys and values: 16 puts of a million bytes, not 17.
+    assert_eq!(value["written"], 16, "{value}");
+    assert!(
+        value["error"].as_str().unwrap().contains("KV write limit"),
+        "{value}"
+    );
+    // The next invocation has a fresh budget.
+    assert_eq!(run(&source, json!(null))["written"], 16);
 }
 
 fn kv_commits_are_bounded() {
