@@ -7,7 +7,6 @@ use crate::extension::{KvFuture, KvHost, KvPage, KvWrite};
 use isola_kv::{Budget, Check, KvStore, Mutation};
 use std::sync::Arc;
 
-
 /// One function's namespace.
 pub struct NamespacedKv {
     store: Arc<dyn KvStore>,
