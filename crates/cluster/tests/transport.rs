@@ -1,0 +1,171 @@
+//! Invocations between a gateway and workers through a real nats-server
+//! (Debian's `nats-server`; CI installs it), run by the Wasm runtime.
+
+use async_trait::async_trait;
+use isola_cluster::{serve_worker, Deployments, NatsInvoker};
+use isola_core::{
+    ErrorCode, FunctionSource, HttpRequest, Invocation, InvocationInput, InvocationOutput, Invoker,
+    Outcome, RuntimeKind,
+};
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A nats-server on a free loopback port, stopped when dropped.
+struct NatsServer {
+    child: Child,
+    url: String,
+}
+
+impl NatsServer {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting nats-server (apt-get install nats-server)");
+        let url = format!("nats://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self { child, url }
+    }
+
+    async fn client(&self) -> async_nats::Client {
+        async_nats::connect(&self.url).await.unwrap()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Deployments a worker can load, by id.
+#[derive(Default)]
+struct Known(HashMap<String, Arc<FunctionSource>>);
+
+#[async_trait]
+impl Deployments for Known {
+    async fn find(&self, _function: &str, deployment: &str) -> Option<Arc<FunctionSource>> {
+        self.0.get(deployment).cloned()
+    }
+}
+
+/// A `wasi:http` component answering `text`.
+fn hello(text: &str) -> Arc<FunctionSource> {
+    let bytes = isola_runtime_wasm::fixtures::hello(text);
+    let mut source = FunctionSource::single_module("hello:v1", "hello", "");
+    source.runtime = RuntimeKind::detect(&bytes);
+    source.entry = "main.wasm".into();
+    source.files[0].path = "main.wasm".into();
+    source.files[0].code = bytes;
+    Arc::new(source)
+}
+
+/// Starts a worker that knows `functions`.
+async fn worker(server: &NatsServer, functions: &[Arc<FunctionSource>]) {
+    let known = Known(
+        functions
+            .iter()
+            .map(|f| (f.id.clone(), f.clone()))
+            .collect(),
+    );
+    let client = server.client().await;
+    let runtime: Arc<dyn Invoker> = Arc::new(isola_runtime_wasm::WasmRuntime::new().unwrap());
+    tokio::spawn(serve_worker(client.clone(), runtime, Arc::new(known)));
+    // The subscription is in place once the server has seen it.
+    client.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+fn http_get(function: &Arc<FunctionSource>, body: Vec<u8>) -> Invocation {
+    Invocation {
+        id: "inv_1".into(),
+        function: function.clone(),
+        input: InvocationInput::Http(HttpRequest {
+            method: "GET".into(),
+            url: "http://hello.example/".into(),
+            headers: vec![("host".into(), "hello.example".into())],
+            body,
+            rest: Default::default(),
+        }),
+    }
+}
+
+async fn text_of(outcome: Outcome) -> (u16, String) {
+    match outcome.result {
+        Ok(InvocationOutput::Http(response)) => {
+            let body = response.read_body(1 << 20).await.unwrap();
+            (response.status, String::from_utf8(body).unwrap())
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invocation_runs_on_a_worker_and_its_outcome_comes_back() {
+    let server = NatsServer::start().await;
+    let function = hello("hello from a worker");
+    worker(&server, std::slice::from_ref(&function)).await;
+    let gateway = NatsInvoker::new(server.client().await);
+    for _ in 0..3 {
+        let outcome = gateway.invoke(http_get(&function, Vec::new())).await;
+        assert_eq!(text_of(outcome).await, (200, "hello from a worker".into()));
+    }
+    // A JSON invocation too (a POST to the component).
+    let outcome = gateway
+        .invoke(Invocation {
+            id: "inv_2".into(),
+            function: function.clone(),
+            input: InvocationInput::Json(serde_json::json!({ "n": 1 })),
+        })
+        .await;
+    assert_eq!(text_of(outcome).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_cannot_run_elsewhere_is_refused_with_why() {
+    let server = NatsServer::start().await;
+    let function = hello("hello");
+    let gateway = NatsInvoker::new(server.client().await);
+    // No worker yet.
+    let outcome = gateway.invoke(http_get(&function, Vec::new())).await;
+    let error = outcome.result.unwrap_err();
+    assert_eq!(error.code, ErrorCode::Unavailable);
+    assert!(error.message.contains("no worker"), "{error:?}");
+    // A worker that cannot load the deployment.
+    worker(&server, &[]).await;
+    let error = gateway
+        .invoke(http_get(&function, Vec::new()))
+        .await
+        .result
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::Unavailable);
+    assert!(
+        error.message.contains("cannot load deployment"),
+        "{error:?}"
+    );
+    // A body too large for one message.
+    let error = gateway
+        .invoke(http_get(&function, vec![b'x'; 1 << 20]))
+        .await
+        .result
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::InvalidInput);
+    assert!(error.message.contains("do not cross"), "{error:?}");
+}
