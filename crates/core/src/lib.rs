@@ -8,6 +8,7 @@
 //! the same trait, so the HTTP API and the CLI never care which one answers.
 
 pub mod admission;
+pub mod clock;
 mod dispatch;
 mod error;
 mod invocation;

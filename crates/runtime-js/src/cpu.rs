@@ -27,20 +27,8 @@ const TICK: Duration = Duration::from_millis(1);
 /// How long a terminated slice may go on before it is reported as stuck.
 const STUCK_AFTER: Duration = Duration::from_secs(2);
 
-/// CPU time consumed so far by the calling thread.
-pub fn thread_cpu_time() -> Duration {
-    clock_time(libc::CLOCK_THREAD_CPUTIME_ID)
-}
-
-fn clock_time(clock: libc::clockid_t) -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer; an invalid clock leaves it zero.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
+use isola_core::clock::clock_time;
+pub use isola_core::clock::thread_cpu_time;
 
 struct Armed {
     /// When the watchdog first terminated this slice, if it has.
