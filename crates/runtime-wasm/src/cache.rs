@@ -9,8 +9,8 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use wasmtime::component::Component;
-use wasmtime::{Engine, Module};
+
+use wasmtime::Engine;
 
 /// A folder of compiled modules.
 pub struct ArtifactCache {
@@ -36,22 +36,12 @@ impl ArtifactCache {
         self.dir.join(name)
     }
 
-    /// The compiled module for `bytes`, if the cache has a usable one.
-    pub fn load(&self, engine: &Engine, bytes: &[u8]) -> Option<Module> {
-        // Read into memory, not mapped: a file changed underneath (by
-        // anything) then cannot fault the node.
-        let artifact = std::fs::read(self.path(engine, bytes)).ok()?;
-        // SAFETY: the bytes are an artifact this cache wrote whole (renamed
-        // into place) in the node's private folder; wasmtime checks that a
-        // compatible engine made them.
-        unsafe { Module::deserialize(engine, &artifact) }.ok()
-    }
-
-    /// The compiled component for `bytes`, as [`Self::load`].
-    pub fn load_component(&self, engine: &Engine, bytes: &[u8]) -> Option<Component> {
-        let artifact = std::fs::read(self.path(engine, bytes)).ok()?;
-        // SAFETY: as in `load`.
-        unsafe { Component::deserialize(engine, &artifact) }.ok()
+    /// The artifact kept for `bytes`, if any: written whole (renamed into
+    /// place) by this cache in the node's private folder, and read into
+    /// memory, not mapped, so that a file changed underneath cannot fault
+    /// the node. wasmtime checks on loading that a compatible engine made it.
+    pub fn read(&self, engine: &Engine, bytes: &[u8]) -> Option<Vec<u8>> {
+        std::fs::read(self.path(engine, bytes)).ok()
     }
 
     /// Keeps the artifact of `bytes` (a module's or a component's

@@ -269,19 +269,8 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Validates and compiles `bytes`, and links them against WASI
-    /// preview 1 (an import of anything else is refused now).
-    pub fn compile(engine: &WasmEngine, bytes: &[u8]) -> Result<Self, FunctionError> {
-        let module = Module::new(&engine.engine, bytes).map_err(|e| {
-            FunctionError::new(
-                ErrorCode::InvalidFunction,
-                format!("invalid WebAssembly module: {e:#}"),
-            )
-        })?;
-        Self::link(engine, module)
-    }
-
-    /// Links a compiled module against WASI (see [`Self::compile`]).
+    /// Links a compiled module against WASI preview 1 (an import of
+    /// anything else is refused now).
     pub fn link(engine: &WasmEngine, module: Module) -> Result<Self, FunctionError> {
         if module.get_export("_start").is_none() {
             return Err(FunctionError::new(
@@ -301,11 +290,6 @@ impl Prepared {
             )
         })?;
         Ok(Self { pre })
-    }
-
-    /// The compiled module.
-    pub fn module(&self) -> &Module {
-        self.pre.module()
     }
 }
 
@@ -347,7 +331,6 @@ pub async fn run(
     input: &InvocationInput,
     meter: Arc<Meter>,
 ) -> Outcome {
-    let _running = engine.running();
     let (mut wasi, capture) = wasi_for(function, stdin, meter);
     let state = State {
         wasi: wasi.build_p1(),

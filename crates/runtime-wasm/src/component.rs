@@ -99,19 +99,9 @@ pub enum PreparedComponent {
 }
 
 impl PreparedComponent {
-    /// Validates and compiles `bytes`; refuses a component that is neither
-    /// a command nor an HTTP handler, or imports anything but WASI 0.2.
-    pub fn compile(engine: &WasmEngine, bytes: &[u8]) -> Result<Self, FunctionError> {
-        let component = Component::new(&engine.engine, bytes).map_err(|e| {
-            FunctionError::new(
-                ErrorCode::InvalidFunction,
-                format!("invalid WebAssembly component: {e:#}"),
-            )
-        })?;
-        Self::link(engine, component)
-    }
-
-    /// Links a compiled component (see [`Self::compile`]).
+    /// Links a compiled component; refuses one that is neither a command
+    /// nor an HTTP handler, or imports anything but WASI 0.2, `wasi:http`
+    /// and `isola:kv`.
     pub fn link(engine: &WasmEngine, component: Component) -> Result<Self, FunctionError> {
         let mut linker: Linker<State> = Linker::new(&engine.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
@@ -139,14 +129,6 @@ impl PreparedComponent {
         })?;
         Ok(Self::Command(command))
     }
-
-    /// The compiled component.
-    pub fn component(&self) -> &Component {
-        match self {
-            Self::Command(pre) => pre.instance_pre().component(),
-            Self::Http(pre) => pre.instance_pre().component(),
-        }
-    }
 }
 
 /// Runs a command component once, in a fresh instance.
@@ -159,7 +141,6 @@ pub async fn run_command(
     meter: Arc<Meter>,
     kv: Option<&Arc<dyn KvStore>>,
 ) -> Outcome {
-    let _running = engine.running();
     let (mut wasi, capture) = wasi_for(function, stdin, meter);
     let state = State::new(wasi.build(), function, kv);
     let mut store = crate::command::new_store(engine, function, state, &capture);

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-/// How often the engine's epoch advances while commands run: a store's
-/// CPU deadline is counted in these.
+/// How often the engine's epoch advances while Wasm runs: at each tick a
+/// store checks its run's CPU and wall time (`crate::meter`).
 pub const TICK: Duration = Duration::from_millis(1);
 
 /// Ticks the ticker goes on for after the last run ends, so that a busy
@@ -32,7 +32,8 @@ pub struct WasmEngine {
     activity: Arc<Activity>,
 }
 
-/// Held while a command runs: the epoch advances only then.
+/// Held while a run goes on: the epoch advances only then (and a little
+/// after).
 pub struct Running(Arc<Activity>);
 
 impl Drop for Running {
@@ -63,7 +64,7 @@ impl WasmEngine {
         Ok(Self { engine, activity })
     }
 
-    /// Marks a command running until the guard drops.
+    /// Marks a run going on until the guard drops.
     pub fn running(&self) -> Running {
         if self.activity.running.fetch_add(1, Ordering::SeqCst) == 0
             && *self.activity.asleep.lock().unwrap()
@@ -71,11 +72,6 @@ impl WasmEngine {
             self.activity.wake.notify_one();
         }
         Running(self.activity.clone())
-    }
-
-    /// Ticks in `duration`, at least one.
-    pub fn ticks(duration: Duration) -> u64 {
-        (duration.as_micros() / TICK.as_micros()).max(1) as u64
     }
 }
 

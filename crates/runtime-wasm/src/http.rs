@@ -42,7 +42,6 @@ pub async fn serve(
     kv: Option<&Arc<dyn isola_kv::KvStore>>,
     reply: &Reply,
 ) {
-    let _running = engine.running();
     let (mut wasi, capture) = wasi_for(function, Vec::new(), meter);
     let state = State::new(wasi.build(), function, kv);
     let usage = state.limiter.usage();

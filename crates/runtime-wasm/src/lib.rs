@@ -186,59 +186,91 @@ impl WasmRuntime {
     }
 }
 
-impl Compiler {
-    /// Compiles `bytes`, or loads them compiled from the cache.
-    fn compile(&self, bytes: &[u8]) -> Result<command::Prepared, FunctionError> {
-        let engine = &self.engine.engine;
-        if let Some(module) = self.artifacts.as_ref().and_then(|c| c.load(engine, bytes)) {
-            return command::Prepared::link(&self.engine, module);
-        }
-        let prepared = match &self.process {
-            Some(process) => {
-                let artifact = process.compile(bytes)?;
-                // SAFETY: the artifact is what this binary's compiler child
-                // made for this engine's settings.
-                let module = unsafe { wasmtime::Module::deserialize(engine, &artifact) }
-                    .map_err(|e| command::internal("loading a compiled module", e))?;
-                command::Prepared::link(&self.engine, module)?
-            }
-            None => command::Prepared::compile(&self.engine, bytes)?,
+/// Compiled code, before it is linked.
+enum Compiled {
+    Module(wasmtime::Module),
+    Component(wasmtime::component::Component),
+}
+
+impl Compiled {
+    /// Validates and compiles `bytes` here, as a component or a module.
+    fn compile(
+        engine: &wasmtime::Engine,
+        component: bool,
+        bytes: &[u8],
+    ) -> Result<Self, FunctionError> {
+        let compiled = if component {
+            wasmtime::component::Component::new(engine, bytes).map(Self::Component)
+        } else {
+            wasmtime::Module::new(engine, bytes).map(Self::Module)
         };
-        self.compiled
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Some(cache) = &self.artifacts {
-            cache.store(engine, bytes, prepared.module().serialize());
-        }
-        Ok(prepared)
+        compiled.map_err(|e| {
+            let what = if component { "component" } else { "module" };
+            FunctionError::new(
+                ErrorCode::InvalidFunction,
+                format!("invalid WebAssembly {what}: {e:#}"),
+            )
+        })
     }
 
-    /// Compiles a component, or loads it compiled from the cache.
-    fn compile_component(&self, bytes: &[u8]) -> Result<PreparedComponent, FunctionError> {
-        let engine = &self.engine.engine;
-        let cached = self
-            .artifacts
-            .as_ref()
-            .and_then(|c| c.load_component(engine, bytes));
-        if let Some(compiled) = cached {
-            return PreparedComponent::link(&self.engine, compiled);
+    /// Loads an artifact.
+    ///
+    /// # Safety
+    /// `artifact` must be what `serialize` (or a compiler child of this
+    /// binary) made; wasmtime checks that a compatible engine made it.
+    unsafe fn deserialize(
+        engine: &wasmtime::Engine,
+        component: bool,
+        artifact: &[u8],
+    ) -> wasmtime::Result<Self> {
+        // SAFETY: as the caller promised.
+        unsafe {
+            if component {
+                wasmtime::component::Component::deserialize(engine, artifact).map(Self::Component)
+            } else {
+                wasmtime::Module::deserialize(engine, artifact).map(Self::Module)
+            }
         }
-        let prepared = match &self.process {
+    }
+
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        match self {
+            Self::Module(module) => module.serialize(),
+            Self::Component(component) => component.serialize(),
+        }
+    }
+}
+
+impl Compiler {
+    /// The compiled code of `bytes`: from the cache, or compiled (in a
+    /// child process when the node has one) and then kept in the cache.
+    fn compiled(&self, component: bool, bytes: &[u8]) -> Result<Compiled, FunctionError> {
+        let engine = &self.engine.engine;
+        if let Some(artifact) = self.artifacts.as_ref().and_then(|c| c.read(engine, bytes)) {
+            // SAFETY: the cache keeps only artifacts it was given below.
+            // One that does not load is compiled again.
+            if let Ok(compiled) = unsafe { Compiled::deserialize(engine, component, &artifact) } {
+                return Ok(compiled);
+            }
+        }
+        let (compiled, artifact) = match &self.process {
             Some(process) => {
                 let artifact = process.compile(bytes)?;
-                // SAFETY: as for modules, above.
-                let component =
-                    unsafe { wasmtime::component::Component::deserialize(engine, &artifact) }
-                        .map_err(|e| command::internal("loading a compiled component", e))?;
-                PreparedComponent::link(&self.engine, component)?
+                // SAFETY: this binary's compiler child made it for this
+                // engine's settings.
+                let compiled = unsafe { Compiled::deserialize(engine, component, &artifact) }
+                    .map_err(|e| command::internal("loading compiled WebAssembly", e))?;
+                (compiled, Some(artifact))
             }
-            None => PreparedComponent::compile(&self.engine, bytes)?,
+            None => (Compiled::compile(engine, component, bytes)?, None),
         };
         self.compiled
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(cache) = &self.artifacts {
-            cache.store(engine, bytes, prepared.component().serialize());
+            let artifact = artifact.map_or_else(|| compiled.serialize(), Ok);
+            cache.store(engine, bytes, artifact);
         }
-        Ok(prepared)
+        Ok(compiled)
     }
 
     /// The function's compiled module or component, compiled now if need be.
@@ -249,9 +281,14 @@ impl Compiler {
         let bytes = function.file_bytes(&function.entry).ok_or_else(|| {
             FunctionError::new(ErrorCode::InvalidFunction, "the entry file is missing")
         })?;
-        let prepared = Arc::new(match function.runtime {
-            RuntimeKind::WasmComponent => Prepared::Component(self.compile_component(bytes)?),
-            _ => Prepared::Module(self.compile(bytes)?),
+        let component = function.runtime == RuntimeKind::WasmComponent;
+        let prepared = Arc::new(match self.compiled(component, bytes)? {
+            Compiled::Module(module) => {
+                Prepared::Module(command::Prepared::link(&self.engine, module)?)
+            }
+            Compiled::Component(component) => {
+                Prepared::Component(PreparedComponent::link(&self.engine, component)?)
+            }
         });
         self.prepared
             .lock()
@@ -297,8 +334,10 @@ impl WasmRuntime {
             task::Placement::Inline
         };
         task::run(placement, timeout, meter, move |reply| async move {
-            // The turn ends with the run, not with the caller's wait.
+            // The turn ends with the run, not with the caller's wait; the
+            // epoch ticks while it goes on.
             let _turn = turn;
+            let _running = engine.running();
             let outcome = match &*prepared {
                 Prepared::Module(module) => {
                     command::run(&engine, module, &function, stdin, &input, metered).await
