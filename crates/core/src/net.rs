@@ -63,11 +63,15 @@ pub struct NetRules {
 impl NetRules {
     /// The node's deny list ([`DENIED_NETWORKS`]), less the `allowed` ranges.
     pub fn with_allowed(allowed: &[IpNet]) -> Self {
-        Self {
-            denied: DENIED_NETWORKS
+        static DENIED: std::sync::OnceLock<Vec<IpNet>> = std::sync::OnceLock::new();
+        let denied = DENIED.get_or_init(|| {
+            DENIED_NETWORKS
                 .iter()
                 .map(|cidr| cidr.parse().expect("the deny list holds valid CIDRs"))
-                .collect(),
+                .collect()
+        });
+        Self {
+            denied: denied.clone(),
             allowed: allowed.to_vec(),
         }
     }
