@@ -5,22 +5,27 @@
 
 use crate::server::Server;
 
-/// Runs `isola ARGS` against the server; it must succeed.
-fn deploy(server: &Server, args: &[&str]) {
-    let deployed = server.cli(args, "");
+/// Writes `bytes` to `<function>.wasm` in `dir` and deploys it as
+/// `function` with the CLI (and `extra` flags); its deployment must say
+/// `runtime`. The file's path.
+fn deploy_file(
+    server: &Server,
+    dir: &std::path::Path,
+    bytes: Vec<u8>,
+    (function, runtime): (&str, &str),
+    extra: &[&str],
+) -> std::path::PathBuf {
+    let file = dir.join(format!("{function}.wasm"));
+    std::fs::write(&file, bytes).unwrap();
+    let path = file.to_str().unwrap();
+    let deployed = server.cli(
+        &[&["deploy", path, "--function", function][..], extra].concat(),
+        "",
+    );
     assert!(
         deployed.status.success(),
         "{}",
         String::from_utf8_lossy(&deployed.stderr)
-    );
-}
-
-/// Deploys `file` as `function` with the CLI; its deployment must say
-/// `runtime`.
-fn deploy_file(server: &Server, file: &std::path::Path, function: &str, runtime: &str) {
-    deploy(
-        server,
-        &["deploy", file.to_str().unwrap(), "--function", function],
     );
     let info = server
         .api(
@@ -32,6 +37,7 @@ fn deploy_file(server: &Server, file: &std::path::Path, function: &str, runtime:
         .json::<Vec<serde_json::Value>>()
         .unwrap();
     assert_eq!(info[0]["runtime"], runtime, "{info:?}");
+    file
 }
 
 /// The smallest valid core module: the magic and version 1 (not a command).
@@ -91,9 +97,8 @@ fn files_are_bytes_and_deployments_name_their_runtime() {
 fn a_wasi_command_answers_json_and_http_through_serve_and_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let file = dir.path().join("echo.wasm");
-    std::fs::write(&file, wat::parse_str(crate::WASI_ECHO).unwrap()).unwrap();
-    deploy_file(&server, &file, "echo", "wasm_module");
+    let echo = wat::parse_str(crate::WASI_ECHO).unwrap();
+    let file = deploy_file(&server, dir.path(), echo, ("echo", "wasm_module"), &[]);
     // JSON in, JSON out.
     let answer: serde_json::Value = server
         .api(reqwest::Method::POST, "/v1/functions/echo/invoke")
@@ -129,13 +134,8 @@ fn a_wasi_command_answers_json_and_http_through_serve_and_the_cli() {
 fn a_wasi_http_component_serves_its_routes_through_serve() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let file = dir.path().join("hello.wasm");
-    std::fs::write(
-        &file,
-        isola_runtime_wasm::fixtures::hello("hello from a component"),
-    )
-    .unwrap();
-    deploy_file(&server, &file, "hello", "wasm_component");
+    let hello = isola_runtime_wasm::fixtures::hello("hello from a component");
+    deploy_file(&server, dir.path(), hello, ("hello", "wasm_component"), &[]);
     for path in ["/fn/hello/", "/fn/hello/any/path?q=1"] {
         let answer = server
             .http()
@@ -204,19 +204,9 @@ fn compiling_is_bounded_by_the_nodes_limits() {
 fn a_component_uses_its_functions_kv_namespace_through_serve() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let file = dir.path().join("kv.wasm");
-    std::fs::write(&file, isola_runtime_wasm::fixtures::kv_roundtrip()).unwrap();
-    deploy(
-        &server,
-        &[
-            "deploy",
-            file.to_str().unwrap(),
-            "--function",
-            "counter",
-            "--kv",
-            "KV",
-        ],
-    );
+    let kv = isola_runtime_wasm::fixtures::kv_roundtrip();
+    let runs_as = ("counter", "wasm_component");
+    deploy_file(&server, dir.path(), kv, runs_as, &["--kv", "KV"]);
     let answer = server
         .http()
         .get(format!("{}/fn/counter/", server.url))
