@@ -207,17 +207,34 @@ impl HttpResponse {
     /// The whole body: `body`, then every streamed chunk, at most `limit`
     /// bytes.
     pub async fn read_body(&self, limit: usize) -> Result<Vec<u8>, String> {
-        let mut body = self.body.clone();
-        if let Some(mut rest) = self.rest.take() {
-            while let Some(chunk) = rest.recv().await {
-                body.extend_from_slice(&chunk?);
-                if body.len() > limit {
-                    return Err(format!("the response body is larger than {limit} bytes"));
-                }
+        read_whole(&self.body, &self.rest, limit, "response").await
+    }
+}
+
+impl HttpRequest {
+    /// The whole body, as [`HttpResponse::read_body`].
+    pub async fn read_body(&self, limit: usize) -> Result<Vec<u8>, String> {
+        read_whole(&self.body, &self.rest, limit, "request").await
+    }
+}
+
+/// `first`, then every chunk `rest` streams, at most `limit` bytes.
+async fn read_whole(
+    first: &[u8],
+    rest: &BodyStream,
+    limit: usize,
+    what: &str,
+) -> Result<Vec<u8>, String> {
+    let mut body = first.to_vec();
+    if let Some(mut rest) = rest.take() {
+        while let Some(chunk) = rest.recv().await {
+            body.extend_from_slice(&chunk?);
+            if body.len() > limit {
+                return Err(format!("the {what} body is larger than {limit} bytes"));
             }
         }
-        Ok(body)
     }
+    Ok(body)
 }
 
 /// The input of an invocation: a JSON payload or an HTTP request.

@@ -302,23 +302,10 @@ pub(crate) fn internal(context: &str, error: impl std::fmt::Display) -> Function
 pub async fn stdin_of(input: &InvocationInput) -> Result<Vec<u8>, FunctionError> {
     match input {
         InvocationInput::Json(payload) => Ok(serde_json::to_vec(payload).unwrap_or_default()),
-        InvocationInput::Http(request) => {
-            let mut body = request.body.clone();
-            if let Some(mut rest) = request.rest.take() {
-                while let Some(chunk) = rest.recv().await {
-                    let chunk =
-                        chunk.map_err(|e| FunctionError::new(ErrorCode::InvalidInput, e))?;
-                    body.extend_from_slice(&chunk);
-                    if body.len() > MAX_STDIN {
-                        return Err(FunctionError::new(
-                            ErrorCode::InvalidInput,
-                            format!("the request body is larger than {MAX_STDIN} bytes"),
-                        ));
-                    }
-                }
-            }
-            Ok(body)
-        }
+        InvocationInput::Http(request) => request
+            .read_body(MAX_STDIN)
+            .await
+            .map_err(|e| FunctionError::new(ErrorCode::InvalidInput, e)),
     }
 }
 
