@@ -434,7 +434,7 @@ function meterSubtleCrypto(SubtleCrypto) {
 }
 meterSubtleCrypto(cryptoMod.SubtleCrypto);
 
-const { Request, fromInnerRequest, newInnerRequest } = request;
+const { Request, fromInnerRequest } = request;
 const { InnerBody } = bodyMod;
 const { Response, toInnerResponse } = response;
 const { ReadableStream } = streams;
@@ -657,20 +657,32 @@ class KvNamespace {
 
 // 7. The host object: how Rust drives a function. Kept off `globalThis`
 //    once `init` has run.
+/**
+ * An invocation's context (`ctx`): its own fields, and methods on one
+ * prototype rather than closures made anew per request.
+ */
+class InvocationContext {
+  constructor(invocationId, functionName, env) {
+    this.env = env;
+    this.invocationId = invocationId;
+    this.functionName = functionName;
+    ObjectFreeze(this);
+  }
+
+  // What it waits for runs on after the response: the worker drives the
+  // event loop until it is idle (or the deadline passes).
+  waitUntil(promise) {
+    PromisePrototypeThen(PromiseResolve(promise), noop, (e) => {
+      op_isola_log(3, `waitUntil promise rejected: ${userStack(e)}`);
+    });
+  }
+
+  passThroughOnException() {}
+}
+ObjectFreeze(InvocationContext.prototype);
+
 function makeContext(invocationId, functionName, env) {
-  return ObjectFreeze({
-    env,
-    invocationId,
-    functionName,
-    // What it waits for runs on after the response: the worker drives the
-    // event loop until it is idle (or the deadline passes).
-    waitUntil(promise) {
-      PromisePrototypeThen(PromiseResolve(promise), noop, (e) => {
-        op_isola_log(3, `waitUntil promise rejected: ${userStack(e)}`);
-      });
-    },
-    passThroughOnException: noop,
-  });
+  return new InvocationContext(invocationId, functionName, env);
 }
 
 /** A request body the host streams in while the function runs. */
@@ -721,6 +733,54 @@ async function pumpBody(stream, sinkId) {
  * it: from the parts, with its URL and headers taken as they are (the host
  * made them) and its headers immutable, as in Workers and Deno.
  */
+/**
+ * The inner request of an incoming request: the fields deno_fetch's
+ * `newInnerRequest` gives, but from one class, so that making one is a
+ * plain allocation (an object literal with accessors defines them anew on
+ * every request).
+ */
+class IncomingInner {
+  constructor(method, url, headerList, body) {
+    this.methodInner = method;
+    this.headerListInner = headerList;
+    this.body = body;
+    this.redirectMode = "follow";
+    this.redirectCount = 0;
+    this.urlList = [() => url];
+    this.urlListProcessed = [url];
+    this.clientRid = null;
+    this.blobUrlEntry = null;
+  }
+
+  get method() {
+    return this.methodInner;
+  }
+
+  set method(value) {
+    this.methodInner = value;
+  }
+
+  get headerList() {
+    return this.headerListInner;
+  }
+
+  set headerList(value) {
+    this.headerListInner = value;
+  }
+
+  url() {
+    return this.urlListProcessed[0];
+  }
+
+  currentUrl() {
+    const last = this.urlList.length - 1;
+    if (this.urlListProcessed[last] === undefined) {
+      this.urlListProcessed[last] = this.urlList[last]();
+    }
+    return this.urlListProcessed[last];
+  }
+}
+
 function incomingRequest(method, url, headerList, body) {
   let innerBody = null;
   if (body !== null && method !== "GET" && method !== "HEAD") {
@@ -732,8 +792,7 @@ function incomingRequest(method, url, headerList, body) {
       innerBody.length = TypedArrayPrototypeGetByteLength(body);
     }
   }
-  const inner = newInnerRequest(method, url, () => headerList, innerBody, false);
-  return fromInnerRequest(inner, "immutable");
+  return fromInnerRequest(new IncomingInner(method, url, headerList, innerBody), "immutable");
 }
 
 const host = {

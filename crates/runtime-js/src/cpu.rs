@@ -9,6 +9,18 @@
 //! clock, so it is never charged. A [`CpuMeter`] adds up the slices of one
 //! invocation.
 //!
+//! Reading a thread's CPU clock is a system call (about a microsecond
+//! here, a tenth of a trivial request's whole cost), so a slice does not
+//! read it up front. It notes the wall-clock time instead; the watchdog,
+//! the first time it sees the slice armed, reads the thread's clock and
+//! takes as the slice's start that reading less all the wall time since
+//! the slice began (as if the thread had run throughout). A slice the
+//! watchdog never saw (shorter than its tick, nearly all of them) is
+//! charged its wall time, which CPU time cannot exceed; a longer one is
+//! charged its CPU time since that start, read once at its end. Either way
+//! a slice is never charged less than it ran, and at most about a tick
+//! more (more only while the watchdog thread itself cannot run).
+//!
 //! The same watchdog enforces the invocation's wall-clock deadline while its
 //! isolate runs: a thread blocked inside JavaScript (or inside an op it
 //! called) cannot run the timer that would otherwise end the invocation, so
@@ -35,7 +47,14 @@ struct Armed {
     terminated: Option<Instant>,
     /// Whether a slice that outlived its termination was reported.
     reported: bool,
-    deadline: Duration,
+    /// When the slice began, on the wall clock.
+    began: Instant,
+    /// CPU time the slice may use.
+    budget: Duration,
+    /// The thread's CPU clock at the slice's start, as the watchdog
+    /// estimated it when it first saw the slice (never later than the
+    /// true start); `None` until then.
+    cpu_start: Option<Duration>,
     wall_deadline: Option<Instant>,
     target: Arc<Target>,
 }
@@ -64,14 +83,22 @@ pub struct CpuSlot {
 }
 
 impl CpuSlot {
-    /// Arms the slot: terminate `handle` once this thread's CPU clock passes
-    /// `deadline` or the wall clock passes `wall_deadline`, and say which in
-    /// `fired`.
-    fn arm(&self, deadline: Duration, wall_deadline: Option<Instant>, target: Arc<Target>) {
+    /// Arms the slot for a slice that began at `began`: terminate `handle`
+    /// once this thread has spent `budget` of CPU time since then or the
+    /// wall clock passes `wall_deadline`, and say which in `fired`.
+    fn arm(
+        &self,
+        began: Instant,
+        budget: Duration,
+        wall_deadline: Option<Instant>,
+        target: Arc<Target>,
+    ) {
         *self.armed.lock().unwrap() = Some(Armed {
             terminated: None,
             reported: false,
-            deadline,
+            began,
+            budget,
+            cpu_start: None,
             wall_deadline,
             target,
         });
@@ -79,9 +106,10 @@ impl CpuSlot {
     }
 
     /// Disarms the slot. After it returns, the watchdog will not terminate
-    /// the isolate for this slice any more.
-    fn disarm(&self) {
-        self.armed.lock().unwrap().take();
+    /// the isolate for this slice any more. Returns the slice's start on
+    /// the CPU clock, if the watchdog saw the slice.
+    fn disarm(&self) -> Option<Duration> {
+        self.armed.lock().unwrap().take().and_then(|a| a.cpu_start)
     }
 
     fn is_armed(&self) -> bool {
@@ -94,8 +122,13 @@ impl CpuSlot {
             return false;
         };
         let memory = current.target.memory.as_ref().is_some_and(|m| m.exceeded());
-        let cpu = clock_time(self.clock) >= current.deadline;
-        let wall = current.wall_deadline.is_some_and(|d| Instant::now() >= d);
+        let (cpu_now, now) = (clock_time(self.clock), Instant::now());
+        let began = current.began;
+        let start = *current
+            .cpu_start
+            .get_or_insert_with(|| cpu_now.saturating_sub(now.saturating_duration_since(began)));
+        let cpu = cpu_now.saturating_sub(start) >= current.budget;
+        let wall = current.wall_deadline.is_some_and(|d| now >= d);
         if memory || cpu || wall {
             if current.terminated.is_none() {
                 // The first limit broken names the error (the memory
@@ -312,13 +345,18 @@ impl CpuMeter {
         if !offloaded.is_zero() {
             self.charge(offloaded);
         }
-        let start = thread_cpu_time();
+        let began = Instant::now();
         let remaining = self.limit.saturating_sub(self.used);
         self.slot
-            .arm(start + remaining, self.wall_deadline, self.target.clone());
+            .arm(began, remaining, self.wall_deadline, self.target.clone());
         let out = f();
-        self.slot.disarm();
-        self.used += thread_cpu_time().saturating_sub(start);
+        let cpu_start = self.slot.disarm();
+        let wall = began.elapsed();
+        // CPU time cannot exceed wall time: a slice the watchdog never saw
+        // is charged its wall time, without a read of the CPU clock.
+        self.used += cpu_start.map_or(wall, |start| {
+            thread_cpu_time().saturating_sub(start).min(wall)
+        });
         if self.used > self.limit {
             // Past the limit between two watchdog ticks: treat it as fired.
             self.target.fired.cpu.store(true, Ordering::SeqCst);

@@ -19,6 +19,7 @@ crate::cases!(
     unhandled_rejection_is_logged_without_failing,
     waiting_past_the_wall_limit_times_out,
     waiting_is_not_charged_as_cpu,
+    cpu_charged_is_what_ran_within_the_wall_time,
     invalid_limits_are_refused,
 );
 
@@ -201,6 +202,29 @@ fn waiting_past_the_wall_limit_times_out() {
     let stuck = function("export default () => new Promise(() => {})");
     assert_fails(&stuck, ErrorCode::UncaughtException);
     assert_node_healthy();
+}
+
+/// A slice is charged at least the CPU it used and never more than its
+/// wall time: short slices (charged their wall time) and a long one (its
+/// CPU clock, read once at its end) alike.
+fn cpu_charged_is_what_ran_within_the_wall_time() {
+    let limits = Limits {
+        cpu_ms: 2_000,
+        ..Limits::default()
+    };
+    let spin = function_with(
+        "export default (p) => { const end = Date.now() + p.ms; let n = 0; while (Date.now() < end) n++; return n >= 0 }",
+        limits,
+    );
+    for ms in [0, 40] {
+        let outcome = invoke(&spin, json!({ "ms": ms }));
+        assert_eq!(json(&outcome), json!(true));
+        let metrics = outcome.metrics;
+        assert!(metrics.cpu_us <= metrics.duration_us, "{metrics:?}");
+        // Spinning on the clock is CPU time, less what the machine took
+        // from the thread meanwhile.
+        assert!(metrics.cpu_us >= ms * 1000 / 2, "{ms} ms: {metrics:?}");
+    }
 }
 
 fn waiting_is_not_charged_as_cpu() {

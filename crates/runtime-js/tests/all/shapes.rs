@@ -12,6 +12,7 @@ crate::cases!(
     context_has_env_and_invocation_id,
     fetch_handler_gets_the_request_and_returns_the_response,
     fetch_handler_invoked_with_json_gets_a_post,
+    incoming_requests_and_contexts_behave_as_in_workers,
     fetch_handler_must_return_a_response,
     console_output_is_captured_with_levels,
     non_json_result_is_invalid_output,
@@ -118,6 +119,64 @@ fn fetch_handler_gets_the_request_and_returns_the_response() {
     assert_eq!(
         body,
         json!({ "method": "PUT", "path": "/items/7", "q": "search", "h": "abc", "body": "payload bytes" })
+    );
+}
+
+/// The incoming `Request` (built from the host's own inner request) and
+/// `ctx` behave as the Fetch standard and Workers say: cloned, copied into
+/// a new `Request`, re-targeted, headers immutable; `ctx` frozen, its
+/// methods usable detached.
+fn incoming_requests_and_contexts_behave_as_in_workers() {
+    let source = function(
+        r#"export default {
+            async fetch(request, env, ctx) {
+                const copy = new Request(request, { method: "POST", body: "changed" });
+                const moved = new Request("http://elsewhere.test/x", { method: request.method, headers: request.headers });
+                const clone = request.clone();
+                let immutable = false;
+                try { request.headers.set("x-test", "no"); } catch { immutable = true; }
+                const { waitUntil } = ctx;
+                waitUntil(Promise.resolve(1));
+                ctx.waitUntil(Promise.reject(new Error("ignored")));
+                ctx.passThroughOnException();
+                let frozen = Object.isFrozen(ctx);
+                try { ctx.invocationId = "forged"; } catch {}
+                return Response.json({
+                    method: request.method, url: request.url, redirect: request.redirect,
+                    h: request.headers.get("x-test"), immutable,
+                    copy: [copy.method, copy.url, await copy.text(), copy.headers.get("x-test")],
+                    moved: [moved.method, moved.url, moved.headers.get("x-test")],
+                    clone: [clone.method, clone.url, await clone.text()],
+                    body: await request.text(),
+                    frozen, id: ctx.invocationId,
+                });
+            }
+        }"#,
+    );
+    let outcome = invoke_http(
+        &source,
+        HttpRequest {
+            method: "PUT".into(),
+            url: "http://example.test/items/7?q=1".into(),
+            headers: vec![("x-test".into(), "abc".into())],
+            body: b"original".to_vec(),
+            rest: Default::default(),
+        },
+    );
+    let Ok(InvocationOutput::Http(response)) = outcome.result else {
+        panic!("expected a response, got {:?}", outcome.result);
+    };
+    let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+    let url = "http://example.test/items/7?q=1";
+    assert_eq!(
+        body,
+        json!({
+            "method": "PUT", "url": url, "redirect": "follow", "h": "abc", "immutable": true,
+            "copy": ["POST", url, "changed", "abc"],
+            "moved": ["PUT", "http://elsewhere.test/x", "abc"],
+            "clone": ["PUT", url, "original"],
+            "body": "original", "frozen": true, "id": "test",
+        })
     );
 }
 
