@@ -130,7 +130,10 @@ pub async fn to_invocation_input(
         return Err(ApiError::too_large(limit));
     }
     let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
-    let (body, rest) = if chunked || declared.is_some_and(|length| length > STREAM_FROM) {
+    let (body, rest) = if http_body::Body::is_end_stream(&body) {
+        // Nothing to read (a GET): no read, and no timer set for one.
+        (Vec::new(), BodyStream::default())
+    } else if chunked || declared.is_some_and(|length| length > STREAM_FROM) {
         (Vec::new(), stream_request_body(body, limit))
     } else {
         (
