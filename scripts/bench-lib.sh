@@ -20,7 +20,19 @@ cleanup() {
 trap cleanup EXIT
 
 # start NAME COMMAND...: runs COMMAND in the background, its output in $work/NAME.log.
-start() { local log="$work/$1.log"; shift; "$@" >"$log" 2>&1 & pids+=($!); }
+declare -A pid_of
+start() { local log="$work/$1.log" name="$1"; shift; "$@" >"$log" 2>&1 & pids+=($!); pid_of[$name]=$!; }
+
+# cpu_ticks PID: user + system clock ticks of PID and all its descendants
+# (a peer started through a wrapper script runs in a child).
+cpu_ticks() {
+  local pid="$1" total=0 child
+  [ -r "/proc/$pid/stat" ] && total=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat")
+  for child in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
+    total=$((total + $(cpu_ticks "$child")))
+  done
+  echo "$total"
+}
 
 # stop_from N: stops the processes started after the first N (5 s each at most,
 # then killed outright) and forgets them.
@@ -57,15 +69,23 @@ load() {
 
 # wrk_row NAME URL PAYLOAD TOKEN DURATION CONNECTIONS: one line of requests/s,
 # latency and errors; keeps requests/s and p99 in rps[NAME] and p99[NAME].
+# The CPU column: the server's own CPU time (user + system, all its threads
+# and child processes) per request served during the run, in microseconds;
+# SERVER_PID names the process ("?" without one).
 declare -A rps p99
 wrk_row() {
-  local out
+  local out before after cpu="?"
+  before="$([ -z "${SERVER_PID:-}" ] || cpu_ticks "$SERVER_PID")"
   out="$(load "$2" "$3" "$4" -c"$6" -d"$5s" --latency)"
+  after="$([ -z "${SERVER_PID:-}" ] || cpu_ticks "$SERVER_PID")"
   rps[$1]="$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
   p99[$1]="$(awk '$1=="99%" {print $2}' <<<"$out")"
-  printf "%-8s %12s %10s %10s %10s %8s  %s\n" "$1" "${rps[$1]}" \
+  if [ -n "${SERVER_PID:-}" ]; then
+    cpu="$(awk -v t="$((after - before))" -v hz="$(getconf CLK_TCK)" '/requests in/ { if ($1 > 0) printf "%.1f", t / hz * 1e6 / $1 }' <<<"$out")"
+  fi
+  printf "%-8s %12s %10s %10s %10s %8s %10s  %s\n" "$1" "${rps[$1]}" \
     "$(awk '$1=="50%" {print $2}' <<<"$out")" "$(awk '$1=="90%" {print $2}' <<<"$out")" "${p99[$1]}" \
-    "$(awk '/Non-2xx/ {print $NF}' <<<"$out" | grep . || echo 0)" \
+    "$(awk '/Non-2xx/ {print $NF}' <<<"$out" | grep . || echo 0)" "$cpu" \
     "$(sed -n 's/.*Socket errors: //p' <<<"$out" | grep . || echo none)"
 }
 
@@ -94,10 +114,10 @@ compare() {
     names+=("$name")
   done
   echo "wrk -t2 -c$connections -d${duration}s, $(nproc) cores"
-  printf "%-8s %12s %10s %10s %10s %8s  %s\n" peer "requests/s" p50 p90 p99 non-2xx "socket errors"
+  printf "%-8s %12s %10s %10s %10s %8s %10s  %s\n" peer "requests/s" p50 p90 p99 non-2xx "cpu us/req" "socket errors"
   for target in "${targets[@]}"; do
     read -r name url token <<<"$target"
-    wrk_row "$name" "$url" "$payload" "$token" "$duration" "$connections"
+    SERVER_PID="${pid_of[${name%%-*}]:-}" wrk_row "$name" "$url" "$payload" "$token" "$duration" "$connections"
   done
   ratios "${names[@]}"
 }

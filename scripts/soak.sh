@@ -24,7 +24,8 @@ rss() { awk '/VmRSS/ {print int($2 / 1024) " MiB"}' "/proc/$server/status"; }
 head -c $((1 << 20)) /dev/zero >"$work/upload.bin"
 wrk -t2 -c"$connections" -d3s http://127.0.0.1:$port/fn/hello/ >/dev/null
 echo "soak: ${seconds}s, wrk -t2 -c$connections, $(nproc) cores"
-printf "%-14s %12s %10s %10s %10s\n" phase "requests/s" p50 p90 p99
+printf "%-14s %12s %10s %10s %10s %8s %10s\n" phase "requests/s" p50 p90 p99 non-2xx "cpu us/req"
+export SERVER_PID="$server"
 wrk_row quiet http://127.0.0.1:$port/fn/hello/ "" "" 10 "$connections"
 baseline="$(rss)"
 
