@@ -729,11 +729,6 @@ async function pumpBody(stream, sinkId) {
 }
 
 /**
- * The function's view of an incoming request, built as `deno serve` builds
- * it: from the parts, with its URL and headers taken as they are (the host
- * made them) and its headers immutable, as in Workers and Deno.
- */
-/**
  * The inner request of an incoming request: the fields deno_fetch's
  * `newInnerRequest` gives, but from one class, so that making one is a
  * plain allocation (an object literal with accessors defines them anew on
@@ -780,7 +775,13 @@ class IncomingInner {
     return this.urlListProcessed[last];
   }
 }
+ObjectFreeze(IncomingInner.prototype);
 
+/**
+ * The function's view of an incoming request, built as `deno serve` builds
+ * it: from the parts, with its URL and headers taken as they are (the host
+ * made them) and its headers immutable, as in Workers and Deno.
+ */
 function incomingRequest(method, url, headerList, body) {
   let innerBody = null;
   if (body !== null && method !== "GET" && method !== "HEAD") {

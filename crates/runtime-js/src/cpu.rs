@@ -1,25 +1,33 @@
 //! CPU-time limits measured on the executing thread's own CPU clock.
 //!
 //! Every worker thread owns a [`CpuSlot`]. While an isolate runs on that
-//! thread, the slot is *armed* with the isolate's handle and a deadline on
-//! the thread's CPU clock; one [`CpuWatchdog`] thread for the whole process
-//! reads the armed threads' clocks (`pthread_getcpuclockid`) every
-//! millisecond and terminates an isolate whose deadline has passed. Time a
-//! thread spends waiting (timers, I/O, other invocations) is not on its CPU
-//! clock, so it is never charged. A [`CpuMeter`] adds up the slices of one
+//! thread, the slot is *armed* with the isolate's handle and the CPU time
+//! its slice may use; one [`CpuWatchdog`] thread for the whole process
+//! reads the threads' clocks (`pthread_getcpuclockid`) every millisecond
+//! and terminates an isolate that has used its budget. Time a thread
+//! spends waiting (timers, I/O, other invocations) is not on its CPU clock,
+//! so it is never charged. A [`CpuMeter`] adds up the slices of one
 //! invocation.
 //!
 //! Reading a thread's CPU clock is a system call (about a microsecond
 //! here, a tenth of a trivial request's whole cost), so a slice does not
-//! read it up front. It notes the wall-clock time instead; the watchdog,
-//! the first time it sees the slice armed, reads the thread's clock and
-//! takes as the slice's start that reading less all the wall time since
-//! the slice began (as if the thread had run throughout). A slice the
-//! watchdog never saw (shorter than its tick, nearly all of them) is
-//! charged its wall time, which CPU time cannot exceed; a longer one is
-//! charged its CPU time since that start, read once at its end. Either way
-//! a slice is never charged less than it ran, and at most about a tick
-//! more (more only while the watchdog thread itself cannot run).
+//! read it up front unless its budget is nearly spent. It notes the
+//! wall-clock time instead. The slice's CPU start is then bounded from
+//! below by the watchdog, at each tick a sample of every thread's clock:
+//! the first time it sees the slice armed, it takes as the start the later
+//! of its last sample before the slice began and its reading now less all
+//! the wall time since the slice began. Neither is later than the true
+//! start, so a slice is never charged less than it ran; the first is at
+//! most a tick of the thread's own CPU early, so time the thread was
+//! stopped (a CPU quota's throttling, a paused VM) is not charged. A slice
+//! shorter than two ticks that the watchdog never saw (nearly all) is
+//! charged its wall time, which its CPU time cannot exceed; any other is
+//! charged its CPU time since its start, read once at its end (and at most
+//! its wall time).
+//!
+//! The Wasm runtime reads the CPU clock at both ends of each poll
+//! (`isola-runtime-wasm`'s meter): its figures are exact, these at most
+//! about a tick above.
 //!
 //! The same watchdog enforces the invocation's wall-clock deadline while its
 //! isolate runs: a thread blocked inside JavaScript (or inside an op it
@@ -78,27 +86,52 @@ pub struct Fired {
 /// isolate runs on it, what to terminate and when.
 pub struct CpuSlot {
     clock: libc::clockid_t,
-    armed: Mutex<Option<Armed>>,
+    state: Mutex<SlotState>,
     watchdog: Arc<Shared>,
 }
+
+#[derive(Default)]
+struct SlotState {
+    armed: Option<Armed>,
+    /// The watchdog's last reading of the thread's CPU clock, and a wall
+    /// time no earlier than when it was read.
+    sample: Option<(Duration, Instant)>,
+}
+
+impl SlotState {
+    /// The CPU clock at some moment no later than `began`, if sampled.
+    fn cpu_before(&self, began: Instant) -> Option<Duration> {
+        self.sample
+            .filter(|(_, at)| *at <= began)
+            .map(|(cpu, _)| cpu)
+    }
+}
+
+/// A slice whose budget left is below this reads its CPU start exactly,
+/// so that the estimate's slack cannot end it before its limit.
+const EXACT_BELOW: Duration = Duration::from_millis(3);
+
+/// An unseen slice shorter than this is charged its wall time.
+const SHORT_SLICE: Duration = Duration::from_millis(2);
 
 impl CpuSlot {
     /// Arms the slot for a slice that began at `began`: terminate `handle`
     /// once this thread has spent `budget` of CPU time since then or the
     /// wall clock passes `wall_deadline`, and say which in `fired`.
+    /// `cpu_start` is the thread's CPU clock at `began`, if it was read.
     fn arm(
         &self,
         began: Instant,
-        budget: Duration,
+        (budget, cpu_start): (Duration, Option<Duration>),
         wall_deadline: Option<Instant>,
         target: Arc<Target>,
     ) {
-        *self.armed.lock().unwrap() = Some(Armed {
+        self.state.lock().unwrap().armed = Some(Armed {
             terminated: None,
             reported: false,
             began,
             budget,
-            cpu_start: None,
+            cpu_start,
             wall_deadline,
             target,
         });
@@ -106,27 +139,43 @@ impl CpuSlot {
     }
 
     /// Disarms the slot. After it returns, the watchdog will not terminate
-    /// the isolate for this slice any more. Returns the slice's start on
-    /// the CPU clock, if the watchdog saw the slice.
-    fn disarm(&self) -> Option<Duration> {
-        self.armed.lock().unwrap().take().and_then(|a| a.cpu_start)
+    /// the isolate for this slice any more. Returns the CPU time the slice
+    /// that began at `began` is charged.
+    fn disarm(&self, began: Instant) -> Duration {
+        let (start, before) = {
+            let mut state = self.state.lock().unwrap();
+            let start = state.armed.take().and_then(|armed| armed.cpu_start);
+            (start, state.cpu_before(began))
+        };
+        let wall = began.elapsed();
+        match start.or(before.filter(|_| wall >= SHORT_SLICE)) {
+            // CPU time cannot exceed wall time.
+            Some(start) => thread_cpu_time().saturating_sub(start).min(wall),
+            None => wall,
+        }
     }
 
     fn is_armed(&self) -> bool {
-        self.armed.lock().unwrap().is_some()
+        self.state.lock().unwrap().armed.is_some()
     }
 
     fn check(&self) -> bool {
-        let mut armed = self.armed.lock().unwrap();
-        let Some(current) = armed.as_mut() else {
+        let mut state = self.state.lock().unwrap();
+        // Read in this order: the sample's wall time is no earlier than
+        // its CPU reading.
+        let cpu_now = clock_time(self.clock);
+        let now = Instant::now();
+        let before = state.armed.as_ref().and_then(|a| state.cpu_before(a.began));
+        state.sample = Some((cpu_now, now));
+        let Some(current) = state.armed.as_mut() else {
             return false;
         };
         let memory = current.target.memory.as_ref().is_some_and(|m| m.exceeded());
-        let (cpu_now, now) = (clock_time(self.clock), Instant::now());
         let began = current.began;
-        let start = *current
-            .cpu_start
-            .get_or_insert_with(|| cpu_now.saturating_sub(now.saturating_duration_since(began)));
+        let start = *current.cpu_start.get_or_insert_with(|| {
+            let by_wall = cpu_now.saturating_sub(now.saturating_duration_since(began));
+            before.map_or(by_wall, |sampled| sampled.max(by_wall))
+        });
         let cpu = cpu_now.saturating_sub(start) >= current.budget;
         let wall = current.wall_deadline.is_some_and(|d| now >= d);
         if memory || cpu || wall {
@@ -217,7 +266,7 @@ impl CpuWatchdog {
         assert_eq!(rc, 0, "pthread_getcpuclockid failed");
         let slot = Arc::new(CpuSlot {
             clock,
-            armed: Mutex::new(None),
+            state: Mutex::default(),
             watchdog: self.shared.clone(),
         });
         self.shared.slots.lock().unwrap().push(slot.clone());
@@ -229,6 +278,8 @@ fn watch(shared: Arc<Shared>) {
     let mut idle_ticks = 0u32;
     loop {
         let slots = shared.slots.lock().unwrap().clone();
+        // Every slot is sampled, armed or not: the samples bound the start
+        // of the next slice on each thread.
         let any_armed = slots.iter().fold(false, |any, slot| slot.check() | any);
         idle_ticks = if any_armed { 0 } else { idle_ticks + 1 };
         if idle_ticks > 100 {
@@ -345,18 +396,18 @@ impl CpuMeter {
         if !offloaded.is_zero() {
             self.charge(offloaded);
         }
-        let began = Instant::now();
         let remaining = self.limit.saturating_sub(self.used);
-        self.slot
-            .arm(began, remaining, self.wall_deadline, self.target.clone());
+        // Near the limit, the start is read exactly (see the module's doc).
+        let exact = (remaining < EXACT_BELOW).then(thread_cpu_time);
+        let began = Instant::now();
+        self.slot.arm(
+            began,
+            (remaining, exact),
+            self.wall_deadline,
+            self.target.clone(),
+        );
         let out = f();
-        let cpu_start = self.slot.disarm();
-        let wall = began.elapsed();
-        // CPU time cannot exceed wall time: a slice the watchdog never saw
-        // is charged its wall time, without a read of the CPU clock.
-        self.used += cpu_start.map_or(wall, |start| {
-            thread_cpu_time().saturating_sub(start).min(wall)
-        });
+        self.used += self.slot.disarm(began);
         if self.used > self.limit {
             // Past the limit between two watchdog ticks: treat it as fired.
             self.target.fired.cpu.store(true, Ordering::SeqCst);
@@ -366,8 +417,8 @@ impl CpuMeter {
 
     /// Adds CPU time spent for this invocation outside its slices (work an
     /// op handed to another thread). Past the limit, the next slice's
-    /// deadline has passed already, so the watchdog ends it on its first
-    /// tick, as if the isolate's own thread had spent the time.
+    /// budget is zero, so the watchdog ends it on its first tick, as if
+    /// the isolate's own thread had spent the time.
     pub fn charge(&mut self, extra: Duration) {
         self.used += extra;
         if self.used > self.limit {
