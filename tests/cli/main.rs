@@ -1,6 +1,7 @@
 //! Tests of the real `isola` binary, driven as a user would drive it.
 
 mod bodies;
+mod cluster;
 mod data_dir;
 mod dev;
 mod first_start;

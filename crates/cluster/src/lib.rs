@@ -9,12 +9,25 @@
 //! names through its [`Deployments`] (the shared registry, in a cluster)
 //! and refuses an invocation for a deployment it cannot find.
 //!
+//! `isola serve --nats URL --role gateway|worker|all` puts these together:
+//! a gateway answers HTTP and sends invocations through [`NatsInvoker`],
+//! checking deploys and running WebSocket upgrades (whose connection
+//! cannot leave it) on its own runtimes; a worker runs
+//! [`serve_worker`] with [`RegistryDeployments`].
+//!
 //! Not yet: bodies larger than one message (they are refused with a clear
 //! error), placement (every worker takes any function), heartbeats, and
-//! the JetStream registry, KV and async invocations.
+//! the JetStream registry (nodes share one data directory for now), KV and
+//! async invocations.
+
+mod deployments;
+mod worker;
+
+pub use async_nats;
+pub use deployments::RegistryDeployments;
+pub use worker::{serve_worker, MAX_IN_FLIGHT};
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use isola_core::wire;
 use isola_core::{
     BoxFuture, ErrorCode, FunctionError, FunctionSource, Invocation, Invoker, InvokerStats, Outcome,
@@ -36,6 +49,23 @@ pub const MAX_INLINE_BODY: usize = 768 << 10;
 /// answer (queueing, the trip, the outcome's way back).
 const ANSWER_MARGIN: Duration = Duration::from_secs(5);
 
+/// Connects to the cluster's NATS server at `url`, as `name` (shown in
+/// the server's monitoring). A server that cannot be reached is an error
+/// at once, not retried.
+pub async fn connect(
+    url: &str,
+    name: &str,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        // Messages waiting for a worker's loop: bounded (each is at most
+        // one NATS payload); the worker answers "busy" past its in-flight
+        // limit, so this rarely fills.
+        .subscription_capacity(1024)
+        .connect(url)
+        .await
+}
+
 /// Where a worker finds the deployment an invocation names.
 #[async_trait]
 pub trait Deployments: Send + Sync + 'static {
@@ -47,12 +77,33 @@ pub trait Deployments: Send + Sync + 'static {
 /// Runs invocations on the workers of a cluster.
 pub struct NatsInvoker {
     client: async_nats::Client,
+    /// This node's own runtimes, if it has them: they check deployments
+    /// (`prepare`) and run WebSocket upgrades, whose connection stays on
+    /// the node that accepted it.
+    local: Option<Arc<dyn Invoker>>,
 }
 
 impl NatsInvoker {
     /// Sends invocations through `client`.
     pub fn new(client: async_nats::Client) -> Self {
-        Self { client }
+        Self {
+            client,
+            local: None,
+        }
+    }
+
+    /// Checks deployments and runs WebSocket upgrades on `local`.
+    pub fn with_local(mut self, local: Arc<dyn Invoker>) -> Self {
+        self.local = Some(local);
+        self
+    }
+
+    /// The local runtime that runs `invocation` instead of a worker, if
+    /// any: a WebSocket upgrade's connection cannot cross nodes.
+    fn runs_here(&self, invocation: &Invocation) -> Option<&Arc<dyn Invoker>> {
+        let upgrade = matches!(&invocation.input, isola_core::InvocationInput::Http(request)
+            if isola_core::websocket::is_websocket_upgrade(&request.headers));
+        self.local.as_ref().filter(|_| upgrade)
     }
 
     async fn run(&self, invocation: Invocation) -> Outcome {
@@ -79,7 +130,7 @@ impl NatsInvoker {
     }
 }
 
-fn too_large() -> FunctionError {
+pub(crate) fn too_large() -> FunctionError {
     FunctionError::new(
         ErrorCode::InvalidInput,
         format!(
@@ -101,97 +152,29 @@ fn unreachable_worker(error: &async_nats::RequestError) -> FunctionError {
 
 impl Invoker for NatsInvoker {
     fn invoke(&self, invocation: Invocation) -> BoxFuture<'_, Outcome> {
-        Box::pin(self.run(invocation))
+        match self.runs_here(&invocation) {
+            Some(local) => local.invoke(invocation),
+            None => Box::pin(self.run(invocation)),
+        }
     }
 
     fn prepare(&self, function: Arc<FunctionSource>) -> BoxFuture<'_, Result<(), FunctionError>> {
-        // Deploys are checked where they are made; workers load on demand.
-        let _ = function;
-        Box::pin(async { Ok(()) })
+        // Deploys are checked where they are made (workers load on demand).
+        match &self.local {
+            Some(local) => local.prepare(function),
+            None => Box::pin(async { Ok(()) }),
+        }
     }
 
-    fn evict(&self, _function_id: &str) {}
+    fn evict(&self, function_id: &str) {
+        if let Some(local) = &self.local {
+            local.evict(function_id);
+        }
+    }
 
     fn stats(&self) -> InvokerStats {
-        InvokerStats::default()
-    }
-}
-
-/// Serves invocations sent to the workers' queue group with `invoker`,
-/// loading deployments from `deployments`, until the subscription ends.
-/// Each invocation runs as a task of its own.
-pub async fn serve_worker(
-    client: async_nats::Client,
-    invoker: Arc<dyn Invoker>,
-    deployments: Arc<dyn Deployments>,
-) -> Result<(), async_nats::SubscribeError> {
-    let mut requests = client
-        .queue_subscribe(INVOKE_SUBJECT, WORKERS.to_string())
-        .await?;
-    while let Some(request) = requests.next().await {
-        let Some(reply) = request.reply.clone() else {
-            continue;
-        };
-        let (client, invoker, deployments) = (client.clone(), invoker.clone(), deployments.clone());
-        tokio::spawn(async move {
-            let outcome = run_received(&request.payload, invoker, deployments).await;
-            let (message, _) = wire::encode_outcome(outcome, MAX_INLINE_BODY, MAX_INLINE_BODY);
-            if let Err(error) = client.publish(reply, message.into()).await {
-                tracing::warn!(%error, "could not answer an invocation");
-            }
-        });
-    }
-    Ok(())
-}
-
-/// Runs an invocation message; what went wrong is the outcome.
-async fn run_received(
-    payload: &[u8],
-    invoker: Arc<dyn Invoker>,
-    deployments: Arc<dyn Deployments>,
-) -> Outcome {
-    let received = match wire::decode_invocation(payload) {
-        Ok(received) => received,
-        Err(error) => {
-            return Outcome::failed(FunctionError::new(
-                ErrorCode::Internal,
-                format!("a gateway sent a malformed invocation: {error}"),
-            ))
-        }
-    };
-    if received.streamed {
-        return Outcome::failed(too_large());
-    }
-    let Some(function) = deployments
-        .find(&received.function, &received.deployment)
-        .await
-    else {
-        return Outcome::failed(FunctionError::new(
-            ErrorCode::Unavailable,
-            format!(
-                "this worker cannot load deployment {} of {:?} (deployed a moment ago?): retry shortly",
-                received.deployment, received.function
-            ),
-        ));
-    };
-    match received.into_invocation(function, None) {
-        Ok(invocation) => {
-            let mut outcome = invoker.invoke(invocation).await;
-            // A streamed response does not cross yet: collect it, within
-            // what one message carries.
-            if let Ok(isola_core::InvocationOutput::Http(response)) = &mut outcome.result {
-                if response.rest.is_streaming() {
-                    match response.read_body(MAX_INLINE_BODY).await {
-                        Ok(body) => response.body = body,
-                        Err(_) => outcome.result = Err(too_large()),
-                    }
-                }
-            }
-            outcome
-        }
-        Err(error) => Outcome::failed(FunctionError::new(
-            ErrorCode::Unavailable,
-            error.to_string(),
-        )),
+        self.local
+            .as_ref()
+            .map_or_else(InvokerStats::default, |local| local.stats())
     }
 }

@@ -87,7 +87,12 @@ async fn worker(server: &NatsServer, functions: &[Arc<FunctionSource>]) {
     );
     let client = server.client().await;
     let runtime: Arc<dyn Invoker> = Arc::new(isola_runtime_wasm::WasmRuntime::new().unwrap());
-    tokio::spawn(serve_worker(client.clone(), runtime, Arc::new(known)));
+    tokio::spawn(serve_worker(
+        client.clone(),
+        runtime,
+        Arc::new(known),
+        std::future::pending(),
+    ));
     // The subscription is in place once the server has seen it.
     client.flush().await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;

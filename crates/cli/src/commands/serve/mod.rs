@@ -1,12 +1,16 @@
-//! `isola serve`: a single node with embedded storage.
+//! `isola serve`: a single node with embedded storage, or with `--nats`
+//! a node of a cluster (`cluster`).
 //!
 //! The data directory is private to the node's user (0700, files 0600),
 //! and deployment secrets in its database are sealed with a node key kept
 //! in a separate file (`<data>/node.key` unless `--node-key-file` says
 //! otherwise), created on first start.
 
+mod cluster;
+
 use anyhow::Context;
 use clap::Args;
+pub use cluster::Role;
 use isola_api::{hash_token, new_token, ServerConfig, TOKEN_HASH_KEY};
 use isola_runtime_js::{Executor, ExecutorConfig};
 use isola_store::{NodeKey, Registry, Retention, SqliteRegistry};
@@ -83,6 +87,15 @@ pub struct ServeArgs {
     /// `warn,isola=info`; default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "ISOLA_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// The NATS server of a cluster (e.g. nats://127.0.0.1:4222); without
+    /// it, the node runs alone. The nodes of a cluster share one data
+    /// directory for now.
+    #[arg(long, env = "ISOLA_NATS")]
+    pub nats: Option<String>,
+    /// What this node does in a cluster: `gateway` answers HTTP and sends
+    /// invocations to the workers, `worker` runs them (no HTTP), `all` both.
+    #[arg(long, value_enum, default_value_t = Role::All, env = "ISOLA_ROLE")]
+    pub role: Role,
 }
 
 /// How `isola serve` writes its log.
@@ -120,7 +133,7 @@ fn start_log(format: LogFormat, access_log: bool) {
 /// The admin token's hash: from `--token`, from storage, or a new token
 /// printed once.
 async fn token_hash(
-    registry: &SqliteRegistry,
+    registry: &dyn Registry,
     token: Option<String>,
     addr: SocketAddr,
 ) -> anyhow::Result<String> {
@@ -221,6 +234,7 @@ fn server_config(args: &ServeArgs, token_hash: String) -> ServerConfig {
 /// Runs `isola serve` until Ctrl-C or SIGTERM.
 pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
     start_log(args.log_format, args.access_log);
+    let cluster = cluster::Cluster::join(args.nats.as_deref(), args.role).await?;
     private_data_dir(&args.data)?;
     let db = args.data.join("isola.db");
     let key_file = args
@@ -228,13 +242,18 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
         .clone()
         .unwrap_or_else(|| args.data.join("node.key"));
     let key = node_key(&key_file, &db)?;
-    let registry =
-        SqliteRegistry::open(&db, key).with_context(|| format!("opening {}", db.display()))?;
+    let registry: Arc<dyn Registry> = Arc::new(
+        SqliteRegistry::open(&db, key).with_context(|| format!("opening {}", db.display()))?,
+    );
     // Bound before a token is made: a busy port must not use up the one
     // showing of a new token.
-    let listener =
-        crate::serving::listen(args.addr).with_context(|| format!("listening on {}", args.addr))?;
-    let token_hash = token_hash(&registry, args.token.clone(), listener.local_addr()?).await?;
+    let listener = match args.role.serves_http() {
+        true => Some(
+            crate::serving::listen(args.addr)
+                .with_context(|| format!("listening on {}", args.addr))?,
+        ),
+        false => None,
+    };
     let kv_path = args.data.join("kv.db");
     let sqlite_kv = Arc::new(
         isola_kv::SqliteKv::open(&kv_path, isola_kv::KvLimits::default())
@@ -250,7 +269,41 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
         executor_config.workers = workers;
     }
     let executor = Arc::new(Executor::new(executor_config));
-    let config = server_config(&args, token_hash);
+    let local = local_invoker(&args, &executor, &kv)?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = cluster
+        .as_ref()
+        .filter(|_| args.role.runs_invocations())
+        .map(|cluster| cluster.start_worker(local.clone(), registry.clone(), stopped));
+    let served = match listener {
+        Some(listener) => {
+            let invoker = match &cluster {
+                Some(cluster) => cluster.gateway_invoker(local),
+                None => local,
+            };
+            serve_http(&args, listener, registry, invoker, kv, &executor).await
+        }
+        None => {
+            eprintln!("isola worker: no HTTP (data in {})", args.data.display());
+            shutdown_signal().await;
+            Ok(())
+        }
+    };
+    // Invocations under way on this worker finish before the node exits.
+    let _ = stop.send(true);
+    if let Some(worker) = worker {
+        let _ = worker.await;
+    }
+    served?;
+    Ok(crate::ExitStatus::Success)
+}
+
+/// This node's own runtimes: JavaScript on `executor`, and Wasm.
+fn local_invoker(
+    args: &ServeArgs,
+    executor: &Arc<Executor>,
+    kv: &Arc<dyn isola_kv::KvStore>,
+) -> anyhow::Result<Arc<dyn isola_core::Invoker>> {
     // Compiled Wasm modules are kept in the data directory across restarts.
     let wasm: Arc<dyn isola_core::Invoker> = Arc::new(
         isola_runtime_wasm::WasmRuntime::new()?
@@ -264,15 +317,32 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
             .with_kv(kv.clone())
             .with_admission(executor.admission()),
     );
-    let invoker = Arc::new(isola_core::Dispatch::new(executor.clone(), Some(wasm)));
-    let node = isola_api::Node::new(config, Arc::new(registry), invoker, Some(kv));
+    Ok(Arc::new(isola_core::Dispatch::new(
+        executor.clone(),
+        Some(wasm),
+    )))
+}
+
+/// Serves the API and function traffic on `listener` until Ctrl-C or
+/// SIGTERM, then writes the records still queued.
+async fn serve_http(
+    args: &ServeArgs,
+    listener: std::net::TcpListener,
+    registry: Arc<dyn Registry>,
+    invoker: Arc<dyn isola_core::Invoker>,
+    kv: Arc<dyn isola_kv::KvStore>,
+    executor: &Executor,
+) -> anyhow::Result<()> {
+    let token_hash = token_hash(&*registry, args.token.clone(), listener.local_addr()?).await?;
+    let config = server_config(args, token_hash);
+    let node = isola_api::Node::new(config, registry, invoker, Some(kv));
     eprintln!(
         "isola listening on http://{} (data in {})",
         listener.local_addr()?,
         args.data.display()
     );
     let served = crate::serving::serve_on_workers(
-        &executor,
+        executor,
         listener,
         node.worker_router(),
         shutdown_signal(),
@@ -280,8 +350,7 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
     .await;
     // The records still queued are written whichever way serving ended.
     node.shutdown().await;
-    served?;
-    Ok(crate::ExitStatus::Success)
+    served
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,109 @@
+//! `isola serve --nats URL --role gateway|worker|all`: a node of a cluster.
+//!
+//! A gateway answers HTTP (the API and function traffic) and sends each
+//! invocation to the workers' queue group; it still checks deployments
+//! and runs WebSocket upgrades on its own runtimes (a connection cannot
+//! leave the node that accepted it). A worker takes invocations from the
+//! queue group and runs them; it serves no HTTP. `all` is both. Until the
+//! JetStream registry lands, the nodes of a cluster share one data
+//! directory (SQLite allows several processes on one machine).
+
+use isola_cluster::async_nats;
+use isola_cluster::{NatsInvoker, RegistryDeployments};
+use isola_core::Invoker;
+use isola_store::Registry;
+use std::sync::Arc;
+
+/// What a node of a cluster does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Answer HTTP; invocations run on the workers.
+    Gateway,
+    /// Run invocations taken from the cluster; no HTTP.
+    Worker,
+    /// Both.
+    All,
+}
+
+impl Role {
+    pub fn serves_http(self) -> bool {
+        self != Role::Worker
+    }
+
+    pub fn runs_invocations(self) -> bool {
+        self != Role::Gateway
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Role::Gateway => "gateway",
+            Role::Worker => "worker",
+            Role::All => "all",
+        }
+    }
+}
+
+/// This node's place in a cluster: its connection and role.
+pub struct Cluster {
+    client: async_nats::Client,
+    role: Role,
+    url: String,
+}
+
+impl Cluster {
+    /// Joins the cluster whose NATS server is `nats` (none: this node runs
+    /// alone, which only `--role all` may).
+    pub async fn join(nats: Option<&str>, role: Role) -> anyhow::Result<Option<Self>> {
+        let Some(url) = nats else {
+            if role != Role::All {
+                anyhow::bail!(
+                    "--role {} needs --nats (the cluster's NATS server, e.g. nats://127.0.0.1:4222)",
+                    role.name()
+                );
+            }
+            return Ok(None);
+        };
+        let name = format!("isola {} {}", role.name(), std::process::id());
+        let client = isola_cluster::connect(url, &name)
+            .await
+            .map_err(|error| anyhow::anyhow!("could not reach NATS at {url}: {error}"))?;
+        Ok(Some(Self {
+            client,
+            role,
+            url: url.to_string(),
+        }))
+    }
+
+    /// The invoker HTTP requests use: the workers, through NATS, with
+    /// `local` for deploy checks and WebSocket upgrades.
+    pub fn gateway_invoker(&self, local: Arc<dyn Invoker>) -> Arc<dyn Invoker> {
+        Arc::new(NatsInvoker::new(self.client.clone()).with_local(local))
+    }
+
+    /// Runs the invocations the cluster sends this node, on `local`, until
+    /// `stop` turns true; then lets those under way finish.
+    pub fn start_worker(
+        &self,
+        local: Arc<dyn Invoker>,
+        registry: Arc<dyn Registry>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let client = self.client.clone();
+        let deployments = Arc::new(RegistryDeployments::new(registry));
+        eprintln!(
+            "isola {}: running invocations from {}",
+            self.role.name(),
+            self.url
+        );
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            };
+            if let Err(error) =
+                isola_cluster::serve_worker(client, local, deployments, stopped).await
+            {
+                tracing::error!(%error, "could not take invocations from the cluster");
+            }
+        })
+    }
+}
