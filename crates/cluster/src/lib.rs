@@ -20,11 +20,14 @@
 //! the JetStream registry (nodes share one data directory for now), KV and
 //! async invocations.
 
+mod buckets;
 mod deployments;
+mod registry;
 mod worker;
 
 pub use async_nats;
 pub use deployments::RegistryDeployments;
+pub use registry::JetStreamRegistry;
 pub use worker::{serve_worker, MAX_IN_FLIGHT};
 
 use async_trait::async_trait;

@@ -24,6 +24,9 @@ pub enum StoreError {
     /// A blocking task failed.
     #[error("storage task failed: {0}")]
     Task(String),
+    /// The shared store (NATS JetStream) failed or could not be reached.
+    #[error("shared store: {0}")]
+    Shared(String),
 }
 
 impl StoreError {
@@ -34,6 +37,7 @@ impl StoreError {
             Self::Conflict(_) => "conflict",
             Self::Invalid(_) => "invalid_request",
             Self::Database(_) | Self::Corrupt(_) | Self::Key(_) | Self::Task(_) => "internal",
+            Self::Shared(_) => "unavailable",
         }
     }
 }

@@ -163,6 +163,61 @@ pub struct DeploymentInfo {
 }
 
 impl DeploymentInfo {
+    /// The record of `deployment`, stored as `version` of `function` with
+    /// content hash `hash`.
+    pub fn of(
+        function: &str,
+        version: u32,
+        hash: String,
+        deployment: &NewDeployment,
+        created_at: i64,
+    ) -> Self {
+        let runtime = deployment
+            .files
+            .iter()
+            .find(|f| f.path == deployment.entry)
+            .map_or(isola_core::RuntimeKind::Js, |f| {
+                isola_core::RuntimeKind::detect(&f.code)
+            });
+        Self {
+            function: function.to_string(),
+            version,
+            hash,
+            entry: deployment.entry.clone(),
+            files: deployment.files.iter().map(|f| f.path.clone()).collect(),
+            limits: deployment.limits,
+            env: deployment.env.clone(),
+            secret_names: deployment.secrets.keys().cloned().collect(),
+            kv_binding: deployment.kv_binding.clone(),
+            allowed_hosts: deployment.allowed_hosts.clone(),
+            runtime,
+            created_at,
+            active: false,
+        }
+    }
+
+    /// What runs this deployment: its `files`, and its variables with its
+    /// `secrets` (opened) among them.
+    pub fn source(
+        &self,
+        files: Vec<SourceFile>,
+        secrets: BTreeMap<String, String>,
+    ) -> isola_core::FunctionSource {
+        let mut env = self.env.clone();
+        env.extend(secrets);
+        isola_core::FunctionSource {
+            id: self.instance_key(),
+            name: self.function.clone(),
+            entry: self.entry.clone(),
+            files,
+            limits: self.limits,
+            env,
+            kv_binding: self.kv_binding.clone(),
+            allowed_hosts: self.allowed_hosts.clone(),
+            runtime: self.runtime,
+        }
+    }
+
     /// The executor's key for this deployment's isolates.
     pub fn instance_key(&self) -> String {
         Self::key_for(&self.function, &self.hash)

@@ -357,20 +357,10 @@ impl Registry for SqliteRegistry {
                 return Ok(None);
             };
             let stored = load_deployment(conn, &name, version)?;
-            let mut env = stored.info.env.clone();
-            // The only place secrets are decrypted: for running the function.
-            env.extend(key.open_all(stored.secrets)?);
-            let source = FunctionSource {
-                id: stored.info.instance_key(),
-                name: name.clone(),
-                entry: stored.info.entry.clone(),
-                files: stored.files,
-                limits: stored.info.limits,
-                env,
-                kv_binding: stored.info.kv_binding.clone(),
-                allowed_hosts: stored.info.allowed_hosts.clone(),
-                runtime: stored.info.runtime,
-            };
+            // The only place secrets are opened: for running the function.
+            let source = stored
+                .info
+                .source(stored.files, key.open_all(stored.secrets)?);
             Ok(Some((stored.info, source)))
         })
         .await

@@ -1,6 +1,7 @@
-//! Invocations between a gateway and workers through a real nats-server
-//! (Debian's `nats-server`; CI installs it), run by the Wasm runtime.
+//! Invocations between a gateway and workers through a real nats-server,
+//! run by the Wasm runtime.
 
+use crate::nats::NatsServer;
 use async_trait::async_trait;
 use isola_cluster::{serve_worker, Deployments, NatsInvoker};
 use isola_core::{
@@ -8,52 +9,8 @@ use isola_core::{
     Outcome, RuntimeKind,
 };
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// A nats-server on a free loopback port, stopped when dropped.
-struct NatsServer {
-    child: Child,
-    url: String,
-}
-
-impl NatsServer {
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting nats-server (apt-get install nats-server)");
-        let url = format!("nats://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Self { child, url }
-    }
-
-    async fn client(&self) -> async_nats::Client {
-        async_nats::connect(&self.url).await.unwrap()
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use std::time::Duration;
 
 /// Deployments a worker can load, by id.
 #[derive(Default)]

@@ -1,0 +1,349 @@
+//! The registry of a cluster on NATS JetStream: functions, deployments and
+//! settings shared by every node, beside the embedded SQLite one.
+//!
+//! - KV `isola_functions`: a function's name → its creation time, active
+//!   version and next version number. Every change is a compare-and-set on
+//!   its revision, and every node watches the bucket (`Registry::watch`).
+//! - KV `isola_deployments`: `<name>.v<version>` → the deployment's record
+//!   and its secrets, sealed with the node key (the nodes of a cluster
+//!   share it).
+//! - Object store `isola_bundles`: `<name>.v<version>` → its files (any
+//!   size: objects are sent in chunks).
+//! - KV `isola_settings`: the admin token's hash and other settings.
+//!
+//! A deploy first takes its version number (a compare-and-set on the
+//! function), then writes the files and the record, and only then
+//! activates it (a second compare-and-set): two deploys at once get two
+//! versions, and no node sees an active version whose files are not there.
+//!
+//! Invocation records and console lines stay on the node that served them
+//! (its own SQLite registry, `records`); they are not shared yet.
+
+use crate::buckets::Buckets;
+use async_trait::async_trait;
+use isola_core::{FunctionSource, SourceFile};
+use isola_store::{
+    validate_function_name, Changed, DeploymentInfo, FunctionInfo, InvocationRecord, LogRecord,
+    NewDeployment, NodeKey, Pruned, Registry, Result, Retention, StoreError,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A function as the shared store keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredFunction {
+    created_at: i64,
+    active_version: Option<u32>,
+    next_version: u32,
+}
+
+/// A deployment's record, with its secrets sealed.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredDeployment {
+    info: DeploymentInfo,
+    secrets: BTreeMap<String, String>,
+}
+
+/// The registry of a cluster: see the module's documentation.
+pub struct JetStreamRegistry {
+    buckets: Buckets,
+    key: NodeKey,
+    records: Arc<dyn Registry>,
+    changes: tokio::sync::broadcast::Sender<Changed>,
+}
+
+impl JetStreamRegistry {
+    /// Opens (creating them if needed) the shared buckets through `client`;
+    /// secrets are sealed with `key`, records kept in `records`.
+    pub async fn open(
+        client: async_nats::Client,
+        key: NodeKey,
+        records: Arc<dyn Registry>,
+    ) -> Result<Self> {
+        let buckets = Buckets::open(client).await?;
+        let (changes, _) = tokio::sync::broadcast::channel(isola_store::WATCH_CAPACITY);
+        buckets.follow_functions(changes.clone()).await?;
+        Ok(Self {
+            buckets,
+            key,
+            records,
+            changes,
+        })
+    }
+
+    async fn stored_function(&self, name: &str) -> Result<(StoredFunction, u64)> {
+        let entry = self.buckets.functions.entry(name).await.map_err(shared)?;
+        match entry {
+            Some(entry) if entry.operation == async_nats::jetstream::kv::Operation::Put => {
+                Ok((serde_json::from_slice(&entry.value)?, entry.revision))
+            }
+            _ => Err(StoreError::NotFound(format!("function {name:?}"))),
+        }
+    }
+
+    /// Changes the function `name` with `change` by compare-and-set,
+    /// retrying while other nodes change it meanwhile.
+    async fn change_function<T>(
+        &self,
+        name: &str,
+        change: impl Fn(&mut StoredFunction) -> Result<T>,
+    ) -> Result<T> {
+        loop {
+            let (mut function, revision) = self.stored_function(name).await?;
+            let out = change(&mut function)?;
+            let value = serde_json::to_vec(&function)?.into();
+            match self.buckets.functions.update(name, value, revision).await {
+                Ok(_) => return Ok(out),
+                Err(error)
+                    if error.kind()
+                        == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision => {}
+                Err(error) => return Err(shared(error)),
+            }
+        }
+    }
+
+    async fn stored_deployment(&self, name: &str, version: u32) -> Result<StoredDeployment> {
+        let found = self
+            .buckets
+            .deployments
+            .get(deployment_key(name, version))
+            .await
+            .map_err(shared)?;
+        let found = found.ok_or_else(|| {
+            StoreError::NotFound(format!("deployment {version} of function {name:?}"))
+        })?;
+        Ok(serde_json::from_slice(&found)?)
+    }
+
+    fn changed(&self, name: &str) {
+        let _ = self.changes.send(Changed {
+            function: name.to_string(),
+        });
+    }
+}
+
+/// The key of version `version` of `name`'s deployments and files.
+fn deployment_key(name: &str, version: u32) -> String {
+    format!("{name}.v{version}")
+}
+
+pub(crate) fn shared(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Shared(error.to_string())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn info_of(name: &str, function: &StoredFunction) -> FunctionInfo {
+    FunctionInfo {
+        name: name.to_string(),
+        created_at: function.created_at,
+        active_version: function.active_version,
+    }
+}
+
+#[async_trait]
+impl Registry for JetStreamRegistry {
+    fn watch(&self) -> tokio::sync::broadcast::Receiver<Changed> {
+        self.changes.subscribe()
+    }
+
+    async fn create_function(&self, name: &str) -> Result<FunctionInfo> {
+        validate_function_name(name)?;
+        let function = StoredFunction {
+            created_at: now_ms(),
+            active_version: None,
+            next_version: 1,
+        };
+        let value = serde_json::to_vec(&function)?.into();
+        match self.buckets.functions.create(name, value).await {
+            Ok(_) => {}
+            Err(error)
+                if error.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists =>
+            {
+                return Err(StoreError::Conflict(format!("function {name:?}")));
+            }
+            Err(error) => return Err(shared(error)),
+        }
+        self.changed(name);
+        Ok(info_of(name, &function))
+    }
+
+    async fn function(&self, name: &str) -> Result<FunctionInfo> {
+        let (function, _) = self.stored_function(name).await?;
+        Ok(info_of(name, &function))
+    }
+
+    async fn functions(&self) -> Result<Vec<FunctionInfo>> {
+        let mut found = Vec::new();
+        for name in self.buckets.function_names().await? {
+            // One deleted meanwhile is left out.
+            if let Ok(info) = self.function(&name).await {
+                found.push(info);
+            }
+        }
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(found)
+    }
+
+    async fn delete_function(&self, name: &str) -> Result<()> {
+        let (function, _) = self.stored_function(name).await?;
+        self.buckets.functions.delete(name).await.map_err(shared)?;
+        self.changed(name);
+        // Then what it held; a failure here leaves unreachable data only.
+        for version in 1..function.next_version {
+            let key = deployment_key(name, version);
+            let _ = self.buckets.deployments.purge(&key).await;
+            let _ = self.buckets.bundles.delete(&key).await;
+        }
+        match self.records.delete_function(name).await {
+            Ok(()) | Err(StoreError::NotFound(_)) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn create_deployment(
+        &self,
+        name: &str,
+        deployment: NewDeployment,
+        activate: bool,
+    ) -> Result<DeploymentInfo> {
+        deployment.validate()?;
+        let version = self
+            .change_function(name, |function| {
+                function.next_version += 1;
+                Ok(function.next_version - 1)
+            })
+            .await?;
+        let key = deployment_key(name, version);
+        let hash = self.deployment_hash(&deployment);
+        let info = DeploymentInfo::of(name, version, hash, &deployment, now_ms());
+        let files = serde_json::to_vec(&deployment.files)?;
+        self.buckets
+            .bundles
+            .put(key.as_str(), &mut files.as_slice())
+            .await
+            .map_err(shared)?;
+        let stored = StoredDeployment {
+            info: info.clone(),
+            secrets: self.key.seal_all(&deployment.secrets),
+        };
+        let value = serde_json::to_vec(&stored)?.into();
+        self.buckets
+            .deployments
+            .put(&key, value)
+            .await
+            .map_err(shared)?;
+        if activate {
+            return self.activate(name, version).await;
+        }
+        Ok(info)
+    }
+
+    fn deployment_hash(&self, deployment: &NewDeployment) -> String {
+        deployment.content_hash(|name, value| self.key.digest(name, value))
+    }
+
+    async fn deployments(&self, name: &str) -> Result<Vec<DeploymentInfo>> {
+        let (function, _) = self.stored_function(name).await?;
+        let mut found = Vec::new();
+        for version in (1..function.next_version).rev() {
+            // A version taken by a deploy that failed has no record.
+            match self.stored_deployment(name, version).await {
+                Ok(stored) => {
+                    let mut info = stored.info;
+                    info.active = function.active_version == Some(version);
+                    found.push(info);
+                }
+                Err(StoreError::NotFound(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(found)
+    }
+
+    async fn activate(&self, name: &str, version: u32) -> Result<DeploymentInfo> {
+        let mut info = self.stored_deployment(name, version).await?.info;
+        self.change_function(name, |function| {
+            function.active_version = Some(version);
+            Ok(())
+        })
+        .await?;
+        self.changed(name);
+        info.active = true;
+        Ok(info)
+    }
+
+    async fn active_source(&self, name: &str) -> Result<Option<(DeploymentInfo, FunctionSource)>> {
+        let (function, _) = self.stored_function(name).await?;
+        let Some(version) = function.active_version else {
+            return Ok(None);
+        };
+        let stored = self.stored_deployment(name, version).await?;
+        let files = self.buckets.files(&deployment_key(name, version)).await?;
+        let files: Vec<SourceFile> = serde_json::from_slice(&files)?;
+        let mut info = stored.info;
+        info.active = true;
+        // The only place secrets are opened: for running the function.
+        let source = info.source(files, self.key.open_all(stored.secrets)?);
+        Ok(Some((info, source)))
+    }
+
+    async fn record_invocations(&self, records: Vec<InvocationRecord>) -> Result<()> {
+        // This node's store keeps records of the functions it knows: it
+        // learns of each shared one as it first records it.
+        let mut names: Vec<&str> = records.iter().map(|r| r.function.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            if let Err(StoreError::NotFound(_)) = self.records.function(name).await {
+                match self.records.create_function(name).await {
+                    Ok(_) | Err(StoreError::Conflict(_)) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        self.records.record_invocations(records).await
+    }
+
+    async fn invocations(&self, name: &str, limit: u32) -> Result<Vec<InvocationRecord>> {
+        self.function(name).await?;
+        match self.records.invocations(name, limit).await {
+            Err(StoreError::NotFound(_)) => Ok(Vec::new()),
+            found => found,
+        }
+    }
+
+    async fn logs(&self, name: &str, after: i64, limit: u32) -> Result<Vec<LogRecord>> {
+        self.function(name).await?;
+        match self.records.logs(name, after, limit).await {
+            Err(StoreError::NotFound(_)) => Ok(Vec::new()),
+            found => found,
+        }
+    }
+
+    async fn prune(&self, retention: &Retention) -> Result<Pruned> {
+        self.records.prune(retention).await
+    }
+
+    async fn setting(&self, key: &str) -> Result<Option<String>> {
+        let found = self.buckets.settings.get(key).await.map_err(shared)?;
+        found
+            .map(|value| String::from_utf8(value.to_vec()).map_err(shared))
+            .transpose()
+    }
+
+    async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        let value = value.as_bytes().to_vec().into();
+        self.buckets
+            .settings
+            .put(key, value)
+            .await
+            .map(|_| ())
+            .map_err(shared)
+    }
+}

@@ -1,0 +1,6 @@
+//! isola-cluster against a real nats-server (Debian's `nats-server`; CI
+//! installs it): one test binary.
+
+mod nats;
+mod registry;
+mod transport;
