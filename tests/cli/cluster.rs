@@ -1,6 +1,6 @@
 //! `isola serve --nats … --role gateway|worker`: a gateway and worker
-//! processes over a real nats-server (Debian's; `.ci/run` installs it),
-//! sharing one data directory.
+//! processes over a real nats-server with JetStream (Debian's; `.ci/run`
+//! installs it), each with a data directory of its own and one node key.
 
 use crate::server::Server;
 use std::io::{BufRead, BufReader};
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 struct Nats {
     child: Child,
     url: String,
+    _store: tempfile::TempDir,
 }
 
 impl Nats {
@@ -20,8 +21,10 @@ impl Nats {
             .local_addr()
             .unwrap()
             .port();
+        let store = tempfile::tempdir().unwrap();
         let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -34,6 +37,7 @@ impl Nats {
         Self {
             child,
             url: format!("nats://127.0.0.1:{port}"),
+            _store: store,
         }
     }
 }
@@ -45,16 +49,23 @@ impl Drop for Nats {
     }
 }
 
-/// An `isola serve --role worker` process, killed when dropped.
-struct Worker(Child);
+/// An `isola serve --role worker` process with a data directory of its
+/// own, killed when dropped.
+struct Worker {
+    child: Child,
+    _data: tempfile::TempDir,
+}
 
 impl Worker {
-    fn start(nats: &Nats, data: &std::path::Path) -> Self {
+    fn start(nats: &Nats, key: &std::path::Path) -> Self {
+        let data = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_isola"))
             .args(["serve", "--role", "worker", "--workers", "1", "--nats"])
             .arg(&nats.url)
+            .arg("--node-key-file")
+            .arg(key)
             .arg("--data")
-            .arg(data)
+            .arg(data.path())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -67,16 +78,16 @@ impl Worker {
             }
         }
         crate::relay_lines(lines);
-        Self(child)
+        Self { child, _data: data }
     }
 
     /// SIGTERM; whether it exited within `limit`.
     fn terminate_within(&mut self, limit: Duration) -> bool {
         // SAFETY: kill with a valid pid and signal.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let started = Instant::now();
         while started.elapsed() < limit {
-            if self.0.try_wait().unwrap().is_some() {
+            if self.child.try_wait().unwrap().is_some() {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -87,8 +98,8 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -112,34 +123,52 @@ fn until_served(gateway: &Server) {
     }
 }
 
+/// `--nats URL --node-key-file KEY`, and more.
+fn joining<'a>(nats: &'a Nats, key: &'a std::path::Path, more: &[&'a str]) -> Vec<&'a str> {
+    let mut flags = vec![
+        "--nats",
+        &nats.url,
+        "--node-key-file",
+        key.to_str().unwrap(),
+    ];
+    flags.extend_from_slice(more);
+    flags
+}
+
 #[test]
 fn a_gateway_runs_functions_on_the_workers_of_its_cluster() {
     let nats = Nats::start();
-    let data = tempfile::tempdir().unwrap();
-    let gateway = Server::start(data.path(), &["--nats", &nats.url, "--role", "gateway"]);
+    let (data, keys) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key = keys.path().join("node.key");
+    let gateway = Server::start(data.path(), &joining(&nats, &key, &["--role", "gateway"]));
     // Deploys are checked on the gateway itself: a broken module is refused.
     gateway.create_function("broken");
     let refused = gateway.deploy_module("broken", "export default {");
     assert_eq!(refused.status(), reqwest::StatusCode::BAD_REQUEST);
     gateway.deploy_function(
         "hello",
-        "export default { fetch: (r) => new Response('hello from ' + new URL(r.url).pathname) }",
+        "export default { fetch: (r, env) => new Response('hello from ' + new URL(r.url).pathname + ' ' + env.WHO) }",
     );
+    let secret = gateway.cli(&["secret", "put", "hello", "WHO"], "a worker");
+    assert!(secret.status.success(), "{}", crate::stderr(&secret));
+    let hello = (200, "hello from / a worker".to_string());
     // No worker yet: the public gets a bare 503.
     assert_eq!(get(&gateway), (503, "Service Unavailable".to_string()));
 
-    let mut first = Worker::start(&nats, data.path());
+    // The workers have data directories of their own: the function, its
+    // code and its secret come from the cluster.
+    let mut first = Worker::start(&nats, &key);
     until_served(&gateway);
     for _ in 0..20 {
-        assert_eq!(get(&gateway), (200, "hello from /".to_string()));
+        assert_eq!(get(&gateway), hello);
     }
     // A second worker joins; the first dies without warning: the cluster
     // keeps serving.
-    let mut second = Worker::start(&nats, data.path());
-    let _ = first.0.kill();
-    let _ = first.0.wait();
+    let mut second = Worker::start(&nats, &key);
+    let _ = first.child.kill();
+    let _ = first.child.wait();
     for _ in 0..20 {
-        assert_eq!(get(&gateway), (200, "hello from /".to_string()));
+        assert_eq!(get(&gateway), hello);
     }
     // The gateway keeps the records of what it served.
     let records = gateway.list_of("/v1/functions/hello/invocations?limit=1000", 41);
@@ -152,11 +181,29 @@ fn a_gateway_runs_functions_on_the_workers_of_its_cluster() {
         assert!(Instant::now() < deadline, "a stopped worker still answers");
         std::thread::sleep(Duration::from_millis(50));
     }
-    // A node of role `all` (the default) is a worker too: the gateway's
-    // traffic runs there now.
-    let both = Server::start(data.path(), &["--nats", &nats.url]);
+    // A node of role `all` (the default), another gateway too: it knows
+    // the function already, and runs the traffic of both.
+    let other = tempfile::tempdir().unwrap();
+    let both = Server::start(other.path(), &joining(&nats, &key, &[]));
     until_served(&gateway);
-    assert_eq!(get(&both), (200, "hello from /".to_string()));
+    assert_eq!(get(&both), hello);
+    // A node with another key is refused: it could not open the secrets.
+    let stranger = tempfile::tempdir().unwrap();
+    let refused = crate::isola(
+        &[
+            "serve",
+            "--role",
+            "worker",
+            "--nats",
+            &nats.url,
+            "--data",
+            stranger.path().to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(!refused.status.success());
+    let said = crate::stderr(&refused);
+    assert!(said.contains("not the cluster's"), "{said}");
 }
 
 #[test]

@@ -4,15 +4,22 @@
 //! invocation to the workers' queue group; it still checks deployments
 //! and runs WebSocket upgrades on its own runtimes (a connection cannot
 //! leave the node that accepted it). A worker takes invocations from the
-//! queue group and runs them; it serves no HTTP. `all` is both. Until the
-//! JetStream registry lands, the nodes of a cluster share one data
-//! directory (SQLite allows several processes on one machine).
+//! queue group and runs them; it serves no HTTP. `all` is both.
+//!
+//! Functions, deployments and settings are in JetStream, shared by every
+//! node (`isola_cluster::JetStreamRegistry`); each node keeps its own data
+//! directory for the records of what it served and its Wasm cache. The
+//! nodes share one node key (`--node-key-file`), which opens deployment
+//! secrets: a node with another key refuses to start.
 
 use isola_cluster::async_nats;
-use isola_cluster::{NatsInvoker, RegistryDeployments};
+use isola_cluster::{JetStreamRegistry, NatsInvoker, RegistryDeployments};
 use isola_core::Invoker;
-use isola_store::Registry;
+use isola_store::{NodeKey, Registry};
 use std::sync::Arc;
+
+/// The setting holding a keyed digest of the cluster's node key.
+const KEY_CHECK: &str = "node_key_check";
 
 /// What a node of a cluster does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -72,6 +79,34 @@ impl Cluster {
             role,
             url: url.to_string(),
         }))
+    }
+
+    /// The cluster's registry, with this node's records kept in `records`.
+    /// Fails if the node's key is not the one the cluster's secrets are
+    /// sealed with.
+    pub async fn registry(
+        &self,
+        key: NodeKey,
+        records: Arc<dyn Registry>,
+    ) -> anyhow::Result<Arc<dyn Registry>> {
+        // Keyed: it tells whether two keys are the same, not what they are.
+        let check = key.digest("isola-cluster", "node-key-check");
+        let registry = JetStreamRegistry::open(self.client.clone(), key, records)
+            .await
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "could not open the cluster's registry on {} (is JetStream on? nats-server -js): {error}",
+                    self.url
+                )
+            })?;
+        match registry.setting(KEY_CHECK).await? {
+            Some(known) if known != check => anyhow::bail!(
+                "this node's key is not the cluster's: give every node a copy of the same key file (--node-key-file)"
+            ),
+            Some(_) => {}
+            None => registry.set_setting(KEY_CHECK, &check).await?,
+        }
+        Ok(Arc::new(registry))
     }
 
     /// The invoker HTTP requests use: the workers, through NATS, with

@@ -87,9 +87,9 @@ pub struct ServeArgs {
     /// `warn,isola=info`; default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "ISOLA_LOG_FORMAT")]
     pub log_format: LogFormat,
-    /// The NATS server of a cluster (e.g. nats://127.0.0.1:4222); without
-    /// it, the node runs alone. The nodes of a cluster share one data
-    /// directory for now.
+    /// The NATS server of a cluster, with JetStream (e.g.
+    /// nats://127.0.0.1:4222); without it, the node runs alone. Every node
+    /// of a cluster needs the same node key (--node-key-file).
     #[arg(long, env = "ISOLA_NATS")]
     pub nats: Option<String>,
     /// What this node does in a cluster: `gateway` answers HTTP and sends
@@ -242,9 +242,14 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
         .clone()
         .unwrap_or_else(|| args.data.join("node.key"));
     let key = node_key(&key_file, &db)?;
-    let registry: Arc<dyn Registry> = Arc::new(
-        SqliteRegistry::open(&db, key).with_context(|| format!("opening {}", db.display()))?,
+    let embedded: Arc<dyn Registry> = Arc::new(
+        SqliteRegistry::open(&db, key.clone())
+            .with_context(|| format!("opening {}", db.display()))?,
     );
+    let registry = match &cluster {
+        Some(cluster) => cluster.registry(key, embedded).await?,
+        None => embedded,
+    };
     // Bound before a token is made: a busy port must not use up the one
     // showing of a new token.
     let listener = match args.role.serves_http() {
