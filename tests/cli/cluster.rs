@@ -206,6 +206,77 @@ fn a_gateway_runs_functions_on_the_workers_of_its_cluster() {
     assert!(said.contains("not the cluster's"), "{said}");
 }
 
+/// A gateway and one worker with `code` deployed as `name`.
+fn cluster_with(
+    nats: &Nats,
+    dirs: &(tempfile::TempDir, tempfile::TempDir),
+    name: &str,
+    code: &'static str,
+) -> (Server, Worker) {
+    let key = dirs.1.path().join("node.key");
+    let gateway = Server::start(dirs.0.path(), &joining(nats, &key, &["--role", "gateway"]));
+    gateway.deploy_function(name, code);
+    let worker = Worker::start(nats, &key);
+    (gateway, worker)
+}
+
+#[test]
+fn bodies_cross_between_nodes_within_one_message() {
+    let nats = Nats::start();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (gateway, _worker) = cluster_with(
+        &nats,
+        &dirs,
+        "echo",
+        "export default { async fetch(r) { const b = await r.arrayBuffer(); if (b.byteLength > 600000) console.log('\\x01'.repeat(100000)); return new Response(new Uint8Array(b.byteLength)) } }",
+    );
+    let post = |body: reqwest::blocking::Body| {
+        let response = gateway
+            .http()
+            .post(format!("{}/fn/echo/", gateway.url))
+            .body(body)
+            .send()
+            .unwrap();
+        (response.status().as_u16(), response.bytes().unwrap().len())
+    };
+    // Streamed to the gateway (over 64 KiB, or chunked), one message on.
+    assert_eq!(post(vec![1u8; 100 << 10].into()), (200, 100 << 10));
+    let chunked = reqwest::blocking::Body::new(std::io::Cursor::new(vec![1u8; 10]));
+    assert_eq!(post(chunked), (200, 10));
+    // Past what one message carries: refused at the door.
+    assert_eq!(post(vec![1u8; 1 << 20].into()).0, 413);
+    // A body with its lines too large for one answer (control characters
+    // take six bytes each in the message) still gets one, an error, at
+    // once rather than at the timeout.
+    let started = Instant::now();
+    assert_eq!(
+        post(vec![1u8; 700 << 10].into()),
+        (500, "Internal Server Error".len())
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_stopping_worker_finishes_what_it_took() {
+    let nats = Nats::start();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (gateway, mut worker) = cluster_with(
+        &nats,
+        &dirs,
+        "slow",
+        "export default { async fetch() { await new Promise((r) => setTimeout(r, 1000)); return new Response('done') } }",
+    );
+    let url = format!("{}/fn/slow/", gateway.url);
+    let client = gateway.http();
+    let asked = std::thread::spawn(move || {
+        let response = client.get(url).send().unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(worker.terminate_within(Duration::from_secs(10)));
+    assert_eq!(asked.join().unwrap(), (200, "done".to_string()));
+}
+
 #[test]
 fn a_cluster_role_needs_a_reachable_nats_server() {
     let data = tempfile::tempdir().unwrap();

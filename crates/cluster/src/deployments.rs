@@ -1,8 +1,10 @@
 //! Where a worker finds the deployments invocations name: the registry
 //! the nodes share, with the deployments it loaded kept by id.
 //!
-//! A deployment's id names its content (code, settings and secrets), so a
-//! kept one never goes stale: a new deploy or a changed secret is a new id.
+//! A deployment's id names its content (code, settings and secrets): a
+//! new deploy or a changed secret is a new id. A kept deployment is let go
+//! as soon as the registry says its function changed (deleted, or another
+//! deployment activated), so only active deployments run here.
 
 use crate::Deployments;
 use async_trait::async_trait;
@@ -22,12 +24,46 @@ impl RegistryDeployments {
     /// How many loaded deployments are kept.
     pub const KEPT: usize = 64;
 
-    /// Loads deployments through `registry`.
-    pub fn new(registry: Arc<dyn Registry>) -> Self {
+    /// Loads deployments through `registry`, following its changes (on
+    /// the current tokio runtime).
+    pub fn new(registry: Arc<dyn Registry>) -> Arc<Self> {
         let kept = NonZeroUsize::new(Self::KEPT).expect("KEPT is not zero");
-        Self {
+        let changes = registry.watch();
+        let this = Arc::new(Self {
             registry,
             kept: Mutex::new(lru::LruCache::new(kept)),
+        });
+        tokio::spawn(forget_changed(Arc::downgrade(&this), changes));
+        this
+    }
+}
+
+/// Lets go of the kept deployments of each function that changes (all of
+/// them if changes were missed), until `deployments` is dropped.
+async fn forget_changed(
+    deployments: std::sync::Weak<RegistryDeployments>,
+    mut changes: tokio::sync::broadcast::Receiver<isola_store::Changed>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let changed = changes.recv().await;
+        let Some(deployments) = deployments.upgrade() else {
+            return;
+        };
+        let mut kept = deployments.kept.lock().unwrap();
+        match changed {
+            Ok(changed) => {
+                let gone: Vec<String> = kept
+                    .iter()
+                    .filter(|(_, source)| source.name == changed.function)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in gone {
+                    kept.pop(&id);
+                }
+            }
+            Err(RecvError::Lagged(_)) => kept.clear(),
+            Err(RecvError::Closed) => return,
         }
     }
 }

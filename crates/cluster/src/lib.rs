@@ -28,7 +28,7 @@ mod worker;
 pub use async_nats;
 pub use deployments::RegistryDeployments;
 pub use registry::JetStreamRegistry;
-pub use worker::{serve_worker, MAX_IN_FLIGHT};
+pub use worker::{serve_worker, WorkerQueue, MAX_IN_FLIGHT};
 
 use async_trait::async_trait;
 use isola_core::wire;
@@ -52,21 +52,34 @@ pub const MAX_INLINE_BODY: usize = 768 << 10;
 /// answer (queueing, the trip, the outcome's way back).
 const ANSWER_MARGIN: Duration = Duration::from_secs(5);
 
-/// Connects to the cluster's NATS server at `url`, as `name` (shown in
-/// the server's monitoring). A server that cannot be reached is an error
-/// at once, not retried.
+/// Messages a worker's client buffers before its loop takes them (each at
+/// most one NATS payload): the loop takes them at once, answering "busy"
+/// past its in-flight limit, so this rarely fills.
+pub const SUBSCRIPTION_CAPACITY: usize = 64;
+
+/// Connects to the cluster's NATS server at `url` (a user and password may
+/// be in it; `tls://` for TLS), as `name` (shown in the server's
+/// monitoring), with the credentials in `creds` if given. A server that
+/// cannot be reached is an error at once, not retried.
 pub async fn connect(
     url: &str,
     name: &str,
-) -> Result<async_nats::Client, async_nats::ConnectError> {
-    async_nats::ConnectOptions::new()
+    creds: Option<&std::path::Path>,
+) -> Result<async_nats::Client, async_nats::Error> {
+    let options = match creds {
+        Some(path) => async_nats::ConnectOptions::with_credentials_file(path).await?,
+        None => async_nats::ConnectOptions::new(),
+    };
+    Ok(options
         .name(name)
-        // Messages waiting for a worker's loop: bounded (each is at most
-        // one NATS payload); the worker answers "busy" past its in-flight
-        // limit, so this rarely fills.
-        .subscription_capacity(1024)
+        .subscription_capacity(SUBSCRIPTION_CAPACITY)
+        .event_callback(|event| async move {
+            if let async_nats::Event::SlowConsumer(_) = event {
+                tracing::warn!("NATS dropped messages for this node: it took them too slowly");
+            }
+        })
         .connect(url)
-        .await
+        .await?)
 }
 
 /// Where a worker finds the deployment an invocation names.
@@ -109,10 +122,24 @@ impl NatsInvoker {
         self.local.as_ref().filter(|_| upgrade)
     }
 
-    async fn run(&self, invocation: Invocation) -> Outcome {
+    async fn run(&self, mut invocation: Invocation) -> Outcome {
+        // A body still arriving is read first: bodies cross in one message
+        // for now (the node caps its request bodies to fit, see `isola
+        // serve`).
+        if let isola_core::InvocationInput::Http(request) = &mut invocation.input {
+            if request.rest.is_streaming() {
+                match request.read_body(MAX_INLINE_BODY).await {
+                    Ok(body) => {
+                        request.body = body;
+                        request.rest = Default::default();
+                    }
+                    Err(_) => return Outcome::failed(too_large()),
+                }
+            }
+        }
         let timeout = invocation.function.limits.timeout() + ANSWER_MARGIN;
         let (message, tail) = wire::encode_invocation(invocation, MAX_INLINE_BODY, MAX_INLINE_BODY);
-        if !tail.is_empty() {
+        if !tail.is_empty() || message.len() > self.client.server_info().max_payload {
             return Outcome::failed(too_large());
         }
         let request = async_nats::Request::new()

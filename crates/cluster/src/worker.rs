@@ -3,16 +3,23 @@
 //!
 //! What a worker holds is bounded: at most [`MAX_IN_FLIGHT`] invocations
 //! run at once (past that, an invocation is answered at once that the
-//! worker is busy, rather than queued in memory), and each message is at
-//! most what NATS carries in one. On shutdown the worker stops taking
-//! invocations first, then lets those under way finish.
+//! worker is busy, rather than queued in memory), a message's bytes are
+//! let go once decoded, and the client buffers at most
+//! [`crate::SUBSCRIPTION_CAPACITY`] messages. Every invocation taken is
+//! answered: an outcome too large for one message becomes an error that
+//! keeps its metrics, and on shutdown the worker leaves the queue group
+//! (`drain`: what the server sent already still arrives and runs), lets
+//! what is under way finish, and answers what is still running when its
+//! grace ends.
 
 use crate::{too_large, Deployments, INVOKE_SUBJECT, MAX_INLINE_BODY, WORKERS};
+use async_nats::Subject;
 use futures::StreamExt;
 use isola_core::wire;
-use isola_core::{ErrorCode, FunctionError, Invoker, Outcome};
+use isola_core::{ErrorCode, FunctionError, Invoker, LogEntry, LogLevel, Outcome};
+use std::collections::HashSet;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Most invocations one worker runs at once.
@@ -21,21 +28,47 @@ pub const MAX_IN_FLIGHT: usize = 1024;
 /// How long a stopping worker waits for the invocations under way.
 const STOP_GRACE: Duration = Duration::from_secs(30);
 
+/// A worker's place in the queue group: taken before it says it is ready,
+/// so that invocations sent from then on reach it.
+pub struct WorkerQueue {
+    client: async_nats::Client,
+    requests: async_nats::Subscriber,
+}
+
+impl WorkerQueue {
+    /// Joins the workers' queue group.
+    pub async fn join(client: async_nats::Client) -> Result<Self, async_nats::SubscribeError> {
+        let requests = client
+            .queue_subscribe(INVOKE_SUBJECT, WORKERS.to_string())
+            .await?;
+        // The server has the subscription once it answered the flush.
+        let _ = client.flush().await;
+        Ok(Self { client, requests })
+    }
+}
+
+/// Reply subjects of the invocations under way, to answer should they be
+/// abandoned.
+type Pending = Arc<Mutex<HashSet<String>>>;
+
 /// Serves invocations sent to the workers' queue group with `invoker`,
 /// loading deployments from `deployments`, until `shutdown` resolves (or
-/// the connection ends); then unsubscribes, so that new invocations go to
-/// other workers, and waits for those under way (for at most 30 s).
+/// the connection ends); then leaves the group and finishes what it took
+/// (for at most 30 s).
 pub async fn serve_worker(
-    client: async_nats::Client,
+    queue: WorkerQueue,
     invoker: Arc<dyn Invoker>,
     deployments: Arc<dyn Deployments>,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), async_nats::SubscribeError> {
-    let mut requests = client
-        .queue_subscribe(INVOKE_SUBJECT, WORKERS.to_string())
-        .await?;
+) {
+    let WorkerQueue {
+        client,
+        mut requests,
+    } = queue;
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let pending: Pending = Arc::default();
     let mut running = tokio::task::JoinSet::new();
+    let mut draining = false;
     tokio::pin!(shutdown);
     loop {
         let request = tokio::select! {
@@ -44,9 +77,19 @@ pub async fn serve_worker(
                 None => break,
             },
             Some(_) = running.join_next(), if !running.is_empty() => continue,
-            () = &mut shutdown => break,
+            () = &mut shutdown, if !draining => {
+                draining = true;
+                // New invocations go to the other workers from here on;
+                // those the server sent already still arrive.
+                if let Err(error) = requests.drain().await {
+                    tracing::warn!(%error, "could not leave the workers' queue group");
+                    break;
+                }
+                continue;
+            }
         };
-        let Some(reply) = request.reply.clone() else {
+        let async_nats::Message { payload, reply, .. } = request;
+        let Some(reply) = reply else {
             continue;
         };
         let client = client.clone();
@@ -54,25 +97,31 @@ pub async fn serve_worker(
             answer(&client, reply, Outcome::failed(busy())).await;
             continue;
         };
-        let (invoker, deployments) = (invoker.clone(), deployments.clone());
+        let (invoker, deployments, pending) =
+            (invoker.clone(), deployments.clone(), pending.clone());
+        pending.lock().unwrap().insert(reply.to_string());
         running.spawn(async move {
-            let outcome = run_received(&request.payload, invoker, deployments).await;
-            answer(&client, reply, outcome).await;
+            let outcome = run_received(payload, invoker, deployments).await;
+            if pending.lock().unwrap().remove(reply.as_str()) {
+                answer(&client, reply, outcome).await;
+            }
             drop(slot);
         });
     }
-    // New invocations go to the other workers from here on.
-    if let Err(error) = requests.unsubscribe().await {
-        tracing::warn!(%error, "could not leave the workers' queue group");
-    }
     let finished = async { while running.join_next().await.is_some() {} };
     if tokio::time::timeout(STOP_GRACE, finished).await.is_err() {
-        tracing::warn!(
-            "invocations still running {STOP_GRACE:?} after the worker stopped: abandoned"
+        tracing::warn!("invocations still running {STOP_GRACE:?} after the worker stopped");
+    }
+    running.abort_all();
+    let abandoned: Vec<String> = pending.lock().unwrap().drain().collect();
+    for reply in abandoned {
+        let stopped = FunctionError::new(
+            ErrorCode::Unavailable,
+            "the worker stopped before the invocation ended (it may have partly run)",
         );
+        answer(&client, Subject::from(reply), Outcome::failed(stopped)).await;
     }
     let _ = client.flush().await;
-    Ok(())
 }
 
 fn busy() -> FunctionError {
@@ -82,8 +131,26 @@ fn busy() -> FunctionError {
     )
 }
 
-async fn answer(client: &async_nats::Client, reply: async_nats::Subject, outcome: Outcome) {
-    let (message, _) = wire::encode_outcome(outcome, MAX_INLINE_BODY, MAX_INLINE_BODY);
+/// Sends `outcome` to `reply`. One too large for a message (a large body
+/// with many log lines) goes as an error with its metrics and no lines.
+async fn answer(client: &async_nats::Client, reply: Subject, outcome: Outcome) {
+    let most = client.server_info().max_payload.max(1 << 16);
+    let metrics = outcome.metrics;
+    let (mut message, _) = wire::encode_outcome(outcome, MAX_INLINE_BODY, MAX_INLINE_BODY);
+    if message.len() > most {
+        let size = message.len();
+        let mut cut = Outcome::failed(FunctionError::new(
+            ErrorCode::InvalidOutput,
+            format!("the outcome with its logs ({size} bytes) is larger than what crosses between nodes ({most} bytes)"),
+        ));
+        cut.metrics = metrics;
+        cut.logs = vec![LogEntry {
+            level: LogLevel::Warn,
+            message: "console lines dropped: the outcome was too large to cross between nodes"
+                .into(),
+        }];
+        message = wire::encode_outcome(cut, 0, 0).0;
+    }
     if let Err(error) = client.publish(reply, message.into()).await {
         tracing::warn!(%error, "could not answer an invocation");
     }
@@ -91,11 +158,14 @@ async fn answer(client: &async_nats::Client, reply: async_nats::Subject, outcome
 
 /// Runs an invocation message; what went wrong is the outcome.
 async fn run_received(
-    payload: &[u8],
+    payload: bytes::Bytes,
     invoker: Arc<dyn Invoker>,
     deployments: Arc<dyn Deployments>,
 ) -> Outcome {
-    let received = match wire::decode_invocation(payload) {
+    let received = wire::decode_invocation(&payload);
+    // The message's bytes are not kept while the invocation runs.
+    drop(payload);
+    let received = match received {
         Ok(received) => received,
         Err(error) => {
             return Outcome::failed(FunctionError::new(

@@ -3,14 +3,13 @@
 
 use crate::nats::NatsServer;
 use async_trait::async_trait;
-use isola_cluster::{serve_worker, Deployments, NatsInvoker};
+use isola_cluster::{serve_worker, Deployments, NatsInvoker, WorkerQueue};
 use isola_core::{
     ErrorCode, FunctionSource, HttpRequest, Invocation, InvocationInput, InvocationOutput, Invoker,
     Outcome, RuntimeKind,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Deployments a worker can load, by id.
 #[derive(Default)]
@@ -44,15 +43,14 @@ async fn worker(server: &NatsServer, functions: &[Arc<FunctionSource>]) {
     );
     let client = server.client().await;
     let runtime: Arc<dyn Invoker> = Arc::new(isola_runtime_wasm::WasmRuntime::new().unwrap());
+    // Joined (and the server told) before this returns.
+    let queue = WorkerQueue::join(client).await.unwrap();
     tokio::spawn(serve_worker(
-        client.clone(),
+        queue,
         runtime,
         Arc::new(known),
         std::future::pending(),
     ));
-    // The subscription is in place once the server has seen it.
-    client.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 fn http_get(function: &Arc<FunctionSource>, body: Vec<u8>) -> Invocation {

@@ -60,7 +60,11 @@ pub struct Cluster {
 impl Cluster {
     /// Joins the cluster whose NATS server is `nats` (none: this node runs
     /// alone, which only `--role all` may).
-    pub async fn join(nats: Option<&str>, role: Role) -> anyhow::Result<Option<Self>> {
+    pub async fn join(
+        nats: Option<&str>,
+        creds: Option<&std::path::Path>,
+        role: Role,
+    ) -> anyhow::Result<Option<Self>> {
         let Some(url) = nats else {
             if role != Role::All {
                 anyhow::bail!(
@@ -71,7 +75,7 @@ impl Cluster {
             return Ok(None);
         };
         let name = format!("isola {} {}", role.name(), std::process::id());
-        let client = isola_cluster::connect(url, &name)
+        let client = isola_cluster::connect(url, &name, creds)
             .await
             .map_err(|error| anyhow::anyhow!("could not reach NATS at {url}: {error}"))?;
         Ok(Some(Self {
@@ -115,30 +119,29 @@ impl Cluster {
         Arc::new(NatsInvoker::new(self.client.clone()).with_local(local))
     }
 
-    /// Runs the invocations the cluster sends this node, on `local`, until
-    /// `stop` turns true; then lets those under way finish.
-    pub fn start_worker(
+    /// Joins the workers and runs the invocations the cluster sends this
+    /// node, on `local`, until `stop` turns true; then finishes what it
+    /// took. Ready (and said so) when this returns.
+    pub async fn start_worker(
         &self,
         local: Arc<dyn Invoker>,
         registry: Arc<dyn Registry>,
         mut stop: tokio::sync::watch::Receiver<bool>,
-    ) -> tokio::task::JoinHandle<()> {
-        let client = self.client.clone();
-        let deployments = Arc::new(RegistryDeployments::new(registry));
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let queue = isola_cluster::WorkerQueue::join(self.client.clone())
+            .await
+            .map_err(|error| anyhow::anyhow!("could not join the cluster's workers: {error}"))?;
+        let deployments = RegistryDeployments::new(registry);
         eprintln!(
             "isola {}: running invocations from {}",
             self.role.name(),
             self.url
         );
-        tokio::spawn(async move {
+        Ok(tokio::spawn(async move {
             let stopped = async move {
                 let _ = stop.wait_for(|stop| *stop).await;
             };
-            if let Err(error) =
-                isola_cluster::serve_worker(client, local, deployments, stopped).await
-            {
-                tracing::error!(%error, "could not take invocations from the cluster");
-            }
-        })
+            isola_cluster::serve_worker(queue, local, deployments, stopped).await;
+        }))
     }
 }

@@ -92,6 +92,9 @@ pub struct ServeArgs {
     /// of a cluster needs the same node key (--node-key-file).
     #[arg(long, env = "ISOLA_NATS")]
     pub nats: Option<String>,
+    /// A NATS credentials file (.creds: JWT and NKey seed) for --nats.
+    #[arg(long, env = "ISOLA_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
     /// What this node does in a cluster: `gateway` answers HTTP and sends
     /// invocations to the workers, `worker` runs them (no HTTP), `all` both.
     #[arg(long, value_enum, default_value_t = Role::All, env = "ISOLA_ROLE")]
@@ -234,7 +237,8 @@ fn server_config(args: &ServeArgs, token_hash: String) -> ServerConfig {
 /// Runs `isola serve` until Ctrl-C or SIGTERM.
 pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
     start_log(args.log_format, args.access_log);
-    let cluster = cluster::Cluster::join(args.nats.as_deref(), args.role).await?;
+    let cluster =
+        cluster::Cluster::join(args.nats.as_deref(), args.nats_creds.as_deref(), args.role).await?;
     private_data_dir(&args.data)?;
     let db = args.data.join("isola.db");
     let key_file = args
@@ -275,27 +279,42 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
     }
     let executor = Arc::new(Executor::new(executor_config));
     let local = local_invoker(&args, &executor, &kv)?;
+    // One signal stops everything at once: the worker leaves the queue
+    // group while the HTTP side drains.
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let worker = cluster
-        .as_ref()
-        .filter(|_| args.role.runs_invocations())
-        .map(|cluster| cluster.start_worker(local.clone(), registry.clone(), stopped));
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let worker = match cluster.as_ref().filter(|_| args.role.runs_invocations()) {
+        Some(cluster) => Some(
+            cluster
+                .start_worker(local.clone(), registry.clone(), stopped.clone())
+                .await?,
+        ),
+        None => None,
+    };
     let served = match listener {
         Some(listener) => {
             let invoker = match &cluster {
                 Some(cluster) => cluster.gateway_invoker(local),
                 None => local,
             };
-            serve_http(&args, listener, registry, invoker, kv, &executor).await
+            let stop = until_stopped(stopped);
+            serve_http(&args, listener, registry, invoker, kv, &executor, stop).await
         }
         None => {
             eprintln!("isola worker: no HTTP (data in {})", args.data.display());
-            shutdown_signal().await;
-            Ok(())
+            let mut worker = worker.expect("a worker-only node runs invocations");
+            tokio::select! {
+                () = until_stopped(stopped) => {}
+                _ = &mut worker => anyhow::bail!("the worker stopped taking invocations (see the errors above)"),
+            }
+            let _ = worker.await;
+            return Ok(crate::ExitStatus::Success);
         }
     };
     // Invocations under way on this worker finish before the node exits.
-    let _ = stop.send(true);
     if let Some(worker) = worker {
         let _ = worker.await;
     }
@@ -337,25 +356,34 @@ async fn serve_http(
     invoker: Arc<dyn isola_core::Invoker>,
     kv: Arc<dyn isola_kv::KvStore>,
     executor: &Executor,
+    stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let token_hash = token_hash(&*registry, args.token.clone(), listener.local_addr()?).await?;
-    let config = server_config(args, token_hash);
+    let mut config = server_config(args, token_hash);
+    if args.nats.is_some() && config.max_request_bytes > isola_cluster::MAX_INLINE_BODY {
+        // Bodies cross between nodes in one NATS message for now.
+        config.max_request_bytes = isola_cluster::MAX_INLINE_BODY;
+        tracing::info!(
+            limit_kib = isola_cluster::MAX_INLINE_BODY >> 10,
+            "request bodies are limited to what crosses between nodes"
+        );
+    }
     let node = isola_api::Node::new(config, registry, invoker, Some(kv));
     eprintln!(
         "isola listening on http://{} (data in {})",
         listener.local_addr()?,
         args.data.display()
     );
-    let served = crate::serving::serve_on_workers(
-        executor,
-        listener,
-        node.worker_router(),
-        shutdown_signal(),
-    )
-    .await;
+    let served =
+        crate::serving::serve_on_workers(executor, listener, node.worker_router(), stop).await;
     // The records still queued are written whichever way serving ended.
     node.shutdown().await;
     served
+}
+
+/// Resolves once `stopped` turns true (or its sender is gone).
+async fn until_stopped(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 async fn shutdown_signal() {
