@@ -221,14 +221,14 @@ fn cluster_with(
 }
 
 #[test]
-fn bodies_cross_between_nodes_within_one_message() {
+fn bodies_cross_between_nodes_streamed_both_ways() {
     let nats = Nats::start();
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (gateway, _worker) = cluster_with(
         &nats,
         &dirs,
         "echo",
-        "export default { async fetch(r) { const b = await r.arrayBuffer(); if (b.byteLength > 600000) console.log('\\x01'.repeat(100000)); return new Response(new Uint8Array(b.byteLength)) } }",
+        "export default { async fetch(r) { const b = await r.arrayBuffer(); if (b.byteLength > 600000 && b.byteLength < 800000) console.log('\\x01'.repeat(100000)); return new Response(new Uint8Array(b.byteLength)) } }",
     );
     let post = |body: reqwest::blocking::Body| {
         let response = gateway
@@ -239,21 +239,53 @@ fn bodies_cross_between_nodes_within_one_message() {
             .unwrap();
         (response.status().as_u16(), response.bytes().unwrap().len())
     };
-    // Streamed to the gateway (over 64 KiB, or chunked), one message on.
+    // Streamed to the gateway (over 64 KiB, or chunked), and longer than
+    // a NATS message: pulled by the worker in frames, and back.
     assert_eq!(post(vec![1u8; 100 << 10].into()), (200, 100 << 10));
     let chunked = reqwest::blocking::Body::new(std::io::Cursor::new(vec![1u8; 10]));
     assert_eq!(post(chunked), (200, 10));
-    // Past what one message carries: refused at the door.
-    assert_eq!(post(vec![1u8; 1 << 20].into()).0, 413);
-    // A body with its lines too large for one answer (control characters
-    // take six bytes each in the message) still gets one, an error, at
-    // once rather than at the timeout.
+    assert_eq!(post(vec![1u8; 5 << 20].into()), (200, 5 << 20));
+    // Past the node's request limit (10 MiB): refused at the door.
+    assert_eq!(post(vec![1u8; 11 << 20].into()).0, 413);
+    // A head too large for one answer (its lines: control characters take
+    // six bytes each) still gets one, an error, at once.
     let started = Instant::now();
     assert_eq!(
         post(vec![1u8; 700 << 10].into()),
         (500, "Internal Server Error".len())
     );
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_streamed_response_reaches_the_client_as_it_is_written() {
+    let nats = Nats::start();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (gateway, _worker) = cluster_with(
+        &nats,
+        &dirs,
+        "ticks",
+        "export default { fetch() { let n = 0; return new Response(new ReadableStream({ async pull(c) { if (n > 0) await new Promise((r) => setTimeout(r, 400)); if (n++ === 3) c.close(); else c.enqueue(new TextEncoder().encode('tick ')); } })) } }",
+    );
+    let started = Instant::now();
+    let mut response = gateway
+        .http()
+        .get(format!("{}/fn/ticks/", gateway.url))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut first = [0u8; 5];
+    std::io::Read::read_exact(&mut response, &mut first).unwrap();
+    assert_eq!(&first, b"tick ");
+    // The first tick came before the others were written.
+    assert!(
+        started.elapsed() < Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut response, &mut rest).unwrap();
+    assert_eq!(rest, "tick tick ");
 }
 
 #[test]

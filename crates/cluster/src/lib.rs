@@ -15,13 +15,14 @@
 //! cannot leave it) on its own runtimes; a worker runs
 //! [`serve_worker`] with [`RegistryDeployments`].
 //!
-//! Not yet: bodies larger than one message (they are refused with a clear
-//! error), placement (every worker takes any function), heartbeats, and
-//! the JetStream registry (nodes share one data directory for now), KV and
-//! async invocations.
+//! Bodies longer than one message, or streamed, follow in frames the
+//! receiver pulls (`frames`). Not yet: placement (every worker takes any
+//! function), heartbeats, a JetStream `KvStore`, records shared between
+//! gateways, and async invocations.
 
 mod buckets;
 mod deployments;
+mod frames;
 mod registry;
 mod worker;
 
@@ -44,8 +45,9 @@ pub const INVOKE_SUBJECT: &str = "isola.invoke";
 /// The workers' queue group: each invocation goes to one of them.
 pub const WORKERS: &str = "isola-workers";
 
-/// Most body bytes an invocation or outcome carries in its one message:
-/// NATS refuses messages past its `max_payload` (1 MiB by default).
+/// Most body bytes an invocation or outcome carries in its message, and in
+/// each frame of the rest: NATS refuses messages past its `max_payload`
+/// (1 MiB by default).
 pub const MAX_INLINE_BODY: usize = 768 << 10;
 
 /// How long past its wall-clock limit a gateway waits for a worker's
@@ -122,36 +124,41 @@ impl NatsInvoker {
         self.local.as_ref().filter(|_| upgrade)
     }
 
-    async fn run(&self, mut invocation: Invocation) -> Outcome {
-        // A body still arriving is read first: bodies cross in one message
-        // for now (the node caps its request bodies to fit, see `isola
-        // serve`).
-        if let isola_core::InvocationInput::Http(request) = &mut invocation.input {
-            if request.rest.is_streaming() {
-                match request.read_body(MAX_INLINE_BODY).await {
-                    Ok(body) => {
-                        request.body = body;
-                        request.rest = Default::default();
-                    }
-                    Err(_) => return Outcome::failed(too_large()),
-                }
-            }
-        }
+    async fn run(&self, invocation: Invocation) -> Outcome {
         let timeout = invocation.function.limits.timeout() + ANSWER_MARGIN;
         let (message, tail) = wire::encode_invocation(invocation, MAX_INLINE_BODY, MAX_INLINE_BODY);
-        if !tail.is_empty() || message.len() > self.client.server_info().max_payload {
+        if message.len() > self.client.server_info().max_payload {
             return Outcome::failed(too_large());
         }
-        let request = async_nats::Request::new()
+        let mut request = async_nats::Request::new()
             .payload(message.into())
             .timeout(Some(timeout));
+        // The rest of a long or streamed body: the worker pulls it.
+        if !tail.is_empty() {
+            let Some((headers, _offering)) = frames::offer(&self.client, tail).await else {
+                return Outcome::failed(FunctionError::new(
+                    ErrorCode::Unavailable,
+                    "the request body could not be offered to the workers",
+                ));
+            };
+            request = request.headers(headers);
+        }
         let answer = match self.client.send_request(INVOKE_SUBJECT, request).await {
             Ok(answer) => answer,
             Err(error) => return Outcome::failed(unreachable_worker(&error)),
         };
         match wire::decode_outcome(&answer.payload) {
             Ok((outcome, None)) => outcome,
-            Ok((_, Some(_))) => Outcome::failed(too_large()),
+            Ok((outcome, Some(chunks))) => match frames::offered(answer.headers.as_ref()) {
+                Some(subject) => {
+                    frames::pull(&self.client, subject, chunks);
+                    outcome
+                }
+                None => Outcome::failed(FunctionError::new(
+                    ErrorCode::Internal,
+                    "a worker answered with a streamed body but no place to pull it from",
+                )),
+            },
             Err(error) => Outcome::failed(FunctionError::new(
                 ErrorCode::Internal,
                 format!("a worker answered with a malformed outcome: {error}"),
@@ -160,13 +167,10 @@ impl NatsInvoker {
     }
 }
 
-pub(crate) fn too_large() -> FunctionError {
+fn too_large() -> FunctionError {
     FunctionError::new(
         ErrorCode::InvalidInput,
-        format!(
-            "bodies of more than {} KiB do not cross between nodes yet",
-            MAX_INLINE_BODY >> 10
-        ),
+        "the invocation's head is larger than one NATS message",
     )
 }
 

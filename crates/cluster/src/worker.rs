@@ -12,7 +12,7 @@
 //! what is under way finish, and answers what is still running when its
 //! grace ends.
 
-use crate::{too_large, Deployments, INVOKE_SUBJECT, MAX_INLINE_BODY, WORKERS};
+use crate::{Deployments, INVOKE_SUBJECT, MAX_INLINE_BODY, WORKERS};
 use async_nats::Subject;
 use futures::StreamExt;
 use isola_core::wire;
@@ -88,7 +88,12 @@ pub async fn serve_worker(
                 continue;
             }
         };
-        let async_nats::Message { payload, reply, .. } = request;
+        let async_nats::Message {
+            payload,
+            reply,
+            headers,
+            ..
+        } = request;
         let Some(reply) = reply else {
             continue;
         };
@@ -101,9 +106,13 @@ pub async fn serve_worker(
             (invoker.clone(), deployments.clone(), pending.clone());
         pending.lock().unwrap().insert(reply.to_string());
         running.spawn(async move {
-            let outcome = run_received(payload, invoker, deployments).await;
+            let body = crate::frames::offered(headers.as_ref());
+            let outcome = run_received(&client, payload, body, invoker, deployments).await;
             if pending.lock().unwrap().remove(reply.as_str()) {
-                answer(&client, reply, outcome).await;
+                // The slot is held until the response's body is sent.
+                if let Some(offering) = answer(&client, reply, outcome).await {
+                    let _ = offering.await;
+                }
             }
             drop(slot);
         });
@@ -131,12 +140,18 @@ fn busy() -> FunctionError {
     )
 }
 
-/// Sends `outcome` to `reply`. One too large for a message (a large body
-/// with many log lines) goes as an error with its metrics and no lines.
-async fn answer(client: &async_nats::Client, reply: Subject, outcome: Outcome) {
+/// Sends `outcome` to `reply`, offering the rest of its body for the
+/// gateway to pull (the task offering it is given back). An outcome too
+/// large for a message (a long head: many log lines) goes as an error with
+/// its metrics and no lines.
+async fn answer(
+    client: &async_nats::Client,
+    reply: Subject,
+    outcome: Outcome,
+) -> Option<tokio::task::JoinHandle<()>> {
     let most = client.server_info().max_payload.max(1 << 16);
     let metrics = outcome.metrics;
-    let (mut message, _) = wire::encode_outcome(outcome, MAX_INLINE_BODY, MAX_INLINE_BODY);
+    let (mut message, mut tail) = wire::encode_outcome(outcome, MAX_INLINE_BODY, MAX_INLINE_BODY);
     if message.len() > most {
         let size = message.len();
         let mut cut = Outcome::failed(FunctionError::new(
@@ -149,16 +164,33 @@ async fn answer(client: &async_nats::Client, reply: Subject, outcome: Outcome) {
             message: "console lines dropped: the outcome was too large to cross between nodes"
                 .into(),
         }];
-        message = wire::encode_outcome(cut, 0, 0).0;
+        (message, tail) = wire::encode_outcome(cut, 0, 0);
     }
-    if let Err(error) = client.publish(reply, message.into()).await {
+    let offered = match tail.is_empty() {
+        true => None,
+        false => crate::frames::offer(client, tail).await,
+    };
+    let (headers, offering) = offered.unzip();
+    let sent = match headers {
+        Some(headers) => {
+            client
+                .publish_with_headers(reply, headers, message.into())
+                .await
+        }
+        None => client.publish(reply, message.into()).await,
+    };
+    if let Err(error) = sent {
         tracing::warn!(%error, "could not answer an invocation");
     }
+    offering
 }
 
-/// Runs an invocation message; what went wrong is the outcome.
+/// Runs an invocation message, the rest of its body pulled from the
+/// subject `body` names; what went wrong is the outcome.
 async fn run_received(
+    client: &async_nats::Client,
     payload: bytes::Bytes,
+    body: Option<String>,
     invoker: Arc<dyn Invoker>,
     deployments: Arc<dyn Deployments>,
 ) -> Outcome {
@@ -174,9 +206,20 @@ async fn run_received(
             ))
         }
     };
-    if received.streamed {
-        return Outcome::failed(too_large());
-    }
+    let rest = match (received.streamed, body) {
+        (false, _) => None,
+        (true, Some(subject)) => {
+            let (chunks, rest) = tokio::sync::mpsc::channel(wire::FRAMES_IN_FLIGHT);
+            crate::frames::pull(client, subject, chunks);
+            Some(rest)
+        }
+        (true, None) => {
+            return Outcome::failed(FunctionError::new(
+                ErrorCode::Internal,
+                "a gateway sent a streamed body but no place to pull it from",
+            ))
+        }
+    };
     let Some(function) = deployments
         .find(&received.function, &received.deployment)
         .await
@@ -189,21 +232,8 @@ async fn run_received(
             ),
         ));
     };
-    match received.into_invocation(function, None) {
-        Ok(invocation) => {
-            let mut outcome = invoker.invoke(invocation).await;
-            // A streamed response does not cross yet: collect it, within
-            // what one message carries.
-            if let Ok(isola_core::InvocationOutput::Http(response)) = &mut outcome.result {
-                if response.rest.is_streaming() {
-                    match response.read_body(MAX_INLINE_BODY).await {
-                        Ok(body) => response.body = body,
-                        Err(_) => outcome.result = Err(too_large()),
-                    }
-                }
-            }
-            outcome
-        }
+    match received.into_invocation(function, rest) {
+        Ok(invocation) => invoker.invoke(invocation).await,
         Err(error) => Outcome::failed(FunctionError::new(
             ErrorCode::Unavailable,
             error.to_string(),

@@ -120,12 +120,16 @@ async fn what_cannot_run_elsewhere_is_refused_with_why() {
         error.message.contains("cannot load deployment"),
         "{error:?}"
     );
-    // A body too large for one message.
-    let error = gateway
-        .invoke(http_get(&function, vec![b'x'; 1 << 20]))
-        .await
-        .result
-        .unwrap_err();
-    assert_eq!(error.code, ErrorCode::InvalidInput);
-    assert!(error.message.contains("do not cross"), "{error:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_longer_than_a_message_crosses_in_frames() {
+    let server = NatsServer::start().await;
+    let function = hello("hello");
+    worker(&server, std::slice::from_ref(&function)).await;
+    let gateway = NatsInvoker::new(server.client().await);
+    let outcome = gateway
+        .invoke(http_get(&function, vec![b'x'; 3 << 20]))
+        .await;
+    assert_eq!(text_of(outcome).await, (200, "hello".into()));
 }

@@ -359,15 +359,7 @@ async fn serve_http(
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let token_hash = token_hash(&*registry, args.token.clone(), listener.local_addr()?).await?;
-    let mut config = server_config(args, token_hash);
-    if args.nats.is_some() && config.max_request_bytes > isola_cluster::MAX_INLINE_BODY {
-        // Bodies cross between nodes in one NATS message for now.
-        config.max_request_bytes = isola_cluster::MAX_INLINE_BODY;
-        tracing::info!(
-            limit_kib = isola_cluster::MAX_INLINE_BODY >> 10,
-            "request bodies are limited to what crosses between nodes"
-        );
-    }
+    let config = server_config(args, token_hash);
     let node = isola_api::Node::new(config, registry, invoker, Some(kv));
     eprintln!(
         "isola listening on http://{} (data in {})",
