@@ -23,6 +23,8 @@
 mod buckets;
 mod deployments;
 mod frames;
+pub mod members;
+pub mod placement;
 mod registry;
 mod worker;
 
@@ -92,9 +94,18 @@ pub trait Deployments: Send + Sync + 'static {
     async fn find(&self, function: &str, deployment: &str) -> Option<Arc<FunctionSource>>;
 }
 
-/// Runs invocations on the workers of a cluster.
+/// The subject a worker takes invocations placed on it from.
+pub fn direct_subject(worker: &str) -> String {
+    format!("isola.invoke.node.{worker}")
+}
+
+/// Runs invocations on the workers of a cluster: on the function's slice
+/// (`placement`) when the gateway knows the workers, else (or when the
+/// chosen worker is gone) on any worker of the queue group.
 pub struct NatsInvoker {
     client: async_nats::Client,
+    members: Option<members::Members>,
+    outstanding: placement::Outstanding,
     /// This node's own runtimes, if it has them: they check deployments
     /// (`prepare`) and run WebSocket upgrades, whose connection stays on
     /// the node that accepted it.
@@ -106,8 +117,17 @@ impl NatsInvoker {
     pub fn new(client: async_nats::Client) -> Self {
         Self {
             client,
+            members: None,
+            outstanding: Default::default(),
             local: None,
         }
+    }
+
+    /// Places each function's invocations on its slice of `members`'
+    /// workers.
+    pub fn with_members(mut self, members: members::Members) -> Self {
+        self.members = Some(members);
+        self
     }
 
     /// Checks deployments and runs WebSocket upgrades on `local`.
@@ -126,24 +146,57 @@ impl NatsInvoker {
 
     async fn run(&self, invocation: Invocation) -> Outcome {
         let timeout = invocation.function.limits.timeout() + ANSWER_MARGIN;
+        let workers = self
+            .members
+            .as_ref()
+            .map(|m| m.workers())
+            .unwrap_or_default();
+        let placed = self
+            .outstanding
+            .pick(&placement::slice(&invocation.function.name, &workers));
         let (message, tail) = wire::encode_invocation(invocation, MAX_INLINE_BODY, MAX_INLINE_BODY);
         if message.len() > self.client.server_info().max_payload {
             return Outcome::failed(too_large());
         }
-        let mut request = async_nats::Request::new()
-            .payload(message.into())
-            .timeout(Some(timeout));
+        let message = bytes::Bytes::from(message);
         // The rest of a long or streamed body: the worker pulls it.
+        let mut headers = None;
+        let mut _offering = None;
         if !tail.is_empty() {
-            let Some((headers, _offering)) = frames::offer(&self.client, tail).await else {
+            let Some((offered, task)) = frames::offer(&self.client, tail).await else {
                 return Outcome::failed(FunctionError::new(
                     ErrorCode::Unavailable,
                     "the request body could not be offered to the workers",
                 ));
             };
-            request = request.headers(headers);
+            (headers, _offering) = (Some(offered), Some(task));
         }
-        let answer = match self.client.send_request(INVOKE_SUBJECT, request).await {
+        let request = || {
+            let request = async_nats::Request::new()
+                .payload(message.clone())
+                .timeout(Some(timeout));
+            match &headers {
+                Some(headers) => request.headers(headers.clone()),
+                None => request,
+            }
+        };
+        let mut sent = match &placed {
+            Some(placed) => {
+                let subject = direct_subject(&placed.worker);
+                self.client.send_request(subject, request()).await
+            }
+            None => self.client.send_request(INVOKE_SUBJECT, request()).await,
+        };
+        if placed.is_some()
+            && sent
+                .as_ref()
+                .is_err_and(|e| e.kind() == async_nats::RequestErrorKind::NoResponders)
+        {
+            // The worker left since its last heartbeat: any other will do.
+            sent = self.client.send_request(INVOKE_SUBJECT, request()).await;
+        }
+        drop(placed);
+        let answer = match sent {
             Ok(answer) => answer,
             Err(error) => return Outcome::failed(unreachable_worker(&error)),
         };

@@ -19,6 +19,7 @@ use isola_core::wire;
 use isola_core::{ErrorCode, FunctionError, Invoker, LogEntry, LogLevel, Outcome};
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,22 +29,39 @@ pub const MAX_IN_FLIGHT: usize = 1024;
 /// How long a stopping worker waits for the invocations under way.
 const STOP_GRACE: Duration = Duration::from_secs(30);
 
-/// A worker's place in the queue group: taken before it says it is ready,
-/// so that invocations sent from then on reach it.
+/// A worker's places: the queue group, and the subject of the
+/// invocations placed on it by id (`crate::direct_subject`). Taken before
+/// it says it is ready, so that invocations sent from then on reach it.
 pub struct WorkerQueue {
     client: async_nats::Client,
     requests: async_nats::Subscriber,
+    placed: async_nats::Subscriber,
+    in_flight: Arc<AtomicU32>,
 }
 
 impl WorkerQueue {
-    /// Joins the workers' queue group.
-    pub async fn join(client: async_nats::Client) -> Result<Self, async_nats::SubscribeError> {
+    /// Joins the workers' queue group as worker `id`.
+    pub async fn join(
+        client: async_nats::Client,
+        id: &str,
+    ) -> Result<Self, async_nats::SubscribeError> {
         let requests = client
             .queue_subscribe(INVOKE_SUBJECT, WORKERS.to_string())
             .await?;
-        // The server has the subscription once it answered the flush.
+        let placed = client.subscribe(crate::direct_subject(id)).await?;
+        // The server has the subscriptions once it answered the flush.
         let _ = client.flush().await;
-        Ok(Self { client, requests })
+        Ok(Self {
+            client,
+            requests,
+            placed,
+            in_flight: Arc::default(),
+        })
+    }
+
+    /// How many invocations the worker runs now (for its heartbeat).
+    pub fn in_flight(&self) -> Arc<AtomicU32> {
+        self.in_flight.clone()
     }
 }
 
@@ -64,24 +82,33 @@ pub async fn serve_worker(
     let WorkerQueue {
         client,
         mut requests,
+        mut placed,
+        in_flight,
     } = queue;
+    let mut open = [true, true];
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let pending: Pending = Arc::default();
     let mut running = tokio::task::JoinSet::new();
     let mut draining = false;
     tokio::pin!(shutdown);
-    loop {
+    // Until both subscriptions end (drained, or the connection closed).
+    while open[0] || open[1] {
         let request = tokio::select! {
-            request = requests.next() => match request {
+            request = requests.next(), if open[0] => match request {
                 Some(request) => request,
-                None => break,
+                None => { open[0] = false; continue }
+            },
+            request = placed.next(), if open[1] => match request {
+                Some(request) => request,
+                None => { open[1] = false; continue }
             },
             Some(_) = running.join_next(), if !running.is_empty() => continue,
             () = &mut shutdown, if !draining => {
                 draining = true;
                 // New invocations go to the other workers from here on;
                 // those the server sent already still arrive.
-                if let Err(error) = requests.drain().await {
+                let left = (requests.drain().await, placed.drain().await);
+                if let (Err(error), _) | (_, Err(error)) = left {
                     tracing::warn!(%error, "could not leave the workers' queue group");
                     break;
                 }
@@ -105,6 +132,8 @@ pub async fn serve_worker(
         let (invoker, deployments, pending) =
             (invoker.clone(), deployments.clone(), pending.clone());
         pending.lock().unwrap().insert(reply.to_string());
+        let in_flight = in_flight.clone();
+        in_flight.fetch_add(1, Ordering::Relaxed);
         running.spawn(async move {
             let body = crate::frames::offered(headers.as_ref());
             let outcome = run_received(&client, payload, body, invoker, deployments).await;
@@ -114,6 +143,7 @@ pub async fn serve_worker(
                     let _ = offering.await;
                 }
             }
+            in_flight.fetch_sub(1, Ordering::Relaxed);
             drop(slot);
         });
     }

@@ -2,5 +2,6 @@
 //! installs it): one test binary.
 
 mod nats;
+mod placement;
 mod registry;
 mod transport;

@@ -44,7 +44,7 @@ async fn worker(server: &NatsServer, functions: &[Arc<FunctionSource>]) {
     let client = server.client().await;
     let runtime: Arc<dyn Invoker> = Arc::new(isola_runtime_wasm::WasmRuntime::new().unwrap());
     // Joined (and the server told) before this returns.
-    let queue = WorkerQueue::join(client).await.unwrap();
+    let queue = WorkerQueue::join(client, "w").await.unwrap();
     tokio::spawn(serve_worker(
         queue,
         runtime,

@@ -53,6 +53,8 @@ impl Role {
 /// This node's place in a cluster: its connection and role.
 pub struct Cluster {
     client: async_nats::Client,
+    /// This node's id among the members.
+    id: String,
     role: Role,
     url: String,
 }
@@ -80,6 +82,7 @@ impl Cluster {
             .map_err(|error| anyhow::anyhow!("could not reach NATS at {url}: {error}"))?;
         Ok(Some(Self {
             client,
+            id: isola_cluster::members::new_node_id(),
             role,
             url: url.to_string(),
         }))
@@ -113,10 +116,39 @@ impl Cluster {
         Ok(Arc::new(registry))
     }
 
-    /// The invoker HTTP requests use: the workers, through NATS, with
-    /// `local` for deploy checks and WebSocket upgrades.
-    pub fn gateway_invoker(&self, local: Arc<dyn Invoker>) -> Arc<dyn Invoker> {
-        Arc::new(NatsInvoker::new(self.client.clone()).with_local(local))
+    /// The invoker HTTP requests use: the workers, through NATS (each
+    /// function on its slice of the members), with `local` for deploy
+    /// checks and WebSocket upgrades.
+    pub async fn gateway_invoker(
+        &self,
+        local: Arc<dyn Invoker>,
+    ) -> anyhow::Result<Arc<dyn Invoker>> {
+        let members = isola_cluster::members::Members::follow(&self.client)
+            .await
+            .map_err(|error| anyhow::anyhow!("could not follow the cluster's members: {error}"))?;
+        Ok(Arc::new(
+            NatsInvoker::new(self.client.clone())
+                .with_members(members)
+                .with_local(local),
+        ))
+    }
+
+    /// Says every second that this node is alive (and how many invocations
+    /// `in_flight` counts), until `stop` turns true.
+    pub fn heartbeat(
+        &self,
+        in_flight: Arc<std::sync::atomic::AtomicU32>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let heartbeat = isola_cluster::members::Heartbeat {
+            id: self.id.clone(),
+            runs_invocations: self.role.runs_invocations(),
+            serves_http: self.role.serves_http(),
+            in_flight: 0,
+            leaving: false,
+        };
+        let read = move || in_flight.load(std::sync::atomic::Ordering::Relaxed);
+        isola_cluster::members::beat(self.client.clone(), heartbeat, read, stop)
     }
 
     /// Joins the workers and runs the invocations the cluster sends this
@@ -128,9 +160,10 @@ impl Cluster {
         registry: Arc<dyn Registry>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-        let queue = isola_cluster::WorkerQueue::join(self.client.clone())
+        let queue = isola_cluster::WorkerQueue::join(self.client.clone(), &self.id)
             .await
             .map_err(|error| anyhow::anyhow!("could not join the cluster's workers: {error}"))?;
+        self.heartbeat(queue.in_flight(), stop.clone());
         let deployments = RegistryDeployments::new(registry);
         eprintln!(
             "isola {}: running invocations from {}",

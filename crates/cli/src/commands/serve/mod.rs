@@ -297,7 +297,12 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
     let served = match listener {
         Some(listener) => {
             let invoker = match &cluster {
-                Some(cluster) => cluster.gateway_invoker(local),
+                Some(cluster) => {
+                    if !args.role.runs_invocations() {
+                        cluster.heartbeat(Default::default(), stopped.clone());
+                    }
+                    cluster.gateway_invoker(local).await?
+                }
                 None => local,
             };
             let stop = until_stopped(stopped);

@@ -1,0 +1,124 @@
+//! Who is in the cluster: every node says so on `isola.nodes.<id>` each
+//! second ([`Heartbeat`]), and [`Members`] keeps the nodes heard from
+//! within [`DEAD_AFTER`]. A node that stops says so once more, so that it
+//! is forgotten at once; one that dies is forgotten after [`DEAD_AFTER`].
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often a node says it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// A node not heard from for this long is taken for dead.
+pub const DEAD_AFTER: Duration = Duration::from_secs(3);
+
+/// The subject a node's heartbeats go on.
+fn subject(id: &str) -> String {
+    format!("isola.nodes.{id}")
+}
+
+/// What a node says of itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Its id (unique per process).
+    pub id: String,
+    /// Whether it runs invocations (a worker or `all`).
+    pub runs_invocations: bool,
+    /// Whether it answers HTTP (a gateway or `all`).
+    pub serves_http: bool,
+    /// Invocations it is running now.
+    pub in_flight: u32,
+    /// Whether it is stopping (its last heartbeat).
+    #[serde(default)]
+    pub leaving: bool,
+}
+
+/// A new node id, from the moment and the process: a restarted node is a
+/// new member.
+pub fn new_node_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("n{:x}{:x}", nanos & 0xffff_ffff_ffff, std::process::id())
+}
+
+/// Says `heartbeat` (with the in-flight count `in_flight` reads) every
+/// [`HEARTBEAT`] until `stop` turns true; then says it is leaving.
+pub fn beat(
+    client: async_nats::Client,
+    mut heartbeat: Heartbeat,
+    in_flight: impl Fn() -> u32 + Send + 'static,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let subject = subject(&heartbeat.id);
+        loop {
+            heartbeat.in_flight = in_flight();
+            heartbeat.leaving = *stop.borrow();
+            if let Ok(bytes) = serde_json::to_vec(&heartbeat) {
+                let _ = client.publish(subject.clone(), bytes.into()).await;
+            }
+            if heartbeat.leaving {
+                let _ = client.flush().await;
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(HEARTBEAT) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    })
+}
+
+/// The nodes heard from lately.
+#[derive(Clone, Default)]
+pub struct Members {
+    seen: Arc<Mutex<HashMap<String, (Heartbeat, Instant)>>>,
+}
+
+impl Members {
+    /// Follows every node's heartbeats through `client`.
+    pub async fn follow(client: &async_nats::Client) -> Result<Self, async_nats::SubscribeError> {
+        let mut beats = client.subscribe("isola.nodes.*").await?;
+        let members = Self::default();
+        let seen = Arc::downgrade(&members.seen);
+        tokio::spawn(async move {
+            while let Some(message) = beats.next().await {
+                let Some(seen) = seen.upgrade() else {
+                    return;
+                };
+                let Ok(heartbeat) = serde_json::from_slice::<Heartbeat>(&message.payload) else {
+                    continue;
+                };
+                let mut seen = seen.lock().unwrap();
+                if heartbeat.leaving {
+                    seen.remove(&heartbeat.id);
+                } else {
+                    seen.insert(heartbeat.id.clone(), (heartbeat, Instant::now()));
+                }
+            }
+        });
+        Ok(members)
+    }
+
+    /// The nodes alive now, by id.
+    pub fn alive(&self) -> Vec<Heartbeat> {
+        let mut seen = self.seen.lock().unwrap();
+        seen.retain(|_, (_, at)| at.elapsed() < DEAD_AFTER);
+        let mut alive: Vec<Heartbeat> = seen.values().map(|(h, _)| h.clone()).collect();
+        alive.sort_by(|a, b| a.id.cmp(&b.id));
+        alive
+    }
+
+    /// The ids of the workers alive now.
+    pub fn workers(&self) -> Vec<String> {
+        self.alive()
+            .into_iter()
+            .filter(|node| node.runs_invocations)
+            .map(|node| node.id)
+            .collect()
+    }
+}

@@ -1,0 +1,204 @@
+//! Placement through a real nats-server: each function sticks to its slice
+//! of the workers; a worker that dies is routed around at once and
+//! forgotten within seconds; one that joins takes its share.
+
+use crate::nats::NatsServer;
+use async_trait::async_trait;
+use isola_cluster::members::{self, Heartbeat, Members, DEAD_AFTER};
+use isola_cluster::{serve_worker, Deployments, NatsInvoker, WorkerQueue};
+use isola_core::{
+    BoxFuture, FunctionError, FunctionSource, HttpRequest, Invocation, InvocationInput, Invoker,
+    InvokerStats, Outcome, RuntimeKind,
+};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Which worker ran which function, how many times.
+type Ran = Arc<Mutex<HashMap<(String, String), u32>>>;
+
+/// A worker's runtime that notes what it ran.
+struct Noting {
+    worker: String,
+    inner: Arc<dyn Invoker>,
+    ran: Ran,
+}
+
+impl Invoker for Noting {
+    fn invoke(&self, invocation: Invocation) -> BoxFuture<'_, Outcome> {
+        let key = (self.worker.clone(), invocation.function.name.clone());
+        *self.ran.lock().unwrap().entry(key).or_default() += 1;
+        self.inner.invoke(invocation)
+    }
+
+    fn prepare(&self, function: Arc<FunctionSource>) -> BoxFuture<'_, Result<(), FunctionError>> {
+        self.inner.prepare(function)
+    }
+
+    fn evict(&self, function_id: &str) {
+        self.inner.evict(function_id)
+    }
+
+    fn stats(&self) -> InvokerStats {
+        self.inner.stats()
+    }
+}
+
+struct Known(HashMap<String, Arc<FunctionSource>>);
+
+#[async_trait]
+impl Deployments for Known {
+    async fn find(&self, _function: &str, deployment: &str) -> Option<Arc<FunctionSource>> {
+        self.0.get(deployment).cloned()
+    }
+}
+
+fn functions(n: usize) -> Vec<Arc<FunctionSource>> {
+    let bytes = isola_runtime_wasm::fixtures::hello("hi");
+    (0..n)
+        .map(|i| {
+            let name = format!("f{i}");
+            let mut source = FunctionSource::single_module(format!("{name}:v1"), &name, "");
+            source.runtime = RuntimeKind::detect(&bytes);
+            source.entry = "main.wasm".into();
+            source.files[0].path = "main.wasm".into();
+            source.files[0].code = bytes.clone();
+            Arc::new(source)
+        })
+        .collect()
+}
+
+/// A worker in this process: its serving and heartbeat tasks.
+struct Worker(Vec<tokio::task::JoinHandle<()>>);
+
+impl Worker {
+    async fn start(
+        server: &NatsServer,
+        id: &str,
+        known: &[Arc<FunctionSource>],
+        ran: &Ran,
+    ) -> Self {
+        let client = server.client().await;
+        let runtime: Arc<dyn Invoker> = Arc::new(Noting {
+            worker: id.into(),
+            inner: Arc::new(isola_runtime_wasm::WasmRuntime::new().unwrap()),
+            ran: ran.clone(),
+        });
+        let known = Known(known.iter().map(|f| (f.id.clone(), f.clone())).collect());
+        let queue = WorkerQueue::join(client.clone(), id).await.unwrap();
+        let heartbeat = Heartbeat {
+            id: id.into(),
+            runs_invocations: true,
+            serves_http: false,
+            in_flight: 0,
+            leaving: false,
+        };
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        let beating = members::beat(client, heartbeat, || 0, stopped);
+        let serving = tokio::spawn(serve_worker(
+            queue,
+            runtime,
+            Arc::new(known),
+            std::future::pending(),
+        ));
+        std::mem::forget(_stop);
+        Self(vec![beating, serving])
+    }
+
+    /// Dies without a word: its subscriptions and heartbeats just stop.
+    fn kill(self) {
+        for task in self.0 {
+            task.abort();
+        }
+    }
+}
+
+async fn until_workers(members: &Members, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while members.workers().len() != n {
+        assert!(Instant::now() < deadline, "{:?}", members.workers());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Invokes each function `times` times; all must answer 200.
+async fn invoke_all(gateway: &NatsInvoker, functions: &[Arc<FunctionSource>], times: usize) {
+    for function in functions {
+        for _ in 0..times {
+            let outcome = gateway
+                .invoke(Invocation {
+                    id: "inv".into(),
+                    function: function.clone(),
+                    input: InvocationInput::Http(HttpRequest {
+                        method: "GET".into(),
+                        url: "http://x/".into(),
+                        headers: Vec::new(),
+                        body: Vec::new(),
+                        rest: Default::default(),
+                    }),
+                })
+                .await;
+            match outcome.result {
+                Ok(isola_core::InvocationOutput::Http(response)) => {
+                    assert_eq!(response.status, 200)
+                }
+                other => panic!("{} failed: {other:?}", function.name),
+            }
+        }
+    }
+}
+
+/// The workers that ran each function.
+fn placements(ran: &Ran) -> HashMap<String, HashSet<String>> {
+    let mut by_function: HashMap<String, HashSet<String>> = HashMap::new();
+    for (worker, function) in ran.lock().unwrap().keys() {
+        by_function
+            .entry(function.clone())
+            .or_default()
+            .insert(worker.clone());
+    }
+    by_function
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_stick_to_their_slice_and_move_when_workers_come_and_go() {
+    let server = NatsServer::start().await;
+    let functions = functions(12);
+    let ran: Ran = Arc::default();
+    let mut workers = HashMap::new();
+    for id in ["w1", "w2", "w3"] {
+        workers.insert(id, Worker::start(&server, id, &functions, &ran).await);
+    }
+    let client = server.client().await;
+    let members = Members::follow(&client).await.unwrap();
+    let gateway = NatsInvoker::new(client).with_members(members.clone());
+    until_workers(&members, 3).await;
+
+    // Sticky: each function runs on at most two of the three workers.
+    invoke_all(&gateway, &functions, 6).await;
+    let placed = placements(&ran);
+    assert_eq!(placed.len(), functions.len());
+    assert!(placed.values().all(|w| w.len() <= 2), "{placed:?}");
+
+    // A worker dies: its functions are answered at once by another, and
+    // it is forgotten within DEAD_AFTER.
+    workers.remove("w1").unwrap().kill();
+    invoke_all(&gateway, &functions, 2).await;
+    let forgotten = Instant::now();
+    until_workers(&members, 2).await;
+    assert!(forgotten.elapsed() <= DEAD_AFTER + Duration::from_secs(2));
+    ran.lock().unwrap().clear();
+    invoke_all(&gateway, &functions, 2).await;
+    assert!(ran.lock().unwrap().keys().all(|(w, _)| w != "w1"));
+
+    // A worker joins: it takes some of the functions.
+    workers.insert("w4", Worker::start(&server, "w4", &functions, &ran).await);
+    until_workers(&members, 3).await;
+    ran.lock().unwrap().clear();
+    invoke_all(&gateway, &functions, 4).await;
+    let on_new: usize = placements(&ran)
+        .values()
+        .filter(|w| w.contains("w4"))
+        .count();
+    assert!(on_new > 0, "{:?}", placements(&ran));
+}
