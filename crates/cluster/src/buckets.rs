@@ -20,7 +20,7 @@ pub(crate) struct Buckets {
 
 /// Largest value in a KV bucket: a deployment's record (its files are in
 /// the object store).
-const MAX_VALUE: i32 = 512 << 10;
+pub(crate) const MAX_VALUE: i32 = 512 << 10;
 
 impl Buckets {
     pub async fn open(client: async_nats::Client) -> Result<Self> {
@@ -45,10 +45,18 @@ impl Buckets {
 
     /// The bytes of object `key` of the bundles.
     pub async fn files(&self, key: &str) -> Result<Vec<u8>> {
+        use async_nats::jetstream::object_store::GetErrorKind;
         use tokio::io::AsyncReadExt;
-        let mut object = self.bundles.get(key).await.map_err(|error| {
-            StoreError::NotFound(format!("the files of deployment {key} ({error})"))
-        })?;
+        let mut object = self
+            .bundles
+            .get(key)
+            .await
+            .map_err(|error| match error.kind() {
+                GetErrorKind::NotFound => {
+                    StoreError::NotFound(format!("the files of deployment {key}"))
+                }
+                _ => shared(error),
+            })?;
         let mut bytes = Vec::new();
         object.read_to_end(&mut bytes).await.map_err(shared)?;
         Ok(bytes)
@@ -73,7 +81,17 @@ impl Buckets {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 match functions.watch_all().await {
                     Ok(again) => watch = again,
-                    Err(error) => tracing::warn!(%error, "could not watch the shared functions"),
+                    Err(error) => {
+                        tracing::warn!(%error, "could not watch the shared functions");
+                        continue;
+                    }
+                }
+                // What changed meanwhile was not seen: every function may
+                // have changed.
+                if let Ok(mut keys) = functions.keys().await {
+                    while let Some(Ok(function)) = keys.next().await {
+                        let _ = changes.send(Changed { function });
+                    }
                 }
             }
         });

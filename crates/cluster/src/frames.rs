@@ -7,11 +7,15 @@
 //!
 //! Either side gives up after [`BODY_IDLE`] without a pull or an answer;
 //! a body given up on the receiving side ends with an error, so a reader
-//! never takes a cut body for a whole one.
+//! never takes a cut body for a whole one. A body with nothing to send for
+//! [`KEEP_ALIVE`] answers an empty frame (a quiet event stream stays
+//! open); a receiver whose reader is gone says "stop", so the sender lets
+//! go of the body at once; and an offer ends at its `deadline` whatever
+//! happens.
 
 use async_nats::header::HeaderMap;
 use futures::StreamExt;
-use isola_core::wire::{self, BodyTail, Frame};
+use isola_core::wire::{self, BodyTail};
 use isola_core::BodyChunk;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -22,12 +26,21 @@ pub const BODY_HEADER: &str = "Isola-Body";
 /// How long a body may wait for its next pull, or a pull for its frame.
 pub const BODY_IDLE: Duration = Duration::from_secs(30);
 
+/// How long a pull waits for the body's next bytes before it is answered
+/// with an empty frame.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// What a receiver sends instead of a pull when it wants no more.
+const STOP: &[u8] = b"stop";
+
 /// Offers `tail`'s frames on a new subject until the last one is pulled
-/// (or none is pulled for [`BODY_IDLE`]); returns the headers naming it,
-/// and the task offering them, which ends with the body.
+/// (or none is pulled for [`BODY_IDLE`], or the receiver says stop, or
+/// `deadline` passes); returns the headers naming it, and the task
+/// offering them.
 pub async fn offer(
     client: &async_nats::Client,
     mut tail: BodyTail,
+    deadline: tokio::time::Instant,
 ) -> Option<(HeaderMap, tokio::task::JoinHandle<()>)> {
     let subject = client.new_inbox();
     let mut pulls = match client.subscribe(subject.clone()).await {
@@ -39,23 +52,33 @@ pub async fn offer(
     };
     let client = client.clone();
     let offering = tokio::spawn(async move {
-        loop {
-            let pull = match tokio::time::timeout(BODY_IDLE, pulls.next()).await {
-                Ok(Some(pull)) => pull,
-                // The receiver went away.
-                _ => break,
-            };
-            let Some(reply) = pull.reply else {
-                continue;
-            };
-            let Some(frame) = tail.next_frame().await else {
-                break;
-            };
-            let last = !matches!(wire::decode_frame(&frame), Ok(Frame::Data(_)));
-            if client.publish(reply, frame.into()).await.is_err() || last {
-                break;
+        let offered = async {
+            loop {
+                let pull = match tokio::time::timeout(BODY_IDLE, pulls.next()).await {
+                    Ok(Some(pull)) => pull,
+                    // The receiver went away.
+                    _ => break,
+                };
+                let Some(reply) = pull.reply else {
+                    continue;
+                };
+                if pull.payload.as_ref() == STOP {
+                    break;
+                }
+                let frame = match tokio::time::timeout(KEEP_ALIVE, tail.next_frame()).await {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    // Nothing yet: an empty frame keeps the pull alive.
+                    Err(_) => vec![0],
+                };
+                // Data frames start with 0; a failure or the end is last.
+                let last = frame.first() != Some(&0);
+                if client.publish(reply, frame.into()).await.is_err() || last {
+                    break;
+                }
             }
-        }
+        };
+        let _ = tokio::time::timeout_at(deadline, offered).await;
         let _ = pulls.unsubscribe().await;
     });
     let mut headers = HeaderMap::new();
@@ -95,8 +118,17 @@ pub fn pull(client: &async_nats::Client, subject: String, chunks: mpsc::Sender<B
                 // The end: dropping `chunks` ends the body.
                 return;
             };
+            if chunk.as_ref().is_ok_and(Vec::is_empty) {
+                // A keep-alive.
+                continue;
+            }
             let last = chunk.is_err();
-            if chunks.send(chunk).await.is_err() || last {
+            if chunks.send(chunk).await.is_err() {
+                // The reader is gone: the sender may let go of the body.
+                let _ = client.publish(subject, STOP.into()).await;
+                return;
+            }
+            if last {
                 return;
             }
         }

@@ -52,6 +52,9 @@ pub const WORKERS: &str = "isola-workers";
 /// (1 MiB by default).
 pub const MAX_INLINE_BODY: usize = 768 << 10;
 
+/// Bytes of a message left for its headers (the `Isola-Body` subject).
+pub(crate) const HEADERS_ROOM: usize = 4096;
+
 /// How long past its wall-clock limit a gateway waits for a worker's
 /// answer (queueing, the trip, the outcome's way back).
 const ANSWER_MARGIN: Duration = Duration::from_secs(5);
@@ -154,22 +157,23 @@ impl NatsInvoker {
         let placed = self
             .outstanding
             .pick(&placement::slice(&invocation.function.name, &workers));
+        let deadline = tokio::time::Instant::now() + timeout;
         let (message, tail) = wire::encode_invocation(invocation, MAX_INLINE_BODY, MAX_INLINE_BODY);
-        if message.len() > self.client.server_info().max_payload {
+        if message.len() + HEADERS_ROOM > self.client.server_info().max_payload {
             return Outcome::failed(too_large());
         }
         let message = bytes::Bytes::from(message);
         // The rest of a long or streamed body: the worker pulls it.
         let mut headers = None;
-        let mut _offering = None;
+        let mut offering = None;
         if !tail.is_empty() {
-            let Some((offered, task)) = frames::offer(&self.client, tail).await else {
+            let Some((offered, task)) = frames::offer(&self.client, tail, deadline).await else {
                 return Outcome::failed(FunctionError::new(
                     ErrorCode::Unavailable,
                     "the request body could not be offered to the workers",
                 ));
             };
-            (headers, _offering) = (Some(offered), Some(task));
+            (headers, offering) = (Some(offered), Some(task));
         }
         let request = || {
             let request = async_nats::Request::new()
@@ -196,6 +200,10 @@ impl NatsInvoker {
             sent = self.client.send_request(INVOKE_SUBJECT, request()).await;
         }
         drop(placed);
+        // Answered: the worker has read what it wanted of the request body.
+        if let Some(offering) = offering {
+            offering.abort();
+        }
         let answer = match sent {
             Ok(answer) => answer,
             Err(error) => return Outcome::failed(unreachable_worker(&error)),

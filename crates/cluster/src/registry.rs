@@ -213,6 +213,21 @@ impl Registry for JetStreamRegistry {
         activate: bool,
     ) -> Result<DeploymentInfo> {
         deployment.validate()?;
+        // Checked before a version is taken: the record (settings and
+        // sealed secrets, not the files) must fit in one KV value.
+        let sealed = self.key.seal_all(&deployment.secrets);
+        let hash = self.deployment_hash(&deployment);
+        let estimate = StoredDeployment {
+            info: DeploymentInfo::of(name, u32::MAX, hash.clone(), &deployment, now_ms()),
+            secrets: sealed.clone(),
+        };
+        let size = serde_json::to_vec(&estimate)?.len();
+        let most = crate::buckets::MAX_VALUE as usize - 1024;
+        if size > most {
+            return Err(StoreError::Invalid(format!(
+                "the deployment's settings and secrets take {size} bytes; at most {most} fit"
+            )));
+        }
         let version = self
             .change_function(name, |function| {
                 function.next_version += 1;
@@ -220,7 +235,6 @@ impl Registry for JetStreamRegistry {
             })
             .await?;
         let key = deployment_key(name, version);
-        let hash = self.deployment_hash(&deployment);
         let info = DeploymentInfo::of(name, version, hash, &deployment, now_ms());
         let files = serde_json::to_vec(&deployment.files)?;
         self.buckets
@@ -230,7 +244,7 @@ impl Registry for JetStreamRegistry {
             .map_err(shared)?;
         let stored = StoredDeployment {
             info: info.clone(),
-            secrets: self.key.seal_all(&deployment.secrets),
+            secrets: sealed,
         };
         let value = serde_json::to_vec(&stored)?.into();
         self.buckets
@@ -269,6 +283,13 @@ impl Registry for JetStreamRegistry {
     async fn activate(&self, name: &str, version: u32) -> Result<DeploymentInfo> {
         let mut info = self.stored_deployment(name, version).await?.info;
         self.change_function(name, |function| {
+            // A record left by a deleted function of the same name is not
+            // this function's.
+            if version >= function.next_version {
+                return Err(StoreError::NotFound(format!(
+                    "deployment {version} of function {name:?}"
+                )));
+            }
             function.active_version = Some(version);
             Ok(())
         })

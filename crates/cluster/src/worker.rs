@@ -126,7 +126,8 @@ pub async fn serve_worker(
         };
         let client = client.clone();
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            answer(&client, reply, Outcome::failed(busy())).await;
+            let now = tokio::time::Instant::now();
+            answer(&client, reply, Outcome::failed(busy()), now).await;
             continue;
         };
         let (invoker, deployments, pending) =
@@ -136,12 +137,12 @@ pub async fn serve_worker(
         in_flight.fetch_add(1, Ordering::Relaxed);
         running.spawn(async move {
             let body = crate::frames::offered(headers.as_ref());
-            let outcome = run_received(&client, payload, body, invoker, deployments).await;
+            let (outcome, deadline) =
+                run_received(&client, payload, body, invoker, deployments).await;
             if pending.lock().unwrap().remove(reply.as_str()) {
-                // The slot is held until the response's body is sent.
-                if let Some(offering) = answer(&client, reply, outcome).await {
-                    let _ = offering.await;
-                }
+                // The response's body, if it streams, is offered on its own
+                // (until the invocation's deadline and 30 s past it at most).
+                answer(&client, reply, outcome, deadline + crate::frames::BODY_IDLE).await;
             }
             in_flight.fetch_sub(1, Ordering::Relaxed);
             drop(slot);
@@ -158,7 +159,8 @@ pub async fn serve_worker(
             ErrorCode::Unavailable,
             "the worker stopped before the invocation ended (it may have partly run)",
         );
-        answer(&client, Subject::from(reply), Outcome::failed(stopped)).await;
+        let now = tokio::time::Instant::now();
+        answer(&client, Subject::from(reply), Outcome::failed(stopped), now).await;
     }
     let _ = client.flush().await;
 }
@@ -178,10 +180,19 @@ async fn answer(
     client: &async_nats::Client,
     reply: Subject,
     outcome: Outcome,
-) -> Option<tokio::task::JoinHandle<()>> {
-    let most = client.server_info().max_payload.max(1 << 16);
+    deadline: tokio::time::Instant,
+) {
+    let most = client
+        .server_info()
+        .max_payload
+        .max(1 << 16)
+        .saturating_sub(crate::HEADERS_ROOM);
     let metrics = outcome.metrics;
-    let (mut message, mut tail) = wire::encode_outcome(outcome, MAX_INLINE_BODY, MAX_INLINE_BODY);
+    // Long lines leave less room for the body in the message; the rest of
+    // the body follows in frames.
+    let lines: usize = outcome.logs.iter().map(|l| l.message.len() * 6 + 64).sum();
+    let inline = MAX_INLINE_BODY.min(most.saturating_sub(lines + (16 << 10)));
+    let (mut message, mut tail) = wire::encode_outcome(outcome, inline, MAX_INLINE_BODY);
     if message.len() > most {
         let size = message.len();
         let mut cut = Outcome::failed(FunctionError::new(
@@ -198,9 +209,9 @@ async fn answer(
     }
     let offered = match tail.is_empty() {
         true => None,
-        false => crate::frames::offer(client, tail).await,
+        false => crate::frames::offer(client, tail, deadline).await,
     };
-    let (headers, offering) = offered.unzip();
+    let headers = offered.map(|(headers, _offering)| headers);
     let sent = match headers {
         Some(headers) => {
             client
@@ -212,17 +223,31 @@ async fn answer(
     if let Err(error) = sent {
         tracing::warn!(%error, "could not answer an invocation");
     }
-    offering
 }
 
 /// Runs an invocation message, the rest of its body pulled from the
-/// subject `body` names; what went wrong is the outcome.
+/// subject `body` names; what went wrong is the outcome. With it, the
+/// invocation's wall-clock deadline (now, if it never ran).
 async fn run_received(
     client: &async_nats::Client,
     payload: bytes::Bytes,
     body: Option<String>,
     invoker: Arc<dyn Invoker>,
     deployments: Arc<dyn Deployments>,
+) -> (Outcome, tokio::time::Instant) {
+    let now = tokio::time::Instant::now();
+    let mut deadline = now;
+    let outcome = run_decoded(client, payload, body, invoker, deployments, &mut deadline).await;
+    (outcome, deadline)
+}
+
+async fn run_decoded(
+    client: &async_nats::Client,
+    payload: bytes::Bytes,
+    body: Option<String>,
+    invoker: Arc<dyn Invoker>,
+    deployments: Arc<dyn Deployments>,
+    deadline: &mut tokio::time::Instant,
 ) -> Outcome {
     let received = wire::decode_invocation(&payload);
     // The message's bytes are not kept while the invocation runs.
@@ -239,7 +264,9 @@ async fn run_received(
     let rest = match (received.streamed, body) {
         (false, _) => None,
         (true, Some(subject)) => {
-            let (chunks, rest) = tokio::sync::mpsc::channel(wire::FRAMES_IN_FLIGHT);
+            // Two frames ahead at most: a function that does not read its
+            // body holds little of it.
+            let (chunks, rest) = tokio::sync::mpsc::channel(2);
             crate::frames::pull(client, subject, chunks);
             Some(rest)
         }
@@ -262,6 +289,7 @@ async fn run_received(
             ),
         ));
     };
+    *deadline += function.limits.timeout();
     match received.into_invocation(function, rest) {
         Ok(invocation) => invoker.invoke(invocation).await,
         Err(error) => Outcome::failed(FunctionError::new(

@@ -64,6 +64,8 @@ pub struct BodyTail {
     pending: VecDeque<Vec<u8>>,
     rest: Option<mpsc::Receiver<BodyChunk>>,
     ended: bool,
+    /// Most bytes in one frame: a longer streamed chunk is split.
+    chunk: usize,
 }
 
 impl BodyTail {
@@ -85,7 +87,14 @@ impl BodyTail {
             None => None,
         };
         Some(frame(match next {
-            Some(Ok(bytes)) => Frame::Data(bytes),
+            Some(Ok(mut bytes)) => {
+                if self.chunk > 0 && bytes.len() > self.chunk {
+                    let rest = bytes.split_off(self.chunk);
+                    self.pending
+                        .extend(rest.chunks(self.chunk).map(<[u8]>::to_vec));
+                }
+                Frame::Data(bytes)
+            }
             Some(Err(message)) => {
                 self.ended = true;
                 Frame::Failed(message)
@@ -156,6 +165,7 @@ fn split(
         pending,
         rest,
         ended: !streamed,
+        chunk,
     };
     (body, tail)
 }

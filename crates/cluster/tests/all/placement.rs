@@ -68,8 +68,9 @@ fn functions(n: usize) -> Vec<Arc<FunctionSource>> {
         .collect()
 }
 
-/// A worker in this process: its serving and heartbeat tasks.
-struct Worker(Vec<tokio::task::JoinHandle<()>>);
+/// A worker in this process: its serving and heartbeat tasks, and its
+/// connection.
+struct Worker(Vec<tokio::task::JoinHandle<()>>, async_nats::Client);
 
 impl Worker {
     async fn start(
@@ -86,6 +87,7 @@ impl Worker {
         });
         let known = Known(known.iter().map(|f| (f.id.clone(), f.clone())).collect());
         let queue = WorkerQueue::join(client.clone(), id).await.unwrap();
+        let connection = client.clone();
         let heartbeat = Heartbeat {
             id: id.into(),
             runs_invocations: true,
@@ -102,13 +104,30 @@ impl Worker {
             std::future::pending(),
         ));
         std::mem::forget(_stop);
-        Self(vec![beating, serving])
+        Self(vec![beating, serving], connection)
     }
 
-    /// Dies without a word: its subscriptions and heartbeats just stop.
-    fn kill(self) {
+    /// Dies without a word, as a killed process does: its heartbeats stop
+    /// and its connection closes (here, once the server has dropped its
+    /// subscriptions, as it does at once when a process dies).
+    async fn kill(self, id: &str, observer: &async_nats::Client) {
         for task in self.0 {
             task.abort();
+        }
+        let _ = self.1.drain().await;
+        drop(self.1);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let asked = observer
+                .send_request(
+                    isola_cluster::direct_subject(id),
+                    async_nats::Request::new().timeout(Some(Duration::from_millis(200))),
+                )
+                .await;
+            if asked.is_err_and(|e| e.kind() == async_nats::RequestErrorKind::NoResponders) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "worker {id} still subscribed");
         }
     }
 }
@@ -171,7 +190,7 @@ async fn functions_stick_to_their_slice_and_move_when_workers_come_and_go() {
     }
     let client = server.client().await;
     let members = Members::follow(&client).await.unwrap();
-    let gateway = NatsInvoker::new(client).with_members(members.clone());
+    let gateway = NatsInvoker::new(client.clone()).with_members(members.clone());
     until_workers(&members, 3).await;
 
     // Sticky: each function runs on at most two of the three workers.
@@ -182,7 +201,7 @@ async fn functions_stick_to_their_slice_and_move_when_workers_come_and_go() {
 
     // A worker dies: its functions are answered at once by another, and
     // it is forgotten within DEAD_AFTER.
-    workers.remove("w1").unwrap().kill();
+    workers.remove("w1").unwrap().kill("w1", &client).await;
     invoke_all(&gateway, &functions, 2).await;
     let forgotten = Instant::now();
     until_workers(&members, 2).await;

@@ -116,6 +116,23 @@ async fn a_streamed_body_and_its_failure_travel_as_frames() {
 }
 
 #[tokio::test]
+async fn a_streamed_chunk_longer_than_a_frame_is_split() {
+    let (sender, receiver) = mpsc::channel(4);
+    sender.send(Ok(vec![7u8; 2500])).await.unwrap();
+    drop(sender);
+    let (_, tail) = encode_invocation(http(b"", Some(receiver)), 1000, 1000);
+    let sizes: Vec<Option<usize>> = frames(tail)
+        .await
+        .into_iter()
+        .map(|frame| match frame {
+            Frame::Data(bytes) => Some(bytes.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sizes, [Some(1000), Some(1000), Some(500), None]);
+}
+
+#[tokio::test]
 async fn an_invocation_runs_only_on_its_own_deployment() {
     let (bytes, _) = encode_invocation(http(b"", None), 1000, 600);
     let other = Arc::new(FunctionSource::single_module("hello:def", "hello", ""));
