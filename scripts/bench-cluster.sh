@@ -10,8 +10,11 @@
 #   scripts/bench-cluster.sh [DURATION] [CONNECTIONS] [QUOTA_PERCENT] [WORKERS...]
 #   scripts/bench-cluster.sh 10 64 20 1 3 5
 #
+# Then the gateway's overhead: p50 of a hello function with one connection,
+# through a gateway and one (unrestricted) worker, against a single node.
+#
 # Bounded: per worker count, 3 s of warm-up and DURATION seconds measured;
-# everything listens on 127.0.0.1 only.
+# 5 s per overhead run; everything listens on 127.0.0.1 only.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
 duration="${1:-10}" connections="${2:-64}" quota="${3:-20}"
@@ -76,3 +79,19 @@ for n in "${counts[@]}"; do
   stop_from "$mark"
   release_groups
 done
+
+# The gateway's overhead: hello with one connection, cluster vs one node.
+"$isola" functions create --name hello >/dev/null
+"$isola" functions deploy "$root/bench/peers/hello-worker.js" --function hello >/dev/null 2>&1
+mark=${#pids[@]}
+start worker-free "$isola" serve --role worker --workers 1 --data "$work/worker-free" \
+  --nats nats://127.0.0.1:4299 --node-key-file "$key"
+for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:8795/fn/hello/ && break; sleep 0.1; done
+start single "$isola" serve --addr 127.0.0.1:8794 --workers 1 --data "$work/single" --token bench
+wait_for http://127.0.0.1:8794/healthz
+ISOLA_SERVER=http://127.0.0.1:8794 "$isola" functions create --name hello >/dev/null
+ISOLA_SERVER=http://127.0.0.1:8794 "$isola" functions deploy "$root/bench/peers/hello-worker.js" --function hello >/dev/null 2>&1
+p50() { wrk -t1 -c1 -d2s "$1" >/dev/null; wrk -t1 -c1 -d5s --latency "$1" | awk '$1=="50%" {print $2}'; }
+cluster_p50="$(p50 http://127.0.0.1:8795/fn/hello/)" single_p50="$(p50 http://127.0.0.1:8794/fn/hello/)"
+echo "hello, one connection: p50 through a gateway and a worker $cluster_p50, on one node $single_p50"
+stop_from "$mark"
