@@ -137,8 +137,9 @@ pub async fn serve_worker(
         in_flight.fetch_add(1, Ordering::Relaxed);
         running.spawn(async move {
             let body = crate::frames::offered(headers.as_ref());
-            let (outcome, deadline) =
-                run_received(&client, payload, body, invoker, deployments).await;
+            let mut deadline = tokio::time::Instant::now();
+            let runtimes = (invoker, deployments);
+            let outcome = run_received(&client, payload, body, runtimes, &mut deadline).await;
             if pending.lock().unwrap().remove(reply.as_str()) {
                 // The response's body, if it streams, is offered on its own
                 // (until the invocation's deadline and 30 s past it at most).
@@ -226,27 +227,13 @@ async fn answer(
 }
 
 /// Runs an invocation message, the rest of its body pulled from the
-/// subject `body` names; what went wrong is the outcome. With it, the
-/// invocation's wall-clock deadline (now, if it never ran).
+/// subject `body` names; what went wrong is the outcome. Moves `deadline`
+/// to the invocation's wall-clock deadline once it runs.
 async fn run_received(
     client: &async_nats::Client,
     payload: bytes::Bytes,
     body: Option<String>,
-    invoker: Arc<dyn Invoker>,
-    deployments: Arc<dyn Deployments>,
-) -> (Outcome, tokio::time::Instant) {
-    let now = tokio::time::Instant::now();
-    let mut deadline = now;
-    let outcome = run_decoded(client, payload, body, invoker, deployments, &mut deadline).await;
-    (outcome, deadline)
-}
-
-async fn run_decoded(
-    client: &async_nats::Client,
-    payload: bytes::Bytes,
-    body: Option<String>,
-    invoker: Arc<dyn Invoker>,
-    deployments: Arc<dyn Deployments>,
+    (invoker, deployments): (Arc<dyn Invoker>, Arc<dyn Deployments>),
     deadline: &mut tokio::time::Instant,
 ) -> Outcome {
     let received = wire::decode_invocation(&payload);
