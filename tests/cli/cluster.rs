@@ -175,6 +175,20 @@ fn a_gateway_runs_functions_on_the_workers_of_its_cluster() {
     for _ in 0..20 {
         assert_eq!(get(&gateway), hello);
     }
+    // `isola status` on the gateway lists the nodes alive.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = crate::stdout(&gateway.cli(&["status"], ""));
+        if status.contains("cluster     2 nodes alive") {
+            assert!(
+                status.contains(" gateway ") && status.contains(" worker "),
+                "{status}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // A second worker joins; the first dies without warning: the cluster
     // keeps serving.
     let mut second = Worker::start(&nats, &key);

@@ -272,4 +272,20 @@ impl Invoker for NatsInvoker {
             .as_ref()
             .map_or_else(InvokerStats::default, |local| local.stats())
     }
+
+    fn nodes(&self) -> Vec<isola_core::NodeInfo> {
+        let Some(members) = &self.members else {
+            return Vec::new();
+        };
+        members
+            .alive()
+            .into_iter()
+            .map(|node| isola_core::NodeInfo {
+                id: node.id,
+                runs_invocations: node.runs_invocations,
+                serves_http: node.serves_http,
+                in_flight: node.in_flight,
+            })
+            .collect()
+    }
 }

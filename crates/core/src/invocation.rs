@@ -359,6 +359,25 @@ pub trait Invoker: Send + Sync + 'static {
     fn stats(&self) -> InvokerStats {
         InvokerStats::default()
     }
+
+    /// The nodes whose runtimes this invoker uses, as it last heard of
+    /// them: empty for a node running its invocations itself.
+    fn nodes(&self) -> Vec<NodeInfo> {
+        Vec::new()
+    }
+}
+
+/// A node of a cluster, as an [`Invoker`] last heard of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Its id (new at each start).
+    pub id: String,
+    /// Whether it runs invocations (a worker).
+    pub runs_invocations: bool,
+    /// Whether it answers HTTP (a gateway).
+    pub serves_http: bool,
+    /// Invocations it was running.
+    pub in_flight: u32,
 }
 
 /// Gauges an [`Invoker`] reports.

@@ -24,7 +24,7 @@ pub use error::{ErrorCode, FunctionError};
 pub use invocation::{
     BodyChunk, BodyStream, BoxFuture, FunctionSource, HttpRequest, HttpResponse, Invocation,
     InvocationInput, InvocationMetrics, InvocationOutput, Invoker, InvokerStats, LogEntry,
-    LogLevel, Outcome, SourceFile, TakeOnce,
+    LogLevel, NodeInfo, Outcome, SourceFile, TakeOnce,
 };
 pub use limits::Limits;
 pub use source::RuntimeKind;

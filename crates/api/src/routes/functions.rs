@@ -38,6 +38,9 @@ pub struct Status {
     deployed: usize,
     /// Warm isolates and what runs them.
     runtime: isola_core::InvokerStats,
+    /// In a cluster, the nodes alive (heard from in the last seconds).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    nodes: Vec<isola_core::NodeInfo>,
 }
 
 pub async fn status(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
@@ -50,6 +53,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Status>, ApiEr
             .count(),
         functions: functions.len(),
         runtime: state.invoker.stats(),
+        nodes: state.invoker.nodes(),
     }))
 }
 

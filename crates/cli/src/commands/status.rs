@@ -40,5 +40,24 @@ pub async fn execute(args: StatusArgs) -> anyhow::Result<ExitStatus> {
         runtime["warm_memory_bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64,
         runtime["cold_starts"]
     );
+    if let Some(nodes) = status["nodes"].as_array() {
+        let role = |node: &serde_json::Value| match (
+            node["serves_http"].as_bool() == Some(true),
+            node["runs_invocations"].as_bool() == Some(true),
+        ) {
+            (true, true) => "gateway and worker",
+            (true, false) => "gateway",
+            _ => "worker",
+        };
+        println!("cluster     {} nodes alive", nodes.len());
+        for node in nodes {
+            println!(
+                "  {:<22} {:<18} {} in flight",
+                node["id"].as_str().unwrap_or("?"),
+                role(node),
+                node["in_flight"]
+            );
+        }
+    }
     Ok(ExitStatus::Success)
 }
