@@ -14,7 +14,8 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 /// Deployments loaded through a node's registry, the last
-/// [`RegistryDeployments::KEPT`] of them kept.
+/// [`RegistryDeployments::KEPT`] of them kept, at most
+/// [`RegistryDeployments::KEPT_BYTES`] of files together.
 pub struct RegistryDeployments {
     registry: Arc<dyn Registry>,
     kept: Mutex<lru::LruCache<String, Arc<FunctionSource>>>,
@@ -23,6 +24,9 @@ pub struct RegistryDeployments {
 impl RegistryDeployments {
     /// How many loaded deployments are kept.
     pub const KEPT: usize = 64;
+
+    /// Most bytes of files the kept deployments hold together.
+    pub const KEPT_BYTES: usize = 256 << 20;
 
     /// Loads deployments through `registry`, following its changes (on
     /// the current tokio runtime).
@@ -89,10 +93,16 @@ impl Deployments for RegistryDeployments {
             return None;
         }
         let source = Arc::new(source);
-        self.kept
-            .lock()
-            .unwrap()
-            .put(deployment.to_string(), source.clone());
+        let mut kept = self.kept.lock().unwrap();
+        kept.put(deployment.to_string(), source.clone());
+        // The least recently used go first while the files are too many.
+        let size =
+            |source: &FunctionSource| source.files.iter().map(|f| f.code.len()).sum::<usize>();
+        while kept.len() > 1 && kept.iter().map(|(_, s)| size(s)).sum::<usize>() > Self::KEPT_BYTES
+        {
+            kept.pop_lru();
+        }
+        drop(kept);
         Some(source)
     }
 }
