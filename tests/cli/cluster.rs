@@ -214,6 +214,16 @@ fn a_gateway_runs_functions_on_the_workers_of_its_cluster() {
     let both = Server::start(other.path(), &joining(&nats, &key, &[]));
     until_served(&gateway);
     assert_eq!(get(&both), hello);
+    // Each gateway keeps the records of the whole cluster: what the first
+    // served from now on, the second lists too.
+    for _ in 0..3 {
+        assert_eq!(get(&gateway), hello);
+    }
+    let seen = both.list_of("/v1/functions/hello/invocations?limit=1000", 4);
+    assert!(
+        seen.iter().filter(|r| r["status"] == "ok").count() >= 4,
+        "{seen:?}"
+    );
     // A node with another key is refused: it could not open the secrets.
     let stranger = tempfile::tempdir().unwrap();
     let refused = crate::isola(

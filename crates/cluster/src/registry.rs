@@ -16,8 +16,12 @@
 //! activates it (a second compare-and-set): two deploys at once get two
 //! versions, and no node sees an active version whose files are not there.
 //!
-//! Invocation records and console lines stay on the node that served them
-//! (its own SQLite registry, `records`); they are not shared yet.
+//! Invocation records and console lines are kept in each gateway's own
+//! SQLite registry (`records`): a gateway publishes the records it makes
+//! on `isola.records`, and every gateway that receives them
+//! ([`JetStreamRegistry::receive_records`]) stores them, so any gateway
+//! shows every invocation. Records made while a gateway was down are not
+//! sent again to it (records may be lost; deployments may not).
 
 use crate::buckets::Buckets;
 use async_trait::async_trait;
@@ -47,6 +51,7 @@ struct StoredDeployment {
 
 /// The registry of a cluster: see the module's documentation.
 pub struct JetStreamRegistry {
+    client: async_nats::Client,
     buckets: Buckets,
     key: NodeKey,
     records: Arc<dyn Registry>,
@@ -61,10 +66,11 @@ impl JetStreamRegistry {
         key: NodeKey,
         records: Arc<dyn Registry>,
     ) -> Result<Self> {
-        let buckets = Buckets::open(client).await?;
+        let buckets = Buckets::open(client.clone()).await?;
         let (changes, _) = tokio::sync::broadcast::channel(isola_store::WATCH_CAPACITY);
         buckets.follow_functions(changes.clone()).await?;
         Ok(Self {
+            client,
             buckets,
             key,
             records,
@@ -116,11 +122,58 @@ impl JetStreamRegistry {
         Ok(serde_json::from_slice(&found)?)
     }
 
+    /// Stores the records every gateway publishes, for as long as the
+    /// process runs (this node's own included: it stores them on receipt).
+    pub async fn receive_records(&self) -> Result<()> {
+        let mut batches = self
+            .client
+            .subscribe(RECORDS_SUBJECT)
+            .await
+            .map_err(shared)?;
+        let records = self.records.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            while let Some(message) = batches.next().await {
+                let Ok(batch) = serde_json::from_slice::<Vec<InvocationRecord>>(&message.payload)
+                else {
+                    continue;
+                };
+                if let Err(error) = store_locally(&*records, batch).await {
+                    tracing::warn!(%error, "could not store the cluster's invocation records");
+                }
+            }
+        });
+        Ok(())
+    }
+
     fn changed(&self, name: &str) {
         let _ = self.changes.send(Changed {
             function: name.to_string(),
         });
     }
+}
+
+/// The subject gateways publish their invocation records on.
+const RECORDS_SUBJECT: &str = "isola.records";
+
+/// Most bytes of records in one published batch.
+const RECORDS_BATCH_BYTES: usize = 256 << 10;
+
+/// Stores `batch` in this node's own registry, which keeps records of the
+/// functions it knows: it learns of each shared one as it first records it.
+async fn store_locally(records: &dyn Registry, batch: Vec<InvocationRecord>) -> Result<()> {
+    let mut names: Vec<&str> = batch.iter().map(|r| r.function.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        if let Err(StoreError::NotFound(_)) = records.function(name).await {
+            match records.create_function(name).await {
+                Ok(_) | Err(StoreError::Conflict(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+    records.record_invocations(batch).await
 }
 
 /// The key of version `version` of `name`'s deployments and files.
@@ -130,6 +183,23 @@ fn deployment_key(name: &str, version: u32) -> String {
 
 pub(crate) fn shared(error: impl std::fmt::Display) -> StoreError {
     StoreError::Shared(error.to_string())
+}
+
+impl JetStreamRegistry {
+    /// Publishes a batch (`[` and records, closed here); a batch that
+    /// cannot be sent goes to `unsent`, to be stored here.
+    async fn publish_records(&self, mut batch: Vec<u8>, unsent: &mut Vec<InvocationRecord>) {
+        batch.push(b']');
+        let sent = self
+            .client
+            .publish(RECORDS_SUBJECT, batch.clone().into())
+            .await;
+        if sent.is_err() {
+            if let Ok(records) = serde_json::from_slice::<Vec<InvocationRecord>>(&batch) {
+                unsent.extend(records);
+            }
+        }
+    }
 }
 
 fn now_ms() -> i64 {
@@ -315,20 +385,35 @@ impl Registry for JetStreamRegistry {
     }
 
     async fn record_invocations(&self, records: Vec<InvocationRecord>) -> Result<()> {
-        // This node's store keeps records of the functions it knows: it
-        // learns of each shared one as it first records it.
-        let mut names: Vec<&str> = records.iter().map(|r| r.function.as_str()).collect();
-        names.sort_unstable();
-        names.dedup();
-        for name in names {
-            if let Err(StoreError::NotFound(_)) = self.records.function(name).await {
-                match self.records.create_function(name).await {
-                    Ok(_) | Err(StoreError::Conflict(_)) => {}
-                    Err(error) => return Err(error),
-                }
+        // Published in batches of bounded size for every gateway (this one
+        // included) to store; what cannot be published is stored here.
+        let mut unsent = Vec::new();
+        let mut batch: Vec<u8> = b"[".to_vec();
+        let mut count = 0;
+        for record in records {
+            let json = serde_json::to_vec(&record)?;
+            if json.len() > RECORDS_BATCH_BYTES {
+                unsent.push(record);
+                continue;
             }
+            if batch.len() + json.len() + 1 > RECORDS_BATCH_BYTES {
+                let full = std::mem::replace(&mut batch, b"[".to_vec());
+                self.publish_records(full, &mut unsent).await;
+                count = 0;
+            }
+            if count > 0 {
+                batch.push(b',');
+            }
+            batch.extend_from_slice(&json);
+            count += 1;
         }
-        self.records.record_invocations(records).await
+        if count > 0 {
+            self.publish_records(batch, &mut unsent).await;
+        }
+        if unsent.is_empty() {
+            return Ok(());
+        }
+        store_locally(&*self.records, unsent).await
     }
 
     async fn invocations(&self, name: &str, limit: u32) -> Result<Vec<InvocationRecord>> {

@@ -106,6 +106,10 @@ impl Cluster {
                     self.url
                 )
             })?;
+        if self.role.serves_http() {
+            // Every gateway keeps the records of the whole cluster.
+            registry.receive_records().await?;
+        }
         match registry.setting(KEY_CHECK).await? {
             Some(known) if known != check => anyhow::bail!(
                 "this node's key is not the cluster's: give every node a copy of the same key file (--node-key-file)"
