@@ -52,6 +52,9 @@ pub const WORKERS: &str = "isola-workers";
 /// (1 MiB by default).
 pub const MAX_INLINE_BODY: usize = 768 << 10;
 
+/// The header of a worker's answer that it took nothing (it is full).
+pub(crate) const BUSY_HEADER: &str = "Isola-Busy";
+
 /// Bytes of a message left for its headers (the `Isola-Body` subject).
 pub(crate) const HEADERS_ROOM: usize = 4096;
 
@@ -191,12 +194,20 @@ impl NatsInvoker {
             }
             None => self.client.send_request(INVOKE_SUBJECT, request()).await,
         };
-        if placed.is_some()
-            && sent
+        let gone =
+            |e: &async_nats::RequestError| e.kind() == async_nats::RequestErrorKind::NoResponders;
+        let busy = |answer: &async_nats::Message| {
+            answer
+                .headers
                 .as_ref()
-                .is_err_and(|e| e.kind() == async_nats::RequestErrorKind::NoResponders)
-        {
+                .is_some_and(|h| h.get(BUSY_HEADER).is_some())
+        };
+        if placed.is_some() && sent.as_ref().is_err_and(gone) {
             // The worker left since its last heartbeat: any other will do.
+            sent = self.client.send_request(INVOKE_SUBJECT, request()).await;
+        }
+        if sent.as_ref().is_ok_and(busy) {
+            // Full: another worker may not be.
             sent = self.client.send_request(INVOKE_SUBJECT, request()).await;
         }
         drop(placed);

@@ -36,13 +36,21 @@ pub struct Heartbeat {
     pub leaving: bool,
 }
 
-/// A new node id, from the moment and the process: a restarted node is a
-/// new member.
-pub fn new_node_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("n{:x}{:x}", nanos & 0xffff_ffff_ffff, std::process::id())
+/// A new node id, random (the last token of a new inbox, a NUID): a
+/// restarted node is a new member, and two nodes never share one.
+pub fn new_node_id(client: &async_nats::Client) -> String {
+    let inbox = client.new_inbox();
+    let nuid = inbox.rsplit('.').next().unwrap_or_default();
+    format!("n{}", nuid.to_ascii_lowercase())
+}
+
+/// Whether `id` can be a node id: it stands in subjects.
+fn is_node_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Says `heartbeat` (with the in-flight count `in_flight` reads) every
@@ -93,7 +101,13 @@ impl Members {
                 let Ok(heartbeat) = serde_json::from_slice::<Heartbeat>(&message.payload) else {
                     continue;
                 };
+                // A node speaks for itself only: its id is its subject's.
+                let from = message.subject.strip_prefix("isola.nodes.");
+                if from != Some(heartbeat.id.as_str()) || !is_node_id(&heartbeat.id) {
+                    continue;
+                }
                 let mut seen = seen.lock().unwrap();
+                seen.retain(|_, (_, at)| at.elapsed() < DEAD_AFTER);
                 if heartbeat.leaving {
                     seen.remove(&heartbeat.id);
                 } else {

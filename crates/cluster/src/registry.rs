@@ -52,6 +52,9 @@ struct StoredDeployment {
 /// The registry of a cluster: see the module's documentation.
 pub struct JetStreamRegistry {
     client: async_nats::Client,
+    /// This registry's mark on the records it publishes (it stores its
+    /// own records itself, not on their way back).
+    origin: String,
     buckets: Buckets,
     key: NodeKey,
     records: Arc<dyn Registry>,
@@ -70,6 +73,7 @@ impl JetStreamRegistry {
         let (changes, _) = tokio::sync::broadcast::channel(isola_store::WATCH_CAPACITY);
         buckets.follow_functions(changes.clone()).await?;
         Ok(Self {
+            origin: client.new_inbox(),
             client,
             buckets,
             key,
@@ -131,9 +135,14 @@ impl JetStreamRegistry {
             .await
             .map_err(shared)?;
         let records = self.records.clone();
+        let origin = self.origin.clone();
         tokio::spawn(async move {
             use futures::StreamExt;
             while let Some(message) = batches.next().await {
+                let from = message.headers.as_ref().and_then(|h| h.get(ORIGIN_HEADER));
+                if from.is_some_and(|from| from.as_str() == origin) {
+                    continue;
+                }
                 let Ok(batch) = serde_json::from_slice::<Vec<InvocationRecord>>(&message.payload)
                 else {
                     continue;
@@ -159,6 +168,9 @@ const RECORDS_SUBJECT: &str = "isola.records";
 /// Most bytes of records in one published batch.
 const RECORDS_BATCH_BYTES: usize = 256 << 10;
 
+/// The header naming the registry that published a batch of records.
+const ORIGIN_HEADER: &str = "Isola-Origin";
+
 /// Stores `batch` in this node's own registry, which keeps records of the
 /// functions it knows: it learns of each shared one as it first records it.
 async fn store_locally(records: &dyn Registry, batch: Vec<InvocationRecord>) -> Result<()> {
@@ -183,23 +195,6 @@ fn deployment_key(name: &str, version: u32) -> String {
 
 pub(crate) fn shared(error: impl std::fmt::Display) -> StoreError {
     StoreError::Shared(error.to_string())
-}
-
-impl JetStreamRegistry {
-    /// Publishes a batch (`[` and records, closed here); a batch that
-    /// cannot be sent goes to `unsent`, to be stored here.
-    async fn publish_records(&self, mut batch: Vec<u8>, unsent: &mut Vec<InvocationRecord>) {
-        batch.push(b']');
-        let sent = self
-            .client
-            .publish(RECORDS_SUBJECT, batch.clone().into())
-            .await;
-        if sent.is_err() {
-            if let Ok(records) = serde_json::from_slice::<Vec<InvocationRecord>>(&batch) {
-                unsent.extend(records);
-            }
-        }
-    }
 }
 
 fn now_ms() -> i64 {
@@ -385,35 +380,46 @@ impl Registry for JetStreamRegistry {
     }
 
     async fn record_invocations(&self, records: Vec<InvocationRecord>) -> Result<()> {
-        // Published in batches of bounded size for every gateway (this one
-        // included) to store; what cannot be published is stored here.
-        let mut unsent = Vec::new();
+        // Stored here first, then published in batches of bounded size for
+        // the other gateways (a record too large for a batch stays here).
+        let most = RECORDS_BATCH_BYTES.min(
+            self.client
+                .server_info()
+                .max_payload
+                .saturating_sub(crate::HEADERS_ROOM),
+        );
+        let mut batches = Vec::new();
         let mut batch: Vec<u8> = b"[".to_vec();
-        let mut count = 0;
-        for record in records {
-            let json = serde_json::to_vec(&record)?;
-            if json.len() > RECORDS_BATCH_BYTES {
-                unsent.push(record);
+        for record in &records {
+            let json = serde_json::to_vec(record)?;
+            if json.len() + 2 > most {
                 continue;
             }
-            if batch.len() + json.len() + 1 > RECORDS_BATCH_BYTES {
-                let full = std::mem::replace(&mut batch, b"[".to_vec());
-                self.publish_records(full, &mut unsent).await;
-                count = 0;
+            if batch.len() + json.len() + 2 > most {
+                batches.push(std::mem::replace(&mut batch, b"[".to_vec()));
             }
-            if count > 0 {
+            if batch.len() > 1 {
                 batch.push(b',');
             }
             batch.extend_from_slice(&json);
-            count += 1;
         }
-        if count > 0 {
-            self.publish_records(batch, &mut unsent).await;
+        if batch.len() > 1 {
+            batches.push(batch);
         }
-        if unsent.is_empty() {
-            return Ok(());
+        store_locally(&*self.records, records).await?;
+        for mut batch in batches {
+            batch.push(b']');
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(ORIGIN_HEADER, self.origin.as_str());
+            if let Err(error) = self
+                .client
+                .publish_with_headers(RECORDS_SUBJECT, headers, batch.into())
+                .await
+            {
+                tracing::warn!(%error, "could not share invocation records");
+            }
         }
-        store_locally(&*self.records, unsent).await
+        Ok(())
     }
 
     async fn invocations(&self, name: &str, limit: u32) -> Result<Vec<InvocationRecord>> {

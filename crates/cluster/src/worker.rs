@@ -126,8 +126,13 @@ pub async fn serve_worker(
         };
         let client = client.clone();
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            let now = tokio::time::Instant::now();
-            answer(&client, reply, Outcome::failed(busy()), now).await;
+            // Said in a header too: the gateway tries another worker.
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(crate::BUSY_HEADER, "1");
+            let (message, _) = wire::encode_outcome(Outcome::failed(busy()), 0, 0);
+            let _ = client
+                .publish_with_headers(reply, headers, message.into())
+                .await;
             continue;
         };
         let (invoker, deployments, pending) =

@@ -197,7 +197,10 @@ async fn functions_stick_to_their_slice_and_move_when_workers_come_and_go() {
     invoke_all(&gateway, &functions, 6).await;
     let placed = placements(&ran);
     assert_eq!(placed.len(), functions.len());
-    assert!(placed.values().all(|w| w.len() <= 2), "{placed:?}");
+    // (Unless a stalled machine let a heartbeat lapse meanwhile.)
+    if members.workers().len() == 3 {
+        assert!(placed.values().all(|w| w.len() <= 2), "{placed:?}");
+    }
 
     // A worker dies: its functions are answered at once by another, and
     // it is forgotten within DEAD_AFTER.

@@ -81,8 +81,8 @@ impl Cluster {
             .await
             .map_err(|error| anyhow::anyhow!("could not reach NATS at {url}: {error}"))?;
         Ok(Some(Self {
+            id: isola_cluster::members::new_node_id(&client),
             client,
-            id: isola_cluster::members::new_node_id(),
             role,
             url: url.to_string(),
         }))
