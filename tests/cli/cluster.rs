@@ -353,6 +353,33 @@ fn a_stopping_worker_finishes_what_it_took() {
 }
 
 #[test]
+fn a_worker_dying_under_an_invocation_is_noticed_within_seconds() {
+    let nats = Nats::start();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (gateway, mut worker) = cluster_with(
+        &nats,
+        &dirs,
+        "slow",
+        "export default { async fetch() { await new Promise((r) => setTimeout(r, 20000)); return new Response('done') } }",
+    );
+    // The gateway places invocations once it has heard the worker.
+    std::thread::sleep(Duration::from_millis(1500));
+    let url = format!("{}/fn/slow/", gateway.url);
+    let client = gateway.http();
+    let asked = std::thread::spawn(move || {
+        let started = Instant::now();
+        let status = client.get(url).send().unwrap().status().as_u16();
+        (status, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = worker.child.kill();
+    let _ = worker.child.wait();
+    let (status, took) = asked.join().unwrap();
+    assert_eq!(status, 503);
+    assert!(took < Duration::from_secs(8), "{took:?}");
+}
+
+#[test]
 fn the_cluster_survives_a_restart_of_its_nats_server() {
     let mut nats = Nats::start();
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

@@ -142,6 +142,20 @@ impl NatsInvoker {
         self
     }
 
+    /// Resolves once `worker` is no longer among the members alive (never,
+    /// without members).
+    async fn until_gone(&self, worker: &str) {
+        let Some(members) = &self.members else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(members::HEARTBEAT / 2).await;
+            if !members.is_alive(worker) {
+                return;
+            }
+        }
+    }
+
     /// The local runtime that runs `invocation` instead of a worker, if
     /// any: a WebSocket upgrade's connection cannot cross nodes.
     fn runs_here(&self, invocation: &Invocation) -> Option<&Arc<dyn Invoker>> {
@@ -190,7 +204,17 @@ impl NatsInvoker {
         let mut sent = match &placed {
             Some(placed) => {
                 let subject = direct_subject(&placed.worker);
-                self.client.send_request(subject, request()).await
+                let asked = self.client.send_request(subject, request());
+                // A worker that dies with the invocation answers nothing:
+                // its caller learns it when its heartbeats stop, not at the
+                // end of the wall-clock limit.
+                tokio::select! {
+                    sent = asked => sent,
+                    () = self.until_gone(&placed.worker) => return Outcome::failed(FunctionError::new(
+                        ErrorCode::Unavailable,
+                        "the worker running the invocation stopped (it may have partly run)",
+                    )),
+                }
             }
             None => self.client.send_request(INVOKE_SUBJECT, request()).await,
         };

@@ -1,7 +1,9 @@
 //! Who is in the cluster: every node says so on `isola.nodes.<id>` each
 //! second ([`Heartbeat`]), and [`Members`] keeps the nodes heard from
-//! within [`DEAD_AFTER`]. A node that stops says so once more, so that it
-//! is forgotten at once; one that dies is forgotten after [`DEAD_AFTER`].
+//! within [`DEAD_AFTER`]. A node that is stopping says so in its
+//! heartbeats, which go on while it finishes its work: it gets no new
+//! invocations, but those it runs are still waited for. One that dies is
+//! forgotten after [`DEAD_AFTER`].
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -54,7 +56,8 @@ fn is_node_id(id: &str) -> bool {
 }
 
 /// Says `heartbeat` (with the in-flight count `in_flight` reads) every
-/// [`HEARTBEAT`] until `stop` turns true; then says it is leaving.
+/// [`HEARTBEAT`], as leaving once `stop` turns true, for as long as the
+/// process runs.
 pub fn beat(
     client: async_nats::Client,
     mut heartbeat: Heartbeat,
@@ -71,7 +74,8 @@ pub fn beat(
             }
             if heartbeat.leaving {
                 let _ = client.flush().await;
-                return;
+                tokio::time::sleep(HEARTBEAT).await;
+                continue;
             }
             tokio::select! {
                 () = tokio::time::sleep(HEARTBEAT) => {}
@@ -108,11 +112,7 @@ impl Members {
                 }
                 let mut seen = seen.lock().unwrap();
                 seen.retain(|_, (_, at)| at.elapsed() < DEAD_AFTER);
-                if heartbeat.leaving {
-                    seen.remove(&heartbeat.id);
-                } else {
-                    seen.insert(heartbeat.id.clone(), (heartbeat, Instant::now()));
-                }
+                seen.insert(heartbeat.id.clone(), (heartbeat, Instant::now()));
             }
         });
         Ok(members)
@@ -127,11 +127,19 @@ impl Members {
         alive
     }
 
-    /// The ids of the workers alive now.
+    /// Whether node `id` is alive now.
+    pub fn is_alive(&self, id: &str) -> bool {
+        let seen = self.seen.lock().unwrap();
+        seen.get(id)
+            .is_some_and(|(_, at)| at.elapsed() < DEAD_AFTER)
+    }
+
+    /// The ids of the workers alive now and taking invocations (not
+    /// leaving).
     pub fn workers(&self) -> Vec<String> {
         self.alive()
             .into_iter()
-            .filter(|node| node.runs_invocations)
+            .filter(|node| node.runs_invocations && !node.leaving)
             .map(|node| node.id)
             .collect()
     }
