@@ -379,6 +379,62 @@ fn a_worker_dying_under_an_invocation_is_noticed_within_seconds() {
     assert!(took < Duration::from_secs(8), "{took:?}");
 }
 
+/// `POST /v1/functions/<name>/invoke?async=true` through the gateway:
+/// 202 and the invocation's id; its record, once it has run.
+fn queue(gateway: &Server, payload: serde_json::Value) -> String {
+    let response = gateway
+        .api(
+            reqwest::Method::POST,
+            "/v1/functions/queued/invoke?async=true",
+        )
+        .json(&payload)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+    let answer: serde_json::Value = response.json().unwrap();
+    answer["id"].as_str().unwrap().to_string()
+}
+
+fn record_of(gateway: &Server, id: &str, within: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let records = gateway.list_of("/v1/functions/queued/invocations?limit=1000", 0);
+        if let Some(record) = records.into_iter().find(|r| r["id"] == id) {
+            return record;
+        }
+        assert!(Instant::now() < deadline, "no record of {id}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn queued_invocations_run_once_taken_even_if_their_worker_dies() {
+    let nats = Nats::start();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (gateway, mut worker) = cluster_with(
+        &nats,
+        &dirs,
+        "queued",
+        "export default async (p) => { await new Promise((r) => setTimeout(r, p.ms)); return { n: p.n } }",
+    );
+    let quick = queue(&gateway, serde_json::json!({ "n": 1, "ms": 0 }));
+    assert_eq!(
+        record_of(&gateway, &quick, Duration::from_secs(10))["status"],
+        "ok"
+    );
+    // Taken by a worker that dies while it runs: delivered again, to the
+    // next worker, once its acknowledgement is overdue (30 s).
+    let slow = queue(&gateway, serde_json::json!({ "n": 2, "ms": 3000 }));
+    std::thread::sleep(Duration::from_millis(1000));
+    let _ = worker.child.kill();
+    let _ = worker.child.wait();
+    let _next = Worker::start(&nats, &dirs.1.path().join("node.key"));
+    assert_eq!(
+        record_of(&gateway, &slow, Duration::from_secs(50))["status"],
+        "ok"
+    );
+}
+
 #[test]
 fn the_cluster_survives_a_restart_of_its_nats_server() {
     let mut nats = Nats::start();

@@ -229,3 +229,20 @@ fn the_access_log_has_a_json_line_per_request_when_asked_for() {
     assert_eq!(entry["fields"]["path"], "/a/b");
     assert_eq!(entry["fields"]["status"], 200);
 }
+
+#[test]
+fn a_single_node_refuses_to_queue_an_invocation() {
+    let (_dir, server) = serving("plain", "export default () => 1");
+    let response = server
+        .api(
+            reqwest::Method::POST,
+            "/v1/functions/plain/invoke?async=true",
+        )
+        .json(&serde_json::json!({}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::BAD_REQUEST);
+    let error: serde_json::Value = response.json().unwrap();
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("need a cluster"), "{error}");
+}

@@ -25,11 +25,13 @@ mod deployments;
 mod frames;
 pub mod members;
 pub mod placement;
+mod queued;
 mod registry;
 mod worker;
 
 pub use async_nats;
 pub use deployments::RegistryDeployments;
+pub use queued::serve_queued;
 pub use registry::JetStreamRegistry;
 pub use worker::{serve_worker, WorkerQueue, MAX_IN_FLIGHT};
 
@@ -306,6 +308,14 @@ impl Invoker for NatsInvoker {
         self.local
             .as_ref()
             .map_or_else(InvokerStats::default, |local| local.stats())
+    }
+
+    fn enqueue(
+        &self,
+        invocation: Invocation,
+        version: u32,
+    ) -> BoxFuture<'_, Result<(), FunctionError>> {
+        Box::pin(queued::enqueue(&self.client, invocation, version))
     }
 
     fn nodes(&self) -> Vec<isola_core::NodeInfo> {

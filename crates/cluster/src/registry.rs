@@ -197,7 +197,40 @@ pub(crate) fn shared(error: impl std::fmt::Display) -> StoreError {
     StoreError::Shared(error.to_string())
 }
 
-fn now_ms() -> i64 {
+/// Publishes `records` (as from `origin`) for every gateway to store, and
+/// waits until the server has them. Records too large for one message go
+/// without their lines.
+pub(crate) async fn publish_records(
+    client: &async_nats::Client,
+    origin: &str,
+    records: &[InvocationRecord],
+) -> Result<()> {
+    let most = client
+        .server_info()
+        .max_payload
+        .saturating_sub(crate::HEADERS_ROOM);
+    let mut batch = serde_json::to_vec(records)?;
+    if batch.len() > most {
+        let trimmed: Vec<InvocationRecord> = records
+            .iter()
+            .cloned()
+            .map(|mut record| {
+                record.logs.clear();
+                record
+            })
+            .collect();
+        batch = serde_json::to_vec(&trimmed)?;
+    }
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(ORIGIN_HEADER, origin);
+    client
+        .publish_with_headers(RECORDS_SUBJECT, headers, batch.into())
+        .await
+        .map_err(shared)?;
+    client.flush().await.map_err(shared)
+}
+
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

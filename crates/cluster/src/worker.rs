@@ -234,7 +234,7 @@ async fn answer(
 /// Runs an invocation message, the rest of its body pulled from the
 /// subject `body` names; what went wrong is the outcome. Moves `deadline`
 /// to the invocation's wall-clock deadline once it runs.
-async fn run_received(
+pub(crate) async fn run_received(
     client: &async_nats::Client,
     payload: bytes::Bytes,
     body: Option<String>,

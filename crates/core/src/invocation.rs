@@ -365,6 +365,23 @@ pub trait Invoker: Send + Sync + 'static {
     fn nodes(&self) -> Vec<NodeInfo> {
         Vec::new()
     }
+
+    /// Queues `invocation` (of deployment `version`) to run later, and
+    /// returns once it is stored durably: from then on it is not lost. Its
+    /// record is written when it has run. Only a cluster queues.
+    fn enqueue(
+        &self,
+        invocation: Invocation,
+        version: u32,
+    ) -> BoxFuture<'_, Result<(), FunctionError>> {
+        let _ = (invocation, version);
+        Box::pin(async {
+            Err(FunctionError::new(
+                crate::ErrorCode::InvalidInput,
+                "asynchronous invocations need a cluster (isola serve --nats)",
+            ))
+        })
+    }
 }
 
 /// A node of a cluster, as an [`Invoker`] last heard of it.

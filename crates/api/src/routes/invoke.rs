@@ -6,18 +6,29 @@ use crate::{ApiError, AppState};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use isola_core::InvocationInput;
 use isola_store::InvocationRecord;
 use serde::Deserialize;
 
+/// Query of the invoke route.
+#[derive(Debug, Deserialize)]
+pub struct InvokeQuery {
+    /// Queue the invocation and answer 202 at once (in a cluster).
+    #[serde(default, rename = "async")]
+    queued: bool,
+}
+
 /// Runs the function with a JSON payload (an empty body is `null`). A JSON
 /// handler's result is the response body; a Workers-style handler's
 /// response is passed through. Metadata comes in `x-isola-*` headers.
+/// With `?async=true` the invocation is queued (durably, in a cluster) and
+/// answered 202 with its id; its record comes when it has run.
 pub async fn invoke(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    Query(query): Query<InvokeQuery>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let body = read_body(body, state.config.max_request_bytes).await?;
@@ -27,6 +38,11 @@ pub async fn invoke(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("the payload is not valid JSON: {e}")))?
     };
+    if query.queued {
+        let id = super::enqueue(&state, &name, InvocationInput::Json(payload)).await?;
+        let body = axum::Json(serde_json::json!({ "id": id }));
+        return Ok((StatusCode::ACCEPTED, body).into_response());
+    }
     let (id, outcome) = run(&state, &name, InvocationInput::Json(payload)).await?;
     Ok(respond::invocation(
         Audience::Owner,

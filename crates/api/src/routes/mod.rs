@@ -244,6 +244,27 @@ pub async fn run_unrecorded(
     })
 }
 
+/// Queues an invocation of the function's active deployment; its id.
+pub async fn enqueue(
+    state: &AppState,
+    name: &str,
+    input: InvocationInput,
+) -> Result<String, ApiError> {
+    let active = active(state, name).await?;
+    let id = invocation_id();
+    let invocation = Invocation {
+        id: id.clone(),
+        function: active.source.clone(),
+        input,
+    };
+    state
+        .invoker
+        .enqueue(invocation, active.deployment.version)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(id)
+}
+
 /// Most bytes of a request's path and method kept in its record.
 const RECORDED_PATH: usize = 256;
 const RECORDED_METHOD: usize = 32;

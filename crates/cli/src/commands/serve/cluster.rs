@@ -169,6 +169,18 @@ impl Cluster {
             .map_err(|error| anyhow::anyhow!("could not join the cluster's workers: {error}"))?;
         self.heartbeat(queue.in_flight(), stop.clone());
         let deployments = RegistryDeployments::new(registry);
+        // Queued (asynchronous) invocations too, until the same stop.
+        let mut queue_stop = stop.clone();
+        let (client, invoker, queued) = (self.client.clone(), local.clone(), deployments.clone());
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = queue_stop.wait_for(|stop| *stop).await;
+            };
+            if let Err(error) = isola_cluster::serve_queued(client, invoker, queued, stopped).await
+            {
+                tracing::error!(%error, "could not run queued invocations");
+            }
+        });
         eprintln!(
             "isola {}: running invocations from {}",
             self.role.name(),

@@ -1,0 +1,234 @@
+//! Asynchronous invocations: queued durably in a JetStream work queue
+//! (`ISOLA_ASYNC`), taken by workers one per free slot, acknowledged only
+//! once they have run and their record has been published, so an
+//! invocation whose worker dies is delivered again (at most
+//! [`MAX_DELIVER`] times). A worker says it is still working on one every
+//! [`PROGRESS`], so a long invocation is not delivered twice.
+
+use crate::worker::run_received;
+use crate::{Deployments, MAX_INLINE_BODY};
+use async_nats::jetstream::{self, consumer, stream, AckKind};
+use futures::StreamExt;
+use isola_core::{wire, ErrorCode, FunctionError, Invocation, Invoker, LogEntry, LogLevel};
+use isola_store::InvocationRecord;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The subject invocations are queued on.
+const SUBJECT: &str = "isola.async";
+
+/// The header carrying the deployment's version (for its record).
+const VERSION_HEADER: &str = "Isola-Version";
+
+/// How long a taken invocation may go unacknowledged before it is
+/// delivered again.
+const ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// How often a worker says it is still running an invocation.
+const PROGRESS: Duration = Duration::from_secs(10);
+
+/// Deliveries of one invocation at most.
+pub const MAX_DELIVER: i64 = 5;
+
+/// Invocations one worker runs from the queue at once.
+const SLOTS: usize = 64;
+
+/// The queue's stream, created on first use.
+async fn queue(js: &jetstream::Context) -> Result<stream::Stream, FunctionError> {
+    js.get_or_create_stream(stream::Config {
+        name: "ISOLA_ASYNC".into(),
+        subjects: vec![SUBJECT.into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        max_messages: 100_000,
+        max_bytes: 1 << 30,
+        max_message_size: 1 << 20,
+        discard: stream::DiscardPolicy::New,
+        num_replicas: 1,
+        ..Default::default()
+    })
+    .await
+    .map_err(|error| unavailable(format!("the invocation queue is unavailable: {error}")))
+}
+
+fn unavailable(message: String) -> FunctionError {
+    FunctionError::new(ErrorCode::Unavailable, message)
+}
+
+/// Queues `invocation`; returns once JetStream has stored it.
+pub async fn enqueue(
+    client: &async_nats::Client,
+    invocation: Invocation,
+    version: u32,
+) -> Result<(), FunctionError> {
+    let js = jetstream::new(client.clone());
+    queue(&js).await?;
+    let (message, tail) = wire::encode_invocation(invocation, MAX_INLINE_BODY, MAX_INLINE_BODY);
+    if !tail.is_empty() {
+        return Err(FunctionError::new(
+            ErrorCode::InvalidInput,
+            format!(
+                "a queued invocation carries at most {} KiB",
+                MAX_INLINE_BODY >> 10
+            ),
+        ));
+    }
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(VERSION_HEADER, version.to_string().as_str());
+    let stored = js
+        .publish_with_headers(SUBJECT, headers, message.into())
+        .await
+        .map_err(|error| unavailable(format!("could not queue the invocation: {error}")))?;
+    stored
+        .await
+        .map(|_| ())
+        .map_err(|error| unavailable(format!("the queue did not store the invocation: {error}")))
+}
+
+/// Runs queued invocations on `invoker` until `shutdown` resolves; those
+/// under way finish first.
+pub async fn serve_queued(
+    client: async_nats::Client,
+    invoker: Arc<dyn Invoker>,
+    deployments: Arc<dyn Deployments>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), FunctionError> {
+    let js = jetstream::new(client.clone());
+    let consumer = queue(&js)
+        .await?
+        .get_or_create_consumer(
+            "isola-async",
+            consumer::pull::Config {
+                durable_name: Some("isola-async".into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: ACK_WAIT,
+                max_deliver: MAX_DELIVER,
+                max_ack_pending: 1024,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|error| unavailable(format!("could not follow the invocation queue: {error}")))?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(SLOTS));
+    let mut running = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        // One message per free slot: nothing waits taken but not running.
+        let batch = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await;
+        let Some(Ok(message)) = (match batch {
+            Ok(mut batch) => batch.next().await,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        }) else {
+            continue;
+        };
+        let (client, invoker, deployments) = (client.clone(), invoker.clone(), deployments.clone());
+        running.spawn(async move {
+            run_one(&client, message, (invoker, deployments)).await;
+            drop(slot);
+        });
+        while running.try_join_next().is_some() {}
+    }
+    while running.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Runs one queued invocation, publishes its record, then acknowledges it.
+async fn run_one(
+    client: &async_nats::Client,
+    message: jetstream::Message,
+    runtimes: (Arc<dyn Invoker>, Arc<dyn Deployments>),
+) {
+    let version = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(VERSION_HEADER))
+        .and_then(|v| v.as_str().parse().ok())
+        .unwrap_or(0);
+    let Ok(received) = wire::decode_invocation(&message.payload) else {
+        let _ = message.ack_with(AckKind::Term).await;
+        return;
+    };
+    let (id, function) = (received.id.clone(), received.function.clone());
+    let created_at = crate::registry::now_ms();
+    let mut deadline = tokio::time::Instant::now();
+    let run = run_received(
+        client,
+        message.payload.clone(),
+        None,
+        runtimes,
+        &mut deadline,
+    );
+    tokio::pin!(run);
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut run => break outcome,
+            () = tokio::time::sleep(PROGRESS) => {
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+        }
+    };
+    if outcome
+        .result
+        .as_ref()
+        .is_err_and(|e| e.code == ErrorCode::Unavailable)
+    {
+        // Not run (no deployment here yet, the node full): again later.
+        let _ = message
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+            .await;
+        return;
+    }
+    let record = record_of(id, function, version, created_at, outcome);
+    if crate::registry::publish_records(client, "queued", &[record])
+        .await
+        .is_ok()
+    {
+        let _ = message.double_ack().await;
+    }
+}
+
+/// The record of a queued invocation that ran.
+fn record_of(
+    id: String,
+    function: String,
+    version: u32,
+    created_at: i64,
+    outcome: isola_core::Outcome,
+) -> InvocationRecord {
+    let error = outcome.result.as_ref().err();
+    let mut logs = outcome.logs;
+    if let Some(error) = error {
+        logs.push(LogEntry {
+            level: LogLevel::Error,
+            message: format!("{}: {}", error.code.as_str(), error.message),
+        });
+    }
+    InvocationRecord {
+        id,
+        function,
+        version,
+        status: if error.is_none() { "ok" } else { "error" }.into(),
+        error_code: error.map(|e| e.code.as_str().to_string()),
+        error_message: error.map(|e| e.message.clone()),
+        duration_us: outcome.metrics.duration_us,
+        cpu_us: outcome.metrics.cpu_us,
+        peak_heap_bytes: outcome.metrics.peak_heap_bytes,
+        cold_start: outcome.metrics.cold_start,
+        created_at,
+        request: None,
+        websocket: None,
+        logs,
+    }
+}
