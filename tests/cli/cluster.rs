@@ -436,6 +436,25 @@ fn queued_invocations_run_once_taken_even_if_their_worker_dies() {
 }
 
 #[test]
+fn a_queued_invocation_whose_deployment_is_gone_is_given_up_with_a_record() {
+    let nats = Nats::start();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (gateway, mut worker) =
+        cluster_with(&nats, &dirs, "queued", "export default (p) => ({ n: p.n })");
+    // Queued while no worker runs, then the deployment is replaced: no
+    // worker can run the version it names.
+    assert!(worker.terminate_within(Duration::from_secs(10)));
+    let orphan = queue(&gateway, serde_json::json!({ "n": 1 }));
+    let replaced = gateway.deploy_module("queued", "export default (p) => ({ m: p.n })");
+    assert_eq!(replaced.status(), reqwest::StatusCode::CREATED);
+    let _next = Worker::start(&nats, &dirs.1.path().join("node.key"));
+    let record = record_of(&gateway, &orphan, Duration::from_secs(30));
+    assert_eq!(record["status"], "error");
+    let message = record["error_message"].as_str().unwrap_or_default();
+    assert!(message.contains("given up after 5 deliveries"), "{record}");
+}
+
+#[test]
 fn the_cluster_survives_a_restart_of_its_nats_server() {
     let mut nats = Nats::start();
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

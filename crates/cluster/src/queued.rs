@@ -3,7 +3,10 @@
 //! once they have run and their record has been published, so an
 //! invocation whose worker dies is delivered again (at most
 //! [`MAX_DELIVER`] times). A worker says it is still working on one every
-//! [`PROGRESS`], so a long invocation is not delivered twice.
+//! [`PROGRESS`], so a long invocation is not delivered twice. One that
+//! could not run (its deployment replaced before it was taken, the worker
+//! full) is handed back for another try; at its last delivery it is given
+//! up, with an error record saying why.
 
 use crate::worker::run_received;
 use crate::{Deployments, MAX_INLINE_BODY};
@@ -179,16 +182,21 @@ async fn run_one(
             }
         }
     };
-    if outcome
-        .result
-        .as_ref()
-        .is_err_and(|e| e.code == ErrorCode::Unavailable)
-    {
-        // Not run (no deployment here yet, the node full): again later.
-        let _ = message
-            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-            .await;
-        return;
+    let delivered = message.info().map_or(MAX_DELIVER, |info| info.delivered);
+    let mut outcome = outcome;
+    if let Err(error) = &mut outcome.result {
+        if error.code == ErrorCode::Unavailable {
+            if delivered < MAX_DELIVER {
+                // Not run (its deployment replaced meanwhile, the node
+                // full): again later, perhaps elsewhere.
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+                return;
+            }
+            // The last delivery: given up, and said so in its record.
+            error.message = format!("given up after {delivered} deliveries: {}", error.message);
+        }
     }
     let record = record_of(id, function, version, created_at, outcome);
     if crate::registry::publish_records(client, "queued", &[record])
