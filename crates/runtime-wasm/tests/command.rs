@@ -161,7 +161,12 @@ async fn huge_output_is_cut_off() {
                 (local.set $n (i32.add (local.get $n) (i32.const 1)))
                 (br_if $l (i32.lt_u (local.get $n) (i32.const 1000)))))"#,
         ),
-        Limits::default(),
+        // What is tested is the output's bound, not the CPU limit: copying
+        // 62.5 MiB takes about 50 ms in a debug build on a busy machine.
+        Limits {
+            cpu_ms: 5_000,
+            ..Limits::default()
+        },
     );
     let outcome = invoke(&runtime, floods, serde_json::Value::Null).await;
     match &outcome.result {
