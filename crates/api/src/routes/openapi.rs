@@ -71,8 +71,13 @@ pub async fn document() -> Json<Value> {
             "/v1/functions/{name}/invoke": {
                 "parameters": [name],
                 "post": json!({ "summary": "Invoke with a JSON payload; the result is the body, metadata in x-isola-* headers", "tags": ["invoke"],
+                                "parameters": [{ "name": "async", "in": "query", "required": false, "schema": { "type": "boolean" },
+                                                 "description": "Queue the invocation (in a cluster) and answer 202 with its id; its record comes when it has run" }],
                                 "requestBody": { "content": { "application/json": { "schema": {} } } },
-                                "responses": { "200": { "description": "The function's result" }, "default": { "$ref": "#/components/responses/Error" } } }),
+                                "responses": { "200": { "description": "The function's result" },
+                                               "202": { "description": "Queued", "content": { "application/json": { "schema": {
+                                                   "type": "object", "properties": { "id": { "type": "string" } } } } } },
+                                               "default": { "$ref": "#/components/responses/Error" } } }),
             },
             "/v1/functions/{name}/secrets": {
                 "parameters": [name],
