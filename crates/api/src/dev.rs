@@ -59,7 +59,7 @@ async fn handle(State(state): State<DevState>, mut request: Request) -> Response
         .await;
     print_logs(&std::mem::take(&mut outcome.logs));
     if let Err(error) = &outcome.result {
-        eprintln!("[error] {}: {}", error.code, respond::error_detail(error));
+        eprintln!("[error] {}: {}", error.code, error.detail());
     }
     let target: String = target
         .chars()
@@ -116,7 +116,7 @@ impl crate::websocket::Watcher for Printed {
     fn event(&mut self, report: &EventReport) {
         print_logs(&report.logs);
         if let Some(error) = &report.error {
-            eprintln!("[error] {}: {}", error.code, respond::error_detail(error));
+            eprintln!("[error] {}: {}", error.code, error.detail());
         }
     }
 

@@ -12,9 +12,7 @@ use crate::ApiError;
 use axum::body::Body;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use isola_core::{
-    ErrorCode, FunctionError, HttpResponse, InvocationMetrics, InvocationOutput, Outcome,
-};
+use isola_core::{ErrorCode, HttpResponse, InvocationMetrics, InvocationOutput, Outcome};
 
 /// Who the answer is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,16 +71,6 @@ fn unavailable() -> Response {
     let mut response = plain(StatusCode::SERVICE_UNAVAILABLE);
     crate::error::retry_soon(&mut response);
     response
-}
-
-/// A function error's message with its stack (which usually repeats the
-/// message on its first line), for the owner's eyes only.
-pub fn error_detail(error: &FunctionError) -> String {
-    match &error.stack {
-        Some(stack) if stack.contains(&error.message) => stack.clone(),
-        Some(stack) => format!("{}\n{stack}", error.message),
-        None => error.message.clone(),
-    }
 }
 
 /// Adds the `x-isola-*` headers describing an invocation: its id for
@@ -215,7 +203,7 @@ mod tests {
     use super::*;
 
     fn failed(code: ErrorCode) -> Outcome {
-        Outcome::failed(FunctionError {
+        Outcome::failed(isola_core::FunctionError {
             code,
             message: "secret detail".into(),
             stack: Some("Error: secret detail\n    at ext:core/x.js:1:1".into()),

@@ -12,7 +12,7 @@ use crate::worker::run_received;
 use crate::{Deployments, MAX_INLINE_BODY};
 use async_nats::jetstream::{self, consumer, stream, AckKind};
 use futures::StreamExt;
-use isola_core::{wire, ErrorCode, FunctionError, Invocation, Invoker, LogEntry, LogLevel};
+use isola_core::{wire, ErrorCode, FunctionError, Invocation, Invoker};
 use isola_store::InvocationRecord;
 use std::future::Future;
 use std::sync::Arc;
@@ -198,45 +198,13 @@ async fn run_one(
             error.message = format!("given up after {delivered} deliveries: {}", error.message);
         }
     }
-    let record = record_of(id, function, version, created_at, outcome);
+    let logs = std::mem::take(&mut outcome.logs);
+    let who = (id.as_str(), function.as_str(), version);
+    let record = InvocationRecord::finished(who, created_at, &outcome, logs);
     if crate::registry::publish_records(client, "queued", &[record])
         .await
         .is_ok()
     {
         let _ = message.double_ack().await;
-    }
-}
-
-/// The record of a queued invocation that ran.
-fn record_of(
-    id: String,
-    function: String,
-    version: u32,
-    created_at: i64,
-    outcome: isola_core::Outcome,
-) -> InvocationRecord {
-    let error = outcome.result.as_ref().err();
-    let mut logs = outcome.logs;
-    if let Some(error) = error {
-        logs.push(LogEntry {
-            level: LogLevel::Error,
-            message: format!("{}: {}", error.code.as_str(), error.message),
-        });
-    }
-    InvocationRecord {
-        id,
-        function,
-        version,
-        status: if error.is_none() { "ok" } else { "error" }.into(),
-        error_code: error.map(|e| e.code.as_str().to_string()),
-        error_message: error.map(|e| e.message.clone()),
-        duration_us: outcome.metrics.duration_us,
-        cpu_us: outcome.metrics.cpu_us,
-        peak_heap_bytes: outcome.metrics.peak_heap_bytes,
-        cold_start: outcome.metrics.cold_start,
-        created_at,
-        request: None,
-        websocket: None,
-        logs,
     }
 }

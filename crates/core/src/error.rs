@@ -77,6 +77,16 @@ pub struct FunctionError {
 }
 
 impl FunctionError {
+    /// Its message with its stack (which usually repeats the message on
+    /// its first line): for the owner's eyes and records only.
+    pub fn detail(&self) -> String {
+        match &self.stack {
+            Some(stack) if stack.contains(&self.message) => stack.clone(),
+            Some(stack) => format!("{}\n{stack}", self.message),
+            None => self.message.clone(),
+        }
+    }
+
     /// An error with a code and a message and no stack.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {

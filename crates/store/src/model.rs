@@ -230,6 +230,45 @@ impl DeploymentInfo {
     }
 }
 
+impl InvocationRecord {
+    /// The record of invocation `id` of deployment `version` of
+    /// `function`, begun at `created_at`, that ended with `outcome` and
+    /// printed `logs`. A failure's message and stack are kept in the
+    /// record and as an `error` line of its logs (the public caller only
+    /// saw a bare 500).
+    pub fn finished(
+        (id, function, version): (&str, &str, u32),
+        created_at: i64,
+        outcome: &isola_core::Outcome,
+        mut logs: Vec<LogEntry>,
+    ) -> Self {
+        let error = outcome.result.as_ref().err();
+        let error_message = error.map(isola_core::FunctionError::detail);
+        if let (Some(error), Some(detail)) = (error, &error_message) {
+            logs.push(LogEntry {
+                level: isola_core::LogLevel::Error,
+                message: format!("{}: {detail}", error.code),
+            });
+        }
+        Self {
+            id: id.to_string(),
+            function: function.to_string(),
+            version,
+            status: if error.is_none() { "ok" } else { "error" }.into(),
+            error_code: error.map(|e| e.code.as_str().to_string()),
+            error_message,
+            duration_us: outcome.metrics.duration_us,
+            cpu_us: outcome.metrics.cpu_us,
+            peak_heap_bytes: outcome.metrics.peak_heap_bytes,
+            cold_start: outcome.metrics.cold_start,
+            created_at,
+            request: None,
+            websocket: None,
+            logs,
+        }
+    }
+}
+
 /// One invocation, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvocationRecord {

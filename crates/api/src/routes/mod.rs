@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{any, get, post, put};
 use axum::Router;
-use isola_core::{Invocation, InvocationInput, InvocationOutput, LogEntry, LogLevel, Outcome};
+use isola_core::{Invocation, InvocationInput, InvocationOutput, Outcome};
 use isola_store::{InvocationRecord, RequestLine};
 use rand::RngCore;
 use std::sync::Arc;
@@ -222,14 +222,8 @@ pub async fn run_unrecorded(
     state.metrics.observe(&active.series, name, &outcome);
     // The caller answers from the result and metrics; the logs go to the record.
     let logs = std::mem::take(&mut outcome.logs);
-    let mut record = record_of(
-        &id,
-        name,
-        active.deployment.version,
-        created_at,
-        &outcome,
-        logs,
-    );
+    let who = (id.as_str(), name, active.deployment.version);
+    let mut record = InvocationRecord::finished(who, created_at, &outcome, logs);
     record.request = asked.map(|mut line| {
         if let Ok(InvocationOutput::Http(response)) = &outcome.result {
             line.status = Some(response.status);
@@ -307,41 +301,4 @@ async fn active(state: &AppState, name: &str) -> Result<Arc<Active>, ApiError> {
                 "looking up the function failed",
             ))
         })
-}
-
-/// The record of a finished invocation. A failure's message and stack are
-/// kept in the record and as an `error` line of its logs, since the public
-/// caller only saw a bare 500.
-fn record_of(
-    id: &str,
-    name: &str,
-    version: u32,
-    created_at: i64,
-    outcome: &Outcome,
-    mut logs: Vec<LogEntry>,
-) -> InvocationRecord {
-    let error = outcome.result.as_ref().err();
-    let error_message = error.map(crate::respond::error_detail);
-    if let (Some(error), Some(detail)) = (error, &error_message) {
-        logs.push(LogEntry {
-            level: LogLevel::Error,
-            message: format!("{}: {detail}", error.code),
-        });
-    }
-    InvocationRecord {
-        id: id.to_string(),
-        function: name.to_string(),
-        version,
-        status: if error.is_none() { "ok" } else { "error" }.into(),
-        error_code: error.map(|e| e.code.as_str().to_string()),
-        error_message,
-        duration_us: outcome.metrics.duration_us,
-        cpu_us: outcome.metrics.cpu_us,
-        peak_heap_bytes: outcome.metrics.peak_heap_bytes,
-        cold_start: outcome.metrics.cold_start,
-        created_at,
-        request: None,
-        websocket: None,
-        logs,
-    }
 }

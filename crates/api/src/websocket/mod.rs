@@ -304,7 +304,7 @@ impl Watcher for Recorded {
         if let Some(error) = &report.error {
             record.status = "error".into();
             record.error_code = Some(error.code.as_str().to_string());
-            record.error_message = Some(respond::error_detail(error));
+            record.error_message = Some(error.detail());
         }
     }
 
