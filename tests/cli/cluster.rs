@@ -38,11 +38,9 @@ impl Nats {
             .stderr(Stdio::null())
             .spawn()
             .expect("starting nats-server (apt-get install nats-server)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        eventually(Duration::from_secs(10), "nats-server did not start", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
         child
     }
 
@@ -126,14 +124,24 @@ fn get(gateway: &Server) -> (u16, String) {
     (response.status().as_u16(), response.text().unwrap())
 }
 
+/// Asks `done` every 50 ms until it holds; fails saying `what` after
+/// `within`.
+fn eventually(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Asks until the gateway answers 200 (10 s at most): a new worker's
 /// subscription reaches the NATS server shortly after it says so.
 fn until_served(gateway: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while get(gateway).0 != 200 {
-        assert!(Instant::now() < deadline, "no worker took the invocation");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(
+        Duration::from_secs(10),
+        "no worker took the invocation",
+        || get(gateway).0 == 200,
+    );
 }
 
 /// `--nats URL --node-key-file KEY`, and more.
@@ -176,19 +184,15 @@ fn a_gateway_runs_functions_on_the_workers_of_its_cluster() {
         assert_eq!(get(&gateway), hello);
     }
     // `isola status` on the gateway lists the nodes alive.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let status = crate::stdout(&gateway.cli(&["status"], ""));
-        if status.contains("cluster     2 nodes alive") {
-            assert!(
-                status.contains(" gateway ") && status.contains(" worker "),
-                "{status}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "{status}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut status = String::new();
+    eventually(Duration::from_secs(5), "status lists 2 nodes", || {
+        status = crate::stdout(&gateway.cli(&["status"], ""));
+        status.contains("cluster     2 nodes alive")
+    });
+    assert!(
+        status.contains(" gateway ") && status.contains(" worker "),
+        "{status}"
+    );
     // A second worker joins; the first dies without warning: the cluster
     // keeps serving.
     let mut second = Worker::start(&nats, &key);
@@ -203,11 +207,11 @@ fn a_gateway_runs_functions_on_the_workers_of_its_cluster() {
     assert!(served >= 40, "{records:?}");
     // A worker stops cleanly on SIGTERM.
     assert!(second.terminate_within(Duration::from_secs(10)));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while get(&gateway).0 != 503 {
-        assert!(Instant::now() < deadline, "a stopped worker still answers");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(
+        Duration::from_secs(10),
+        "a stopped worker still answers",
+        || get(&gateway).0 == 503,
+    );
     // A node of role `all` (the default), another gateway too: it knows
     // the function already, and runs the traffic of both.
     let other = tempfile::tempdir().unwrap();
@@ -219,15 +223,14 @@ fn a_gateway_runs_functions_on_the_workers_of_its_cluster() {
     for _ in 0..3 {
         assert_eq!(get(&gateway), hello);
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let seen = both.list_of("/v1/functions/hello/invocations?limit=1000", 1);
-        if seen.iter().filter(|r| r["status"] == "ok").count() >= 4 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{seen:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(
+        Duration::from_secs(10),
+        "the second gateway lists 4 ok records",
+        || {
+            let seen = both.list_of("/v1/functions/hello/invocations?limit=1000", 1);
+            seen.iter().filter(|r| r["status"] == "ok").count() >= 4
+        },
+    );
     // A node with another key is refused: it could not open the secrets.
     let stranger = tempfile::tempdir().unwrap();
     let refused = crate::isola(
@@ -247,27 +250,34 @@ fn a_gateway_runs_functions_on_the_workers_of_its_cluster() {
     assert!(said.contains("not the cluster's"), "{said}");
 }
 
-/// A gateway and one worker with `code` deployed as `name`.
-fn cluster_with(
-    nats: &Nats,
-    dirs: &(tempfile::TempDir, tempfile::TempDir),
-    name: &str,
-    code: &'static str,
-) -> (Server, Worker) {
-    let key = dirs.1.path().join("node.key");
-    let gateway = Server::start(dirs.0.path(), &joining(nats, &key, &["--role", "gateway"]));
-    gateway.deploy_function(name, code);
-    let worker = Worker::start(nats, &key);
-    (gateway, worker)
+/// A nats-server and a node key for a cluster, with a gateway and one
+/// worker (returned beside it) and `code` deployed as `name`.
+struct Cluster {
+    nats: Nats,
+    key: std::path::PathBuf,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl Cluster {
+    fn start(name: &str, code: &'static str) -> (Self, Server, Worker) {
+        let nats = Nats::start();
+        let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let key = dirs.1.path().join("node.key");
+        let gateway = Server::start(dirs.0.path(), &joining(&nats, &key, &["--role", "gateway"]));
+        gateway.deploy_function(name, code);
+        let worker = Worker::start(&nats, &key);
+        let cluster = Self {
+            nats,
+            key,
+            _dirs: dirs,
+        };
+        (cluster, gateway, worker)
+    }
 }
 
 #[test]
 fn bodies_cross_between_nodes_streamed_both_ways() {
-    let nats = Nats::start();
-    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (gateway, _worker) = cluster_with(
-        &nats,
-        &dirs,
+    let (_cluster, gateway, _worker) = Cluster::start(
         "echo",
         "export default { async fetch(r) { const b = await r.arrayBuffer(); if (b.byteLength > 600000 && b.byteLength < 800000) console.log('\\x01'.repeat(100000)); if (b.byteLength === 7) for (let i = 0; i < 3; i++) console.log('\\x01'.repeat(65000)); return new Response(new Uint8Array(b.byteLength)) } }",
     );
@@ -302,11 +312,7 @@ fn bodies_cross_between_nodes_streamed_both_ways() {
 
 #[test]
 fn a_streamed_response_reaches_the_client_as_it_is_written() {
-    let nats = Nats::start();
-    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (gateway, _worker) = cluster_with(
-        &nats,
-        &dirs,
+    let (_cluster, gateway, _worker) = Cluster::start(
         "ticks",
         "export default { fetch() { let n = 0; return new Response(new ReadableStream({ async pull(c) { if (n > 0) await new Promise((r) => setTimeout(r, 400)); if (n++ === 3) c.close(); else c.enqueue(new TextEncoder().encode('tick ')); } })) } }",
     );
@@ -333,11 +339,7 @@ fn a_streamed_response_reaches_the_client_as_it_is_written() {
 
 #[test]
 fn a_stopping_worker_finishes_what_it_took() {
-    let nats = Nats::start();
-    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (gateway, mut worker) = cluster_with(
-        &nats,
-        &dirs,
+    let (_cluster, gateway, mut worker) = Cluster::start(
         "slow",
         "export default { async fetch() { await new Promise((r) => setTimeout(r, 1000)); return new Response('done') } }",
     );
@@ -354,11 +356,7 @@ fn a_stopping_worker_finishes_what_it_took() {
 
 #[test]
 fn a_worker_dying_under_an_invocation_is_noticed_within_seconds() {
-    let nats = Nats::start();
-    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (gateway, mut worker) = cluster_with(
-        &nats,
-        &dirs,
+    let (_cluster, gateway, mut worker) = Cluster::start(
         "slow",
         "export default { async fetch() { await new Promise((r) => setTimeout(r, 20000)); return new Response('done') } }",
     );
@@ -396,24 +394,18 @@ fn queue(gateway: &Server, payload: serde_json::Value) -> String {
 }
 
 fn record_of(gateway: &Server, id: &str, within: Duration) -> serde_json::Value {
-    let deadline = Instant::now() + within;
-    loop {
+    let mut found = None;
+    eventually(within, &format!("no record of {id}"), || {
         let records = gateway.list_of("/v1/functions/queued/invocations?limit=1000", 0);
-        if let Some(record) = records.into_iter().find(|r| r["id"] == id) {
-            return record;
-        }
-        assert!(Instant::now() < deadline, "no record of {id}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        found = records.into_iter().find(|r| r["id"] == id);
+        found.is_some()
+    });
+    found.unwrap()
 }
 
 #[test]
 fn queued_invocations_run_once_taken_even_if_their_worker_dies() {
-    let nats = Nats::start();
-    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (gateway, mut worker) = cluster_with(
-        &nats,
-        &dirs,
+    let (cluster, gateway, mut worker) = Cluster::start(
         "queued",
         "export default async (p) => { await new Promise((r) => setTimeout(r, p.ms)); return { n: p.n } }",
     );
@@ -428,7 +420,7 @@ fn queued_invocations_run_once_taken_even_if_their_worker_dies() {
     std::thread::sleep(Duration::from_millis(1000));
     let _ = worker.child.kill();
     let _ = worker.child.wait();
-    let _next = Worker::start(&nats, &dirs.1.path().join("node.key"));
+    let _next = Worker::start(&cluster.nats, &cluster.key);
     assert_eq!(
         record_of(&gateway, &slow, Duration::from_secs(50))["status"],
         "ok"
@@ -437,17 +429,15 @@ fn queued_invocations_run_once_taken_even_if_their_worker_dies() {
 
 #[test]
 fn a_queued_invocation_whose_deployment_is_gone_is_given_up_with_a_record() {
-    let nats = Nats::start();
-    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (gateway, mut worker) =
-        cluster_with(&nats, &dirs, "queued", "export default (p) => ({ n: p.n })");
+    let (cluster, gateway, mut worker) =
+        Cluster::start("queued", "export default (p) => ({ n: p.n })");
     // Queued while no worker runs, then the deployment is replaced: no
     // worker can run the version it names.
     assert!(worker.terminate_within(Duration::from_secs(10)));
     let orphan = queue(&gateway, serde_json::json!({ "n": 1 }));
     let replaced = gateway.deploy_module("queued", "export default (p) => ({ m: p.n })");
     assert_eq!(replaced.status(), reqwest::StatusCode::CREATED);
-    let _next = Worker::start(&nats, &dirs.1.path().join("node.key"));
+    let _next = Worker::start(&cluster.nats, &cluster.key);
     let record = record_of(&gateway, &orphan, Duration::from_secs(30));
     assert_eq!(record["status"], "error");
     let message = record["error_message"].as_str().unwrap_or_default();
@@ -456,38 +446,30 @@ fn a_queued_invocation_whose_deployment_is_gone_is_given_up_with_a_record() {
 
 #[test]
 fn the_cluster_survives_a_restart_of_its_nats_server() {
-    let mut nats = Nats::start();
-    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (gateway, _worker) = cluster_with(
-        &nats,
-        &dirs,
+    let (mut cluster, gateway, _worker) = Cluster::start(
         "hello",
         "export default { fetch: () => new Response('one') }",
     );
     until_served(&gateway);
-    nats.restart();
+    cluster.nats.restart();
     // The nodes reconnect on their own; JetStream kept the registry.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while get(&gateway) != (200, "one".to_string()) {
-        assert!(
-            Instant::now() < deadline,
-            "not served again after the restart"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let one = (200, "one".to_string());
+    eventually(
+        Duration::from_secs(20),
+        "not served again after the restart",
+        || get(&gateway) == one,
+    );
     let redeployed = gateway.deploy_module(
         "hello",
         "export default { fetch: () => new Response('two') }",
     );
     assert_eq!(redeployed.status(), reqwest::StatusCode::CREATED);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while get(&gateway) != (200, "two".to_string()) {
-        assert!(
-            Instant::now() < deadline,
-            "a deploy after the restart is not served"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let two = (200, "two".to_string());
+    eventually(
+        Duration::from_secs(10),
+        "a deploy after the restart is not served",
+        || get(&gateway) == two,
+    );
 }
 
 #[test]
