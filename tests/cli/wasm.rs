@@ -74,16 +74,7 @@ fn files_are_bytes_and_deployments_name_their_runtime() {
     // it, and nothing stored.
     server.create_function("wasm");
     let refused = server.deploy_module("wasm", EMPTY_MODULE);
-    assert_eq!(refused.status(), reqwest::StatusCode::BAD_REQUEST);
-    let body: serde_json::Value = refused.json().unwrap();
-    assert_eq!(body["error"]["code"], "invalid_function", "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("_start"),
-        "{body}"
-    );
+    assert_refused(refused, Some("invalid_function"), "_start");
     let deployments = server
         .api(reqwest::Method::GET, "/v1/functions/wasm/deployments")
         .send()
@@ -168,29 +159,12 @@ fn compiling_is_bounded_by_the_nodes_limits() {
     let started = std::time::Instant::now();
     let refused = server.deploy_module("costly", costly_module(400_000));
     let elapsed = started.elapsed();
-    assert_eq!(refused.status(), reqwest::StatusCode::BAD_REQUEST);
-    let body: serde_json::Value = refused.json().unwrap();
-    assert_eq!(body["error"]["code"], "invalid_function", "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("limit of 1 s"),
-        "{body}"
-    );
+    assert_refused(refused, Some("invalid_function"), "limit of 1 s");
     assert!(elapsed < std::time::Duration::from_secs(10), "{elapsed:?}");
     // An invalid module is refused with the compiler's reason, and a small
     // one still deploys and runs.
     let invalid = server.deploy_module("costly", &b"\0asm\x01\0\0\0\x01\x05garbage"[..]);
-    assert_eq!(invalid.status(), reqwest::StatusCode::BAD_REQUEST);
-    let body: serde_json::Value = invalid.json().unwrap();
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("invalid WebAssembly module"),
-        "{body}"
-    );
+    assert_refused(invalid, None, "invalid WebAssembly module");
     let small = server.deploy_module("costly", costly_module(10));
     assert!(small.status().is_success(), "{:?}", small.text());
     let answer = server
@@ -221,4 +195,16 @@ fn a_component_uses_its_functions_kv_namespace_through_serve() {
         .unwrap();
     assert_eq!(stored.status(), 200);
     assert_eq!(stored.text().unwrap(), "stored value");
+}
+
+/// Asserts `response` is a 400 whose error has `code` (when given) and a
+/// message containing `says`.
+fn assert_refused(response: reqwest::blocking::Response, code: Option<&str>, says: &str) {
+    assert_eq!(response.status(), reqwest::StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = response.json().unwrap();
+    if let Some(code) = code {
+        assert_eq!(body["error"]["code"], code, "{body}");
+    }
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(says), "{body}");
 }
