@@ -136,11 +136,14 @@ impl Members {
 
     /// The ids of the workers alive now and taking invocations (not
     /// leaving).
+    /// (Asked on every invocation: only the ids are copied.)
     pub fn workers(&self) -> Vec<String> {
-        self.alive()
-            .into_iter()
-            .filter(|node| node.runs_invocations && !node.leaving)
-            .map(|node| node.id)
+        let seen = self.seen.lock().unwrap();
+        seen.values()
+            .filter(|(node, at)| {
+                node.runs_invocations && !node.leaving && at.elapsed() < DEAD_AFTER
+            })
+            .map(|(node, _)| node.id.clone())
             .collect()
     }
 }
