@@ -499,3 +499,51 @@ fn a_cluster_role_needs_a_reachable_nats_server() {
         "{said}"
     );
 }
+
+#[test]
+fn functions_share_their_kv_across_the_nodes_of_a_cluster() {
+    let (cluster, gateway, first) = Cluster::start("hello", "export default () => 'hi'");
+    gateway.create_function("counter");
+    let code = "export default { async fetch(r, env) { for (;;) { const { value, version } = await env.KV.getWithVersion('hits'); const n = Number(value ?? 0) + 1; const r = await env.KV.atomic().check('hits', version).set('hits', String(n)).commit(); if (r.ok) return new Response(String(n)); } } }";
+    let deployed = gateway
+        .api(reqwest::Method::POST, "/v1/functions/counter/deployments")
+        .json(&serde_json::json!({
+            "files": [{ "path": "main.js", "code": code }],
+            "entry": "main.js",
+            "kv_binding": "KV",
+        }))
+        .send()
+        .unwrap();
+    assert_eq!(deployed.status(), reqwest::StatusCode::CREATED);
+    let hit = || {
+        let response = gateway
+            .http()
+            .get(format!("{}/fn/counter/", gateway.url))
+            .send()
+            .unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    };
+    eventually(Duration::from_secs(10), "no worker took it", || {
+        hit() == (200, "1".to_string())
+    });
+    for n in 2..=5 {
+        assert_eq!(hit(), (200, n.to_string()));
+    }
+    // The gateway's API reads what the worker wrote, and writes what the
+    // workers then read.
+    let read = gateway.cli(&["kv", "get", "counter", "hits"], "");
+    assert_eq!(crate::stdout(&read), "5");
+    let put = gateway.cli(&["kv", "put", "counter", "hits", "41"], "");
+    assert!(put.status.success(), "{}", crate::stderr(&put));
+    assert_eq!(hit(), (200, "42".to_string()));
+    // A new worker, with an empty data directory, carries on where the
+    // dead one stopped.
+    drop(first);
+    let _second = Worker::start(&cluster.nats, &cluster.key);
+    eventually(
+        Duration::from_secs(10),
+        "the new worker did not count on",
+        || hit() == (200, "43".to_string()),
+    );
+    assert_eq!(hit(), (200, "44".to_string()));
+}

@@ -100,7 +100,7 @@ impl Buckets {
 }
 
 /// Opens KV bucket `bucket`, creating its stream if there is none.
-async fn key_value(js: &jetstream::Context, bucket: &str) -> Result<kv::Store> {
+pub(crate) async fn key_value(js: &jetstream::Context, bucket: &str) -> Result<kv::Store> {
     if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
     }
@@ -121,7 +121,7 @@ async fn key_value(js: &jetstream::Context, bucket: &str) -> Result<kv::Store> {
 }
 
 /// Opens object store `bucket`, creating it if there is none.
-async fn object_store(js: &jetstream::Context, bucket: &str) -> Result<ObjectStore> {
+pub(crate) async fn object_store(js: &jetstream::Context, bucket: &str) -> Result<ObjectStore> {
     if let Ok(store) = js.get_object_store(bucket).await {
         return Ok(store);
     }

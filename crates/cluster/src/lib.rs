@@ -23,14 +23,17 @@
 mod buckets;
 mod deployments;
 mod frames;
+mod kv;
 pub mod members;
 pub mod placement;
 mod queued;
 mod registry;
+mod snapshots;
 mod worker;
 
 pub use async_nats;
 pub use deployments::RegistryDeployments;
+pub use kv::JetStreamKv;
 pub use queued::serve_queued;
 pub use registry::JetStreamRegistry;
 pub use worker::{serve_worker, WorkerQueue, MAX_IN_FLIGHT};

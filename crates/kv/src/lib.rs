@@ -9,9 +9,15 @@
 //! [`KvStore::atomic`] applies a set of mutations only if every checked key
 //! still has the version the caller read (`None`: the key must not exist),
 //! which is how functions do check-and-set without lost updates.
+//!
+//! [`Replica`] is a node's copy of namespaces whose commits are ordered
+//! elsewhere (a cluster's commit log): it checks a commit before it is
+//! sent and applies commits, in the log's order, at the log's versions.
 
+mod replica;
 mod sqlite;
 
+pub use replica::{Position, Replica, Stored};
 pub use sqlite::SqliteKv;
 
 use async_trait::async_trait;
@@ -169,6 +175,48 @@ impl Mutation {
     }
 }
 
+/// A mutation as it is stored: a put's expiry is a point in time
+/// (milliseconds since the Unix epoch), fixed when it was committed, so
+/// every copy of a namespace expires it at the same moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Sets a key.
+    Put {
+        key: String,
+        value: Vec<u8>,
+        expires_at: Option<i64>,
+    },
+    /// Removes a key.
+    Delete { key: String },
+}
+
+impl Change {
+    /// `mutation` committed at `now` (milliseconds since the Unix epoch).
+    pub fn at(mutation: Mutation, now: i64) -> Self {
+        match mutation {
+            Mutation::Put {
+                key,
+                value,
+                ttl_seconds,
+            } => Self::Put {
+                key,
+                value,
+                expires_at: ttl_seconds.map(|s| {
+                    now.saturating_add(i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000))
+                }),
+            },
+            Mutation::Delete { key } => Self::Delete { key },
+        }
+    }
+
+    /// The key it changes.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Put { key, .. } | Self::Delete { key } => key,
+        }
+    }
+}
+
 /// A precondition of an atomic operation: `key` is at `version`
 /// (`None`: the key does not exist).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,6 +283,42 @@ pub fn check_value(limits: &KvLimits, value: &[u8]) -> Result<()> {
             "KV value of {} bytes is larger than the limit of {} bytes",
             value.len(),
             limits.max_value_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// Checks an atomic commit against the limits: how many checks and
+/// mutations, each key and value, and the bytes it writes.
+pub fn validate(limits: &KvLimits, checks: &[Check], mutations: &[Mutation]) -> Result<()> {
+    if checks.len() > limits.max_checks {
+        return Err(KvError::Invalid(format!(
+            "an atomic commit may hold at most {} checks, got {}",
+            limits.max_checks,
+            checks.len()
+        )));
+    }
+    if mutations.len() > limits.max_mutations {
+        return Err(KvError::Invalid(format!(
+            "an atomic commit may hold at most {} mutations, got {}",
+            limits.max_mutations,
+            mutations.len()
+        )));
+    }
+    for check in checks {
+        check_key(limits, &check.key)?;
+    }
+    for mutation in mutations {
+        check_key(limits, mutation.key())?;
+        if let Mutation::Put { value, .. } = mutation {
+            check_value(limits, value)?;
+        }
+    }
+    let written: usize = mutations.iter().map(Mutation::bytes).sum();
+    if written > limits.max_commit_bytes {
+        return Err(KvError::Invalid(format!(
+            "an atomic commit may write at most {} bytes of keys and values, got {written}",
+            limits.max_commit_bytes
         )));
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! The embedded KV store: one SQLite table, one transaction per operation.
 
 use crate::{
-    check_key, check_value, Check, Entry, KvError, KvLimits, KvStore, ListPage, Mutation, Result,
+    validate, Change, Check, Entry, KvError, KvLimits, KvStore, ListPage, Mutation, Result,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 /// KV in a SQLite file (WAL, fully synced).
 #[derive(Clone)]
 pub struct SqliteKv {
-    conn: Arc<Mutex<Connection>>,
-    limits: KvLimits,
+    pub(crate) conn: Arc<Mutex<Connection>>,
+    pub(crate) limits: KvLimits,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -55,7 +55,7 @@ impl SqliteKv {
         })
     }
 
-    async fn run<T: Send + 'static>(
+    pub(crate) async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
@@ -89,10 +89,8 @@ fn apply(
 ) -> Result<Option<u64>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = now_ms();
-    for check in checks {
-        if current_version(&tx, namespace, &check.key, now)? != check.version {
-            return Ok(None);
-        }
+    if !checks_hold(&tx, namespace, checks, now)? {
+        return Ok(None);
     }
     let version: u64 = tx
         .query_row(
@@ -102,27 +100,57 @@ fn apply(
             |row| row.get::<_, i64>(0),
         )
         .map(|v| v as u64)?;
-    let before = namespace_usage(&tx, namespace)?;
+    let changes: Vec<Change> = mutations
+        .iter()
+        .map(|m| Change::at(m.clone(), now))
+        .collect();
+    write(&tx, namespace, version, &changes, Some(quota))?;
+    tx.commit()?;
+    Ok(Some(version))
+}
+
+/// Whether every check holds at `now`.
+pub(crate) fn checks_hold(
+    tx: &rusqlite::Transaction,
+    namespace: &str,
+    checks: &[Check],
+    now: i64,
+) -> Result<bool> {
+    for check in checks {
+        if current_version(tx, namespace, &check.key, now)? != check.version {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Writes `changes` at `version`, keeping the namespace's usage; with a
+/// `quota`, refuses a commit that leaves the namespace over it.
+pub(crate) fn write(
+    tx: &rusqlite::Transaction,
+    namespace: &str,
+    version: u64,
+    changes: &[Change],
+    quota: Option<u64>,
+) -> Result<()> {
+    let before = namespace_usage(tx, namespace)?;
     let mut usage = before;
-    for mutation in mutations {
-        usage -= stored_bytes(&tx, namespace, mutation.key())?;
-        match mutation {
-            Mutation::Put {
+    for change in changes {
+        usage -= stored_bytes(tx, namespace, change.key())?;
+        match change {
+            Change::Put {
                 key,
                 value,
-                ttl_seconds,
+                expires_at,
             } => {
                 usage += (key.len() + value.len()) as i64;
-                let expires = ttl_seconds.map(|s| {
-                    now.saturating_add(i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000))
-                });
                 tx.execute(
                     "INSERT INTO kv (namespace, key, value, version, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT(namespace, key) DO UPDATE SET value = excluded.value, version = excluded.version, expires_at = excluded.expires_at",
-                    params![namespace, key, value, version as i64, expires],
+                    params![namespace, key, value, version as i64, expires_at],
                 )?;
             }
-            Mutation::Delete { key } => {
+            Change::Delete { key } => {
                 tx.execute(
                     "DELETE FROM kv WHERE namespace = ?1 AND key = ?2",
                     params![namespace, key],
@@ -133,23 +161,24 @@ fn apply(
     // A commit that leaves a namespace over its quota is refused unless it
     // shrinks it: one over (a lowered quota, older data) can delete its way
     // back under.
-    if usage > quota as i64 && usage > before {
-        return Err(KvError::QuotaExceeded(format!(
-            "KV quota exceeded: a namespace may hold at most {quota} bytes of keys and values"
-        )));
+    if let Some(quota) = quota {
+        if usage > quota as i64 && usage > before {
+            return Err(KvError::QuotaExceeded(format!(
+                "KV quota exceeded: a namespace may hold at most {quota} bytes of keys and values"
+            )));
+        }
     }
     tx.execute(
         "INSERT INTO kv_usage (namespace, bytes) VALUES (?1, ?2)
          ON CONFLICT(namespace) DO UPDATE SET bytes = excluded.bytes",
         params![namespace, usage],
     )?;
-    tx.commit()?;
-    Ok(Some(version))
+    Ok(())
 }
 
 /// Bytes of keys and values a namespace holds (counted once, then kept in
 /// `kv_usage` by every commit).
-fn namespace_usage(tx: &rusqlite::Transaction, namespace: &str) -> Result<i64> {
+pub(crate) fn namespace_usage(tx: &rusqlite::Transaction, namespace: &str) -> Result<i64> {
     let kept = tx
         .query_row(
             "SELECT bytes FROM kv_usage WHERE namespace = ?1",
@@ -181,7 +210,7 @@ fn stored_bytes(tx: &rusqlite::Transaction, namespace: &str, key: &str) -> Resul
 
 /// Deletes up to `limit` expired keys, keeping the namespaces' usage right;
 /// returns how many went.
-fn purge(conn: &mut Connection, limit: usize) -> Result<usize> {
+pub(crate) fn purge(conn: &mut Connection, limit: usize) -> Result<usize> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let freed: Vec<(String, i64)> = {
         let mut stmt = tx.prepare_cached(
@@ -218,21 +247,59 @@ impl SqliteKv {
     }
 }
 
+/// The live value of `key`.
+pub(crate) fn read_entry(conn: &Connection, namespace: &str, key: &str) -> Result<Option<Entry>> {
+    Ok(conn
+        .query_row(
+            "SELECT value, version FROM kv WHERE namespace = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
+            params![namespace, key, now_ms()],
+            |row| {
+                Ok(Entry {
+                    key: key.to_string(),
+                    value: row.get(0)?,
+                    version: row.get::<_, i64>(1)? as u64,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// A page of the live keys starting with `prefix`, after `cursor`.
+pub(crate) fn read_page(
+    conn: &Connection,
+    namespace: &str,
+    prefix: &str,
+    limit: usize,
+    cursor: Option<String>,
+) -> Result<ListPage> {
+    let after = cursor.unwrap_or_default();
+    let mut stmt = conn.prepare_cached(
+        "SELECT key, version FROM kv WHERE namespace = ?1 AND key > ?2 AND substr(key, 1, length(?3)) = ?3
+         AND (expires_at IS NULL OR expires_at > ?4) ORDER BY key LIMIT ?5",
+    )?;
+    let mut keys = stmt
+        .query_map(
+            params![namespace, after, prefix, now_ms(), (limit + 1) as i64],
+            |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64)),
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let more = keys.len() > limit;
+    keys.truncate(limit);
+    let cursor = if more {
+        keys.last().map(|(k, _)| k.clone())
+    } else {
+        None
+    };
+    Ok(ListPage { keys, cursor })
+}
+
 #[async_trait]
 impl KvStore for SqliteKv {
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Entry>> {
-        check_key(&self.limits, key)?;
+        crate::check_key(&self.limits, key)?;
         let (namespace, key) = (namespace.to_string(), key.to_string());
-        self.run(move |conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT value, version FROM kv WHERE namespace = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
-                    params![namespace, key, now_ms()],
-                    |row| Ok(Entry { key: key.clone(), value: row.get(0)?, version: row.get::<_, i64>(1)? as u64 }),
-                )
-                .optional()?)
-        })
-        .await
+        self.run(move |conn| read_entry(conn, &namespace, &key))
+            .await
     }
 
     async fn list(
@@ -244,23 +311,8 @@ impl KvStore for SqliteKv {
     ) -> Result<ListPage> {
         let limit = limit.clamp(1, self.limits.max_list);
         let (namespace, prefix) = (namespace.to_string(), prefix.to_string());
-        self.run(move |conn| {
-            let after = cursor.unwrap_or_default();
-            let mut stmt = conn.prepare(
-                "SELECT key, version FROM kv WHERE namespace = ?1 AND key > ?2 AND substr(key, 1, length(?3)) = ?3
-                 AND (expires_at IS NULL OR expires_at > ?4) ORDER BY key LIMIT ?5",
-            )?;
-            let mut keys = stmt
-                .query_map(params![namespace, after, prefix, now_ms(), (limit + 1) as i64], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let more = keys.len() > limit;
-            keys.truncate(limit);
-            let cursor = if more { keys.last().map(|(k, _)| k.clone()) } else { None };
-            Ok(ListPage { keys, cursor })
-        })
-        .await
+        self.run(move |conn| read_page(conn, &namespace, &prefix, limit, cursor))
+            .await
     }
 
     async fn atomic(
@@ -269,39 +321,7 @@ impl KvStore for SqliteKv {
         checks: Vec<Check>,
         mutations: Vec<Mutation>,
     ) -> Result<Option<u64>> {
-        if checks.len() > self.limits.max_checks {
-            return Err(KvError::Invalid(format!(
-                "an atomic commit may hold at most {} checks, got {}",
-                self.limits.max_checks,
-                checks.len()
-            )));
-        }
-        if mutations.len() > self.limits.max_mutations {
-            return Err(KvError::Invalid(format!(
-                "an atomic commit may hold at most {} mutations, got {}",
-                self.limits.max_mutations,
-                mutations.len()
-            )));
-        }
-        for check in &checks {
-            check_key(&self.limits, &check.key)?;
-        }
-        for mutation in &mutations {
-            match mutation {
-                Mutation::Put { key, value, .. } => {
-                    check_key(&self.limits, key)?;
-                    check_value(&self.limits, value)?;
-                }
-                Mutation::Delete { key } => check_key(&self.limits, key)?,
-            }
-        }
-        let written: usize = mutations.iter().map(Mutation::bytes).sum();
-        if written > self.limits.max_commit_bytes {
-            return Err(KvError::Invalid(format!(
-                "an atomic commit may write at most {} bytes of keys and values, got {written}",
-                self.limits.max_commit_bytes
-            )));
-        }
+        validate(&self.limits, &checks, &mutations)?;
         let namespace = namespace.to_string();
         let quota = self.limits.max_namespace_bytes;
         self.run(move |conn| apply(conn, &namespace, &checks, &mutations, quota))

@@ -120,6 +120,38 @@ impl Cluster {
         Ok(Arc::new(registry))
     }
 
+    /// The cluster's function KV (`isola_cluster::JetStreamKv`), with this
+    /// node's copies of the namespaces it uses in `data/kv-cluster.db`.
+    /// The copies are a cache of the cluster's log: started afresh.
+    pub async fn kv(&self, data: &std::path::Path) -> anyhow::Result<Arc<dyn isola_kv::KvStore>> {
+        let path = data.join("kv-cluster.db");
+        for suffix in ["", "-wal", "-shm"] {
+            let file = format!("{}{suffix}", path.display());
+            match std::fs::remove_file(&file) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    anyhow::bail!("could not remove {file}: {error}")
+                }
+                _ => {}
+            }
+        }
+        let replica = isola_kv::Replica::open(&path, isola_kv::KvLimits::default())
+            .map_err(|error| anyhow::anyhow!("opening {}: {error}", path.display()))?;
+        let kv = isola_cluster::JetStreamKv::open(
+            self.client.clone(),
+            replica.clone(),
+            isola_kv::KvLimits::default(),
+        )
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!("could not open the cluster's KV on {}: {error}", self.url)
+        })?;
+        super::purge_expired_keys(move || {
+            let replica = replica.clone();
+            async move { replica.purge_expired().await }
+        });
+        Ok(Arc::new(kv))
+    }
+
     /// The invoker HTTP requests use: the workers, through NATS (each
     /// function on its slice of the members), with `local` for deploy
     /// checks and WebSocket upgrades.

@@ -157,13 +157,16 @@ async fn token_hash(
 }
 
 /// Files of the data directory that only the node's user may read.
-const PRIVATE_FILES: [&str; 7] = [
+const PRIVATE_FILES: [&str; 10] = [
     "isola.db",
     "isola.db-wal",
     "isola.db-shm",
     "kv.db",
     "kv.db-wal",
     "kv.db-shm",
+    "kv-cluster.db",
+    "kv-cluster.db-wal",
+    "kv-cluster.db-shm",
     "node.key",
 ];
 
@@ -263,13 +266,10 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
         ),
         false => None,
     };
-    let kv_path = args.data.join("kv.db");
-    let sqlite_kv = Arc::new(
-        isola_kv::SqliteKv::open(&kv_path, isola_kv::KvLimits::default())
-            .with_context(|| format!("opening {}", kv_path.display()))?,
-    );
-    tokio::spawn(purge_expired_keys(sqlite_kv.clone()));
-    let kv: Arc<dyn isola_kv::KvStore> = sqlite_kv;
+    let kv = match &cluster {
+        Some(cluster) => cluster.kv(&args.data).await?,
+        None => embedded_kv(&args.data)?,
+    };
     let mut executor_config = ExecutorConfig {
         kv: Some(kv.clone()),
         ..ExecutorConfig::default()
@@ -398,13 +398,34 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Deletes expired KV keys every minute, so they do not keep their space.
-async fn purge_expired_keys(kv: Arc<isola_kv::SqliteKv>) {
-    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
-    loop {
-        every.tick().await;
-        if let Err(error) = kv.purge_expired().await {
-            tracing::warn!(%error, "could not purge expired KV keys");
+/// The node's own KV (no cluster), in `data`, with its expired keys
+/// purged every minute.
+fn embedded_kv(data: &Path) -> anyhow::Result<Arc<dyn isola_kv::KvStore>> {
+    let path = data.join("kv.db");
+    let kv = isola_kv::SqliteKv::open(&path, isola_kv::KvLimits::default())
+        .with_context(|| format!("opening {}", path.display()))?;
+    let purged = kv.clone();
+    purge_expired_keys(move || {
+        let kv = purged.clone();
+        async move { kv.purge_expired().await }
+    });
+    Ok(Arc::new(kv))
+}
+
+/// Deletes expired KV keys every minute with `purge`, so they do not keep
+/// their space.
+pub(crate) fn purge_expired_keys<F, P>(purge: F)
+where
+    F: Fn() -> P + Send + 'static,
+    P: std::future::Future<Output = isola_kv::Result<usize>> + Send,
+{
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            if let Err(error) = purge().await {
+                tracing::warn!(%error, "could not purge expired KV keys");
+            }
         }
-    }
+    });
 }
