@@ -500,13 +500,15 @@ fn a_cluster_role_needs_a_reachable_nats_server() {
     );
 }
 
-#[test]
-fn functions_share_their_kv_across_the_nodes_of_a_cluster() {
-    let (cluster, gateway, first) = Cluster::start("hello", "export default () => 'hi'");
-    gateway.create_function("counter");
-    let code = "export default { async fetch(r, env) { for (;;) { const { value, version } = await env.KV.getWithVersion('hits'); const n = Number(value ?? 0) + 1; const r = await env.KV.atomic().check('hits', version).set('hits', String(n)).commit(); if (r.ok) return new Response(String(n)); } } }";
+/// Creates `name` and deploys `code` as its one module, with its KV
+/// bound as `env.KV`.
+fn deploy_with_kv(gateway: &Server, name: &str, code: &str) {
+    gateway.create_function(name);
     let deployed = gateway
-        .api(reqwest::Method::POST, "/v1/functions/counter/deployments")
+        .api(
+            reqwest::Method::POST,
+            &format!("/v1/functions/{name}/deployments"),
+        )
         .json(&serde_json::json!({
             "files": [{ "path": "main.js", "code": code }],
             "entry": "main.js",
@@ -515,6 +517,13 @@ fn functions_share_their_kv_across_the_nodes_of_a_cluster() {
         .send()
         .unwrap();
     assert_eq!(deployed.status(), reqwest::StatusCode::CREATED);
+}
+
+#[test]
+fn functions_share_their_kv_across_the_nodes_of_a_cluster() {
+    let (cluster, gateway, first) = Cluster::start("hello", "export default () => 'hi'");
+    let code = "export default { async fetch(r, env) { for (;;) { const { value, version } = await env.KV.getWithVersion('hits'); const n = Number(value ?? 0) + 1; const r = await env.KV.atomic().check('hits', version).set('hits', String(n)).commit(); if (r.ok) return new Response(String(n)); } } }";
+    deploy_with_kv(&gateway, "counter", code);
     let hit = || {
         let response = gateway
             .http()
@@ -546,4 +555,58 @@ fn functions_share_their_kv_across_the_nodes_of_a_cluster() {
         || hit() == (200, "43".to_string()),
     );
     assert_eq!(hit(), (200, "44".to_string()));
+}
+
+#[test]
+fn a_get_whose_worker_dies_runs_again_elsewhere_and_a_post_gets_502() {
+    let (cluster, gateway, mut first) = Cluster::start("hello", "export default () => 'hi'");
+    // The first run of each request marks it in KV and hangs; a second
+    // run answers at once.
+    let code = "export default { async fetch(r, env) { const key = r.method; if (await env.KV.get(key)) return new Response('again'); await env.KV.put(key, '1'); await new Promise((r) => setTimeout(r, 20000)); return new Response('first') } }";
+    deploy_with_kv(&gateway, "once", code);
+    // The gateway places invocations once it has heard the worker.
+    std::thread::sleep(Duration::from_millis(1500));
+    let send = |method: reqwest::Method| {
+        let url = format!("{}/fn/once/", gateway.url);
+        let request = gateway.http().request(method, url).body("x");
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let response = request.send().unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().unwrap(), started.elapsed())
+        })
+    };
+    let started = |method: &str| {
+        let out = gateway.cli(&["kv", "get", "once", method], "");
+        crate::stdout(&out) == "1"
+    };
+    let asked = send(reqwest::Method::GET);
+    eventually(Duration::from_secs(10), "the GET did not start", || {
+        started("GET")
+    });
+    // Another worker joins; the one running the GET dies: it runs again
+    // there.
+    let mut second = Worker::start(&cluster.nats, &cluster.key);
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = first.child.kill();
+    let _ = first.child.wait();
+    let (status, body, took) = asked.join().unwrap();
+    assert_eq!((status, body.as_str()), (200, "again"));
+    assert!(took < Duration::from_secs(10), "{took:?}");
+
+    // A POST is not repeated: 502, said plainly to the owner in its record.
+    let asked = send(reqwest::Method::POST);
+    eventually(Duration::from_secs(10), "the POST did not start", || {
+        started("POST")
+    });
+    let _third = Worker::start(&cluster.nats, &cluster.key);
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = second.child.kill();
+    let _ = second.child.wait();
+    let (status, body, took) = asked.join().unwrap();
+    assert_eq!((status, body.as_str()), (502, "Bad Gateway"));
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let records = gateway.list_of("/v1/functions/once/invocations?limit=10", 2);
+    let lost = records.iter().find(|r| r["error_code"] == "worker_lost");
+    assert!(lost.is_some(), "{records:?}");
 }

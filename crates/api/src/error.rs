@@ -76,6 +76,7 @@ pub fn function_error_status(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidInput => StatusCode::BAD_REQUEST,
         ErrorCode::WallTimeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::WorkerLost => StatusCode::BAD_GATEWAY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

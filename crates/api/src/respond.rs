@@ -33,6 +33,9 @@ pub fn invocation(audience: Audience, limit: usize, id: &str, outcome: Outcome) 
         Err(error) => match audience {
             Audience::Owner => ApiError::from(error).into_response(),
             Audience::Public if error.code == ErrorCode::Unavailable => unavailable(),
+            Audience::Public if error.code == ErrorCode::WorkerLost => {
+                plain(StatusCode::BAD_GATEWAY)
+            }
             Audience::Public => plain(StatusCode::INTERNAL_SERVER_ERROR),
         },
     };
@@ -263,6 +266,16 @@ mod tests {
         let response = into_response(1024, http).unwrap();
         let names: Vec<_> = response.headers().keys().map(|n| n.as_str()).collect();
         assert_eq!(names, ["x-kept"]);
+    }
+
+    #[tokio::test]
+    async fn a_lost_worker_is_a_bare_502_for_the_public_and_said_to_the_owner() {
+        let response = invocation(Audience::Public, 1, "i", failed(ErrorCode::WorkerLost));
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(body_of(response).await, "Bad Gateway");
+        let response = invocation(Audience::Owner, 1, "i", failed(ErrorCode::WorkerLost));
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        assert!(body_of(response).await.contains("worker_lost"));
     }
 
     #[tokio::test]

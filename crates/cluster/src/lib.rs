@@ -179,6 +179,8 @@ impl NatsInvoker {
         let placed = self
             .outstanding
             .pick(&placement::slice(&invocation.function.name, &workers));
+        let invocation_name = invocation.function.name.clone();
+        let retryable = safe_to_repeat(&invocation);
         let deadline = tokio::time::Instant::now() + timeout;
         let (message, tail) = wire::encode_invocation(invocation, MAX_INLINE_BODY, MAX_INLINE_BODY);
         if message.len() + HEADERS_ROOM > self.client.server_info().max_payload {
@@ -206,22 +208,21 @@ impl NatsInvoker {
                 None => request,
             }
         };
-        let mut sent = match &placed {
-            Some(placed) => {
-                let subject = direct_subject(&placed.worker);
-                let asked = self.client.send_request(subject, request());
-                // A worker that dies with the invocation answers nothing:
-                // its caller learns it when its heartbeats stop, not at the
-                // end of the wall-clock limit.
-                tokio::select! {
-                    sent = asked => sent,
-                    () = self.until_gone(&placed.worker) => return Outcome::failed(FunctionError::new(
-                        ErrorCode::Unavailable,
-                        "the worker running the invocation stopped (it may have partly run)",
-                    )),
+        let mut sent = match self.ask(placed.as_ref(), request()).await {
+            Asked::Answer(sent) => sent,
+            // Its worker died under it: a request that is safe to repeat,
+            // whole in its message, runs once more on another worker.
+            Asked::Lost(lost) if retryable && offering.is_none() => {
+                let workers: Vec<String> = workers.into_iter().filter(|w| *w != lost).collect();
+                let other = self
+                    .outstanding
+                    .pick(&placement::slice(&invocation_name, &workers));
+                match self.ask(other.as_ref(), request()).await {
+                    Asked::Answer(sent) => sent,
+                    Asked::Lost(_) => return Outcome::failed(worker_lost()),
                 }
             }
-            None => self.client.send_request(INVOKE_SUBJECT, request()).await,
+            Asked::Lost(_) => return Outcome::failed(worker_lost()),
         };
         let gone =
             |e: &async_nats::RequestError| e.kind() == async_nats::RequestErrorKind::NoResponders;
@@ -266,6 +267,51 @@ impl NatsInvoker {
             )),
         }
     }
+}
+
+/// What asking a worker gave: its answer (or the request's error), or
+/// the worker, which stopped before answering.
+enum Asked {
+    Answer(Result<async_nats::Message, async_nats::RequestError>),
+    Lost(String),
+}
+
+impl NatsInvoker {
+    /// Sends `request` to the worker `placed` on, watching its heartbeats,
+    /// or to the queue group without one.
+    async fn ask(
+        &self,
+        placed: Option<&placement::OutstandingGuard>,
+        request: async_nats::Request,
+    ) -> Asked {
+        let Some(placed) = placed else {
+            let sent = self.client.send_request(INVOKE_SUBJECT, request).await;
+            return Asked::Answer(sent);
+        };
+        let subject = direct_subject(&placed.worker);
+        let asked = self.client.send_request(subject, request);
+        // A worker that dies with the invocation answers nothing: its
+        // caller learns it when its heartbeats stop, not at the end of the
+        // wall-clock limit.
+        tokio::select! {
+            sent = asked => Asked::Answer(sent),
+            () = self.until_gone(&placed.worker) => Asked::Lost(placed.worker.clone()),
+        }
+    }
+}
+
+/// Whether `invocation` may run twice: an HTTP request of a safe method
+/// (GET, HEAD, OPTIONS), as HTTP defines them.
+fn safe_to_repeat(invocation: &Invocation) -> bool {
+    matches!(&invocation.input, isola_core::InvocationInput::Http(request)
+        if matches!(request.method.as_str(), "GET" | "HEAD" | "OPTIONS"))
+}
+
+fn worker_lost() -> FunctionError {
+    FunctionError::new(
+        ErrorCode::WorkerLost,
+        "the worker running the invocation stopped before answering (it may have partly run); it was not repeated, as its method is not safe to repeat",
+    )
 }
 
 fn too_large() -> FunctionError {

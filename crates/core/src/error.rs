@@ -28,6 +28,9 @@ pub enum ErrorCode {
     WallTimeout,
     /// The node is shutting down or its queue is full.
     Unavailable,
+    /// The node running the invocation stopped before answering (in a
+    /// cluster); the invocation may have partly run.
+    WorkerLost,
     /// A fault inside isola itself.
     Internal,
 }
@@ -46,13 +49,14 @@ impl ErrorCode {
             Self::MemoryLimit => "memory_limit",
             Self::WallTimeout => "wall_timeout",
             Self::Unavailable => "unavailable",
+            Self::WorkerLost => "worker_lost",
             Self::Internal => "internal",
         }
     }
 
     /// Whether the error was caused by the function (as opposed to isola).
     pub fn is_function_fault(self) -> bool {
-        !matches!(self, Self::Unavailable | Self::Internal)
+        !matches!(self, Self::Unavailable | Self::WorkerLost | Self::Internal)
     }
 }
 
