@@ -425,6 +425,27 @@ fn queued_invocations_run_once_taken_even_if_their_worker_dies() {
         record_of(&gateway, &slow, Duration::from_secs(50))["status"],
         "ok"
     );
+    // Its id says where it stands, with its result.
+    let state = queued_state(&gateway, &slow);
+    assert_eq!(state["state"], "ok", "{state}");
+    assert_eq!(state["output"], serde_json::json!({ "n": 2 }));
+    assert_eq!(state["deliveries"], 2, "{state}");
+    let unknown = gateway
+        .api(
+            reqwest::Method::GET,
+            "/v1/functions/queued/invocations/inv_never",
+        )
+        .send()
+        .unwrap();
+    assert_eq!(unknown.status(), reqwest::StatusCode::NOT_FOUND);
+}
+
+/// `GET /v1/functions/queued/invocations/<id>`.
+fn queued_state(gateway: &Server, id: &str) -> serde_json::Value {
+    let path = format!("/v1/functions/queued/invocations/{id}");
+    let response = gateway.api(reqwest::Method::GET, &path).send().unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    response.json().unwrap()
 }
 
 #[test]
@@ -435,6 +456,7 @@ fn a_queued_invocation_whose_deployment_is_gone_is_given_up_with_a_record() {
     // worker can run the version it names.
     assert!(worker.terminate_within(Duration::from_secs(10)));
     let orphan = queue(&gateway, serde_json::json!({ "n": 1 }));
+    assert_eq!(queued_state(&gateway, &orphan)["state"], "queued");
     let replaced = gateway.deploy_module("queued", "export default (p) => ({ m: p.n })");
     assert_eq!(replaced.status(), reqwest::StatusCode::CREATED);
     let _next = Worker::start(&cluster.nats, &cluster.key);
@@ -442,6 +464,9 @@ fn a_queued_invocation_whose_deployment_is_gone_is_given_up_with_a_record() {
     assert_eq!(record["status"], "error");
     let message = record["error_message"].as_str().unwrap_or_default();
     assert!(message.contains("given up after 5 deliveries"), "{record}");
+    let state = queued_state(&gateway, &orphan);
+    assert_eq!(state["state"], "error", "{state}");
+    assert_eq!(state["error"]["code"], "unavailable", "{state}");
 }
 
 #[test]

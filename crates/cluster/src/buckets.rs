@@ -101,10 +101,21 @@ impl Buckets {
 
 /// Opens KV bucket `bucket`, creating its stream if there is none.
 pub(crate) async fn key_value(js: &jetstream::Context, bucket: &str) -> Result<kv::Store> {
+    key_value_with(js, bucket, |_| {}).await
+}
+
+/// Opens KV bucket `bucket`, creating its stream if there is none, as
+/// [`key_value`] does with `tune` applied to the stream's configuration
+/// (an age or size limit).
+pub(crate) async fn key_value_with(
+    js: &jetstream::Context,
+    bucket: &str,
+    tune: impl FnOnce(&mut stream::Config),
+) -> Result<kv::Store> {
     if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
     }
-    let config = stream::Config {
+    let mut config = stream::Config {
         name: format!("KV_{bucket}"),
         subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: 1,
@@ -116,6 +127,7 @@ pub(crate) async fn key_value(js: &jetstream::Context, bucket: &str) -> Result<k
         num_replicas: 1,
         ..Default::default()
     };
+    tune(&mut config);
     js.get_or_create_stream(config).await.map_err(shared)?;
     js.get_key_value(bucket).await.map_err(shared)
 }

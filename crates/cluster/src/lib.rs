@@ -28,13 +28,14 @@ pub mod members;
 pub mod placement;
 mod queued;
 mod registry;
+mod results;
 mod snapshots;
 mod worker;
 
 pub use async_nats;
 pub use deployments::RegistryDeployments;
 pub use kv::JetStreamKv;
-pub use queued::serve_queued;
+pub use queued::{serve_queued, serve_queued_with};
 pub use registry::JetStreamRegistry;
 pub use worker::{serve_worker, WorkerQueue, MAX_IN_FLIGHT};
 
@@ -121,6 +122,8 @@ pub struct NatsInvoker {
     /// (`prepare`) and run WebSocket upgrades, whose connection stays on
     /// the node that accepted it.
     local: Option<Arc<dyn Invoker>>,
+    /// Where queued invocations stand, opened on first use.
+    results: tokio::sync::OnceCell<results::Results>,
 }
 
 impl NatsInvoker {
@@ -131,7 +134,15 @@ impl NatsInvoker {
             members: None,
             outstanding: Default::default(),
             local: None,
+            results: Default::default(),
         }
+    }
+
+    async fn results(&self) -> Result<&results::Results, FunctionError> {
+        let js = async_nats::jetstream::new(self.client.clone());
+        self.results
+            .get_or_try_init(|| results::Results::open(&js))
+            .await
     }
 
     /// Places each function's invocations on its slice of `members`'
@@ -364,7 +375,18 @@ impl Invoker for NatsInvoker {
         invocation: Invocation,
         version: u32,
     ) -> BoxFuture<'_, Result<(), FunctionError>> {
-        Box::pin(queued::enqueue(&self.client, invocation, version))
+        Box::pin(async move {
+            let results = self.results().await?;
+            queued::enqueue(&self.client, results, invocation, version).await
+        })
+    }
+
+    fn queued(
+        &self,
+        id: &str,
+    ) -> BoxFuture<'_, Result<Option<isola_core::QueuedInvocation>, FunctionError>> {
+        let id = id.to_string();
+        Box::pin(async move { self.results().await?.get(&id).await })
     }
 
     fn nodes(&self) -> Vec<isola_core::NodeInfo> {

@@ -3,16 +3,21 @@
 //! once they have run and their record has been published, so an
 //! invocation whose worker dies is delivered again (at most
 //! [`MAX_DELIVER`] times). A worker says it is still working on one every
-//! [`PROGRESS`], so a long invocation is not delivered twice. One that
+//! third of its acknowledgement wait, so a long invocation is not delivered twice. One that
 //! could not run (its deployment replaced before it was taken, the worker
 //! full) is handed back for another try; at its last delivery it is given
-//! up, with an error record saying why.
+//! up, with an error record saying why. One whose workers stopped under it
+//! at every delivery is set aside without running again: it is delivered
+//! once more than it may run, and that delivery moves it to the dead
+//! letters (`ISOLA_ASYNC_DEAD`, kept a week). Where each stands, and its
+//! result, is in `results`.
 
+use crate::results::Results;
 use crate::worker::run_received;
 use crate::{Deployments, MAX_INLINE_BODY};
 use async_nats::jetstream::{self, consumer, stream, AckKind};
 use futures::StreamExt;
-use isola_core::{wire, ErrorCode, FunctionError, Invocation, Invoker};
+use isola_core::{wire, ErrorCode, FunctionError, Invocation, Invoker, QueuedInvocation};
 use isola_store::InvocationRecord;
 use std::future::Future;
 use std::sync::Arc;
@@ -28,11 +33,11 @@ const VERSION_HEADER: &str = "Isola-Version";
 /// delivered again.
 const ACK_WAIT: Duration = Duration::from_secs(30);
 
-/// How often a worker says it is still running an invocation.
-const PROGRESS: Duration = Duration::from_secs(10);
-
-/// Deliveries of one invocation at most.
+/// Times one invocation is run at most.
 pub const MAX_DELIVER: i64 = 5;
+
+/// The subject of the dead letters.
+const DEAD_SUBJECT: &str = "isola.async.dead";
 
 /// Invocations one worker runs from the queue at once.
 const SLOTS: usize = 64;
@@ -54,18 +59,37 @@ async fn queue(js: &jetstream::Context) -> Result<stream::Stream, FunctionError>
     .map_err(|error| unavailable(format!("the invocation queue is unavailable: {error}")))
 }
 
+/// The dead letters' stream, created on first use: the last week's, at
+/// most 10,000.
+async fn dead_letters(js: &jetstream::Context) -> Result<stream::Stream, FunctionError> {
+    js.get_or_create_stream(stream::Config {
+        name: "ISOLA_ASYNC_DEAD".into(),
+        subjects: vec![DEAD_SUBJECT.into()],
+        max_messages: 10_000,
+        max_age: Duration::from_secs(7 * 24 * 3600),
+        max_message_size: 1 << 20,
+        discard: stream::DiscardPolicy::Old,
+        num_replicas: 1,
+        ..Default::default()
+    })
+    .await
+    .map_err(|error| unavailable(format!("the dead letters are unavailable: {error}")))
+}
+
 fn unavailable(message: String) -> FunctionError {
     FunctionError::new(ErrorCode::Unavailable, message)
 }
 
 /// Queues `invocation`; returns once JetStream has stored it.
-pub async fn enqueue(
+pub(crate) async fn enqueue(
     client: &async_nats::Client,
+    results: &Results,
     invocation: Invocation,
     version: u32,
 ) -> Result<(), FunctionError> {
     let js = jetstream::new(client.clone());
     queue(&js).await?;
+    let queued = QueuedInvocation::queued(&invocation.id, &invocation.function.name);
     let (message, tail) = wire::encode_invocation(invocation, MAX_INLINE_BODY, MAX_INLINE_BODY);
     if !tail.is_empty() {
         return Err(FunctionError::new(
@@ -76,6 +100,8 @@ pub async fn enqueue(
             ),
         ));
     }
+    // Known before it can run: its id never answers "unknown".
+    results.set(&queued).await?;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(VERSION_HEADER, version.to_string().as_str());
     let stored = js
@@ -96,7 +122,22 @@ pub async fn serve_queued(
     deployments: Arc<dyn Deployments>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), FunctionError> {
+    serve_queued_with(client, (invoker, deployments), shutdown, ACK_WAIT).await
+}
+
+/// [`serve_queued`], with invocations delivered again after `ack_wait`
+/// without word from their worker (its progress is said every third of
+/// it). The queue's consumer keeps the `ack_wait` it was created with.
+pub async fn serve_queued_with(
+    client: async_nats::Client,
+    (invoker, deployments): (Arc<dyn Invoker>, Arc<dyn Deployments>),
+    shutdown: impl Future<Output = ()>,
+    ack_wait: Duration,
+) -> Result<(), FunctionError> {
     let js = jetstream::new(client.clone());
+    let results = Results::open(&js).await?;
+    let dead = dead_letters(&js).await?;
+    drop(dead);
     let consumer = queue(&js)
         .await?
         .get_or_create_consumer(
@@ -104,8 +145,9 @@ pub async fn serve_queued(
             consumer::pull::Config {
                 durable_name: Some("isola-async".into()),
                 ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: ACK_WAIT,
-                max_deliver: MAX_DELIVER,
+                ack_wait,
+                // One more than it may run: that delivery sets it aside.
+                max_deliver: MAX_DELIVER + 1,
                 max_ack_pending: 1024,
                 ..Default::default()
             },
@@ -136,9 +178,15 @@ pub async fn serve_queued(
         }) else {
             continue;
         };
-        let (client, invoker, deployments) = (client.clone(), invoker.clone(), deployments.clone());
+        let (client, results) = (client.clone(), results.clone());
+        let runtimes = (invoker.clone(), deployments.clone());
         running.spawn(async move {
-            run_one(&client, message, (invoker, deployments)).await;
+            let delivered = message.info().map_or(MAX_DELIVER, |info| info.delivered);
+            if delivered > MAX_DELIVER {
+                dead_letter(&client, &results, message, delivered).await;
+            } else {
+                run_one(&client, &results, message, runtimes, ack_wait / 3).await;
+            }
             drop(slot);
         });
         while running.try_join_next().is_some() {}
@@ -147,11 +195,14 @@ pub async fn serve_queued(
     Ok(())
 }
 
-/// Runs one queued invocation, publishes its record, then acknowledges it.
+/// Runs one queued invocation, keeps its result, publishes its record,
+/// then acknowledges it.
 async fn run_one(
     client: &async_nats::Client,
+    results: &Results,
     message: jetstream::Message,
     runtimes: (Arc<dyn Invoker>, Arc<dyn Deployments>),
+    progress: Duration,
 ) {
     let version = message
         .headers
@@ -177,7 +228,7 @@ async fn run_one(
     let outcome = loop {
         tokio::select! {
             outcome = &mut run => break outcome,
-            () = tokio::time::sleep(PROGRESS) => {
+            () = tokio::time::sleep(progress) => {
                 let _ = message.ack_with(AckKind::Progress).await;
             }
         }
@@ -198,13 +249,80 @@ async fn run_one(
             error.message = format!("given up after {delivered} deliveries: {}", error.message);
         }
     }
+    let result =
+        QueuedInvocation::queued(&id, &function).finished(delivered as u64, &outcome.result);
     let logs = std::mem::take(&mut outcome.logs);
     let who = (id.as_str(), function.as_str(), version);
     let record = InvocationRecord::finished(who, created_at, &outcome, logs);
+    finish(client, results, message, result, record).await;
+}
+
+/// Keeps `result` and publishes `record`, then acknowledges `message`:
+/// if either fails, the message is delivered again.
+async fn finish(
+    client: &async_nats::Client,
+    results: &Results,
+    message: jetstream::Message,
+    result: QueuedInvocation,
+    record: InvocationRecord,
+) {
+    if let Err(error) = results.set(&result).await {
+        tracing::warn!(%error, id = result.id, "could not keep a queued invocation's result");
+        return;
+    }
     if crate::registry::publish_records(client, "queued", &[record])
         .await
         .is_ok()
     {
         let _ = message.double_ack().await;
     }
+}
+
+/// Sets aside an invocation whose workers stopped under it at each of its
+/// deliveries: into the dead letters, with a record and its state saying
+/// so, without running it again.
+async fn dead_letter(
+    client: &async_nats::Client,
+    results: &Results,
+    message: jetstream::Message,
+    delivered: i64,
+) {
+    let js = jetstream::new(client.clone());
+    let stored = match js.publish(DEAD_SUBJECT, message.payload.clone()).await {
+        Ok(ack) => ack.await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = stored {
+        tracing::warn!(%error, "could not set aside a queued invocation");
+        return;
+    }
+    let Ok(received) = wire::decode_invocation(&message.payload) else {
+        let _ = message.ack_with(AckKind::Term).await;
+        return;
+    };
+    let error = FunctionError::new(
+        ErrorCode::WorkerLost,
+        format!(
+            "set aside as a dead letter: its worker stopped under it each of the {} times it ran",
+            delivered - 1
+        ),
+    );
+    let (id, function) = (received.id.as_str(), received.function.as_str());
+    let mut result =
+        QueuedInvocation::queued(id, function).finished(delivered as u64, &Err(error.clone()));
+    result.state = isola_core::QueuedState::Dead;
+    let outcome = isola_core::Outcome::failed(error);
+    let version = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(VERSION_HEADER))
+        .and_then(|v| v.as_str().parse().ok())
+        .unwrap_or(0);
+    let record = InvocationRecord::finished(
+        (id, function, version),
+        crate::registry::now_ms(),
+        &outcome,
+        Vec::new(),
+    );
+    finish(client, results, message, result, record).await;
 }

@@ -382,6 +382,16 @@ pub trait Invoker: Send + Sync + 'static {
             ))
         })
     }
+
+    /// Where the queued invocation `id` stands (`None`: no such queued
+    /// invocation is known, or it was forgotten). Only a cluster queues.
+    fn queued(
+        &self,
+        id: &str,
+    ) -> BoxFuture<'_, Result<Option<crate::QueuedInvocation>, FunctionError>> {
+        let _ = id;
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// A node of a cluster, as an [`Invoker`] last heard of it.

@@ -14,6 +14,7 @@ mod error;
 mod invocation;
 mod limits;
 pub mod net;
+pub mod queued;
 pub mod source;
 pub mod text;
 pub mod websocket;
@@ -27,4 +28,5 @@ pub use invocation::{
     LogLevel, NodeInfo, Outcome, SourceFile, TakeOnce,
 };
 pub use limits::Limits;
+pub use queued::{QueuedInvocation, QueuedState};
 pub use source::RuntimeKind;

@@ -77,3 +77,17 @@ pub async fn records(
     }
     Ok(Json(state.registry.invocations(&name, query.limit).await?))
 }
+
+/// Where a queued invocation stands, and its result once it ran (the id
+/// `?async=true` answered with). Kept a day; only a cluster queues.
+pub async fn queued(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Json<isola_core::QueuedInvocation>, ApiError> {
+    match state.invoker.queued(&id).await? {
+        Some(queued) if queued.function == name => Ok(Json(queued)),
+        _ => Err(ApiError::not_found(format!(
+            "queued invocation {id:?} of function {name:?}"
+        ))),
+    }
+}

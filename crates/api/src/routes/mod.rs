@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/functions/{name}/rollback", post(deployments::rollback))
         .route("/functions/{name}/invocations", get(invoke::records))
+        .route("/functions/{name}/invocations/{id}", get(invoke::queued))
         .route("/functions/{name}/logs", get(logs::logs))
         .route("/functions/{name}/secrets", get(secrets::list))
         .route(

@@ -98,6 +98,10 @@ pub async fn document() -> Json<Value> {
                 "parameters": [name, { "name": "limit", "in": "query", "schema": { "type": "integer" } }],
                 "get": with_ok(op("Latest invocation records", "invoke"), "200", array_of("Invocation")),
             },
+            "/v1/functions/{name}/invocations/{id}": {
+                "parameters": [name, { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "get": with_ok(op("Where a queued (?async=true) invocation stands, and its result once it ran; kept a day", "invoke"), "200", schema("QueuedInvocation")),
+            },
             "/v1/functions/{name}/logs": {
                 "parameters": [name,
                     { "name": "after", "in": "query", "schema": { "type": "integer" } },
@@ -139,6 +143,13 @@ pub async fn document() -> Json<Value> {
                         "method": { "type": "string" }, "path": { "type": "string" }, "status": { "type": ["integer", "null"] } } },
                     "duration_us": { "type": "integer" }, "cpu_us": { "type": "integer" },
                     "peak_heap_bytes": { "type": "integer" }, "cold_start": { "type": "boolean" }, "created_at": { "type": "integer" } } },
+                "QueuedInvocation": { "type": "object", "properties": {
+                    "id": { "type": "string" }, "function": { "type": "string" },
+                    "state": { "type": "string", "enum": ["queued", "ok", "error", "dead"] },
+                    "deliveries": { "type": "integer", "description": "Times a worker took it" },
+                    "error": { "type": "object", "properties": { "code": { "type": "string" }, "message": { "type": "string" } } },
+                    "output": { "description": "A JSON handler's result; {status} for a fetch handler's response" },
+                    "output_omitted": { "type": "boolean", "description": "The result was over 256 KiB and is not kept" } } },
                 "LogLine": { "type": "object", "properties": {
                     "seq": { "type": "integer" }, "function": { "type": "string" }, "invocation_id": { "type": "string" },
                     "level": { "type": "string" }, "message": { "type": "string" }, "created_at": { "type": "integer" } } },

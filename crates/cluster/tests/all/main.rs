@@ -4,5 +4,6 @@
 mod kv;
 mod nats;
 mod placement;
+mod queued;
 mod registry;
 mod transport;

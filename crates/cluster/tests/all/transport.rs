@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 /// Deployments a worker can load, by id.
 #[derive(Default)]
-struct Known(HashMap<String, Arc<FunctionSource>>);
+pub struct Known(pub HashMap<String, Arc<FunctionSource>>);
 
 #[async_trait]
 impl Deployments for Known {
@@ -23,7 +23,7 @@ impl Deployments for Known {
 }
 
 /// A `wasi:http` component answering `text`.
-fn hello(text: &str) -> Arc<FunctionSource> {
+pub fn hello(text: &str) -> Arc<FunctionSource> {
     let bytes = isola_runtime_wasm::fixtures::hello(text);
     let mut source = FunctionSource::single_module("hello:v1", "hello", "");
     source.runtime = RuntimeKind::detect(&bytes);
@@ -53,7 +53,7 @@ async fn worker(server: &NatsServer, functions: &[Arc<FunctionSource>]) {
     ));
 }
 
-fn http_get(function: &Arc<FunctionSource>, body: Vec<u8>) -> Invocation {
+pub fn http_get(function: &Arc<FunctionSource>, body: Vec<u8>) -> Invocation {
     Invocation {
         id: "inv_1".into(),
         function: function.clone(),
