@@ -19,11 +19,15 @@
 //! - Each message names the commit before it on its subject
 //!   (`Isola-Kv-Prev`), so a copy that finds a gap knows history was
 //!   compacted and starts from the namespace's snapshot (`snapshots`).
+//! - **Compaction** runs beside the commits, one namespace at a time per
+//!   node: once a copy has applied more log than the namespace holds (and
+//!   4 MiB), it snapshots the namespace and purges the log before it.
 //!
 //! In a cluster a commit is one NATS message: its bytes are bounded by the
 //! server's `max_payload` (1 MiB by default), less than one node's 4 MiB.
 
-use crate::snapshots::Snapshots;
+use crate::kvcodec::{decode, encode};
+use crate::snapshots::{Snapshot, Snapshots};
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use async_trait::async_trait;
 use isola_kv::{
@@ -38,14 +42,25 @@ pub const STREAM: &str = "ISOLA_KV";
 /// The header naming the sequence of the commit before, on its subject.
 const PREV_HEADER: &str = "Isola-Kv-Prev";
 
+/// The header with the namespace's version after the commit.
+const VERSION_HEADER: &str = "Isola-Kv-Version";
+
 /// Bytes of a commit's message kept for its headers and framing.
 const MESSAGE_ROOM: usize = 8 << 10;
+
+/// Bytes a message costs the log beyond its payload (subject, headers,
+/// index), counted towards compaction: empty commits are not free.
+const MESSAGE_OVERHEAD: u64 = 128;
 
 /// Times a commit is tried again after losing a race to another node's.
 const MAX_ATTEMPTS: usize = 32;
 
 /// Function KV shared by the nodes of a cluster.
-pub struct JetStreamKv {
+#[derive(Clone)]
+pub struct JetStreamKv(Arc<Inner>);
+
+struct Inner {
+    client: async_nats::Client,
     js: jetstream::Context,
     stream: stream::Stream,
     replica: Replica,
@@ -53,6 +68,12 @@ pub struct JetStreamKv {
     /// One lock per namespace this node has used: its copy is caught up
     /// and committed to by one task at a time.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Whole namespaces in memory (a snapshot being written or read), one
+    /// at a time on this node. Taken after a namespace's lock, never
+    /// before.
+    whole: tokio::sync::Semaphore,
+    /// Namespaces this node is compacting: one compaction each at a time.
+    compacting: Mutex<std::collections::HashSet<String>>,
     limits: KvLimits,
 }
 
@@ -68,6 +89,10 @@ fn subject(namespace: &str) -> String {
 pub(crate) fn hex(namespace: &str) -> String {
     namespace.bytes().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Where a copy stands in its log: the sequence of its last commit there,
+/// and the namespace's version after it.
+type At = (u64, u64);
 
 impl JetStreamKv {
     /// Opens the cluster's KV over `client`, keeping this node's copies in
@@ -107,92 +132,104 @@ impl JetStreamKv {
                 .min(max_commit_bytes.saturating_sub(limits.max_key_bytes)),
             ..limits
         };
-        Ok(Self {
+        Ok(Self(Arc::new(Inner {
+            client,
             js,
             stream,
             replica,
             snapshots,
             locks: Mutex::default(),
+            whole: tokio::sync::Semaphore::new(1),
+            compacting: Mutex::default(),
             limits,
-        })
+        })))
     }
+}
 
-    /// This node's copies (to purge their expired keys).
-    pub fn replica(&self) -> &Replica {
-        &self.replica
-    }
-
+impl Inner {
     fn lock(&self, namespace: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry(namespace.to_string()).or_default().clone()
     }
 
     /// Brings the copy of `namespace` up to its log's last commit; returns
-    /// that commit's sequence (0: none). Call with the namespace's lock.
-    async fn catch_up(&self, namespace: &str, subject: &str) -> Result<u64> {
+    /// where it then stands. Call with the namespace's lock.
+    async fn catch_up(&self, namespace: &str, subject: &str) -> Result<At> {
         use async_nats::jetstream::stream::LastRawMessageErrorKind as Kind;
-        let mut at = self.replica.position(namespace).await?.seq;
+        let position = self.replica.position(namespace).await?;
+        let mut at = (position.seq, position.version);
         let last = match self.stream.get_last_raw_message_by_subject(subject).await {
             Ok(last) => last,
             Err(error) if error.kind() == Kind::NoMessageFound => {
-                if at != 0 {
-                    self.replica.restore(namespace, 0, Vec::new()).await?;
+                if at.0 != 0 {
+                    self.replica.restore(namespace, (0, 0), Vec::new()).await?;
                 }
-                return Ok(0);
+                return Ok((0, 0));
             }
             Err(error) => return Err(storage(error)),
         };
-        if last.sequence < at {
+        if last.sequence < at.0 {
             // The log is not the one this copy was made from.
-            self.replica.restore(namespace, 0, Vec::new()).await?;
-            at = 0;
+            self.replica.restore(namespace, (0, 0), Vec::new()).await?;
+            at = (0, 0);
         }
-        while at < last.sequence {
-            let next = match prev(&last)? == at {
+        while at.0 < last.sequence {
+            let next = match header(&last, PREV_HEADER)? == at.0 {
                 true => last.clone(),
                 false => self
                     .stream
                     .raw_message_builder()
-                    .sequence(at + 1)
+                    .sequence(at.0 + 1)
                     .next_by_subject(subject.to_string())
                     .send()
                     .await
                     .map_err(storage)?,
             };
-            if prev(&next)? != at {
+            let prev = header(&next, PREV_HEADER)?;
+            if prev != at.0 {
                 // The commits after `at` were compacted away.
-                at = self.restore_snapshot(namespace, prev(&next)?).await?;
+                at = self.restore_snapshot(namespace, prev).await?;
                 continue;
             }
+            let version = header(&next, VERSION_HEADER)?;
+            if version != at.1 + 1 {
+                return Err(storage(format!(
+                    "the KV log of namespace {namespace} is damaged: commit {} is version {version} after {}",
+                    next.sequence, at.1
+                )));
+            }
             let changes = decode(&next.payload)?;
-            let bytes = next.payload.len() as u64;
+            let bytes = next.payload.len() as u64 + MESSAGE_OVERHEAD;
             self.replica
-                .apply(namespace, next.sequence, changes, bytes)
+                .apply(namespace, (next.sequence, version), changes, bytes)
                 .await?;
-            at = next.sequence;
+            at = (next.sequence, version);
         }
         Ok(at)
     }
 
     /// Replaces the copy of `namespace` with its snapshot, which must reach
-    /// at least `needed`; returns the snapshot's sequence.
-    async fn restore_snapshot(&self, namespace: &str, needed: u64) -> Result<u64> {
-        let (seq, keys) = self.snapshots.load(namespace).await?.ok_or_else(|| {
+    /// at least sequence `needed`; returns where the copy then stands.
+    async fn restore_snapshot(&self, namespace: &str, needed: u64) -> Result<At> {
+        let _whole = self.whole.acquire().await.map_err(storage)?;
+        let snapshot = self.snapshots.load(namespace).await?.ok_or_else(|| {
             storage(format!(
                 "the KV log of namespace {namespace} lacks commits before {needed}, and it has no snapshot"
             ))
         })?;
-        if seq < needed {
+        if snapshot.seq < needed {
             return Err(storage(format!(
-                "the KV snapshot of namespace {namespace} is at {seq}, older than the log it should start ({needed})"
+                "the KV snapshot of namespace {namespace} is at {}, older than the log it should start ({needed})",
+                snapshot.seq
             )));
         }
-        self.replica.restore(namespace, seq, keys).await?;
-        Ok(seq)
+        let at = (snapshot.seq, snapshot.version);
+        self.replica.restore(namespace, at, snapshot.keys).await?;
+        Ok(at)
     }
 
     async fn commit(
-        &self,
+        self: &Arc<Self>,
         namespace: &str,
         checks: Vec<Check>,
         mutations: Vec<Mutation>,
@@ -202,7 +239,7 @@ impl JetStreamKv {
         let lock = self.lock(namespace);
         let _held = lock.lock().await;
         for _ in 0..MAX_ATTEMPTS {
-            let last = self.catch_up(namespace, &subject).await?;
+            let (last, version) = self.catch_up(namespace, &subject).await?;
             let now = now_ms();
             let changes: Vec<Change> = mutations
                 .iter()
@@ -215,11 +252,18 @@ impl JetStreamKv {
             {
                 return Ok(None);
             }
+            if changes.is_empty() {
+                // Checks alone: they hold, and there is nothing to write.
+                return Ok(Some(version));
+            }
             let payload = encode(&changes);
-            let bytes = payload.len() as u64;
+            let bytes = payload.len() as u64 + MESSAGE_OVERHEAD;
+            let id = self.client.new_inbox();
             let publish = PublishMessage::build()
                 .payload(payload.into())
                 .header(PREV_HEADER, last.to_string().as_str())
+                .header(VERSION_HEADER, (version + 1).to_string().as_str())
+                .message_id(id.rsplit('.').next().unwrap_or_default())
                 .expected_last_subject_sequence(last);
             let sent = self.js.send_publish(subject.clone(), publish).await;
             let acked = match sent {
@@ -228,14 +272,13 @@ impl JetStreamKv {
             };
             match acked {
                 Ok(ack) => {
-                    self.replica
-                        .apply(namespace, ack.sequence, changes, bytes)
-                        .await?;
-                    self.maybe_compact(namespace).await;
-                    return Ok(Some(ack.sequence));
+                    let at = (ack.sequence, version + 1);
+                    self.replica.apply(namespace, at, changes, bytes).await?;
+                    self.compact_if_due(namespace).await;
+                    return Ok(Some(version + 1));
                 }
                 Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => continue,
-                Err(error) => return Err(storage(error)),
+                Err(error) => return Err(KvError::Indeterminate(error.to_string())),
             }
         }
         Err(storage(format!(
@@ -243,34 +286,66 @@ impl JetStreamKv {
         )))
     }
 
-    /// Snapshots `namespace` and drops the log before it, when the log
-    /// this copy applied since its last snapshot outgrew the data. Call
-    /// with the namespace's lock.
-    async fn maybe_compact(&self, namespace: &str) {
+    /// Starts compacting `namespace` beside the commits when the log this
+    /// copy applied since its last snapshot outgrew the data.
+    async fn compact_if_due(self: &Arc<Self>, namespace: &str) {
         match self.replica.position(namespace).await {
             Ok(position) if crate::snapshots::due(&position) => {}
             _ => return,
         }
-        if let Err(error) = self.compact(namespace).await {
-            tracing::warn!(%error, namespace, "could not compact a KV namespace's log");
+        let mut compacting = self.compacting.lock().unwrap_or_else(|p| p.into_inner());
+        if !compacting.insert(namespace.to_string()) {
+            return;
         }
+        drop(compacting);
+        let (inner, namespace) = (self.clone(), namespace.to_string());
+        tokio::spawn(async move {
+            if let Err(error) = inner.compact(&namespace).await {
+                tracing::warn!(%error, namespace, "could not compact a KV namespace's log");
+            }
+            let mut compacting = inner.compacting.lock().unwrap_or_else(|p| p.into_inner());
+            compacting.remove(&namespace);
+        });
     }
 
+    /// Snapshots `namespace` as its copy stands, then purges the log
+    /// before the snapshot.
     async fn compact(&self, namespace: &str) -> Result<()> {
-        let (seq, keys) = self.replica.dump(namespace).await?;
+        let lock = self.lock(namespace);
+        let held = lock.lock().await;
+        let whole = self.whole.acquire().await.map_err(storage)?;
+        let (position, keys) = self.replica.dump(namespace).await?;
         // Counted from here, whether or not the snapshot lands: a node that
         // cannot write one tries again after as much log again.
         self.replica.restart_log(namespace).await?;
-        if !self.snapshots.save(namespace, seq, &keys).await? {
-            return Ok(());
+        drop(held);
+        let snapshot = Snapshot {
+            seq: position.seq,
+            version: position.version,
+            keys,
+        };
+        let current = self.snapshots.save(namespace, &snapshot).await?;
+        drop(whole);
+        if current {
+            self.stream
+                .purge()
+                .filter(subject(namespace))
+                .sequence(position.seq)
+                .await
+                .map_err(storage)?;
         }
-        self.stream
-            .purge()
-            .filter(subject(namespace))
-            .sequence(seq)
-            .await
-            .map_err(storage)?;
         Ok(())
+    }
+
+    async fn read<T>(
+        &self,
+        namespace: &str,
+        read: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let lock = self.lock(namespace);
+        let _held = lock.lock().await;
+        self.catch_up(namespace, &subject(namespace)).await?;
+        read.await
     }
 }
 
@@ -280,106 +355,27 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The sequence of the commit before `message` on its subject.
-fn prev(message: &jetstream::message::StreamMessage) -> Result<u64> {
+/// The number in header `name` of `message`.
+fn header(message: &jetstream::message::StreamMessage, name: &str) -> Result<u64> {
     message
         .headers
-        .get(PREV_HEADER)
+        .get(name)
         .and_then(|value| value.as_str().parse().ok())
         .ok_or_else(|| {
             storage(format!(
-                "KV commit {} has no {PREV_HEADER} header",
+                "KV commit {} has no {name} header",
                 message.sequence
             ))
         })
 }
 
-/// A commit's changes as a message: per change a tag (0 put, 1 delete),
-/// the key (u32 length, bytes), and for a put the value (u32 length,
-/// bytes) and its expiry (i64, `i64::MIN` for none), little-endian.
-pub(crate) fn encode(changes: &[Change]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for change in changes {
-        match change {
-            Change::Put {
-                key,
-                value,
-                expires_at,
-            } => {
-                out.push(0);
-                put_bytes(&mut out, key.as_bytes());
-                put_bytes(&mut out, value);
-                out.extend_from_slice(&expires_at.unwrap_or(i64::MIN).to_le_bytes());
-            }
-            Change::Delete { key } => {
-                out.push(1);
-                put_bytes(&mut out, key.as_bytes());
-            }
-        }
-    }
-    out
-}
-
-pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-    out.extend_from_slice(bytes);
-}
-
-/// Reads what [`encode`] wrote.
-pub(crate) fn decode(mut bytes: &[u8]) -> Result<Vec<Change>> {
-    let mut changes = Vec::new();
-    while let Some((&tag, rest)) = bytes.split_first() {
-        bytes = rest;
-        let key = take_string(&mut bytes)?;
-        changes.push(match tag {
-            0 => Change::Put {
-                key,
-                value: take_bytes(&mut bytes)?.to_vec(),
-                expires_at: Some(take_i64(&mut bytes)?).filter(|&at| at != i64::MIN),
-            },
-            1 => Change::Delete { key },
-            other => return Err(storage(format!("a KV commit holds change tag {other}"))),
-        });
-    }
-    Ok(changes)
-}
-
-fn truncated() -> KvError {
-    storage("a KV commit or snapshot is cut short")
-}
-
-pub(crate) fn take_bytes<'a>(bytes: &mut &'a [u8]) -> Result<&'a [u8]> {
-    let len = u32::from_le_bytes(take::<4>(bytes)?) as usize;
-    if bytes.len() < len {
-        return Err(truncated());
-    }
-    let (taken, rest) = bytes.split_at(len);
-    *bytes = rest;
-    Ok(taken)
-}
-
-pub(crate) fn take_string(bytes: &mut &[u8]) -> Result<String> {
-    String::from_utf8(take_bytes(bytes)?.to_vec()).map_err(storage)
-}
-
-pub(crate) fn take_i64(bytes: &mut &[u8]) -> Result<i64> {
-    Ok(i64::from_le_bytes(take::<8>(bytes)?))
-}
-
-pub(crate) fn take<const N: usize>(bytes: &mut &[u8]) -> Result<[u8; N]> {
-    let (taken, rest) = bytes.split_first_chunk::<N>().ok_or_else(truncated)?;
-    *bytes = rest;
-    Ok(*taken)
-}
-
 #[async_trait]
 impl KvStore for JetStreamKv {
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Entry>> {
-        isola_kv::check_key(&self.limits, key)?;
-        let lock = self.lock(namespace);
-        let _held = lock.lock().await;
-        self.catch_up(namespace, &subject(namespace)).await?;
-        self.replica.get(namespace, key).await
+        isola_kv::check_key(&self.0.limits, key)?;
+        self.0
+            .read(namespace, self.0.replica.get(namespace, key))
+            .await
     }
 
     async fn list(
@@ -389,11 +385,9 @@ impl KvStore for JetStreamKv {
         limit: usize,
         cursor: Option<String>,
     ) -> Result<ListPage> {
-        let limit = limit.clamp(1, self.limits.max_list);
-        let lock = self.lock(namespace);
-        let _held = lock.lock().await;
-        self.catch_up(namespace, &subject(namespace)).await?;
-        self.replica.list(namespace, prefix, limit, cursor).await
+        let limit = limit.clamp(1, self.0.limits.max_list);
+        let page = self.0.replica.list(namespace, prefix, limit, cursor);
+        self.0.read(namespace, page).await
     }
 
     async fn atomic(
@@ -402,51 +396,18 @@ impl KvStore for JetStreamKv {
         checks: Vec<Check>,
         mutations: Vec<Mutation>,
     ) -> Result<Option<u64>> {
-        validate(&self.limits, &checks, &mutations)?;
-        self.commit(namespace, checks, mutations).await
+        validate(&self.0.limits, &checks, &mutations)?;
+        self.0.commit(namespace, checks, mutations).await
     }
 
     fn limits(&self) -> KvLimits {
-        self.limits
+        self.0.limits
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn commits_read_back_as_written() {
-        let changes = vec![
-            Change::Put {
-                key: "a".into(),
-                value: vec![0, 1, 2],
-                expires_at: Some(1_700_000_000_000),
-            },
-            Change::Put {
-                key: "ключ".into(),
-                value: Vec::new(),
-                expires_at: None,
-            },
-            Change::Delete { key: "b".into() },
-        ];
-        assert_eq!(decode(&encode(&changes)).unwrap(), changes);
-        assert!(decode(&[]).unwrap().is_empty());
-    }
-
-    #[test]
-    fn damaged_commits_are_errors_not_panics() {
-        let bytes = encode(&[Change::Put {
-            key: "key".into(),
-            value: vec![7; 100],
-            expires_at: None,
-        }]);
-        for cut in 1..bytes.len() {
-            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
-        }
-        assert!(decode(&[9, 0, 0, 0, 0]).is_err());
-        assert!(decode(&[0, 255, 255, 255, 255]).is_err());
-    }
 
     #[test]
     fn subjects_hold_any_name() {

@@ -24,6 +24,7 @@ mod buckets;
 mod deployments;
 mod frames;
 mod kv;
+mod kvcodec;
 pub mod members;
 pub mod placement;
 mod queued;

@@ -239,6 +239,10 @@ pub enum KvError {
     /// The storage failed.
     #[error("kv storage error: {0}")]
     Storage(String),
+    /// A commit was sent but its answer lost: it may or may not have been
+    /// applied.
+    #[error("the KV commit may or may not have been applied: {0}")]
+    Indeterminate(String),
 }
 
 impl KvError {
@@ -248,6 +252,19 @@ impl KvError {
             Self::Invalid(_) => "kv_invalid",
             Self::QuotaExceeded(_) => "kv_quota_exceeded",
             Self::Storage(_) => "kv_storage",
+            Self::Indeterminate(_) => "kv_indeterminate",
+        }
+    }
+
+    /// What a function is told: storage failures without their detail
+    /// (paths, servers, other namespaces' numbers), which the node logs.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Invalid(message) | Self::QuotaExceeded(message) => message.clone(),
+            Self::Storage(_) => "KV storage failed: try again".into(),
+            Self::Indeterminate(_) => {
+                "the KV commit may or may not have been applied: read the keys again".into()
+            }
         }
     }
 }

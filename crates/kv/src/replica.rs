@@ -16,8 +16,11 @@ use std::path::Path;
 /// How far a namespace's copy has read its log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Position {
-    /// The sequence of the last commit applied (0: none).
+    /// The log's sequence of the last commit applied (0: none).
     pub seq: u64,
+    /// The namespace's version after it: its count of commits, as the
+    /// log's messages number them (what functions see).
+    pub version: u64,
     /// Bytes of commits applied since the copy was last restored from a
     /// snapshot (or since [`Replica::restart_log`]): how much log a
     /// snapshot would replace.
@@ -45,6 +48,7 @@ const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS kv_applied (
         namespace TEXT PRIMARY KEY,
         seq INTEGER NOT NULL,
+        version INTEGER NOT NULL,
         log_bytes INTEGER NOT NULL
     );
 ";
@@ -53,10 +57,13 @@ impl Replica {
     /// Opens (creating if needed) the copies at `path`.
     pub fn open(path: &Path, limits: KvLimits) -> Result<Self> {
         let kv = SqliteKv::open(path, limits)?;
-        kv.conn
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .execute_batch(SCHEMA)?;
+        {
+            let conn = kv.conn.lock().unwrap_or_else(|p| p.into_inner());
+            // A cache of the log, rebuilt from it: no need to reach the
+            // disk at each commit.
+            conn.pragma_update(None, "synchronous", "OFF")?;
+            conn.execute_batch(SCHEMA)?;
+        }
         Ok(Self { kv })
     }
 
@@ -72,14 +79,16 @@ impl Replica {
             .run(move |conn| {
                 Ok(conn.query_row(
                     "SELECT COALESCE((SELECT seq FROM kv_applied WHERE namespace = ?1), 0),
+                            COALESCE((SELECT version FROM kv_applied WHERE namespace = ?1), 0),
                             COALESCE((SELECT log_bytes FROM kv_applied WHERE namespace = ?1), 0),
                             COALESCE((SELECT bytes FROM kv_usage WHERE namespace = ?1), 0)",
                     [&namespace],
                     |row| {
                         Ok(Position {
                             seq: row.get::<_, i64>(0)? as u64,
-                            log_bytes: row.get::<_, i64>(1)? as u64,
-                            bytes: row.get::<_, i64>(2)?.max(0) as u64,
+                            version: row.get::<_, i64>(1)? as u64,
+                            log_bytes: row.get::<_, i64>(2)? as u64,
+                            bytes: row.get::<_, i64>(3)?.max(0) as u64,
                         })
                     },
                 )?)
@@ -126,11 +135,12 @@ impl Replica {
             .await
     }
 
-    /// Applies the commit at `seq` (of `bytes` in the log) to `namespace`.
+    /// Applies the commit at `seq` of the log (of `bytes` there), the
+    /// namespace's `version`, to `namespace`.
     pub async fn apply(
         &self,
         namespace: &str,
-        seq: u64,
+        (seq, version): (u64, u64),
         changes: Vec<Change>,
         bytes: u64,
     ) -> Result<()> {
@@ -138,11 +148,12 @@ impl Replica {
         self.kv
             .run(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                write(&tx, &namespace, seq, &changes, None)?;
+                write(&tx, &namespace, version, &changes, None)?;
                 tx.execute(
-                    "INSERT INTO kv_applied (namespace, seq, log_bytes) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(namespace) DO UPDATE SET seq = excluded.seq, log_bytes = log_bytes + excluded.log_bytes",
-                    params![namespace, seq as i64, bytes as i64],
+                    "INSERT INTO kv_applied (namespace, seq, version, log_bytes) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(namespace) DO UPDATE SET seq = excluded.seq, version = excluded.version,
+                     log_bytes = log_bytes + excluded.log_bytes",
+                    params![namespace, seq as i64, version as i64, bytes as i64],
                 )?;
                 tx.commit()?;
                 Ok(())
@@ -150,9 +161,14 @@ impl Replica {
             .await
     }
 
-    /// Replaces `namespace` with `keys`, as of `seq` (0 and no keys:
-    /// forgets it).
-    pub async fn restore(&self, namespace: &str, seq: u64, keys: Vec<Stored>) -> Result<()> {
+    /// Replaces `namespace` with `keys`, as of `seq` and `version` (0 and
+    /// no keys: forgets it).
+    pub async fn restore(
+        &self,
+        namespace: &str,
+        (seq, version): (u64, u64),
+        keys: Vec<Stored>,
+    ) -> Result<()> {
         let namespace = namespace.to_string();
         self.kv
             .run(move |conn| {
@@ -173,8 +189,8 @@ impl Replica {
                 }
                 if seq > 0 {
                     tx.execute(
-                        "INSERT INTO kv_applied (namespace, seq, log_bytes) VALUES (?1, ?2, 0)",
-                        params![namespace, seq as i64],
+                        "INSERT INTO kv_applied (namespace, seq, version, log_bytes) VALUES (?1, ?2, ?3, 0)",
+                        params![namespace, seq as i64, version as i64],
                     )?;
                 }
                 tx.commit()?;
@@ -185,9 +201,9 @@ impl Replica {
 
     /// Every key of `namespace`, expired ones left out, with the position
     /// they are as of: what a snapshot holds.
-    pub async fn dump(&self, namespace: &str) -> Result<(u64, Vec<Stored>)> {
+    pub async fn dump(&self, namespace: &str) -> Result<(Position, Vec<Stored>)> {
         let namespace = namespace.to_string();
-        let seq = self.position(&namespace).await?.seq;
+        let position = self.position(&namespace).await?;
         self.kv
             .run(move |conn| {
                 let mut stmt = conn.prepare(
@@ -206,7 +222,7 @@ impl Replica {
                         })
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok((seq, keys))
+                Ok((position, keys))
             })
             .await
     }

@@ -44,10 +44,7 @@ impl KvHost for NamespacedKv {
     fn get(&self, key: String) -> KvFuture<Option<(Vec<u8>, u64)>> {
         self.run(|store, namespace| {
             Box::pin(async move {
-                let entry = store
-                    .get(&namespace, &key)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let entry = store.get(&namespace, &key).await.map_err(told)?;
                 Ok(entry.map(|e| (e.value, e.version)))
             })
         })
@@ -59,7 +56,7 @@ impl KvHost for NamespacedKv {
                 let page = store
                     .list(&namespace, &prefix, limit, cursor)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(told)?;
                 Ok((page.keys, page.cursor))
             })
         })
@@ -93,8 +90,19 @@ impl KvHost for NamespacedKv {
                 store
                     .atomic(&namespace, checks, mutations)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(told)
             })
         })
     }
+}
+
+/// `error` as the function is told it; its detail goes to the node's log.
+fn told(error: isola_kv::KvError) -> String {
+    if matches!(
+        error,
+        isola_kv::KvError::Storage(_) | isola_kv::KvError::Indeterminate(_)
+    ) {
+        tracing::warn!(%error, "a function's KV operation failed");
+    }
+    error.public_message()
 }

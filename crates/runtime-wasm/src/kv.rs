@@ -50,7 +50,10 @@ impl KvAccess {
 fn error(error: KvError) -> Error {
     match error {
         KvError::Invalid(message) | KvError::QuotaExceeded(message) => Error::Limit(message),
-        KvError::Storage(message) => Error::Storage(message),
+        other => {
+            tracing::warn!(error = %other, "a function's KV operation failed");
+            Error::Storage(other.public_message())
+        }
     }
 }
 

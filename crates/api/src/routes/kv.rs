@@ -17,7 +17,7 @@ impl From<KvError> for ApiError {
         let status = match error {
             KvError::Invalid(_) => StatusCode::BAD_REQUEST,
             KvError::QuotaExceeded(_) => StatusCode::INSUFFICIENT_STORAGE,
-            KvError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            KvError::Storage(_) | KvError::Indeterminate(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, error.code(), error.to_string())
     }

@@ -32,7 +32,11 @@ async fn what_one_node_commits_another_reads_and_checks_against() {
     let (other, _d2) = node(&server, KvLimits::default()).await;
 
     assert_eq!(other.get("fn", "a").await.unwrap(), None);
+    // Versions count a namespace's own commits: another namespace's
+    // traffic shows in none of them.
+    one.put("noise", "x", b"1".to_vec(), None).await.unwrap();
     let v1 = one.put("fn", "a", b"1".to_vec(), None).await.unwrap();
+    assert_eq!(v1, 1);
     let seen = other.get("fn", "a").await.unwrap().unwrap();
     assert_eq!((seen.value, seen.version), (b"1".to_vec(), v1));
     // A namespace is its own: another one does not see the key.
@@ -40,7 +44,7 @@ async fn what_one_node_commits_another_reads_and_checks_against() {
 
     // `other` read version v1; `one` writes again; `other`'s check fails.
     let v2 = one.put("fn", "a", b"2".to_vec(), None).await.unwrap();
-    assert!(v2 > v1);
+    assert_eq!(v2, 2);
     let stale = vec![Check {
         key: "a".into(),
         version: Some(v1),
@@ -62,6 +66,12 @@ async fn what_one_node_commits_another_reads_and_checks_against() {
         .await
         .unwrap()
         .unwrap();
+    // Checks alone write nothing: the version stays.
+    let holds = vec![Check {
+        key: "a".into(),
+        version: Some(v3),
+    }];
+    assert_eq!(one.atomic("fn", holds, Vec::new()).await.unwrap(), Some(v3));
     let page = one.list("fn", "", 10, None).await.unwrap();
     assert_eq!(page.keys, vec![("a".into(), v3), ("b".into(), v3)]);
     one.delete("fn", "b").await.unwrap();
@@ -142,27 +152,53 @@ async fn a_compacted_log_still_gives_a_new_node_the_data() {
         other.get("fn", "keep").await.unwrap().unwrap().value,
         b"kept"
     );
-    // ~9 MiB of log for 600 KiB of data: compacted at least once.
+    // ~18 MiB of log for 600 KiB of data: compacted, beside the
+    // commits, several times.
     let mut last = 0;
-    for i in 0..15u8 {
+    for i in 0..30u8 {
         let mut value = big.clone();
         value[0] = i;
         last = one.put("fn", "big", value, None).await.unwrap();
     }
+    assert_eq!(last, 31);
     let client = server.client().await;
     let js = async_nats::jetstream::new(client);
     let mut stream = js.get_stream("ISOLA_KV").await.unwrap();
-    let info = stream.info().await.unwrap();
-    assert!(
-        info.state.messages < 10,
-        "the log was not compacted: {} messages",
-        info.state.messages
-    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let messages = stream.info().await.unwrap().state.messages;
+        if messages < 10 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log was not compacted: {messages} messages"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Two snapshots at most are kept, once compaction settles: the
+    // current one and the one before.
+    let snapshots = js.get_object_store("isola_kv_snapshots").await.unwrap();
+    loop {
+        let mut listed = snapshots.list().await.unwrap();
+        let mut kept = 0;
+        while let Some(object) = futures::StreamExt::next(&mut listed).await {
+            kept += usize::from(!object.unwrap().deleted);
+        }
+        if (1..=2).contains(&kept) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{kept} snapshots kept"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     // A node that never saw the namespace, and one that saw its start.
     let (new, _d3) = node(&server, KvLimits::default()).await;
     for kv in [&new, &other] {
         let big = kv.get("fn", "big").await.unwrap().unwrap();
-        assert_eq!((big.value[0], big.version), (14, last));
+        assert_eq!((big.value[0], big.version), (29, last));
         assert_eq!(kv.get("fn", "keep").await.unwrap().unwrap().value, b"kept");
     }
     // And they commit after it.
