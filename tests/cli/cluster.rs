@@ -635,3 +635,37 @@ fn a_get_whose_worker_dies_runs_again_elsewhere_and_a_post_gets_502() {
     let lost = records.iter().find(|r| r["error_code"] == "worker_lost");
     assert!(lost.is_some(), "{records:?}");
 }
+
+#[test]
+fn three_workers_share_the_slices_and_a_function_stays_warm_on_one() {
+    let (cluster, gateway, _first) = Cluster::start(
+        "hello",
+        "let n = 0; export default { fetch() { n += 1; return new Response(String(n)) } }",
+    );
+    let _more = [
+        Worker::start(&cluster.nats, &cluster.key),
+        Worker::start(&cluster.nats, &cluster.key),
+    ];
+    // The assigner gives each worker about a third of the 256 slices.
+    let mut status = String::new();
+    eventually(Duration::from_secs(20), "the slices are not shared", || {
+        status = crate::stdout(&gateway.cli(&["status"], ""));
+        let held: Vec<u32> = status
+            .lines()
+            .filter_map(|line| {
+                line.split(", ")
+                    .nth(1)?
+                    .strip_suffix(" slices")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        held.len() == 3 && held.iter().all(|n| (80..=90).contains(n))
+    });
+    assert!(status.contains(", assigner"), "{status}");
+    // One function's invocations all go to its slice's worker, where one
+    // isolate stays warm: it counts them all.
+    for n in 1..=30 {
+        assert_eq!(get(&gateway), (200, n.to_string()));
+    }
+}

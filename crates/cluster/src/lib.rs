@@ -20,6 +20,8 @@
 //! function), heartbeats, a JetStream `KvStore`, records shared between
 //! gateways, and async invocations.
 
+pub mod assigner;
+pub mod balance;
 mod buckets;
 mod deployments;
 mod frames;
@@ -118,6 +120,7 @@ pub fn direct_subject(worker: &str) -> String {
 pub struct NatsInvoker {
     client: async_nats::Client,
     members: Option<members::Members>,
+    assignments: Option<assigner::Assignments>,
     outstanding: placement::Outstanding,
     /// This node's own runtimes, if it has them: they check deployments
     /// (`prepare`) and run WebSocket upgrades, whose connection stays on
@@ -133,6 +136,7 @@ impl NatsInvoker {
         Self {
             client,
             members: None,
+            assignments: None,
             outstanding: Default::default(),
             local: None,
             results: Default::default(),
@@ -151,6 +155,28 @@ impl NatsInvoker {
     pub fn with_members(mut self, members: members::Members) -> Self {
         self.members = Some(members);
         self
+    }
+
+    /// Places each function's invocations on the workers the assigner gave
+    /// its slice (falling back to rendezvous hashing).
+    pub fn with_assignments(mut self, assignments: assigner::Assignments) -> Self {
+        self.assignments = Some(assignments);
+        self
+    }
+
+    /// The workers `function` may run on, of `workers` (alive): its
+    /// slice's, as assigned, else as rendezvous hashing ranks them.
+    fn candidates(&self, function: &str, workers: &[String]) -> Vec<String> {
+        if let Some(assignments) = &self.assignments {
+            let assigned = assignments.workers_of(function, workers);
+            if !assigned.is_empty() {
+                return assigned;
+            }
+        }
+        placement::slice(function, workers)
+            .into_iter()
+            .cloned()
+            .collect()
     }
 
     /// Checks deployments and runs WebSocket upgrades on `local`.
@@ -188,9 +214,10 @@ impl NatsInvoker {
             .as_ref()
             .map(|m| m.workers())
             .unwrap_or_default();
+        let candidates = self.candidates(&invocation.function.name, &workers);
         let placed = self
             .outstanding
-            .pick(&placement::slice(&invocation.function.name, &workers));
+            .pick(&candidates.iter().collect::<Vec<_>>());
         let invocation_name = invocation.function.name.clone();
         let retryable = safe_to_repeat(&invocation);
         let deadline = tokio::time::Instant::now() + timeout;
@@ -226,9 +253,8 @@ impl NatsInvoker {
             // whole in its message, runs once more on another worker.
             Asked::Lost(lost) if retryable && offering.is_none() => {
                 let workers: Vec<String> = workers.into_iter().filter(|w| *w != lost).collect();
-                let other = self
-                    .outstanding
-                    .pick(&placement::slice(&invocation_name, &workers));
+                let others = self.candidates(&invocation_name, &workers);
+                let other = self.outstanding.pick(&others.iter().collect::<Vec<_>>());
                 match self.ask(other.as_ref(), request()).await {
                     Asked::Answer(sent) => sent,
                     Asked::Lost(_) => return Outcome::failed(worker_lost()),
@@ -394,14 +420,22 @@ impl Invoker for NatsInvoker {
         let Some(members) = &self.members else {
             return Vec::new();
         };
+        let current = self.assignments.as_ref().and_then(|a| a.current());
         members
             .alive()
             .into_iter()
-            .map(|node| isola_core::NodeInfo {
-                id: node.id,
-                runs_invocations: node.runs_invocations,
-                serves_http: node.serves_http,
-                in_flight: node.in_flight,
+            .map(|node| {
+                let slices = current.as_ref().map_or(0, |a| {
+                    a.slices.iter().filter(|s| s.contains(&node.id)).count() as u32
+                });
+                isola_core::NodeInfo {
+                    assigner: current.as_ref().is_some_and(|a| a.assigner == node.id),
+                    id: node.id,
+                    runs_invocations: node.runs_invocations,
+                    serves_http: node.serves_http,
+                    in_flight: node.in_flight,
+                    slices,
+                }
             })
             .collect()
     }

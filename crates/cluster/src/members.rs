@@ -36,7 +36,15 @@ pub struct Heartbeat {
     /// Whether it is stopping (its last heartbeat).
     #[serde(default)]
     pub leaving: bool,
+    /// Invocations it ran since its last heartbeat, per slice of the
+    /// functions (`balance::slice_of`), for the assigner.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load: Vec<(u16, u32)>,
 }
+
+/// What a node reports in each heartbeat: invocations running, and those
+/// run per slice since the last one.
+pub type Report = (u32, Vec<(u16, u32)>);
 
 /// A new node id, random (the last token of a new inbox, a NUID): a
 /// restarted node is a new member, and two nodes never share one.
@@ -55,19 +63,18 @@ fn is_node_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Says `heartbeat` (with the in-flight count `in_flight` reads) every
-/// [`HEARTBEAT`], as leaving once `stop` turns true, for as long as the
-/// process runs.
+/// Says `heartbeat` (with what `report` says) every [`HEARTBEAT`], as
+/// leaving once `stop` turns true, for as long as the process runs.
 pub fn beat(
     client: async_nats::Client,
     mut heartbeat: Heartbeat,
-    in_flight: impl Fn() -> u32 + Send + 'static,
+    report: impl Fn() -> Report + Send + 'static,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let subject = subject(&heartbeat.id);
         loop {
-            heartbeat.in_flight = in_flight();
+            (heartbeat.in_flight, heartbeat.load) = report();
             heartbeat.leaving = *stop.borrow();
             if let Ok(bytes) = serde_json::to_vec(&heartbeat) {
                 let _ = client.publish(subject.clone(), bytes.into()).await;

@@ -15,7 +15,7 @@ pub const REPLICAS: usize = 2;
 
 /// A 64-bit FNV-1a hash of `parts` (with a separator), then mixed
 /// (splitmix64's finaliser): stable across processes and versions.
-fn score(parts: [&str; 2]) -> u64 {
+pub(crate) fn score(parts: [&str; 2]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
         for byte in part.bytes().chain(std::iter::once(0xff)) {

@@ -219,10 +219,10 @@ async fn run_one(
     let mut deadline = tokio::time::Instant::now();
     let run = run_received(
         client,
-        message.payload.clone(),
-        None,
+        (message.payload.clone(), None),
         runtimes,
         &mut deadline,
+        None,
     );
     tokio::pin!(run);
     let outcome = loop {

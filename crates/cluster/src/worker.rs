@@ -37,6 +37,7 @@ pub struct WorkerQueue {
     requests: async_nats::Subscriber,
     placed: async_nats::Subscriber,
     in_flight: Arc<AtomicU32>,
+    load: Arc<crate::assigner::SliceLoad>,
 }
 
 impl WorkerQueue {
@@ -56,7 +57,13 @@ impl WorkerQueue {
             requests,
             placed,
             in_flight: Arc::default(),
+            load: Arc::default(),
         })
+    }
+
+    /// What it ran per slice (for its heartbeat, and the assigner).
+    pub fn load(&self) -> Arc<crate::assigner::SliceLoad> {
+        self.load.clone()
     }
 
     /// How many invocations the worker runs now (for its heartbeat).
@@ -84,6 +91,7 @@ pub async fn serve_worker(
         mut requests,
         mut placed,
         in_flight,
+        load,
     } = queue;
     let mut open = [true, true];
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
@@ -138,13 +146,20 @@ pub async fn serve_worker(
         let (invoker, deployments, pending) =
             (invoker.clone(), deployments.clone(), pending.clone());
         pending.lock().unwrap().insert(reply.to_string());
-        let in_flight = in_flight.clone();
+        let (in_flight, load) = (in_flight.clone(), load.clone());
         in_flight.fetch_add(1, Ordering::Relaxed);
         running.spawn(async move {
             let body = crate::frames::offered(headers.as_ref());
             let mut deadline = tokio::time::Instant::now();
             let runtimes = (invoker, deployments);
-            let outcome = run_received(&client, payload, body, runtimes, &mut deadline).await;
+            let outcome = run_received(
+                &client,
+                (payload, body),
+                runtimes,
+                &mut deadline,
+                Some(&load),
+            )
+            .await;
             if pending.lock().unwrap().remove(reply.as_str()) {
                 // The response's body, if it streams, is offered on its own
                 // (until the invocation's deadline and 30 s past it at most).
@@ -236,10 +251,10 @@ async fn answer(
 /// to the invocation's wall-clock deadline once it runs.
 pub(crate) async fn run_received(
     client: &async_nats::Client,
-    payload: bytes::Bytes,
-    body: Option<String>,
+    (payload, body): (bytes::Bytes, Option<String>),
     (invoker, deployments): (Arc<dyn Invoker>, Arc<dyn Deployments>),
     deadline: &mut tokio::time::Instant,
+    load: Option<&crate::assigner::SliceLoad>,
 ) -> Outcome {
     let received = wire::decode_invocation(&payload);
     // The message's bytes are not kept while the invocation runs.
@@ -269,6 +284,9 @@ pub(crate) async fn run_received(
             ))
         }
     };
+    if let Some(load) = load {
+        load.count(&received.function);
+    }
     let Some(function) = deployments
         .find(&received.function, &received.deployment)
         .await

@@ -405,6 +405,12 @@ pub struct NodeInfo {
     pub serves_http: bool,
     /// Invocations it was running.
     pub in_flight: u32,
+    /// Slices of the functions the cluster's assigner gave it.
+    #[serde(default)]
+    pub slices: u32,
+    /// Whether it computed the assignment in force.
+    #[serde(default)]
+    pub assigner: bool,
 }
 
 /// Gauges an [`Invoker`] reports.

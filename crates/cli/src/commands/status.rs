@@ -51,12 +51,19 @@ pub async fn execute(args: StatusArgs) -> anyhow::Result<ExitStatus> {
         };
         println!("cluster     {} nodes alive", nodes.len());
         for node in nodes {
-            println!(
+            let mut line = format!(
                 "  {:<22} {:<18} {} in flight",
                 node["id"].as_str().unwrap_or("?"),
                 role(node),
                 node["in_flight"]
             );
+            if node["runs_invocations"].as_bool() == Some(true) {
+                line += &format!(", {} slices", node["slices"]);
+            }
+            if node["assigner"].as_bool() == Some(true) {
+                line += ", assigner";
+            }
+            println!("{line}");
         }
     }
     Ok(ExitStatus::Success)

@@ -4,6 +4,7 @@
 
 use crate::nats::NatsServer;
 use async_trait::async_trait;
+use isola_cluster::assigner::{run_assigner, Assignment, Assignments, LEASE};
 use isola_cluster::members::{self, Heartbeat, Members, DEAD_AFTER};
 use isola_cluster::{serve_worker, Deployments, NatsInvoker, WorkerQueue};
 use isola_core::{
@@ -94,9 +95,10 @@ impl Worker {
             serves_http: false,
             in_flight: 0,
             leaving: false,
+            load: Vec::new(),
         };
         let (_stop, stopped) = tokio::sync::watch::channel(false);
-        let beating = members::beat(client, heartbeat, || 0, stopped);
+        let beating = members::beat(client, heartbeat, || (0, Vec::new()), stopped);
         let serving = tokio::spawn(serve_worker(
             queue,
             runtime,
@@ -223,4 +225,106 @@ async fn functions_stick_to_their_slice_and_move_when_workers_come_and_go() {
         .filter(|w| w.contains("w4"))
         .count();
     assert!(on_new > 0, "{:?}", placements(&ran));
+}
+
+/// Slices each worker holds in `assignment`.
+fn held(assignment: &Assignment) -> HashMap<String, usize> {
+    let mut held = HashMap::new();
+    for slice in &assignment.slices {
+        for worker in slice {
+            *held.entry(worker.clone()).or_default() += 1;
+        }
+    }
+    held
+}
+
+/// Waits (20 s at most) until the assignment satisfies `done`; returns
+/// how long it took.
+async fn until_assigned(
+    assignments: &Assignments,
+    what: &str,
+    done: impl Fn(&Assignment) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        if let Some(current) = assignments.current() {
+            if done(&current) {
+                return started.elapsed();
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{what}: {:?}",
+            assignments.current().map(|a| held(&a))
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_assigner_keeps_functions_on_one_worker_and_a_standby_takes_over() {
+    let server = NatsServer::with_jetstream().await;
+    let functions = functions(12);
+    let ran: Ran = Arc::default();
+    let mut workers = HashMap::new();
+    for id in ["w1", "w2", "w3"] {
+        workers.insert(id, Worker::start(&server, id, &functions, &ran).await);
+    }
+    // Two candidates for the assigner, each with its own connection.
+    let mut candidates = HashMap::new();
+    for id in ["a1", "a2"] {
+        let client = server.client().await;
+        let members = Members::follow(&client).await.unwrap();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        run_assigner(client, id.to_string(), members, stopped);
+        candidates.insert(id.to_string(), stop);
+    }
+    let client = server.client().await;
+    let members = Members::follow(&client).await.unwrap();
+    let assignments = Assignments::follow(&client).await.unwrap();
+    let gateway = NatsInvoker::new(client.clone())
+        .with_members(members.clone())
+        .with_assignments(assignments.clone());
+    until_workers(&members, 3).await;
+    until_assigned(&assignments, "every slice on one of 3 workers", |a| {
+        let held = held(a);
+        held.len() == 3 && held.values().all(|&n| (80..=90).contains(&n))
+    })
+    .await;
+
+    // Each function runs on one worker (its slice's).
+    invoke_all(&gateway, &functions, 6).await;
+    let placed = placements(&ran);
+    let on_one = placed.values().filter(|w| w.len() == 1).count();
+    assert!(on_one >= functions.len() - 1, "{placed:?}");
+
+    // A worker dies: its slices go to the others within seconds.
+    workers.remove("w3").unwrap().kill("w3", &client).await;
+    let reassigned = until_assigned(&assignments, "w3's slices reassigned", |a| {
+        !held(a).contains_key("w3") && a.slices.iter().all(|s| !s.is_empty())
+    })
+    .await;
+    assert!(
+        reassigned < DEAD_AFTER + Duration::from_secs(3),
+        "{reassigned:?}"
+    );
+    eprintln!("reassigned a dead worker's slices in {reassigned:?}");
+
+    // The assigner stops: the standby takes over, and keeps assigning (a
+    // new worker gets its share).
+    let leader = assignments.current().unwrap().assigner.clone();
+    let _ = candidates[&leader].send(true);
+    workers.insert("w4", Worker::start(&server, "w4", &functions, &ran).await);
+    let took_over = until_assigned(&assignments, "the standby assigns w4 its share", |a| {
+        a.assigner != leader && held(a).get("w4").is_some_and(|&n| n >= 60)
+    })
+    .await;
+    assert!(
+        took_over < LEASE * 2 + Duration::from_secs(5),
+        "{took_over:?}"
+    );
+    eprintln!(
+        "the standby assigned a new worker its share {took_over:?} after the assigner stopped"
+    );
+    invoke_all(&gateway, &functions, 2).await;
 }

@@ -162,18 +162,26 @@ impl Cluster {
         let members = isola_cluster::members::Members::follow(&self.client)
             .await
             .map_err(|error| anyhow::anyhow!("could not follow the cluster's members: {error}"))?;
+        let assignments = isola_cluster::assigner::Assignments::follow(&self.client)
+            .await
+            .map_err(|error| {
+                anyhow::anyhow!("could not follow the cluster's assignment: {error}")
+            })?;
         Ok(Arc::new(
             NatsInvoker::new(self.client.clone())
                 .with_members(members)
+                .with_assignments(assignments)
                 .with_local(local),
         ))
     }
 
     /// Says every second that this node is alive (and how many invocations
-    /// `in_flight` counts), until `stop` turns true.
+    /// `in_flight` counts, and what it ran per slice, `load`), until `stop`
+    /// turns true.
     pub fn heartbeat(
         &self,
         in_flight: Arc<std::sync::atomic::AtomicU32>,
+        load: Option<Arc<isola_cluster::assigner::SliceLoad>>,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let heartbeat = isola_cluster::members::Heartbeat {
@@ -182,9 +190,26 @@ impl Cluster {
             serves_http: self.role.serves_http(),
             in_flight: 0,
             leaving: false,
+            load: Vec::new(),
         };
-        let read = move || in_flight.load(std::sync::atomic::Ordering::Relaxed);
-        isola_cluster::members::beat(self.client.clone(), heartbeat, read, stop)
+        let report = move || {
+            let running = in_flight.load(std::sync::atomic::Ordering::Relaxed);
+            (running, load.as_ref().map(|l| l.take()).unwrap_or_default())
+        };
+        isola_cluster::members::beat(self.client.clone(), heartbeat, report, stop)
+    }
+
+    /// Runs this node's candidate for the cluster's assigner (one node at
+    /// a time assigns the functions' slices to workers), until `stop`.
+    pub async fn start_assigner(
+        &self,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let members = isola_cluster::members::Members::follow(&self.client)
+            .await
+            .map_err(|error| anyhow::anyhow!("could not follow the cluster's members: {error}"))?;
+        isola_cluster::assigner::run_assigner(self.client.clone(), self.id.clone(), members, stop);
+        Ok(())
     }
 
     /// Joins the workers and runs the invocations the cluster sends this
@@ -199,7 +224,7 @@ impl Cluster {
         let queue = isola_cluster::WorkerQueue::join(self.client.clone(), &self.id)
             .await
             .map_err(|error| anyhow::anyhow!("could not join the cluster's workers: {error}"))?;
-        self.heartbeat(queue.in_flight(), stop.clone());
+        self.heartbeat(queue.in_flight(), Some(queue.load()), stop.clone());
         let deployments = RegistryDeployments::new(registry);
         // Queued (asynchronous) invocations too, until the same stop.
         let mut queue_stop = stop.clone();

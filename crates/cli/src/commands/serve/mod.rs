@@ -286,6 +286,9 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
         shutdown_signal().await;
         let _ = stop.send(true);
     });
+    if let Some(cluster) = &cluster {
+        cluster.start_assigner(stopped.clone()).await?;
+    }
     let worker = match cluster.as_ref().filter(|_| args.role.runs_invocations()) {
         Some(cluster) => Some(
             cluster
@@ -299,7 +302,7 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<crate::ExitStatus> {
             let invoker = match &cluster {
                 Some(cluster) => {
                     if !args.role.runs_invocations() {
-                        cluster.heartbeat(Default::default(), stopped.clone());
+                        cluster.heartbeat(Default::default(), None, stopped.clone());
                     }
                     cluster.gateway_invoker(local).await?
                 }
