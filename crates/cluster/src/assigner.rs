@@ -7,7 +7,8 @@
 //!   compare-and-set; the others try to take it every half lease. A lost
 //!   renewal steps down at once.
 //! - **Each round** ([`ROUND`]) it reads the workers alive and each
-//!   slice's load from their heartbeats (invocations per second, smoothed),
+//!   slice's load from their heartbeats (invocations per second, each
+//!   heartbeat counted once, smoothed over about 10 s),
 //!   computes the next assignment (`balance::rebalance`) from the last, and
 //!   publishes it when it changed, as `{generation, slices}` in key
 //!   `current` of bucket `isola_assignment`, by compare-and-set on the
@@ -166,6 +167,9 @@ async fn candidate(
     let js = jetstream::new(client.clone());
     let lease = key_value_with(&js, LEASE_BUCKET, |config| config.max_age = LEASE).await?;
     let assignment = key_value(&js, ASSIGNMENT_BUCKET).await?;
+    // Every node alive is heard from before this one may assign: an
+    // assigner that knew only some workers would pile every slice on them.
+    tokio::time::sleep(crate::members::DEAD_AFTER).await;
     loop {
         if let Ok(revision) = lease.create("leader", id.to_string().into()).await {
             tracing::info!(id, "this node is the cluster's assigner");
@@ -184,8 +188,11 @@ async fn lead(
     id: &str,
     members: &Members,
 ) -> Failure {
-    let mut load = vec![0.0; SLICES];
+    let mut load = Load::default();
     let mut every = tokio::time::interval(ROUND);
+    // Its first assignment is written whatever it is: a deposed
+    // assigner's late write is overwritten at once.
+    let mut first = true;
     loop {
         every.tick().await;
         revision = match lease
@@ -195,35 +202,74 @@ async fn lead(
             Ok(revision) => revision,
             Err(error) => return error.into(),
         };
-        smooth(&mut load, members);
-        if let Err(error) = round(assignment, id, members, &load).await {
-            return error;
+        load.add(members);
+        match round(assignment, id, members, &load.rates, first).await {
+            Ok(()) => first = false,
+            // Still the assigner while the lease holds: next round.
+            Err(error) => tracing::warn!(%error, "an assigner's round failed"),
         }
     }
 }
 
-/// Folds the load the workers' last heartbeats report into `load`.
-fn smooth(load: &mut [f64], members: &Members) {
-    let mut now = vec![0.0; SLICES];
-    for node in members.alive() {
-        for (slice, count) in node.load {
-            if let Some(rate) = now.get_mut(slice as usize) {
-                *rate += f64::from(count) / crate::members::HEARTBEAT.as_secs_f64();
+/// Invocations per second per slice, smoothed over about 10 s.
+#[derive(Default)]
+struct Load {
+    rates: Vec<f64>,
+    /// When each node's last heartbeat counted came.
+    counted: std::collections::HashMap<String, std::time::Instant>,
+}
+
+/// Weight of a round's counts in the smoothed rates.
+const SMOOTHING: f64 = 0.1;
+
+impl Load {
+    /// Folds in the heartbeats heard since the last round, each once.
+    fn add(&mut self, members: &Members) {
+        let mut now = vec![0.0; SLICES];
+        let heard = members.heard();
+        for (node, at) in &heard {
+            if self
+                .counted
+                .get(&node.id)
+                .is_some_and(|counted| counted >= at)
+            {
+                continue;
+            }
+            self.counted.insert(node.id.clone(), *at);
+            for &(slice, count) in &node.load {
+                if let Some(rate) = now.get_mut(slice as usize) {
+                    *rate += f64::from(count) / ROUND.as_secs_f64();
+                }
             }
         }
-    }
-    for (smoothed, now) in load.iter_mut().zip(now) {
-        *smoothed = 0.5 * *smoothed + 0.5 * now;
+        self.counted
+            .retain(|id, _| heard.iter().any(|(node, _)| &node.id == id));
+        if self.rates.is_empty() {
+            // A new assigner starts from what it sees, not from nothing.
+            self.rates = now;
+            return;
+        }
+        for (smoothed, now) in self.rates.iter_mut().zip(now) {
+            *smoothed += SMOOTHING * (now - *smoothed);
+        }
     }
 }
 
-/// One round: the next assignment, published if it changed.
+/// One round: the next assignment, published if it changed (or if
+/// `force`d). With no workers alive it publishes nothing: the last
+/// assignment is kept for when they come back.
 async fn round(
     assignment: &kv::Store,
     id: &str,
     members: &Members,
     load: &[f64],
+    force: bool,
 ) -> Result<(), Failure> {
+    let mut workers = members.workers();
+    if workers.is_empty() {
+        return Ok(());
+    }
+    workers.sort();
     let (previous, revision) = match assignment.entry(CURRENT).await? {
         Some(entry) => (
             serde_json::from_slice::<Assignment>(&entry.value).unwrap_or_default(),
@@ -231,10 +277,8 @@ async fn round(
         ),
         None => (Assignment::default(), None),
     };
-    let mut workers = members.workers();
-    workers.sort();
     let (slices, stats) = rebalance(&previous.slices, &workers, load);
-    if slices == previous.slices {
+    if slices == previous.slices && !force {
         return Ok(());
     }
     let next = Assignment {

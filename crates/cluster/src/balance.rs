@@ -37,6 +37,10 @@ const TOLERANCE: f64 = 1.05;
 /// each replica costs cold starts.
 const REPLICATE_ABOVE: f64 = 100.0;
 
+/// Invocations per second below which a replicated slice goes back to one
+/// worker (between the two, it keeps what it has: no flapping).
+const UNREPLICATE_BELOW: f64 = 50.0;
+
 /// Smallest share of the gap between the hottest and the coldest worker a
 /// move must close: moving idle slices off a worker made hot by one slice
 /// would only cost cold starts.
@@ -139,7 +143,7 @@ fn coldest<'a>(loads: &[(&'a str, f64)], except: &[String]) -> &'a str {
 }
 
 /// Gives hot slices replicas and takes them from cooled ones; returns how
-/// many replicas it added.
+/// many replicas it added or took (within the budget).
 fn replicate(
     slices: &mut [Vec<String>],
     workers: &[String],
@@ -147,31 +151,36 @@ fn replicate(
 ) -> usize {
     let total: f64 = (0..SLICES).map(weight).sum();
     let fair = total / workers.len() as f64;
-    let mut added = 0;
+    let most = MAX_REPLICAS.min(workers.len());
+    let mut changed = 0;
     for i in 0..SLICES {
         // As many workers as it takes to keep each one's share of this
         // slice under a fair share of the whole.
-        let wanted = match weight(i) < REPLICATE_ABOVE {
-            true => 1,
-            false => (weight(i) / fair).ceil() as usize,
+        let wanted = if weight(i) >= REPLICATE_ABOVE {
+            (weight(i) / fair).ceil() as usize
+        } else if weight(i) < UNREPLICATE_BELOW {
+            1
+        } else {
+            slices[i].len()
         }
-        .clamp(1, MAX_REPLICAS.min(workers.len()));
-        while slices[i].len() > wanted {
+        .clamp(1, most);
+        while slices[i].len() > wanted && changed < MOVE_BUDGET {
             let loads = loads(slices, workers, weight);
             let hottest = slices[i]
                 .iter()
                 .max_by(|a, b| load_of(&loads, a).total_cmp(&load_of(&loads, b)))
                 .cloned();
             slices[i].retain(|w| Some(w) != hottest.as_ref());
+            changed += 1;
         }
-        while slices[i].len() < wanted && added < MOVE_BUDGET {
+        while slices[i].len() < wanted && changed < MOVE_BUDGET {
             let loads = loads(slices, workers, weight);
             let target = coldest(&loads, &slices[i]).to_string();
             slices[i].push(target);
-            added += 1;
+            changed += 1;
         }
     }
-    added
+    changed
 }
 
 fn load_of(loads: &[(&str, f64)], worker: &str) -> f64 {
@@ -331,7 +340,12 @@ mod tests {
         assert!(settled[0].len() >= 2, "{:?}", settled[0]);
         let (_, stats) = rebalance(&settled, &three, &load);
         assert!(stats.imbalance < 1.3, "{stats:?}");
-        // And cooled down, it gives its replicas back.
+        // Somewhat cooler, it keeps them (no flapping); cooled down, it
+        // gives them back.
+        let mut cooler = load.clone();
+        cooler[0] = 70.0;
+        let (after, _) = rebalance(&settled, &three, &cooler);
+        assert_eq!(after[0].len(), settled[0].len());
         let cool = vec![0.0; SLICES];
         let (after, _) = rebalance(&settled, &three, &cool);
         assert_eq!(after[0].len(), 1);

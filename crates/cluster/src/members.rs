@@ -112,9 +112,13 @@ impl Members {
                 let Ok(heartbeat) = serde_json::from_slice::<Heartbeat>(&message.payload) else {
                     continue;
                 };
-                // A node speaks for itself only: its id is its subject's.
+                // A node speaks for itself only: its id is its subject's;
+                // and of at most every slice once.
                 let from = message.subject.strip_prefix("isola.nodes.");
-                if from != Some(heartbeat.id.as_str()) || !is_node_id(&heartbeat.id) {
+                if from != Some(heartbeat.id.as_str())
+                    || !is_node_id(&heartbeat.id)
+                    || heartbeat.load.len() > crate::balance::SLICES
+                {
                     continue;
                 }
                 let mut seen = seen.lock().unwrap();
@@ -123,6 +127,13 @@ impl Members {
             }
         });
         Ok(members)
+    }
+
+    /// The nodes alive now, each with when its last heartbeat came.
+    pub fn heard(&self) -> Vec<(Heartbeat, Instant)> {
+        let mut seen = self.seen.lock().unwrap();
+        seen.retain(|_, (_, at)| at.elapsed() < DEAD_AFTER);
+        seen.values().cloned().collect()
     }
 
     /// The nodes alive now, by id.

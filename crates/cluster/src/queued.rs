@@ -138,20 +138,21 @@ pub async fn serve_queued_with(
     let results = Results::open(&js).await?;
     let dead = dead_letters(&js).await?;
     drop(dead);
-    let consumer = queue(&js)
+    let config = consumer::pull::Config {
+        durable_name: Some("isola-async".into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait,
+        // More than it may run: those deliveries set it aside (again, if
+        // setting it aside failed).
+        max_deliver: MAX_DELIVER + 3,
+        max_ack_pending: 1024,
+        ..Default::default()
+    };
+    // Created, or updated to this configuration (an older node's may
+    // differ).
+    let consumer: consumer::PullConsumer = queue(&js)
         .await?
-        .get_or_create_consumer(
-            "isola-async",
-            consumer::pull::Config {
-                durable_name: Some("isola-async".into()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait,
-                // One more than it may run: that delivery sets it aside.
-                max_deliver: MAX_DELIVER + 1,
-                max_ack_pending: 1024,
-                ..Default::default()
-            },
-        )
+        .create_consumer(config)
         .await
         .map_err(|error| unavailable(format!("could not follow the invocation queue: {error}")))?;
     let slots = Arc::new(tokio::sync::Semaphore::new(SLOTS));
@@ -182,7 +183,11 @@ pub async fn serve_queued_with(
         let runtimes = (invoker.clone(), deployments.clone());
         running.spawn(async move {
             let delivered = message.info().map_or(MAX_DELIVER, |info| info.delivered);
-            if delivered > MAX_DELIVER {
+            if already_finished(&results, &message).await {
+                // It ran and its result is kept; only its acknowledgement
+                // was lost.
+                let _ = message.double_ack().await;
+            } else if delivered > MAX_DELIVER {
                 dead_letter(&client, &results, message, delivered).await;
             } else {
                 run_one(&client, &results, message, runtimes, ack_wait / 3).await;
@@ -193,6 +198,26 @@ pub async fn serve_queued_with(
     }
     while running.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Whether the invocation `message` carries has a final state kept already
+/// (it ran, or was set aside, and only its acknowledgement was lost).
+async fn already_finished(results: &Results, message: &jetstream::Message) -> bool {
+    let Ok(received) = wire::decode_invocation(&message.payload) else {
+        return false;
+    };
+    matches!(
+        results.get(&received.id).await,
+        Ok(Some(state)) if state.state != isola_core::QueuedState::Queued
+    )
+}
+
+/// How long an invocation that could not run waits before its next
+/// delivery: 1, 2, 4, 8… seconds after its 1st, 2nd, 3rd, 4th… delivery,
+/// at most a minute, so a cluster full for a while does not use up its
+/// deliveries at once.
+fn backoff(delivered: i64) -> Duration {
+    Duration::from_secs(1 << (delivered - 1).clamp(0, 6)).min(Duration::from_secs(60))
 }
 
 /// Runs one queued invocation, keeps its result, publishes its record,
@@ -241,7 +266,7 @@ async fn run_one(
                 // Not run (its deployment replaced meanwhile, the node
                 // full): again later, perhaps elsewhere.
                 let _ = message
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .ack_with(AckKind::Nak(Some(backoff(delivered))))
                     .await;
                 return;
             }
@@ -287,19 +312,26 @@ async fn dead_letter(
     message: jetstream::Message,
     delivered: i64,
 ) {
-    let js = jetstream::new(client.clone());
-    let stored = match js.publish(DEAD_SUBJECT, message.payload.clone()).await {
-        Ok(ack) => ack.await,
-        Err(error) => Err(error),
-    };
-    if let Err(error) = stored {
-        tracing::warn!(%error, "could not set aside a queued invocation");
-        return;
-    }
     let Ok(received) = wire::decode_invocation(&message.payload) else {
         let _ = message.ack_with(AckKind::Term).await;
         return;
     };
+    // Its id names it: set aside again after a failure, it is stored once.
+    let js = jetstream::new(client.clone());
+    let publish = jetstream::message::PublishMessage::build()
+        .payload(message.payload.clone())
+        .message_id(format!("{}.dead", received.id));
+    let stored = match js.send_publish(DEAD_SUBJECT, publish).await {
+        Ok(ack) => ack.await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = stored {
+        tracing::warn!(%error, "could not set aside a queued invocation: trying again");
+        let _ = message
+            .ack_with(AckKind::Nak(Some(backoff(delivered))))
+            .await;
+        return;
+    }
     let error = FunctionError::new(
         ErrorCode::WorkerLost,
         format!(

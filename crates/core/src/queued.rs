@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Most bytes of a queued invocation's JSON result kept for its caller;
 /// a larger one is left out (`output_omitted`).
-pub const MAX_KEPT_OUTPUT: usize = 256 << 10;
+pub const MAX_KEPT_OUTPUT: usize = 64 << 10;
 
 /// How far a queued invocation got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,7 +42,8 @@ pub struct QueuedInvocation {
     /// response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<serde_json::Value>,
-    /// The result was larger than [`MAX_KEPT_OUTPUT`] and is not kept.
+    /// The result was larger than [`MAX_KEPT_OUTPUT`] (64 KiB) and is not
+    /// kept.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub output_omitted: bool,
 }

@@ -149,7 +149,7 @@ pub async fn document() -> Json<Value> {
                     "deliveries": { "type": "integer", "description": "Times a worker took it" },
                     "error": { "type": "object", "properties": { "code": { "type": "string" }, "message": { "type": "string" } } },
                     "output": { "description": "A JSON handler's result; {status} for a fetch handler's response" },
-                    "output_omitted": { "type": "boolean", "description": "The result was over 256 KiB and is not kept" } } },
+                    "output_omitted": { "type": "boolean", "description": "The result was over 64 KiB and is not kept" } } },
                 "LogLine": { "type": "object", "properties": {
                     "seq": { "type": "integer" }, "function": { "type": "string" }, "invocation_id": { "type": "string" },
                     "level": { "type": "string" }, "message": { "type": "string" }, "created_at": { "type": "integer" } } },
