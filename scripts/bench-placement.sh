@@ -56,14 +56,16 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 sleep 2
-for i in $(seq "$functions"); do echo "url = \"$gateway/fn/f$i/\""; done >"$work/all.curl"
+for i in $(seq "$functions"); do printf 'url = "%s"\noutput = "/dev/null"\n' "$gateway/fn/f$i/"; done >"$work/all.curl"
 curl -s -K "$work/all.curl" -o /dev/null
 
 starts() { curl -s -H "authorization: Bearer bench" "$gateway/metrics" |
-  awk -v kind="$1" '$1 ~ "^isola_starts_total" && $1 ~ "kind=\"" kind "\"" { sum += $2 } END { print sum + 0 }'; }
+  awk -v kind="$1" '$1 ~ "^isola_starts_total" && $1 ~ "start=\"" kind "\"" { sum += $2 } END { print sum + 0 }'; }
 cold0="$(starts cold)" warm0="$(starts warm)"
+curl -s -H "authorization: Bearer bench" "$gateway/metrics" >"$work/metrics.before"
 out="$(FUNCTIONS="$functions" wrk -t2 -c"$connections" -d"${duration}s" --latency -s "$root/bench/cluster/zipf.lua" "$gateway")"
 cold=$(($(starts cold) - cold0)) warm=$(($(starts warm) - warm0))
+curl -s -H "authorization: Bearer bench" "$gateway/metrics" >"$work/metrics.after"
 echo "placement: $workers workers, $functions functions, Zipf s=1.1, wrk -t2 -c$connections -d${duration}s; $(nproc) cores"
 printf "%12s %10s %10s %10s %8s %12s %14s\n" "requests/s" p50 p99 non-2xx cold warm "warm-hit rate"
 printf "%12s %10s %10s %8s %8s %12s %14s\n" "$(awk '/Requests\/sec/ {print $2}' <<<"$out")" \
@@ -71,6 +73,22 @@ printf "%12s %10s %10s %8s %8s %12s %14s\n" "$(awk '/Requests\/sec/ {print $2}' 
   "$(awk '/Non-2xx/ {print $NF}' <<<"$out" | grep . || echo 0)" "$cold" "$warm" \
   "$(awk -v c="$cold" -v w="$warm" 'BEGIN { printf "%.3f%%", 100 * w / (c + w) }')"
 "$isola" status --server "$gateway" --token bench | grep slices || true
+# Where the cold starts were: by the function's rank (1 the hottest).
+python3 - "$work/metrics.before" "$work/metrics.after" <<'PY'
+import re, sys
+def colds(path):
+    found = {}
+    for line in open(path):
+        m = re.match(r'isola_starts_total\{function="f(\d+)",start="cold"\} (\d+)', line)
+        if m:
+            found[int(m[1])] = int(m[2])
+    return found
+before, after = colds(sys.argv[1]), colds(sys.argv[2])
+diff = {f: n - before.get(f, 0) for f, n in after.items() if n > before.get(f, 0)}
+bands = [(1, 10), (11, 100), (101, 1000), (1001, 10**9)]
+print("cold starts by rank: " + ", ".join(
+    f"{lo}-{hi if hi < 10**9 else 'end'}: {sum(n for f, n in diff.items() if lo <= f <= hi)}" for lo, hi in bands))
+PY
 
 # SIGKILL worker 1; then the 20 hottest functions are invoked in turn until
 # each has answered, and answered warm (those worker 1 ran start cold on
@@ -80,7 +98,7 @@ python3 - "$gateway" <<'PY'
 import http.client, sys, time
 host = sys.argv[1].removeprefix("http://")
 killed = time.monotonic()
-answered, warm = {}, {}
+answered, warm, failures = {}, {}, []
 conn = http.client.HTTPConnection(host, timeout=10)
 while len(warm) < 20 and time.monotonic() - killed < 10:
     for i in range(1, 21):
@@ -91,16 +109,20 @@ while len(warm) < 20 and time.monotonic() - killed < 10:
             conn.request("POST", f"/v1/functions/f{i}/invoke", "{}",
                          {"authorization": "Bearer bench", "content-type": "application/json"})
             answer = conn.getresponse()
-            answer.read()
+            body = answer.read()
         except OSError:
             conn = http.client.HTTPConnection(host, timeout=10)
             continue
         now = (time.monotonic() - killed) * 1000
+        if answer.status != 200 and len(failures) < 5:
+            failures.append(f"f{i} {answer.status} at {now:.0f} ms: {body[:120]!r}")
         if answer.status == 200:
             answered.setdefault(i, now)
             if answer.getheader("x-isola-cold-start") == "false":
                 warm[i] = now
     time.sleep(0.01)
 worst = lambda d: f"{max(d.values()):.0f} ms" if len(d) == 20 else f"not all ({len(d)}/20) in 10 s"
+for failure in failures:
+    print("  not answered:", failure)
 print(f"after SIGKILL of worker 1: the 20 hottest functions all answered within {worst(answered)}, all warm within {worst(warm)}")
 PY

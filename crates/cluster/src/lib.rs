@@ -122,6 +122,7 @@ pub struct NatsInvoker {
     members: Option<members::Members>,
     assignments: Option<assigner::Assignments>,
     outstanding: placement::Outstanding,
+    concurrency: placement::Concurrency,
     /// This node's own runtimes, if it has them: they check deployments
     /// (`prepare`) and run WebSocket upgrades, whose connection stays on
     /// the node that accepted it.
@@ -138,6 +139,7 @@ impl NatsInvoker {
             members: None,
             assignments: None,
             outstanding: Default::default(),
+            concurrency: Default::default(),
             local: None,
             results: Default::default(),
         }
@@ -165,18 +167,25 @@ impl NatsInvoker {
     }
 
     /// The workers `function` may run on, of `workers` (alive): its
-    /// slice's, as assigned, else as rendezvous hashing ranks them.
-    fn candidates(&self, function: &str, workers: &[String]) -> Vec<String> {
+    /// slice's, as assigned (and as rendezvous hashing ranks them when
+    /// those are over their share), else as rendezvous hashing ranks them.
+    fn candidates(&self, function: &str, workers: &[String], concurrent: u32) -> Vec<String> {
+        let ranked = placement::slice(function, workers).into_iter().cloned();
         if let Some(assignments) = &self.assignments {
-            let assigned = assignments.workers_of(function, workers);
+            let mut assigned = assignments.workers_of(function, workers);
             if !assigned.is_empty() {
+                if concurrent >= placement::SPILL_CONCURRENCY
+                    && self.outstanding.over_share(&assigned, workers)
+                {
+                    // Busy, on a worker over its share: onto the
+                    // rendezvous workers too.
+                    let more: Vec<String> = ranked.filter(|w| !assigned.contains(w)).collect();
+                    assigned.extend(more);
+                }
                 return assigned;
             }
         }
-        placement::slice(function, workers)
-            .into_iter()
-            .cloned()
-            .collect()
+        ranked.collect()
     }
 
     /// Checks deployments and runs WebSocket upgrades on `local`.
@@ -214,7 +223,8 @@ impl NatsInvoker {
             .as_ref()
             .map(|m| m.workers())
             .unwrap_or_default();
-        let candidates = self.candidates(&invocation.function.name, &workers);
+        let (_running, concurrent) = self.concurrency.enter(&invocation.function.name);
+        let candidates = self.candidates(&invocation.function.name, &workers, concurrent);
         let placed = self
             .outstanding
             .pick(&candidates.iter().collect::<Vec<_>>());
@@ -253,7 +263,7 @@ impl NatsInvoker {
             // whole in its message, runs once more on another worker.
             Asked::Lost(lost) if retryable && offering.is_none() => {
                 let workers: Vec<String> = workers.into_iter().filter(|w| *w != lost).collect();
-                let others = self.candidates(&invocation_name, &workers);
+                let others = self.candidates(&invocation_name, &workers, concurrent);
                 let other = self.outstanding.pick(&others.iter().collect::<Vec<_>>());
                 match self.ask(other.as_ref(), request()).await {
                     Asked::Answer(sent) => sent,

@@ -44,11 +44,38 @@ pub fn slice<'a>(function: &str, workers: &'a [String]) -> Vec<&'a String> {
         .collect()
 }
 
+/// Invocations of one function a gateway must have outstanding for that
+/// function to spill: a function called now and then waits its turn on its
+/// worker rather than start cold on another.
+pub const SPILL_CONCURRENCY: u32 = 4;
+
+/// Outstanding invocations under which a worker is never over its share.
+pub const SPILL_MIN: u32 = 4;
+
+/// How far over the mean a worker's outstanding invocations may go before
+/// its functions spill (HAProxy's `hash-balance-factor` 150).
+pub const SPILL_FACTOR: f64 = 1.5;
+
 /// Invocations this gateway has outstanding, per worker.
 #[derive(Clone, Default)]
 pub struct Outstanding(Arc<Mutex<HashMap<String, u32>>>);
 
 impl Outstanding {
+    /// Whether the least loaded of `assigned` has more outstanding than
+    /// its share allows: more than [`SPILL_MIN`], and more than
+    /// [`SPILL_FACTOR`] times the mean over `workers`. Then its function
+    /// spills onto more workers (consistent hashing with bounded loads,
+    /// ../shared/SLICER.md §5): a worker slower than the rest, or holding
+    /// more of the traffic than the assigner has seen yet, is not left to
+    /// queue.
+    pub fn over_share(&self, assigned: &[String], workers: &[String]) -> bool {
+        let counts = self.0.lock().unwrap();
+        let of = |w: &String| counts.get(w.as_str()).copied().unwrap_or(0);
+        let least = assigned.iter().map(of).min().unwrap_or(0);
+        let mean = workers.iter().map(of).sum::<u32>() as f64 / workers.len().max(1) as f64;
+        least > SPILL_MIN && f64::from(least) > SPILL_FACTOR * mean
+    }
+
     /// Of `candidates`, the one with the fewest outstanding (the first on
     /// a tie), counted as having one more until the guard is dropped.
     pub fn pick(&self, candidates: &[&String]) -> Option<OutstandingGuard> {
@@ -61,6 +88,44 @@ impl Outstanding {
             outstanding: self.clone(),
             worker: chosen.to_string(),
         })
+    }
+}
+
+/// Invocations this gateway has outstanding, per function.
+#[derive(Clone, Default)]
+pub struct Concurrency(Arc<Mutex<HashMap<String, u32>>>);
+
+impl Concurrency {
+    /// Counts one more invocation of `function` until the guard is
+    /// dropped; returns it with how many there are now (this one included).
+    pub fn enter(&self, function: &str) -> (ConcurrencyGuard, u32) {
+        let mut counts = self.0.lock().unwrap();
+        let count = counts.entry(function.to_string()).or_default();
+        *count += 1;
+        let now = *count;
+        let guard = ConcurrencyGuard {
+            concurrency: self.clone(),
+            function: function.to_string(),
+        };
+        (guard, now)
+    }
+}
+
+/// One invocation of a function outstanding.
+pub struct ConcurrencyGuard {
+    concurrency: Concurrency,
+    function: String,
+}
+
+impl Drop for ConcurrencyGuard {
+    fn drop(&mut self) {
+        let mut counts = self.concurrency.0.lock().unwrap();
+        if let Some(count) = counts.get_mut(&self.function) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.function);
+            }
+        }
     }
 }
 
@@ -111,6 +176,28 @@ mod tests {
         }
         // The new worker takes about its share: 2 of 4 places, half of them.
         assert!((350..650).contains(&moved), "{moved}");
+    }
+
+    #[test]
+    fn a_worker_far_over_the_mean_is_over_its_share() {
+        let outstanding = Outstanding::default();
+        let pool = workers(3);
+        let first = [pool[0].clone()];
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            held.push(outstanding.pick(&[&pool[0]]).unwrap());
+        }
+        // 5 against a mean of 5/3: over.
+        assert!(outstanding.over_share(&first, &pool));
+        for _ in 0..4 {
+            held.push(outstanding.pick(&[&pool[1]]).unwrap());
+            held.push(outstanding.pick(&[&pool[2]]).unwrap());
+        }
+        // 5 against a mean of 13/3: within.
+        assert!(!outstanding.over_share(&first, &pool));
+        held.truncate(2);
+        // 2: under the floor.
+        assert!(!outstanding.over_share(&first, &pool));
     }
 
     #[test]

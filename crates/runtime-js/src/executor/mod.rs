@@ -8,10 +8,11 @@
 //! invocations under way, so invocations awaiting timers or I/O do not hold
 //! a thread, and a thread busy with CPU work leaves new jobs to the others.
 //!
-//! Each function version has a home worker (by hash of its id): when that
-//! worker is idle, the job goes to its own queue, where its warm isolate
-//! most likely waits; otherwise to the shared queue, to whichever worker is
-//! free first.
+//! Each function version has a home worker (by hash of its id): while that
+//! worker runs fewer than [`HOME_DEPTH`] invocations, the job goes to its
+//! own queue, where its warm isolate most likely waits; otherwise to the
+//! shared queue, to whichever worker is free first (where it may start
+//! cold).
 //!
 //! A server can run *on* the worker threads ([`Executor::serve_on_workers`]):
 //! an invocation asked for on a worker thread then runs on that same thread,
@@ -423,7 +424,7 @@ impl Executor {
             }
         } else if self.quarantined.holds(job.function_id()) {
             &self.quarantine.jobs
-        } else if job.is_upgrade() || home.in_flight.load(Ordering::Relaxed) == 0 {
+        } else if job.is_upgrade() || home.in_flight.load(Ordering::Relaxed) < HOME_DEPTH {
             &home.jobs
         } else {
             &self.jobs
@@ -513,6 +514,11 @@ impl Drop for Executor {
 }
 
 /// The worker a function version prefers, so that its warm isolates are found.
+/// Invocations a home worker may be running for a job of its function to
+/// still go to it: a few short ones ahead cost less than a cold start on
+/// another worker (tens of times one warm invocation).
+const HOME_DEPTH: usize = 8;
+
 fn home_worker(function_id: &str, workers: usize) -> usize {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
