@@ -23,8 +23,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The subject invocations are queued on.
-const SUBJECT: &str = "isola.async";
+/// The subjects invocations are queued on: `isola.async.<hex of the
+/// function's name>`, one per function, so the server bounds each.
+const SUBJECTS: &str = "isola.async.*";
+
+/// Invocations of one function the queue holds at most: past it, the
+/// server refuses more (`discard_new_per_subject`), and the function's
+/// callers are told to come back later; other functions still queue.
+pub const MAX_QUEUED_PER_FUNCTION: i64 = 10_000;
+
+fn subject(function: &str) -> String {
+    format!("isola.async.{}", crate::kv::hex(function))
+}
 
 /// The header carrying the deployment's version (for its record).
 const VERSION_HEADER: &str = "Isola-Version";
@@ -37,26 +47,55 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 pub const MAX_DELIVER: i64 = 5;
 
 /// The subject of the dead letters.
-const DEAD_SUBJECT: &str = "isola.async.dead";
+const DEAD_SUBJECT: &str = "isola.dead.async";
 
 /// Invocations one worker runs from the queue at once.
 const SLOTS: usize = 64;
 
-/// The queue's stream, created on first use.
+/// The queue's stream, created on first use; one made by an older node
+/// gets this one's subjects and per-function bound (the limits an operator
+/// may have tuned are kept).
 async fn queue(js: &jetstream::Context) -> Result<stream::Stream, FunctionError> {
-    js.get_or_create_stream(stream::Config {
-        name: "ISOLA_ASYNC".into(),
-        subjects: vec![SUBJECT.into()],
-        retention: stream::RetentionPolicy::WorkQueue,
-        max_messages: 100_000,
-        max_bytes: 1 << 30,
-        max_message_size: 1 << 20,
-        discard: stream::DiscardPolicy::New,
-        num_replicas: 1,
-        ..Default::default()
-    })
-    .await
-    .map_err(|error| unavailable(format!("the invocation queue is unavailable: {error}")))
+    let failed =
+        |error: String| unavailable(format!("the invocation queue is unavailable: {error}"));
+    let mut stream = js
+        .get_or_create_stream(stream::Config {
+            name: "ISOLA_ASYNC".into(),
+            subjects: vec![SUBJECTS.into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            max_messages: 100_000,
+            max_messages_per_subject: MAX_QUEUED_PER_FUNCTION,
+            max_bytes: 1 << 30,
+            max_message_size: 1 << 20,
+            discard: stream::DiscardPolicy::New,
+            discard_new_per_subject: true,
+            num_replicas: 1,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| failed(error.to_string()))?;
+    let config = stream
+        .info()
+        .await
+        .map_err(|error| failed(error.to_string()))?
+        .config
+        .clone();
+    if config.subjects != [SUBJECTS]
+        || !config.discard_new_per_subject
+        || config.max_messages_per_subject <= 0
+    {
+        let mut updated = config;
+        updated.subjects = vec![SUBJECTS.into()];
+        updated.discard = stream::DiscardPolicy::New;
+        updated.discard_new_per_subject = true;
+        if updated.max_messages_per_subject <= 0 {
+            updated.max_messages_per_subject = MAX_QUEUED_PER_FUNCTION;
+        }
+        js.update_stream(updated)
+            .await
+            .map_err(|error| failed(error.to_string()))?;
+    }
+    Ok(stream)
 }
 
 /// The dead letters' stream, created on first use: the last week's, at
@@ -104,14 +143,27 @@ pub(crate) async fn enqueue(
     results.set(&queued).await?;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(VERSION_HEADER, version.to_string().as_str());
-    let stored = js
-        .publish_with_headers(SUBJECT, headers, message.into())
+    let stored = match js
+        .publish_with_headers(subject(&queued.function), headers, message.into())
         .await
-        .map_err(|error| unavailable(format!("could not queue the invocation: {error}")))?;
-    stored
-        .await
-        .map(|_| ())
-        .map_err(|error| unavailable(format!("the queue did not store the invocation: {error}")))
+    {
+        Ok(ack) => ack.await,
+        Err(error) => Err(error),
+    };
+    let Err(error) = stored else {
+        return Ok(());
+    };
+    // Not queued: its id must not say it is.
+    results.forget(&queued.id).await;
+    if error.to_string().contains("10077") {
+        return Err(unavailable(format!(
+            "function {:?} has {MAX_QUEUED_PER_FUNCTION} invocations queued already: retry later",
+            queued.function
+        )));
+    }
+    Err(unavailable(format!(
+        "the queue did not store the invocation: {error}"
+    )))
 }
 
 /// Runs queued invocations on `invoker` until `shutdown` resolves; those

@@ -63,6 +63,13 @@ impl Results {
             .map_err(unavailable)
     }
 
+    /// Forgets invocation `id` (it was not queued after all).
+    pub async fn forget(&self, id: &str) {
+        if let Err(error) = self.0.purge(id).await {
+            tracing::warn!(%error, id, "could not forget a queued invocation's state");
+        }
+    }
+
     /// Where invocation `id` stands, if it is known.
     pub async fn get(&self, id: &str) -> Result<Option<QueuedInvocation>, FunctionError> {
         // Ids are isola's (`inv_` and hex); anything else is no key of ours

@@ -148,3 +148,41 @@ async fn queued_invocations_say_where_they_stand_and_a_poison_one_is_set_aside()
     assert_eq!(state_of(&gateway, "inv_never").await, None);
     assert_eq!(state_of(&gateway, "a.>").await, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_function_cannot_fill_the_queue_for_the_others() {
+    let server = NatsServer::with_jetstream().await;
+    // The queue as an operator tuned it: 3 per function (10,000 by default).
+    let js = async_nats::jetstream::new(server.client().await);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "ISOLA_ASYNC".into(),
+        subjects: vec!["isola.async.*".into()],
+        retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+        max_messages_per_subject: 3,
+        discard: async_nats::jetstream::stream::DiscardPolicy::New,
+        discard_new_per_subject: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let gateway = NatsInvoker::new(server.client().await);
+    let hello = hello("queued");
+    let mut other = (*hello).clone();
+    other.name = "other".into();
+    let other = Arc::new(other);
+    let queue = |function: &Arc<FunctionSource>, id: &str| {
+        let mut invocation = http_get(function, Vec::new());
+        invocation.id = id.into();
+        gateway.enqueue(invocation, 1)
+    };
+    for n in 0..3 {
+        queue(&hello, &format!("inv_h{n}")).await.unwrap();
+    }
+    let refused = queue(&hello, "inv_h3").await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Unavailable);
+    assert!(refused.message.contains("queued already"), "{refused:?}");
+    assert_eq!(state_of(&gateway, "inv_h3").await, None);
+    assert!(state_of(&gateway, "inv_h2").await.is_some());
+    // Another function still queues.
+    queue(&other, "inv_o0").await.unwrap();
+}
