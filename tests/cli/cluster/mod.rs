@@ -294,10 +294,20 @@ fn bodies_cross_between_nodes_streamed_both_ways() {
     };
     // Streamed to the gateway (over 64 KiB, or chunked), and longer than
     // a NATS message: pulled by the worker in frames, and back.
-    assert_eq!(post(vec![1u8; 100 << 10].into()), (200, 100 << 10));
+    // On a failure, the owner's view of it: the newest record's error.
+    let why = || {
+        let records = gateway.list_of("/v1/functions/echo/invocations?limit=1", 1);
+        format!(
+            "{} {}",
+            records[0]["error_code"], records[0]["error_message"]
+        )
+    };
+    let got = post(vec![1u8; 100 << 10].into());
+    assert_eq!(got, (200, 100 << 10), "{}", why());
     let chunked = reqwest::blocking::Body::new(std::io::Cursor::new(vec![1u8; 10]));
-    assert_eq!(post(chunked), (200, 10));
-    assert_eq!(post(vec![1u8; 5 << 20].into()), (200, 5 << 20));
+    assert_eq!(post(chunked), (200, 10), "{}", why());
+    let got = post(vec![1u8; 5 << 20].into());
+    assert_eq!(got, (200, 5 << 20), "{}", why());
     // Past the node's request limit (10 MiB): refused at the door.
     assert_eq!(post(vec![1u8; 11 << 20].into()).0, 413);
     // Long lines leave less room for the body in the answer: the rest
