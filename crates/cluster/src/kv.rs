@@ -240,7 +240,7 @@ impl Inner {
         let _held = lock.lock().await;
         for _ in 0..MAX_ATTEMPTS {
             let (last, version) = self.catch_up(namespace, &subject).await?;
-            let now = now_ms();
+            let now = crate::registry::now_ms();
             let changes: Vec<Change> = mutations
                 .iter()
                 .map(|m| Change::at(m.clone(), now))
@@ -347,12 +347,6 @@ impl Inner {
         self.catch_up(namespace, &subject(namespace)).await?;
         read.await
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The number in header `name` of `message`.

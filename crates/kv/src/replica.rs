@@ -5,11 +5,11 @@
 //! versions. A [`Replica`] keeps, in SQLite, each namespace as of the last
 //! commit it applied ([`Position`]), says whether a commit would be
 //! accepted before it is sent ([`Replica::admits`]), and applies commits
-//! as the log orders them ([`Replica::apply`]). Its tables are
-//! [`SqliteKv`]'s, so reads are the embedded store's.
+//! as the log orders them ([`Replica::apply`]). It is a [`SqliteKv`]
+//! with a table of positions, so reads are the embedded store's.
 
-use crate::sqlite::{checks_hold, now_ms, read_entry, read_page, write};
-use crate::{Change, Check, Entry, KvLimits, ListPage, Result, SqliteKv};
+use crate::sqlite::{checks_hold, now_ms, write};
+use crate::{Change, Check, Entry, KvLimits, KvStore, ListPage, Result, SqliteKv};
 use rusqlite::{params, TransactionBehavior};
 use std::path::Path;
 
@@ -229,10 +229,7 @@ impl Replica {
 
     /// The live value of `key`, as of the copy's position.
     pub async fn get(&self, namespace: &str, key: &str) -> Result<Option<Entry>> {
-        let (namespace, key) = (namespace.to_string(), key.to_string());
-        self.kv
-            .run(move |conn| read_entry(conn, &namespace, &key))
-            .await
+        KvStore::get(&self.kv, namespace, key).await
     }
 
     /// A page of live keys, as of the copy's position.
@@ -243,10 +240,7 @@ impl Replica {
         limit: usize,
         cursor: Option<String>,
     ) -> Result<ListPage> {
-        let (namespace, prefix) = (namespace.to_string(), prefix.to_string());
-        self.kv
-            .run(move |conn| read_page(conn, &namespace, &prefix, limit, cursor))
-            .await
+        KvStore::list(&self.kv, namespace, prefix, limit, cursor).await
     }
 
     /// Deletes expired keys from the copies (every copy expires a key at

@@ -248,7 +248,7 @@ impl SqliteKv {
 }
 
 /// The live value of `key`.
-pub(crate) fn read_entry(conn: &Connection, namespace: &str, key: &str) -> Result<Option<Entry>> {
+fn read_entry(conn: &Connection, namespace: &str, key: &str) -> Result<Option<Entry>> {
     Ok(conn
         .query_row(
             "SELECT value, version FROM kv WHERE namespace = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
@@ -265,7 +265,7 @@ pub(crate) fn read_entry(conn: &Connection, namespace: &str, key: &str) -> Resul
 }
 
 /// A page of the live keys starting with `prefix`, after `cursor`.
-pub(crate) fn read_page(
+fn read_page(
     conn: &Connection,
     namespace: &str,
     prefix: &str,
