@@ -235,14 +235,19 @@ pub async fn serve_queued_with(
         let runtimes = (invoker.clone(), deployments.clone());
         running.spawn(async move {
             let delivered = message.info().map_or(MAX_DELIVER, |info| info.delivered);
-            if already_finished(&results, &message).await {
+            let Some(who) = who(&message) else {
+                let _ = message.ack_with(AckKind::Term).await;
+                drop(slot);
+                return;
+            };
+            if already_finished(&results, &who.0).await {
                 // It ran and its result is kept; only its acknowledgement
                 // was lost.
                 let _ = message.double_ack().await;
             } else if delivered > MAX_DELIVER {
-                dead_letter(&client, &results, message, delivered).await;
+                dead_letter(&client, &results, message, who, delivered).await;
             } else {
-                run_one(&client, &results, message, runtimes, ack_wait / 3).await;
+                run_one(&client, &results, message, runtimes, (who, ack_wait / 3)).await;
             }
             drop(slot);
         });
@@ -252,14 +257,26 @@ pub async fn serve_queued_with(
     Ok(())
 }
 
-/// Whether the invocation `message` carries has a final state kept already
-/// (it ran, or was set aside, and only its acknowledgement was lost).
-async fn already_finished(results: &Results, message: &jetstream::Message) -> bool {
-    let Ok(received) = wire::decode_invocation(&message.payload) else {
-        return false;
-    };
+/// Which invocation a queued message carries: its id, its function, and
+/// its deployment's version (`None`: not an invocation).
+type Who = (String, String, u32);
+
+fn who(message: &jetstream::Message) -> Option<Who> {
+    let received = wire::decode_invocation(&message.payload).ok()?;
+    let version = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(VERSION_HEADER))
+        .and_then(|v| v.as_str().parse().ok())
+        .unwrap_or(0);
+    Some((received.id, received.function, version))
+}
+
+/// Whether invocation `id` has a final state kept already (it ran, or was
+/// set aside, and only its acknowledgement was lost).
+async fn already_finished(results: &Results, id: &str) -> bool {
     matches!(
-        results.get(&received.id).await,
+        results.get(id).await,
         Ok(Some(state)) if state.state != isola_core::QueuedState::Queued
     )
 }
@@ -279,19 +296,8 @@ async fn run_one(
     results: &Results,
     message: jetstream::Message,
     runtimes: (Arc<dyn Invoker>, Arc<dyn Deployments>),
-    progress: Duration,
+    ((id, function, version), progress): (Who, Duration),
 ) {
-    let version = message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(VERSION_HEADER))
-        .and_then(|v| v.as_str().parse().ok())
-        .unwrap_or(0);
-    let Ok(received) = wire::decode_invocation(&message.payload) else {
-        let _ = message.ack_with(AckKind::Term).await;
-        return;
-    };
-    let (id, function) = (received.id.clone(), received.function.clone());
     let created_at = crate::registry::now_ms();
     let mut deadline = tokio::time::Instant::now();
     let run = run_received(
@@ -362,17 +368,14 @@ async fn dead_letter(
     client: &async_nats::Client,
     results: &Results,
     message: jetstream::Message,
+    (id, function, version): Who,
     delivered: i64,
 ) {
-    let Ok(received) = wire::decode_invocation(&message.payload) else {
-        let _ = message.ack_with(AckKind::Term).await;
-        return;
-    };
     // Its id names it: set aside again after a failure, it is stored once.
     let js = jetstream::new(client.clone());
     let publish = jetstream::message::PublishMessage::build()
         .payload(message.payload.clone())
-        .message_id(format!("{}.dead", received.id));
+        .message_id(format!("{id}.dead"));
     let stored = match js.send_publish(DEAD_SUBJECT, publish).await {
         Ok(ack) => ack.await,
         Err(error) => Err(error),
@@ -391,19 +394,12 @@ async fn dead_letter(
             delivered - 1
         ),
     );
-    let (id, function) = (received.id.as_str(), received.function.as_str());
     let mut result =
-        QueuedInvocation::queued(id, function).finished(delivered as u64, &Err(error.clone()));
+        QueuedInvocation::queued(&id, &function).finished(delivered as u64, &Err(error.clone()));
     result.state = isola_core::QueuedState::Dead;
     let outcome = isola_core::Outcome::failed(error);
-    let version = message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(VERSION_HEADER))
-        .and_then(|v| v.as_str().parse().ok())
-        .unwrap_or(0);
     let record = InvocationRecord::finished(
-        (id, function, version),
+        (&id, &function, version),
         crate::registry::now_ms(),
         &outcome,
         Vec::new(),
