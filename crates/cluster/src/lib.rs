@@ -170,7 +170,8 @@ impl NatsInvoker {
     /// slice's, as assigned (and as rendezvous hashing ranks them when
     /// those are over their share), else as rendezvous hashing ranks them.
     fn candidates(&self, function: &str, workers: &[String], concurrent: u32) -> Vec<String> {
-        let ranked = placement::slice(function, workers).into_iter().cloned();
+        // Ranked only when needed: not on the common path.
+        let ranked = || placement::slice(function, workers).into_iter().cloned();
         if let Some(assignments) = &self.assignments {
             let mut assigned = assignments.workers_of(function, workers);
             if !assigned.is_empty() {
@@ -179,13 +180,13 @@ impl NatsInvoker {
                 {
                     // Busy, on a worker over its share: onto the
                     // rendezvous workers too.
-                    let more: Vec<String> = ranked.filter(|w| !assigned.contains(w)).collect();
+                    let more: Vec<String> = ranked().filter(|w| !assigned.contains(w)).collect();
                     assigned.extend(more);
                 }
                 return assigned;
             }
         }
-        ranked.collect()
+        ranked().collect()
     }
 
     /// Checks deployments and runs WebSocket upgrades on `local`.
